@@ -1,0 +1,461 @@
+//! The shared-memory file, format version 1: every offset, size, magic and
+//! limit in one place. docs/FORMAT.md is the prose twin of this file.
+//!
+//! ```text
+//! offset        size              what
+//! 0             4096              Header: Identity, ClockCalibration, RingControl
+//! 4096          64 × 128          process table (ProcessEntry)
+//! 12288         64 × 8 × 8        capacity table, bytes per (device, kind)
+//! 16384         64 × 64 × 8 × 16  live counters per (process, device, kind)
+//! 540672        capacity × 64     the ring of slots
+//! ```
+//!
+//! Every shared field is an atomic, even those written once at creation: a
+//! file another process can write is never read through a plain reference.
+//! Alignment and padding are spelled out (`align(128)`), not taken from the
+//! target's cache-line size, so the layout is the same on every architecture.
+
+use crate::sync::{AtomicU32, AtomicU64, PAYLOAD_WORDS, PayloadCell};
+use bytemuck::{Pod, Zeroable};
+
+/// First eight bytes of a ring file (`"MEMTRACK"`, little-endian u64).
+pub const MAGIC: u64 = u64::from_le_bytes(*b"MEMTRACK");
+/// Version of this layout. Any change of an offset or meaning bumps it.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes per slot and per record.
+pub const RECORD_SIZE: usize = 64;
+/// Entries in the process table: writer processes attached at once.
+pub const MAX_PROCESSES: usize = 64;
+/// Devices with live counters and capacities. Records of higher device ids
+/// are still delivered faithfully; they only have no counter cell.
+pub const MAX_DEVICES: usize = 64;
+/// Kinds with live counters (7 are defined, one spare).
+pub const MAX_KINDS: usize = 8;
+
+/// Smallest ring capacity, in records.
+pub const MIN_CAPACITY: u64 = 16;
+/// Largest ring capacity, in records (4 GiB of slots).
+pub const MAX_CAPACITY: u64 = 1 << 26;
+/// Default ring capacity: 65536 records, a 4.5 MiB file, which fits the
+/// 64 MiB /dev/shm that containers get by default many times over.
+pub const DEFAULT_CAPACITY: u64 = 1 << 16;
+
+/// Size reserved for the header.
+pub const HEADER_REGION: usize = 4096;
+/// Offset of the process table.
+pub const PROCESS_TABLE_OFFSET: usize = HEADER_REGION;
+/// Bytes per process-table entry.
+pub const PROCESS_ENTRY_SIZE: usize = 128;
+/// Offset of the capacity table.
+pub const CAPACITY_TABLE_OFFSET: usize = PROCESS_TABLE_OFFSET + MAX_PROCESSES * PROCESS_ENTRY_SIZE;
+/// Offset of the live counters.
+pub const COUNTERS_OFFSET: usize = CAPACITY_TABLE_OFFSET + MAX_DEVICES * MAX_KINDS * 8;
+/// Bytes per live-counter cell.
+pub const COUNTER_CELL_SIZE: usize = 16;
+/// Offset of the first slot.
+pub const SLOTS_OFFSET: usize = COUNTERS_OFFSET + MAX_PROCESSES * MAX_DEVICES * MAX_KINDS * COUNTER_CELL_SIZE;
+
+/// Length of a ring file holding `capacity` slots.
+pub const fn file_size(capacity: u64) -> u64 {
+    SLOTS_OFFSET as u64 + capacity * RECORD_SIZE as u64
+}
+
+/// Byte offset (past any real data) of the OFD lock the one consumer holds.
+pub const READER_LOCK_OFFSET: i64 = 1 << 40;
+/// Byte offset of the OFD lock that process-table entry `i` holds at `+ i`.
+pub const PROCESS_LOCK_BASE: i64 = READER_LOCK_OFFSET + 1;
+
+/// `Identity::clock_source`: timestamps are `CLOCK_MONOTONIC` nanoseconds.
+pub const CLOCK_MONOTONIC_NS: u32 = 0;
+/// `Identity::clock_source`: timestamps are invariant-TSC ticks.
+pub const CLOCK_TSC: u32 = 1;
+
+/// What a ring file is: written once by its creator before the file is
+/// linked into place, validated by everyone who attaches.
+#[repr(C, align(128))]
+pub struct Identity {
+    /// [`MAGIC`].
+    pub magic: AtomicU64,
+    /// [`FORMAT_VERSION`].
+    pub version: AtomicU32,
+    /// [`RECORD_SIZE`].
+    pub record_size: AtomicU32,
+    /// Slots in the ring; a power of two.
+    pub capacity: AtomicU64,
+    /// Length of the file, `file_size(capacity)`.
+    pub file_size: AtomicU64,
+    /// [`MAX_PROCESSES`].
+    pub max_processes: AtomicU32,
+    /// [`MAX_DEVICES`].
+    pub max_devices: AtomicU32,
+    /// [`MAX_KINDS`].
+    pub max_kinds: AtomicU32,
+    /// [`CLOCK_TSC`] or [`CLOCK_MONOTONIC_NS`].
+    pub clock_source: AtomicU32,
+    /// Wall-clock time of creation, ns since the Unix epoch.
+    pub created_unix_ns: AtomicU64,
+    /// Pid of the creating process.
+    pub creator_pid: AtomicU32,
+    /// Reserved, 0.
+    pub reserved: AtomicU32,
+}
+
+/// One (ticks, CLOCK_MONOTONIC ns) pair taken at creation and the tick rate
+/// measured then. Readers refine the rate with a pair of their own.
+#[repr(C, align(128))]
+pub struct ClockCalibration {
+    /// Clock ticks at the calibration instant.
+    pub ticks: AtomicU64,
+    /// `CLOCK_MONOTONIC` ns at the same instant.
+    pub monotonic_ns: AtomicU64,
+    /// Ticks per second measured at creation (1e9 for [`CLOCK_MONOTONIC_NS`]).
+    pub ticks_per_second: AtomicU64,
+}
+
+/// The writers' hot line: where the next free ticket probably is.
+#[repr(C, align(128))]
+pub struct TailLine {
+    /// A hint, never ahead of the first unclaimed ticket (see `ring`).
+    pub tail: AtomicU64,
+}
+
+/// Records lost on the writer side; bumped only on the (cold) drop path.
+#[repr(C, align(128))]
+pub struct LossLine {
+    /// Records dropped because the ring was full.
+    pub dropped: AtomicU64,
+    /// Processes that found the process table full and ran untracked.
+    pub untracked_processes: AtomicU64,
+}
+
+/// One copy of the consumer's progress (see `ring::Progress`).
+#[repr(C)]
+pub struct ProgressCopy {
+    /// Tickets below this were taken out of the ring by a consumer.
+    pub taken: AtomicU64,
+    /// Tickets below this were handed to the consumer's caller.
+    pub committed: AtomicU64,
+    /// Records delivered, in total.
+    pub delivered: AtomicU64,
+    /// Claims reclaimed from writers that died before publishing.
+    pub lost_writer_died: AtomicU64,
+    /// Records taken by a consumer that died before handing them on.
+    pub lost_reader_died: AtomicU64,
+}
+
+/// The consumer's line: who it is and how far it got, double-buffered so a
+/// consumer killed mid-update leaves the previous copy intact.
+#[repr(C, align(128))]
+pub struct ReaderLine {
+    /// Pid of the attached consumer, 0 when none.
+    pub reader_pid: AtomicU32,
+    /// Reserved, 0.
+    pub reserved: AtomicU32,
+    /// Bumped once per progress update; `progress[epoch & 1]` is current.
+    pub progress_epoch: AtomicU64,
+    /// The two copies.
+    pub progress: [ProgressCopy; 2],
+}
+
+/// The part of the header the ring protocol works on.
+#[repr(C)]
+pub struct RingControl {
+    /// Writers' tail hint.
+    pub tail: TailLine,
+    /// Writer-side loss counters.
+    pub loss: LossLine,
+    /// Consumer identity and progress.
+    pub reader: ReaderLine,
+}
+
+/// The header at offset 0.
+#[repr(C)]
+pub struct Header {
+    /// What the file is.
+    pub identity: Identity,
+    /// How to turn timestamps into nanoseconds.
+    pub clock: ClockCalibration,
+    /// Ring protocol state.
+    pub control: RingControl,
+}
+
+/// `ProcessEntry::state`: never used.
+pub const PROCESS_FREE: u32 = 0;
+/// `ProcessEntry::state`: attached (alive unless its lock is free).
+pub const PROCESS_ACTIVE: u32 = 1;
+/// `ProcessEntry::state`: called `memtrack_shutdown` or exited normally.
+pub const PROCESS_EXITED: u32 = 2;
+
+/// Bytes of a process name kept in the table.
+pub const PROCESS_NAME_LEN: usize = 32;
+
+/// One writer process. Owned by whoever holds the OFD lock at
+/// `PROCESS_LOCK_BASE + index`; the kernel drops that lock when the process
+/// dies, which is how readers tell dead from alive without trusting pids.
+#[repr(C, align(128))]
+pub struct ProcessEntry {
+    /// `PROCESS_FREE`, `PROCESS_ACTIVE` or `PROCESS_EXITED`.
+    pub state: AtomicU32,
+    /// Bumped by every new owner; low 20 bits are part of a claim's owner.
+    pub generation: AtomicU32,
+    /// Process id.
+    pub pid: AtomicU32,
+    /// Reserved, 0.
+    pub reserved: AtomicU32,
+    /// Start time from /proc/PID/stat (clock ticks since boot): with the
+    /// pid, a name for the process that survives pid reuse.
+    pub start_time: AtomicU64,
+    /// Ring clock when the process attached.
+    pub attach_ticks: AtomicU64,
+    /// Ring clock when it exited cleanly, else 0.
+    pub exit_ticks: AtomicU64,
+    /// Records this process dropped because the ring was full.
+    pub dropped: AtomicU64,
+    /// Process name (comm), NUL-padded, little-endian bytes.
+    pub name: [AtomicU64; PROCESS_NAME_LEN / 8],
+}
+
+/// Live usage of one (process, device, kind), kept by the writers.
+/// Both words wrap: read them as `i64` (a free of a buffer allocated before
+/// tracking began can take them below zero).
+#[repr(C)]
+pub struct CounterCell {
+    /// Bytes of live buffers, ALIAS buffers excluded.
+    pub live_bytes: AtomicU64,
+    /// Live buffers, ALIAS buffers included.
+    pub live_buffers: AtomicU64,
+}
+
+/// Index of the counter cell of (process, device, kind), if it has one.
+pub fn counter_index(process: usize, device: u32, kind: u8) -> Option<usize> {
+    let (device, kind) = (device as usize, kind as usize);
+    (process < MAX_PROCESSES && device < MAX_DEVICES && kind < MAX_KINDS)
+        .then(|| (process * MAX_DEVICES + device) * MAX_KINDS + kind)
+}
+
+/// Index of the capacity cell of (device, kind), if it has one.
+pub fn capacity_index(device: u32, kind: u8) -> Option<usize> {
+    let (device, kind) = (device as usize, kind as usize);
+    (device < MAX_DEVICES && kind < MAX_KINDS).then(|| device * MAX_KINDS + kind)
+}
+
+/// One ring slot: the state word the protocol hands over, and the payload.
+#[repr(C, align(64))]
+pub struct Slot {
+    /// `ring::SlotState`, encoded.
+    pub(crate) state: AtomicU64,
+    /// Record words 1..8 (everything but the ticket).
+    pub(crate) payload: PayloadCell,
+}
+
+#[cfg(not(loom))]
+impl Slot {
+    /// An empty slot waiting for lap 0 (all-zero bytes, as in a new file).
+    pub(crate) const fn new() -> Self {
+        Self { state: AtomicU64::new(0), payload: PayloadCell::new() }
+    }
+}
+
+#[cfg(loom)]
+impl Slot {
+    pub(crate) fn new() -> Self {
+        Self { state: AtomicU64::new(0), payload: PayloadCell::new() }
+    }
+}
+
+/// What a record says happened.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A buffer was allocated.
+    Alloc = 1,
+    /// A buffer was freed.
+    Free = 2,
+    /// A phase marker; the label is in the record.
+    Mark = 3,
+    /// `size` is the total memory of (device, kind).
+    Capacity = 4,
+    /// A process attached; the label is its name.
+    ProcessStart = 5,
+    /// A process shut down cleanly.
+    ProcessExit = 6,
+}
+
+impl Event {
+    /// The event with code `code`, if it is one.
+    pub fn from_code(code: u8) -> Option<Event> {
+        Some(match code {
+            1 => Event::Alloc,
+            2 => Event::Free,
+            3 => Event::Mark,
+            4 => Event::Capacity,
+            5 => Event::ProcessStart,
+            6 => Event::ProcessExit,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name for text output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Alloc => "alloc",
+            Event::Free => "free",
+            Event::Mark => "mark",
+            Event::Capacity => "capacity",
+            Event::ProcessStart => "process_start",
+            Event::ProcessExit => "process_exit",
+        }
+    }
+}
+
+/// Kinds of memory; 0..=4 equal tt_metal's `BufferType`.
+pub mod kind {
+    /// Device DRAM.
+    pub const DRAM: u8 = 0;
+    /// Core-local L1.
+    pub const L1: u8 = 1;
+    /// Host memory mapped for the device.
+    pub const SYSTEM_MEMORY: u8 = 2;
+    /// The small L1 region.
+    pub const L1_SMALL: u8 = 3;
+    /// Trace buffers.
+    pub const TRACE: u8 = 4;
+    /// Circular buffers of a program.
+    pub const CB: u8 = 5;
+    /// Kernel binaries.
+    pub const KERNEL: u8 = 6;
+
+    /// The name used in reports, JSON and the CLI, or `None` if unknown.
+    pub fn name(kind: u8) -> Option<&'static str> {
+        NAMES.get(kind as usize).copied()
+    }
+
+    /// The kind called `name` (as returned by [`name`]).
+    pub fn from_name(name: &str) -> Option<u8> {
+        NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    }
+
+    const NAMES: [&str; 7] = ["DRAM", "L1", "SYSTEM_MEMORY", "L1_SMALL", "TRACE", "CB", "KERNEL"];
+}
+
+/// `Record::flags`: the buffer's bytes are already counted by other live
+/// buffers (a mesh buffer's backing buffer, a buffer at a preallocated
+/// address). Its lifecycle is tracked; its bytes are not counted.
+pub const FLAG_ALIAS: u8 = 1;
+
+/// Bytes of label a MARK or PROCESS_START record carries.
+pub const LABEL_LEN: usize = 36;
+const LABEL_OFFSET: usize = 16;
+
+/// One event, as delivered to consumers and stored in record files.
+///
+/// In the ring, word 0 (the ticket) is implied by the slot's position and
+/// the other seven words are the slot's payload. For `Mark` and
+/// `ProcessStart` the bytes from `buffer_id` to `device_id` (36 bytes) hold
+/// a NUL-padded label instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Record {
+    /// Position in the ring's total order.
+    pub ticket: u64,
+    /// Ring clock ticks (see `ClockCalibration`).
+    pub timestamp: u64,
+    /// Identity of the buffer object (tt_metal: `Buffer::unique_id()`).
+    pub buffer_id: u64,
+    /// Owner: mesh buffer of a device buffer, program of a circular buffer.
+    pub parent_id: u64,
+    /// Device address.
+    pub address: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Device id.
+    pub device_id: u32,
+    /// Writer's process id.
+    pub pid: u32,
+    /// Writer's process-table index.
+    pub process_slot: u16,
+    /// `Event` code.
+    pub event: u8,
+    /// Kind code (see [`kind`]).
+    pub kind: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Reserved, 0.
+    pub reserved: [u8; 3],
+}
+
+impl Record {
+    /// The event, if the code is known.
+    pub fn event(&self) -> Option<Event> {
+        Event::from_code(self.event)
+    }
+
+    /// The label of a `Mark` or `ProcessStart` record, up to its first NUL.
+    pub fn label(&self) -> &[u8] {
+        let bytes = &bytemuck::bytes_of(self)[LABEL_OFFSET..LABEL_OFFSET + LABEL_LEN];
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(LABEL_LEN);
+        &bytes[..end]
+    }
+
+    /// Stores `label`, truncated to [`LABEL_LEN`] bytes, over the label bytes.
+    pub fn set_label(&mut self, label: &[u8]) {
+        let bytes = &mut bytemuck::bytes_of_mut(self)[LABEL_OFFSET..LABEL_OFFSET + LABEL_LEN];
+        let n = label.len().min(LABEL_LEN);
+        bytes[..n].copy_from_slice(&label[..n]);
+        bytes[n..].fill(0);
+    }
+
+    /// Whether the ALIAS flag is set.
+    pub fn is_alias(&self) -> bool {
+        self.flags & FLAG_ALIAS != 0
+    }
+
+    /// The seven payload words a slot carries.
+    pub(crate) fn payload(&self) -> [u64; PAYLOAD_WORDS] {
+        let words: [u64; 8] = bytemuck::cast(*self);
+        std::array::from_fn(|i| words[i + 1])
+    }
+
+    /// The record in slot `ticket` with payload `payload`.
+    pub(crate) fn from_payload(ticket: u64, payload: [u64; PAYLOAD_WORDS]) -> Record {
+        let mut words = [0u64; 8];
+        words[0] = ticket;
+        words[1..].copy_from_slice(&payload);
+        bytemuck::cast(words)
+    }
+}
+
+// The layout is the contract: these fail the build if a field moves.
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Record>() == RECORD_SIZE);
+    assert!(offset_of!(Record, device_id) == 48);
+    assert!(offset_of!(Record, process_slot) == 56);
+    assert!(offset_of!(Record, event) == 58);
+    assert!(LABEL_OFFSET + LABEL_LEN == offset_of!(Record, pid));
+    assert!(size_of::<Slot>() == RECORD_SIZE);
+    assert!(offset_of!(Slot, payload) == 8);
+    assert!(size_of::<Identity>() == 128);
+    assert!(offset_of!(Identity, capacity) == 16);
+    assert!(offset_of!(Identity, clock_source) == 44);
+    assert!(offset_of!(Identity, creator_pid) == 56);
+    assert!(size_of::<ClockCalibration>() == 128);
+    assert!(size_of::<ProgressCopy>() == 40);
+    assert!(offset_of!(ReaderLine, progress) == 16);
+    assert!(size_of::<RingControl>() == 384);
+    assert!(offset_of!(Header, clock) == 128);
+    assert!(offset_of!(Header, control) == 256);
+    assert!(offset_of!(RingControl, loss) == 128);
+    assert!(offset_of!(RingControl, reader) == 256);
+    assert!(size_of::<Header>() <= HEADER_REGION);
+    assert!(size_of::<ProcessEntry>() == PROCESS_ENTRY_SIZE);
+    assert!(offset_of!(ProcessEntry, dropped) == 40);
+    assert!(offset_of!(ProcessEntry, name) == 48);
+    assert!(size_of::<CounterCell>() == COUNTER_CELL_SIZE);
+    assert!(CAPACITY_TABLE_OFFSET == 12288);
+    assert!(COUNTERS_OFFSET == 16384);
+    assert!(SLOTS_OFFSET == 540672);
+    assert!(SLOTS_OFFSET % 4096 == 0);
+    assert!(MAX_PROCESSES <= 1 << crate::ring::OWNER_SLOT_BITS);
+};

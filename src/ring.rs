@@ -1,0 +1,454 @@
+//! The ring protocol: many writer threads in many processes, one consumer.
+//!
+//! The slots form a bounded MPSC queue after Dmitry Vyukov's bounded MPMC
+//! queue (as in crossbeam's `ArrayQueue`): every slot has a state word that
+//! says for which *lap* it is ready, so the ring needs no shared head/tail
+//! comparison on the hot path. It differs from that queue in three ways,
+//! each needed because writers are untrusted processes that may die:
+//!
+//! 1. **A claim names its owner.** A writer claims ticket `t` with one CAS
+//!    on slot `t`'s state word, from `EMPTY(lap)` to `CLAIMED(lap, owner)`,
+//!    where the owner is a process-table index and generation. A writer
+//!    killed between claim and publish therefore leaves a slot whose owner
+//!    the consumer can look up, find dead, and reclaim (counting it lost).
+//!    (Perfetto's shared-ring v2 makes the same choice: every hand-off is
+//!    one CAS on one state word.)
+//! 2. **The tail is only a hint.** Because the claim is the slot CAS, the
+//!    tail word is advanced with a plain store after it and may lag or even
+//!    step back; writers probe forward from it past claimed slots. The hint
+//!    is never ahead of the first unclaimed ticket, so tickets are claimed
+//!    without holes and in an order consistent with happens-before: a
+//!    record's ticket is larger than that of any record whose claim happened
+//!    before it (so one buffer's events are delivered in order).
+//! 3. **The consumer's progress is crash-atomic.** It is double-buffered in
+//!    the header (see [`Progress`]); a consumer killed mid-batch costs the
+//!    records it had taken but not handed on, and its successor counts them.
+//!
+//! State word layout (u64): `lap:32 | owner:30 | phase:2`, where the lap of
+//! ticket `t` is `t >> log2(capacity)` (wrapping at 2^32 laps; only
+//! neighbouring laps are ever compared) and owner is `slot:10 | generation:20`.
+//!
+//! Accounting invariant (checked by the loom models and the stress tests):
+//! every attempted record is exactly one of delivered, dropped (counted by
+//! its writer when the ring is full) or lost (a dead writer's claim, or a
+//! dead consumer's untaken batch, counted by the consumer).
+//!
+//! This module owns no memory: it works over a [`RingControl`] and slots
+//! that live in the shared file, or on the heap under loom.
+
+use crate::format::{ProgressCopy, Record, RingControl, Slot};
+use crate::sync::{Ordering, PAYLOAD_WORDS, fence, wait_hint};
+
+/// Bits of a claim owner that hold the process-table index.
+pub(crate) const OWNER_SLOT_BITS: u32 = 10;
+/// Bits of a claim owner that hold the low bits of the entry's generation.
+pub(crate) const OWNER_GENERATION_BITS: u32 = 20;
+const GENERATION_MASK: u32 = (1 << OWNER_GENERATION_BITS) - 1;
+
+/// Who claimed a slot: a process-table entry and that entry's generation,
+/// so that a new process in the same entry is not mistaken for the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// Process-table index.
+    pub slot: u16,
+    /// Low 20 bits of the entry's generation.
+    pub generation: u32,
+}
+
+impl Owner {
+    /// The owner for table entry `slot` at `generation` (truncated to 20 bits).
+    pub fn new(slot: u16, generation: u32) -> Owner {
+        debug_assert!((slot as u32) < 1 << OWNER_SLOT_BITS);
+        Owner { slot, generation: generation & GENERATION_MASK }
+    }
+
+    fn encode(self) -> u32 {
+        (self.slot as u32) << OWNER_GENERATION_BITS | self.generation
+    }
+
+    fn decode(bits: u32) -> Owner {
+        Owner { slot: (bits >> OWNER_GENERATION_BITS) as u16, generation: bits & GENERATION_MASK }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the ticket of this lap.
+    Empty,
+    /// A writer holds it and is filling the payload.
+    Claimed,
+    /// Published; waiting for the consumer.
+    Full,
+    /// Not a phase the protocol writes: the file is corrupt.
+    Invalid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotState {
+    lap: u32,
+    owner: u32,
+    phase: Phase,
+}
+
+impl SlotState {
+    fn new(lap: u32, phase: Phase, owner: Owner) -> SlotState {
+        SlotState { lap, owner: owner.encode(), phase }
+    }
+
+    fn empty(lap: u32) -> SlotState {
+        SlotState { lap, owner: 0, phase: Phase::Empty }
+    }
+
+    fn encode(self) -> u64 {
+        let phase = match self.phase {
+            Phase::Empty => 0,
+            Phase::Claimed => 1,
+            Phase::Full => 2,
+            Phase::Invalid => 3,
+        };
+        (self.lap as u64) << 32 | (self.owner as u64) << 2 | phase
+    }
+
+    fn decode(word: u64) -> SlotState {
+        let phase = match word & 3 {
+            0 => Phase::Empty,
+            1 => Phase::Claimed,
+            2 => Phase::Full,
+            _ => Phase::Invalid,
+        };
+        SlotState { lap: (word >> 32) as u32, owner: (word as u32) >> 2, phase }
+    }
+}
+
+/// The ring had no free slot for the next ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+/// A slot a writer claimed and must publish.
+///
+/// Dropping a claim without publishing it models a writer that died: the
+/// slot stays claimed until the consumer finds its owner dead.
+#[must_use = "a claimed slot blocks the consumer until it is published"]
+pub(crate) struct Claim<'a> {
+    slot: &'a Slot,
+    published: SlotState,
+    ticket: u64,
+}
+
+impl Claim<'_> {
+    /// The claimed ticket.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Fills the slot and hands it to the consumer.
+    #[inline(always)]
+    pub(crate) fn publish(self, payload: &[u64; PAYLOAD_WORDS]) {
+        self.slot.payload.store(payload);
+        // Release: orders the payload stores before the state; pairs with
+        // the Acquire load in `RingView::take`.
+        self.slot.state.store(self.published.encode(), Ordering::Release);
+    }
+}
+
+/// The consumer's position and totals; see the module doc, point 3.
+///
+/// Invariant: `committed <= taken`, and every ticket below `committed` is
+/// counted in exactly one of `delivered`, `lost_writer_died` and
+/// `lost_reader_died`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Tickets below this were taken out of the ring.
+    pub taken: u64,
+    /// Tickets below this were handed on (or counted lost).
+    pub committed: u64,
+    /// Records handed on.
+    pub delivered: u64,
+    /// Claims reclaimed from writers that died before publishing.
+    pub lost_writer_died: u64,
+    /// Records a consumer took but died before handing on.
+    pub lost_reader_died: u64,
+}
+
+/// What one `take` found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// Records appended to the output.
+    pub records: usize,
+    /// Dead writers' claims skipped (and counted at commit).
+    pub lost: usize,
+}
+
+/// A consumer's private cursor: the progress it last published, and the
+/// batch it has taken but not committed.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    progress: Progress,
+    pending: Taken,
+}
+
+impl Cursor {
+    /// The progress as of the last update.
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress
+    }
+}
+
+/// The protocol, over a control block and slots it does not own.
+#[derive(Clone, Copy)]
+pub(crate) struct RingView<'a> {
+    control: &'a RingControl,
+    slots: &'a [Slot],
+    lap_shift: u32,
+}
+
+impl<'a> RingView<'a> {
+    /// A view of `slots.len()` slots (a power of two) controlled by `control`.
+    pub(crate) fn new(control: &'a RingControl, slots: &'a [Slot]) -> RingView<'a> {
+        assert!(slots.len().is_power_of_two(), "ring capacity must be a power of two");
+        RingView { control, slots, lap_shift: slots.len().trailing_zeros() }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    fn lap(&self, ticket: u64) -> u32 {
+        (ticket >> self.lap_shift) as u32
+    }
+
+    fn slot(&self, ticket: u64) -> &'a Slot {
+        let index = (ticket & (self.capacity() - 1)) as usize;
+        debug_assert!(index < self.slots.len());
+        &self.slots[index]
+    }
+
+    // ---- writers -------------------------------------------------------
+
+    /// Claims the next free ticket for `owner`, or reports the ring full.
+    #[inline]
+    pub(crate) fn claim(&self, owner: Owner) -> Result<Claim<'a>, Full> {
+        // Acquire: pairs with the Release store of the hint below, so every
+        // claim below the hint is visible and we never claim out of order.
+        let mut ticket = self.control.tail.tail.load(Ordering::Acquire);
+        loop {
+            let slot = self.slot(ticket);
+            let lap = self.lap(ticket);
+            // Acquire: pairs with the consumer's Release store that frees the
+            // slot (its payload reads happen before our writes) and with
+            // other writers' claims (see the hint above).
+            let current = slot.state.load(Ordering::Acquire);
+            let state = SlotState::decode(current);
+            match (state.lap.wrapping_sub(lap) as i32, state.phase) {
+                (0, Phase::Empty) => {
+                    // Try to take the ticket.
+                    let claimed = SlotState::new(lap, Phase::Claimed, owner);
+                    if slot
+                        .state
+                        .compare_exchange(current, claimed.encode(), Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        // Move the hint; racing writers may move it back a
+                        // little, which only costs them a probe.
+                        // Release: pairs with the Acquire load at the top.
+                        self.control.tail.tail.store(ticket + 1, Ordering::Release);
+                        let published = SlotState { phase: Phase::Full, ..claimed };
+                        return Ok(Claim { slot, published, ticket });
+                    }
+                    // Lost the race for this ticket: look at it again.
+                }
+                // Another writer holds this ticket: try the next one.
+                (0, Phase::Claimed | Phase::Full) => ticket += 1,
+                // Last lap's record is still unread: the ring is full.
+                (-1, Phase::Claimed | Phase::Full) => return Err(Full),
+                // Our ticket is a lap or more behind; catch up.
+                (laps, _) if laps > 0 => {
+                    let hint = self.control.tail.tail.load(Ordering::Acquire);
+                    ticket = hint.max(ticket + 1);
+                }
+                // A state the protocol never writes here: never overwrite it.
+                _ => return Err(Full),
+            }
+        }
+    }
+
+    /// Counts a record its writer gave up on because the ring was full.
+    pub(crate) fn count_drop(&self) {
+        self.control.loss.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records dropped by writers so far.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.control.loss.dropped.load(Ordering::Relaxed)
+    }
+
+    // ---- the consumer's progress ---------------------------------------
+
+    /// A consistent copy of the consumer's progress; safe to call from any
+    /// process while a consumer updates it (a seqlock over two copies).
+    pub(crate) fn progress(&self) -> Progress {
+        let line = &self.control.reader;
+        loop {
+            // Acquire: pairs with the Release store that completed the
+            // update of the copy we are about to read (`publish_progress`).
+            let epoch = line.progress_epoch.load(Ordering::Acquire);
+            // An odd epoch means copy `epoch/2 + 1` is being written; copy
+            // `epoch/2` is the last complete one either way.
+            let stable = (epoch >> 1) as usize & 1;
+            let progress = read_copy(&line.progress[stable]);
+            // Acquire fence: our reads above happen before the check below.
+            fence(Ordering::Acquire);
+            let now = line.progress_epoch.load(Ordering::Relaxed);
+            // The copy is rewritten only by the update that starts at
+            // epoch (epoch/2 + 1)*2 + 1.
+            if now <= (epoch | 1) + 1 {
+                return progress;
+            }
+            wait_hint();
+        }
+    }
+
+    /// Replaces the progress. Only the one attached consumer calls this.
+    fn publish_progress(&self, progress: &Progress) {
+        let line = &self.control.reader;
+        let epoch = line.progress_epoch.load(Ordering::Relaxed);
+        let next = (epoch >> 1) + 1;
+        // Odd: "writing copy next & 1". A consumer killed from here on
+        // leaves copy (next - 1) & 1, the last complete one, in force.
+        line.progress_epoch.store(next * 2 - 1, Ordering::Relaxed);
+        // Release fence: the odd epoch is visible before any of the copy's
+        // stores; pairs with the Acquire fence in `progress`.
+        fence(Ordering::Release);
+        write_copy(&line.progress[next as usize & 1], progress);
+        // Release: pairs with the Acquire load in `progress`.
+        line.progress_epoch.store(next * 2, Ordering::Release);
+    }
+
+    // ---- the consumer --------------------------------------------------
+
+    /// Starts a consumer where the previous one stopped. Only one consumer
+    /// may be attached at a time; the caller guarantees it (an OFD lock).
+    ///
+    /// Records the previous consumer took but did not commit are counted in
+    /// `lost_reader_died`, and the slots it took but did not free are freed.
+    pub(crate) fn attach_consumer(&self) -> Cursor {
+        let mut progress = self.progress();
+        if progress.committed != progress.taken {
+            progress.lost_reader_died += progress.taken.wrapping_sub(progress.committed);
+            progress.committed = progress.taken;
+            self.publish_progress(&progress);
+        }
+        // Free what a consumer killed between publishing `taken` and
+        // freeing its slots left behind: tickets below `taken` whose slot
+        // still holds their own lap.
+        let first = progress.taken.saturating_sub(self.capacity());
+        for ticket in first..progress.taken {
+            let lap = self.lap(ticket);
+            let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
+            if state.lap == lap && state.phase != Phase::Empty {
+                // Release: pairs with the writers' Acquire load in `claim`.
+                self.slot(ticket)
+                    .state
+                    .store(SlotState::empty(lap.wrapping_add(1)).encode(), Ordering::Release);
+            }
+        }
+        Cursor { progress, pending: Taken::default() }
+    }
+
+    /// Takes up to `max` records in ticket order into `out`, and frees their
+    /// slots. A slot claimed by a writer that `is_dead` says is dead is
+    /// skipped and counted lost; one claimed by a live writer ends the batch
+    /// (the consumer waits for it). `is_dead` is asked only about the claim
+    /// the consumer is blocked on.
+    ///
+    /// Must be followed by [`RingView::commit`] once the caller has handed
+    /// the records on; a consumer that dies in between loses the batch, and
+    /// the next one counts it.
+    pub(crate) fn take(
+        &self,
+        cursor: &mut Cursor,
+        max: usize,
+        mut is_dead: impl FnMut(Owner) -> bool,
+        out: &mut Vec<Record>,
+    ) -> Taken {
+        debug_assert_eq!(cursor.pending, Taken::default(), "take without commit");
+        let start = cursor.progress.taken;
+        let mut ticket = start;
+        let mut taken = Taken::default();
+        while ticket - start < max as u64 {
+            let slot = self.slot(ticket);
+            let lap = self.lap(ticket);
+            // Acquire: pairs with the Release store in `Claim::publish`, so
+            // the payload is complete.
+            let state = SlotState::decode(slot.state.load(Ordering::Acquire));
+            if state.lap != lap {
+                break; // Not yet claimed for this lap.
+            }
+            match state.phase {
+                Phase::Full => {
+                    out.push(Record::from_payload(ticket, slot.payload.load()));
+                    taken.records += 1;
+                }
+                Phase::Claimed if is_dead(Owner::decode(state.owner)) => taken.lost += 1,
+                // Empty: the frontier. Claimed: a live writer; wait for it.
+                // Invalid: a corrupt slot; stop here rather than guess.
+                _ => break,
+            }
+            ticket += 1;
+        }
+        if ticket == start {
+            return taken;
+        }
+        cursor.progress.taken = ticket;
+        self.publish_progress(&cursor.progress);
+        for t in start..ticket {
+            let next_lap = SlotState::empty(self.lap(t).wrapping_add(1));
+            // Release: our payload reads happen before the next writer's
+            // stores; pairs with the Acquire load in `claim`.
+            self.slot(t).state.store(next_lap.encode(), Ordering::Release);
+        }
+        cursor.pending = taken;
+        taken
+    }
+
+    /// Declares the last batch handed on.
+    pub(crate) fn commit(&self, cursor: &mut Cursor) {
+        let Taken { records, lost } = std::mem::take(&mut cursor.pending);
+        let progress = &mut cursor.progress;
+        if progress.committed == progress.taken {
+            return;
+        }
+        progress.committed = progress.taken;
+        progress.delivered += records as u64;
+        progress.lost_writer_died += lost as u64;
+        self.publish_progress(progress);
+    }
+}
+
+fn read_copy(copy: &ProgressCopy) -> Progress {
+    Progress {
+        taken: copy.taken.load(Ordering::Relaxed),
+        committed: copy.committed.load(Ordering::Relaxed),
+        delivered: copy.delivered.load(Ordering::Relaxed),
+        lost_writer_died: copy.lost_writer_died.load(Ordering::Relaxed),
+        lost_reader_died: copy.lost_reader_died.load(Ordering::Relaxed),
+    }
+}
+
+fn write_copy(copy: &ProgressCopy, p: &Progress) {
+    copy.taken.store(p.taken, Ordering::Relaxed);
+    copy.committed.store(p.committed, Ordering::Relaxed);
+    copy.delivered.store(p.delivered, Ordering::Relaxed);
+    copy.lost_writer_died.store(p.lost_writer_died, Ordering::Relaxed);
+    copy.lost_reader_died.store(p.lost_reader_died, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_models;

@@ -1,0 +1,186 @@
+//! Loom models of the ring protocol: 2 writers and 1 consumer on rings of
+//! 2–4 slots, every interleaving up to `LOOM_MAX_PREEMPTIONS`.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p memtrack --lib loom`
+
+use super::testing::{HeapRing, payload};
+use super::*;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicUsize};
+use loom::thread;
+
+const A: Owner = Owner { slot: 0, generation: 1 };
+const B: Owner = Owner { slot: 1, generation: 1 };
+
+/// Pushes `values` as owner, dropping (and counting) on a full ring, as a
+/// writer with no consumer attached does. Returns how many were dropped.
+fn push_or_drop(view: RingView<'_>, owner: Owner, values: &[u64]) -> usize {
+    let mut dropped = 0;
+    for &v in values {
+        match view.claim(owner) {
+            Ok(claim) => claim.publish(&payload(v)),
+            Err(Full) => {
+                view.count_drop();
+                dropped += 1;
+            }
+        }
+    }
+    dropped
+}
+
+/// Consumes until `writers_done` says both writers finished and a pass found
+/// nothing more; `is_dead` answers for blocked claims.
+fn consume_all(
+    view: RingView<'_>,
+    writers_done: &AtomicUsize,
+    is_dead: impl Fn(Owner) -> bool,
+) -> Vec<Record> {
+    let mut cursor = view.attach_consumer();
+    let mut out = Vec::new();
+    loop {
+        let done = writers_done.load(Ordering::Acquire) == 2;
+        let taken = view.take(&mut cursor, 8, &is_dead, &mut out);
+        view.commit(&mut cursor);
+        if done && taken == Taken::default() {
+            return out;
+        }
+        thread::yield_now();
+    }
+}
+
+/// Each writer's values arrive once, in ticket order and in its own order.
+fn check_stream(out: &[Record], expected_total: usize) {
+    assert_eq!(out.len(), expected_total);
+    for pair in out.windows(2) {
+        assert!(pair[0].ticket < pair[1].ticket, "ticket order");
+    }
+    for writer in [10, 20] {
+        let mine: Vec<u64> = out.iter().map(|r| r.timestamp).filter(|v| v / 10 * 10 == writer).collect();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "writer order");
+    }
+}
+
+#[test]
+fn loom_every_record_delivered_once_in_ticket_order() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(4));
+        let done = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = [(A, [10, 11]), (B, [20, 21])]
+            .into_iter()
+            .map(|(owner, values)| {
+                let (ring, done) = (ring.clone(), done.clone());
+                thread::spawn(move || {
+                    assert_eq!(push_or_drop(ring.view(), owner, &values), 0, "4 slots hold 4 records");
+                    done.fetch_add(1, Ordering::Release);
+                })
+            })
+            .collect();
+        let out = consume_all(ring.view(), &done, |_| false);
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        check_stream(&out, 4);
+        assert_eq!(ring.view().progress().delivered, 4);
+    });
+}
+
+#[test]
+fn loom_full_ring_drops_are_counted_exactly() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(2));
+        let done = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = [(A, [10, 11]), (B, [20, 21])]
+            .into_iter()
+            .map(|(owner, values)| {
+                let (ring, done) = (ring.clone(), done.clone());
+                thread::spawn(move || {
+                    let dropped = push_or_drop(ring.view(), owner, &values);
+                    done.fetch_add(1, Ordering::Release);
+                    dropped
+                })
+            })
+            .collect();
+        let out = consume_all(ring.view(), &done, |_| false);
+        let dropped: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        check_stream(&out, 4 - dropped);
+        let view = ring.view();
+        assert_eq!(view.dropped() as usize, dropped);
+        assert_eq!(view.progress().delivered as usize + dropped, 4, "attempted = delivered + dropped");
+    });
+}
+
+#[test]
+fn loom_a_dead_writers_claim_is_reclaimed_only_once_it_is_dead() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(2));
+        let done = Arc::new(AtomicUsize::new(0));
+        let a_dead = Arc::new(AtomicBool::new(false));
+        let dying = {
+            let (ring, done, a_dead) = (ring.clone(), done.clone(), a_dead.clone());
+            thread::spawn(move || {
+                // Claims and dies before publishing; the kernel then drops
+                // its lock, which the consumer observes as death.
+                let claimed = ring.view().claim(A).is_ok();
+                a_dead.store(true, Ordering::Release);
+                done.fetch_add(1, Ordering::Release);
+                claimed
+            })
+        };
+        let live = {
+            let (ring, done) = (ring.clone(), done.clone());
+            thread::spawn(move || {
+                let dropped = push_or_drop(ring.view(), B, &[20]);
+                done.fetch_add(1, Ordering::Release);
+                dropped
+            })
+        };
+        // B is alive throughout: its claim is always waited for.
+        let out = consume_all(ring.view(), &done, |owner| owner == A && a_dead.load(Ordering::Acquire));
+        let a_claimed = dying.join().unwrap();
+        let b_dropped = live.join().unwrap();
+        assert!(a_claimed, "a 2-slot ring has room for A's first claim");
+        assert_eq!(out.len(), 1 - b_dropped);
+        assert!(out.iter().all(|r| r.timestamp == 20));
+        let p = ring.view().progress();
+        assert_eq!(p.lost_writer_died, 1, "the dead claim is counted once");
+        assert_eq!(p.delivered as usize + p.lost_writer_died as usize + b_dropped, 2);
+    });
+}
+
+#[test]
+fn loom_a_restarted_consumer_neither_repeats_nor_skips_uncounted() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(4));
+        let done = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = [(A, [10, 11]), (B, [20, 21])]
+            .into_iter()
+            .map(|(owner, values)| {
+                let (ring, done) = (ring.clone(), done.clone());
+                thread::spawn(move || {
+                    let dropped = push_or_drop(ring.view(), owner, &values);
+                    done.fetch_add(1, Ordering::Release);
+                    dropped
+                })
+            })
+            .collect();
+        let view = ring.view();
+        // The first consumer commits one batch, then dies holding another.
+        let mut first = view.attach_consumer();
+        let mut handed_on = Vec::new();
+        view.take(&mut first, 1, |_| false, &mut handed_on);
+        view.commit(&mut first);
+        let mut died_with = Vec::new();
+        let lost_with_it = view.take(&mut first, 1, |_| false, &mut died_with).records;
+        drop(first);
+        // Its successor resumes after the batch it lost.
+        let rest = consume_all(view, &done, |_| false);
+        let dropped: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(dropped, 0, "4 slots hold 4 records");
+        let p = view.progress();
+        assert_eq!(p.lost_reader_died as usize, lost_with_it);
+        assert_eq!(handed_on.len() + rest.len() + lost_with_it, 4);
+        let mut all: Vec<u64> = handed_on.iter().chain(&died_with).chain(&rest).map(|r| r.ticket).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4, "no ticket handed on twice");
+        assert_eq!(p.delivered + p.lost_reader_died, 4);
+    });
+}

@@ -1,0 +1,47 @@
+//! Heap-backed rings for the protocol's unit tests and loom models.
+
+use crate::format::{LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine};
+use crate::sync::{AtomicU32, AtomicU64};
+
+use super::RingView;
+
+/// A control block and slots on the heap, as a fresh file would hold them.
+pub(crate) struct HeapRing {
+    pub(crate) control: RingControl,
+    pub(crate) slots: Vec<Slot>,
+}
+
+fn progress_copy() -> ProgressCopy {
+    ProgressCopy {
+        taken: AtomicU64::new(0),
+        committed: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        lost_writer_died: AtomicU64::new(0),
+        lost_reader_died: AtomicU64::new(0),
+    }
+}
+
+impl HeapRing {
+    pub(crate) fn new(capacity: usize) -> HeapRing {
+        let control = RingControl {
+            tail: TailLine { tail: AtomicU64::new(0) },
+            loss: LossLine { dropped: AtomicU64::new(0), untracked_processes: AtomicU64::new(0) },
+            reader: ReaderLine {
+                reader_pid: AtomicU32::new(0),
+                reserved: AtomicU32::new(0),
+                progress_epoch: AtomicU64::new(0),
+                progress: [progress_copy(), progress_copy()],
+            },
+        };
+        HeapRing { control, slots: (0..capacity).map(|_| Slot::new()).collect() }
+    }
+
+    pub(crate) fn view(&self) -> RingView<'_> {
+        RingView::new(&self.control, &self.slots)
+    }
+}
+
+/// A payload whose words all say `value`, so a test can tell records apart.
+pub(crate) fn payload(value: u64) -> [u64; crate::sync::PAYLOAD_WORDS] {
+    [value; crate::sync::PAYLOAD_WORDS]
+}

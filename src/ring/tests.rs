@@ -1,0 +1,246 @@
+use super::testing::{HeapRing, payload};
+use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64};
+
+const ALICE: Owner = Owner { slot: 1, generation: 7 };
+const BOB: Owner = Owner { slot: 2, generation: 1 };
+
+fn never_dead(_: Owner) -> bool {
+    false
+}
+
+fn drain(view: RingView<'_>, cursor: &mut Cursor, out: &mut Vec<Record>) -> Taken {
+    let taken = view.take(cursor, usize::MAX, never_dead, out);
+    view.commit(cursor);
+    taken
+}
+
+#[test]
+fn state_word_round_trips() {
+    for phase in [Phase::Empty, Phase::Claimed, Phase::Full] {
+        let state = SlotState::new(u32::MAX, phase, Owner::new(1023, (1 << 20) - 1));
+        assert_eq!(SlotState::decode(state.encode()), state);
+    }
+    assert_eq!(SlotState::decode(3).phase, Phase::Invalid);
+    assert_eq!(Owner::new(5, 0x12345678).generation, 0x45678);
+}
+
+#[test]
+fn records_come_out_in_ticket_order_with_their_payload() {
+    let ring = HeapRing::new(8);
+    let view = ring.view();
+    let mut cursor = view.attach_consumer();
+    let mut out = Vec::new();
+    for round in 0..5u64 {
+        for i in 0..6 {
+            view.claim(ALICE).unwrap().publish(&payload(round * 100 + i));
+        }
+        let taken = drain(view, &mut cursor, &mut out);
+        assert_eq!(taken, Taken { records: 6, lost: 0 });
+    }
+    let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
+    assert_eq!(tickets, (0..30).collect::<Vec<_>>());
+    assert_eq!(out[7].timestamp, 101);
+    assert_eq!(out[7].payload(), payload(101));
+    assert_eq!(view.progress().delivered, 30);
+}
+
+#[test]
+fn a_full_ring_refuses_until_the_consumer_frees_a_slot() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    let mut cursor = view.attach_consumer();
+    for i in 0..4 {
+        view.claim(ALICE).unwrap().publish(&payload(i));
+    }
+    assert!(view.claim(BOB).is_err());
+    let mut out = Vec::new();
+    assert_eq!(view.take(&mut cursor, 1, never_dead, &mut out).records, 1);
+    view.commit(&mut cursor);
+    assert_eq!(view.claim(BOB).unwrap().ticket(), 4);
+}
+
+#[test]
+fn a_live_claim_blocks_the_consumer_and_a_dead_one_is_reclaimed_once() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    let mut cursor = view.attach_consumer();
+    let stuck = view.claim(ALICE).unwrap();
+    assert_eq!(stuck.ticket(), 0);
+    view.claim(BOB).unwrap().publish(&payload(1));
+    let mut out = Vec::new();
+    assert_eq!(view.take(&mut cursor, 8, never_dead, &mut out), Taken::default());
+    drop(stuck); // Alice dies holding ticket 0.
+    let mut asked = Vec::new();
+    let is_dead = |o: Owner| {
+        asked.push(o);
+        o == ALICE
+    };
+    let taken = view.take(&mut cursor, 8, is_dead, &mut out);
+    view.commit(&mut cursor);
+    assert_eq!(taken, Taken { records: 1, lost: 1 });
+    assert_eq!(asked, vec![ALICE]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].ticket, 1);
+    let p = view.progress();
+    assert_eq!((p.delivered, p.lost_writer_died, p.committed), (1, 1, 2));
+    // The reclaimed slot is usable again in the next lap.
+    for i in 0..4 {
+        view.claim(BOB).unwrap().publish(&payload(i));
+    }
+    assert_eq!(drain(view, &mut cursor, &mut out).records, 4);
+}
+
+#[test]
+fn a_new_consumer_resumes_where_the_last_one_committed() {
+    let ring = HeapRing::new(8);
+    let view = ring.view();
+    let mut out = Vec::new();
+    let mut first = view.attach_consumer();
+    for i in 0..5 {
+        view.claim(ALICE).unwrap().publish(&payload(i));
+    }
+    drain(view, &mut first, &mut out);
+    drop(first);
+    for i in 5..9 {
+        view.claim(ALICE).unwrap().publish(&payload(i));
+    }
+    let mut second = view.attach_consumer();
+    drain(view, &mut second, &mut out);
+    let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
+    assert_eq!(tickets, (0..9).collect::<Vec<_>>());
+    assert_eq!(view.progress().lost_reader_died, 0);
+}
+
+#[test]
+fn a_consumer_killed_after_taking_costs_its_batch_and_no_more() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    for i in 0..3 {
+        view.claim(ALICE).unwrap().publish(&payload(i));
+    }
+    let mut doomed = view.attach_consumer();
+    let mut out = Vec::new();
+    assert_eq!(view.take(&mut doomed, 2, never_dead, &mut out).records, 2);
+    // Killed before commit, and (simulated) before it freed ticket 1's slot.
+    ring.slots[1].state.store(SlotState::new(0, Phase::Full, ALICE).encode(), Ordering::Relaxed);
+    let mut next = view.attach_consumer();
+    let p = next.progress();
+    assert_eq!((p.taken, p.committed, p.lost_reader_died), (2, 2, 2));
+    out.clear();
+    assert_eq!(drain(view, &mut next, &mut out).records, 1);
+    assert_eq!(out[0].ticket, 2);
+    // Slot 1 was repaired: the ring takes a full lap again.
+    for i in 0..4 {
+        view.claim(ALICE).unwrap().publish(&payload(i));
+    }
+    let p = view.progress();
+    assert_eq!(p.delivered + p.lost_reader_died + p.lost_writer_died, p.committed);
+}
+
+#[test]
+fn progress_survives_a_consumer_killed_mid_update() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    let before = Progress { taken: 9, committed: 9, delivered: 9, ..Progress::default() };
+    view.publish_progress(&before);
+    // Killed after marking the update, halfway through the copy.
+    let line = &ring.control.reader;
+    let epoch = line.progress_epoch.load(Ordering::Relaxed);
+    line.progress_epoch.store(epoch + 1, Ordering::Relaxed);
+    line.progress[((epoch >> 1) + 1) as usize & 1].taken.store(1234, Ordering::Relaxed);
+    assert_eq!(view.progress(), before);
+    let after = Progress { taken: 10, committed: 10, delivered: 10, ..before };
+    view.publish_progress(&after);
+    assert_eq!(view.progress(), after);
+}
+
+#[test]
+fn corrupt_state_words_never_make_writers_overwrite_or_the_consumer_read() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    ring.slots[0].state.store(3, Ordering::Relaxed); // phase "invalid"
+    assert!(view.claim(ALICE).is_err());
+    let mut cursor = view.attach_consumer();
+    let mut out = Vec::new();
+    assert_eq!(view.take(&mut cursor, 8, |_| true, &mut out), Taken::default());
+    ring.slots[0].state.store(5 << 32, Ordering::Relaxed); // laps ahead, empty
+    // The writer skips a slot that claims to be laps ahead.
+    assert!(view.claim(ALICE).is_ok_and(|c| c.ticket() >= 1));
+}
+
+/// Writers and a consumer on real threads: every record arrives exactly
+/// once, each writer's records in the order it wrote them, and
+/// attempted = delivered + dropped.
+#[test]
+fn threads_stress_exact_accounting() {
+    const WRITERS: u64 = 4;
+    let per_writer: u64 = if cfg!(miri) { 50 } else { 100_000 };
+    let ring = Arc::new(HeapRing::new(64));
+    let done = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(StdAtomicU64::new(0));
+    let consumer = {
+        let (ring, done) = (ring.clone(), done.clone());
+        std::thread::spawn(move || {
+            let view = ring.view();
+            let mut cursor = view.attach_consumer();
+            let mut out = Vec::new();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let taken = view.take(&mut cursor, 256, never_dead, &mut out);
+                view.commit(&mut cursor);
+                if finished && taken.records == 0 {
+                    return out;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (ring, dropped) = (ring.clone(), dropped.clone());
+            std::thread::spawn(move || {
+                let view = ring.view();
+                let owner = Owner::new(w as u16, 1);
+                for seq in 0..per_writer {
+                    // Writer id in the high bits, sequence in the low bits.
+                    let mut spins = 0;
+                    loop {
+                        match view.claim(owner) {
+                            Ok(claim) => break claim.publish(&payload(w << 32 | seq)),
+                            Err(Full) if spins < 100 => {
+                                spins += 1;
+                                std::thread::yield_now();
+                            }
+                            Err(Full) => {
+                                view.count_drop();
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let out = consumer.join().unwrap();
+    let view = ring.view();
+    let dropped = dropped.load(Ordering::Relaxed);
+    assert_eq!(view.dropped(), dropped);
+    assert_eq!(out.len() as u64 + dropped, WRITERS * per_writer);
+    assert_eq!(view.progress().delivered, out.len() as u64);
+    let mut seen = HashSet::new();
+    let mut last = [None::<u64>; WRITERS as usize];
+    for (i, r) in out.iter().enumerate() {
+        assert_eq!(r.ticket, i as u64, "tickets are dense and in order");
+        assert!(seen.insert(r.timestamp), "record delivered twice");
+        let (w, seq) = ((r.timestamp >> 32) as usize, r.timestamp & 0xffff_ffff);
+        assert!(last[w].is_none_or(|prev| prev < seq), "writer {w} reordered");
+        last[w] = Some(seq);
+    }
+}
