@@ -3,8 +3,10 @@
 //!
 //! * [`format`] — the file layout (version 1), offsets and record type.
 //! * `ring` — the protocol: many writers in many processes, one consumer.
-//! * [`Ring`], [`Writer`], [`Consumer`] — the Rust API.
+//! * [`Ring`], [`Writer`], [`Consumer`], [`Snapshot`] — the Rust API.
 //! * `ffi` — the C ABI behind `include/memtrack.h`.
+//!
+//! Under `--cfg loom` only the protocol is built, for the loom models.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod format;
@@ -14,5 +16,30 @@ mod sync;
 
 #[cfg(not(loom))]
 pub mod clock;
+#[cfg(not(loom))]
+mod consumer;
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+pub mod ffi;
+#[cfg(not(loom))]
+mod process;
+#[cfg(not(loom))]
+mod shm;
+#[cfg(not(loom))]
+mod snapshot;
+#[cfg(not(loom))]
+mod writer;
 
+#[cfg(not(loom))]
+pub use crate::{
+    consumer::{Batch, Consumer},
+    error::{Error, ErrorKind},
+    ffi::MemtrackBuffer,
+    process::{ProcessInfo, ProcessState},
+    shm::{RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, ring_path},
+    snapshot::{Capacity, LiveCounter, Snapshot},
+    writer::{DEFAULT_FULL_WAIT, Writer},
+};
 pub use format::{Event, Record};
+pub use ring::{Owner, Progress};

@@ -205,9 +205,17 @@ pub(crate) struct RingView<'a> {
 
 impl<'a> RingView<'a> {
     /// A view of `slots.len()` slots (a power of two) controlled by `control`.
+    #[cfg(test)]
     pub(crate) fn new(control: &'a RingControl, slots: &'a [Slot]) -> RingView<'a> {
         assert!(slots.len().is_power_of_two(), "ring capacity must be a power of two");
         RingView { control, slots, lap_shift: slots.len().trailing_zeros() }
+    }
+
+    /// As [`RingView::new`], with `lap_shift = log2(slots.len())` given.
+    #[inline(always)]
+    pub(crate) fn with_shift(control: &'a RingControl, slots: &'a [Slot], lap_shift: u32) -> RingView<'a> {
+        debug_assert_eq!(slots.len(), 1 << lap_shift);
+        RingView { control, slots, lap_shift }
     }
 
     fn capacity(&self) -> u64 {
@@ -369,8 +377,8 @@ impl<'a> RingView<'a> {
         &self,
         cursor: &mut Cursor,
         max: usize,
-        mut is_dead: impl FnMut(Owner) -> bool,
         out: &mut Vec<Record>,
+        mut is_dead: impl FnMut(Owner) -> bool,
     ) -> Taken {
         debug_assert_eq!(cursor.pending, Taken::default(), "take without commit");
         let start = cursor.progress.taken;

@@ -12,9 +12,9 @@
 //! Relaxed stores and loads of aligned words compile to plain moves.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 
 /// Number of 64-bit words in a slot's payload (56 bytes).
 pub(crate) const PAYLOAD_WORDS: usize = 7;
@@ -27,6 +27,7 @@ pub(crate) struct PayloadCell([AtomicU64; PAYLOAD_WORDS]);
 
 #[cfg(not(loom))]
 impl PayloadCell {
+    #[cfg(test)]
     pub(crate) const fn new() -> Self {
         Self([const { AtomicU64::new(0) }; PAYLOAD_WORDS])
     }

@@ -39,7 +39,7 @@ fn consume_all(
     let mut out = Vec::new();
     loop {
         let done = writers_done.load(Ordering::Acquire) == 2;
-        let taken = view.take(&mut cursor, 8, &is_dead, &mut out);
+        let taken = view.take(&mut cursor, 8, &mut out, &is_dead);
         view.commit(&mut cursor);
         if done && taken == Taken::default() {
             return out;
@@ -165,10 +165,10 @@ fn loom_a_restarted_consumer_neither_repeats_nor_skips_uncounted() {
         // The first consumer commits one batch, then dies holding another.
         let mut first = view.attach_consumer();
         let mut handed_on = Vec::new();
-        view.take(&mut first, 1, |_| false, &mut handed_on);
+        view.take(&mut first, 1, &mut handed_on, |_| false);
         view.commit(&mut first);
         let mut died_with = Vec::new();
-        let lost_with_it = view.take(&mut first, 1, |_| false, &mut died_with).records;
+        let lost_with_it = view.take(&mut first, 1, &mut died_with, |_| false).records;
         drop(first);
         // Its successor resumes after the batch it lost.
         let rest = consume_all(view, &done, |_| false);

@@ -12,7 +12,7 @@ fn never_dead(_: Owner) -> bool {
 }
 
 fn drain(view: RingView<'_>, cursor: &mut Cursor, out: &mut Vec<Record>) -> Taken {
-    let taken = view.take(cursor, usize::MAX, never_dead, out);
+    let taken = view.take(cursor, usize::MAX, out, never_dead);
     view.commit(cursor);
     taken
 }
@@ -57,7 +57,7 @@ fn a_full_ring_refuses_until_the_consumer_frees_a_slot() {
     }
     assert!(view.claim(BOB).is_err());
     let mut out = Vec::new();
-    assert_eq!(view.take(&mut cursor, 1, never_dead, &mut out).records, 1);
+    assert_eq!(view.take(&mut cursor, 1, &mut out, never_dead).records, 1);
     view.commit(&mut cursor);
     assert_eq!(view.claim(BOB).unwrap().ticket(), 4);
 }
@@ -71,14 +71,14 @@ fn a_live_claim_blocks_the_consumer_and_a_dead_one_is_reclaimed_once() {
     assert_eq!(stuck.ticket(), 0);
     view.claim(BOB).unwrap().publish(&payload(1));
     let mut out = Vec::new();
-    assert_eq!(view.take(&mut cursor, 8, never_dead, &mut out), Taken::default());
+    assert_eq!(view.take(&mut cursor, 8, &mut out, never_dead), Taken::default());
     drop(stuck); // Alice dies holding ticket 0.
     let mut asked = Vec::new();
     let is_dead = |o: Owner| {
         asked.push(o);
         o == ALICE
     };
-    let taken = view.take(&mut cursor, 8, is_dead, &mut out);
+    let taken = view.take(&mut cursor, 8, &mut out, is_dead);
     view.commit(&mut cursor);
     assert_eq!(taken, Taken { records: 1, lost: 1 });
     assert_eq!(asked, vec![ALICE]);
@@ -123,7 +123,7 @@ fn a_consumer_killed_after_taking_costs_its_batch_and_no_more() {
     }
     let mut doomed = view.attach_consumer();
     let mut out = Vec::new();
-    assert_eq!(view.take(&mut doomed, 2, never_dead, &mut out).records, 2);
+    assert_eq!(view.take(&mut doomed, 2, &mut out, never_dead).records, 2);
     // Killed before commit, and (simulated) before it freed ticket 1's slot.
     ring.slots[1].state.store(SlotState::new(0, Phase::Full, ALICE).encode(), Ordering::Relaxed);
     let mut next = view.attach_consumer();
@@ -165,7 +165,7 @@ fn corrupt_state_words_never_make_writers_overwrite_or_the_consumer_read() {
     assert!(view.claim(ALICE).is_err());
     let mut cursor = view.attach_consumer();
     let mut out = Vec::new();
-    assert_eq!(view.take(&mut cursor, 8, |_| true, &mut out), Taken::default());
+    assert_eq!(view.take(&mut cursor, 8, &mut out, |_| true), Taken::default());
     ring.slots[0].state.store(5 << 32, Ordering::Relaxed); // laps ahead, empty
     // The writer skips a slot that claims to be laps ahead.
     assert!(view.claim(ALICE).is_ok_and(|c| c.ticket() >= 1));
@@ -189,7 +189,7 @@ fn threads_stress_exact_accounting() {
             let mut out = Vec::new();
             loop {
                 let finished = done.load(Ordering::Acquire);
-                let taken = view.take(&mut cursor, 256, never_dead, &mut out);
+                let taken = view.take(&mut cursor, 256, &mut out, never_dead);
                 view.commit(&mut cursor);
                 if finished && taken.records == 0 {
                     return out;

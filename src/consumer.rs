@@ -1,0 +1,120 @@
+//! The consumer: the one process that drains a ring.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, ErrorKind};
+use crate::format::{READER_LOCK_OFFSET, Record};
+use crate::ring::{Cursor, Owner, Progress};
+use crate::shm::Ring;
+use crate::sync::Ordering;
+
+/// How long a claim may stay unpublished before the consumer asks the
+/// kernel whether its writer is alive. A live writer publishes within
+/// nanoseconds unless descheduled; this keeps the system call off the
+/// common path.
+const LIVENESS_GRACE: Duration = Duration::from_millis(2);
+
+/// What one [`Consumer::take`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Records appended to the output.
+    pub records: usize,
+    /// Claims of dead writers skipped (counted as lost).
+    pub lost: usize,
+}
+
+/// The attached consumer of one ring. Holds the ring's consumer lock until
+/// dropped; a second consumer gets `ErrorKind::ReaderBusy`.
+pub struct Consumer {
+    ring: Ring,
+    cursor: Cursor,
+    blocked_on: Option<(Owner, Instant)>,
+}
+
+impl Consumer {
+    /// Attaches as the consumer of the ring at `path`, resuming after the
+    /// last record the previous consumer committed.
+    ///
+    /// # Errors
+    /// As [`Ring::open`]; `ReaderBusy` (with the consumer's pid) if another
+    /// consumer is attached.
+    pub fn attach(path: &Path) -> Result<Consumer, Error> {
+        // Our own open file description: our lock probes must not see our
+        // own process's writer locks as "ours".
+        let ring = Ring::open(path)?;
+        if !ring.try_lock(READER_LOCK_OFFSET)? {
+            let pid = ring.header().control.reader.reader_pid.load(Ordering::Relaxed);
+            return Err(Error::new(path, ErrorKind::ReaderBusy { pid }));
+        }
+        ring.header().control.reader.reader_pid.store(std::process::id(), Ordering::Relaxed);
+        let cursor = ring.view().attach_consumer();
+        Ok(Consumer { ring, cursor, blocked_on: None })
+    }
+
+    /// The ring being consumed.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Takes up to `max` records, in ticket order, appending them to `out`.
+    /// Call [`Consumer::commit`] once they are handed on; a consumer killed
+    /// before that loses them, and its successor counts them lost.
+    ///
+    /// Never waits: a slot a live writer is still filling ends the batch.
+    pub fn take(&mut self, max: usize, out: &mut Vec<Record>) -> Batch {
+        let (ring, blocked_on) = (&self.ring, &mut self.blocked_on);
+        let taken = ring.view().take(&mut self.cursor, max, out, |owner| match *blocked_on {
+            Some((seen, since)) if seen == owner => {
+                since.elapsed() >= LIVENESS_GRACE && ring.is_owner_dead(owner)
+            }
+            _ => {
+                *blocked_on = Some((owner, Instant::now()));
+                false
+            }
+        });
+        Batch { records: taken.records, lost: taken.lost }
+    }
+
+    /// Declares the records of the last [`Consumer::take`] handed on.
+    pub fn commit(&mut self) {
+        self.ring.view().commit(&mut self.cursor);
+    }
+
+    /// Takes, hands to `f` and commits, until the ring is momentarily empty
+    /// or `max` records were handled. Returns the records handled.
+    ///
+    /// # Errors
+    /// The first error of `f`; that batch stays uncommitted.
+    pub fn drain<E>(
+        &mut self,
+        max: usize,
+        buf: &mut Vec<Record>,
+        mut f: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut handled = 0;
+        while handled < max {
+            buf.clear();
+            let batch = self.take((max - handled).min(4096), buf);
+            if batch.records == 0 && batch.lost == 0 {
+                break;
+            }
+            f(buf)?;
+            self.commit();
+            handled += batch.records;
+        }
+        Ok(handled)
+    }
+
+    /// The consumer progress as of the last take or commit.
+    pub fn progress(&self) -> Progress {
+        self.cursor.progress()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.ring.header().control.reader.reader_pid.store(0, Ordering::Relaxed);
+        self.ring.unlock(READER_LOCK_OFFSET);
+    }
+}

@@ -1,0 +1,181 @@
+//! The process-global writer behind the C ABI.
+//!
+//! One word, [`STATE`], says everything a hook needs: a pointer to the
+//! (leaked, never freed) `Writer`, or one of four small sentinel values.
+//! A hook does one Acquire load and one compare. Writers are leaked on
+//! purpose: a thread may be inside a hook while another calls
+//! `memtrack_shutdown`, so the mapping must outlive every hook call.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::ptr;
+
+use crate::error::Error;
+use crate::shm::{Ring, RingOptions, ring_path};
+use crate::sync::{AtomicBool, AtomicPtr, Ordering};
+use crate::writer::Writer;
+
+const UNDECIDED: usize = 0;
+const DISABLED: usize = 1;
+const BUSY: usize = 2;
+const SHUT_DOWN: usize = 3;
+const LAST_SENTINEL: usize = SHUT_DOWN;
+
+static STATE: AtomicPtr<Writer> = AtomicPtr::new(ptr::null_mut());
+/// The parent's writer, set in a forked child until it attaches anew.
+static FORKED_FROM: AtomicPtr<Writer> = AtomicPtr::new(ptr::null_mut());
+static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+fn sentinel(value: usize) -> *mut Writer {
+    ptr::without_provenance_mut(value)
+}
+
+/// The writer, if this process records events. The first call decides
+/// from `MEMTRACK_RING`.
+#[inline(always)]
+pub(crate) fn writer() -> Option<&'static Writer> {
+    // Acquire: pairs with the Release store in `install`, so the Writer is
+    // fully built before we use it.
+    let state = STATE.load(Ordering::Acquire);
+    if state.addr() > LAST_SENTINEL {
+        // SAFETY: non-sentinel values are leaked `Box<Writer>`s, never freed.
+        return Some(unsafe { &*state });
+    }
+    if state.addr() == UNDECIDED { attach_lazily() } else { None }
+}
+
+#[cold]
+#[inline(never)]
+fn attach_lazily() -> Option<&'static Writer> {
+    let forked_from = FORKED_FROM.load(Ordering::Acquire);
+    let path = if forked_from.is_null() {
+        std::env::var_os("MEMTRACK_RING").map(|name| ring_path(&name.to_string_lossy()))
+    } else {
+        // SAFETY: FORKED_FROM holds a leaked writer of the parent.
+        Some(unsafe { &*forked_from }.ring().path().to_path_buf())
+    };
+    match path {
+        Some(path) => {
+            let _ = attach(path);
+        }
+        None => {
+            let _ = STATE.compare_exchange(
+                sentinel(UNDECIDED),
+                sentinel(DISABLED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+    writer_if_attached()
+}
+
+fn writer_if_attached() -> Option<&'static Writer> {
+    let state = STATE.load(Ordering::Acquire);
+    // SAFETY: as in `writer`.
+    (state.addr() > LAST_SENTINEL).then(|| unsafe { &*state })
+}
+
+/// `memtrack_init`: attach to `path`, unless already attached.
+pub(crate) fn init(path: PathBuf) -> Result<(), i32> {
+    match attach(path) {
+        Attach::Attached => Ok(()),
+        Attach::ShutDown => Err(super::MEMTRACK_ERR_SHUTDOWN),
+        Attach::Failed(code) => Err(code),
+    }
+}
+
+enum Attach {
+    Attached,
+    ShutDown,
+    Failed(i32),
+}
+
+fn attach(path: PathBuf) -> Attach {
+    // Become the one thread that attaches, or wait for the one that does.
+    loop {
+        let state = STATE.load(Ordering::Acquire);
+        match state.addr() {
+            UNDECIDED | DISABLED => {
+                if STATE.compare_exchange(state, sentinel(BUSY), Ordering::AcqRel, Ordering::Acquire).is_ok()
+                {
+                    break;
+                }
+            }
+            // Attaching takes a few milliseconds once per process.
+            BUSY => std::thread::yield_now(),
+            SHUT_DOWN => return Attach::ShutDown,
+            _ => return Attach::Attached,
+        }
+    }
+    match open_writer(&path) {
+        Ok(writer) => {
+            install_process_hooks();
+            // Release: pairs with the Acquire load in `writer`.
+            STATE.store(Box::into_raw(Box::new(writer)), Ordering::Release);
+            Attach::Attached
+        }
+        Err(error) => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                let _ = writeln!(std::io::stderr(), "{error}; running untracked");
+            }
+            let code = super::codes::code_of(&error);
+            STATE.store(sentinel(DISABLED), Ordering::Release);
+            Attach::Failed(code)
+        }
+    }
+}
+
+fn open_writer(path: &std::path::Path) -> Result<Writer, Error> {
+    let ring = Ring::open_or_create(path, RingOptions::from_env(path)?)?;
+    Writer::attach(ring)
+}
+
+/// `memtrack_shutdown`: writes the exit record, marks this process exited,
+/// and turns every later hook into a no-op.
+pub(crate) fn shutdown() {
+    let state = STATE.swap(sentinel(SHUT_DOWN), Ordering::AcqRel);
+    if state.addr() > LAST_SENTINEL {
+        // SAFETY: as in `writer`.
+        unsafe { &*state }.shutdown();
+    }
+}
+
+/// Registers the fork and exit handlers, once per process.
+fn install_process_hooks() {
+    if HOOKS_INSTALLED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: both handlers are `extern "C"` functions with static lifetime
+    // that do only async-signal-safe work (the child handler) or call our
+    // own shutdown (the exit handler).
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        libc::atexit(at_exit);
+    }
+}
+
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(shutdown);
+}
+
+/// In a forked child: the parent's process-table entry and lock are not
+/// ours. Drop our copy of the parent's lock descriptor (closing it leaves
+/// the parent's lock in place) and attach anew at the next event, under
+/// our own pid. Only async-signal-safe work here: two atomics and close().
+extern "C" fn after_fork_in_child() {
+    let state = STATE.load(Ordering::Relaxed);
+    if state.addr() > LAST_SENTINEL {
+        // SAFETY: as in `writer`.
+        let parent = unsafe { &*state };
+        // SAFETY: the parent's writer is leaked and never used again here.
+        unsafe { parent.ring().close_inherited_descriptor() };
+        FORKED_FROM.store(state, Ordering::Relaxed);
+        STATE.store(sentinel(UNDECIDED), Ordering::Release);
+    } else if state.addr() == BUSY {
+        // Forked while another thread was attaching: that thread does not
+        // exist here. Decide again from scratch.
+        STATE.store(sentinel(UNDECIDED), Ordering::Release);
+    }
+}

@@ -1,0 +1,211 @@
+//! The C ABI: `include/memtrack.h` is generated from this module.
+//!
+//! Every function is a panic boundary and accepts NULL pointers as no-ops.
+//! Event functions return nothing and never block beyond the bounded
+//! full-ring wait, never allocate, lock or make a system call once the
+//! process is attached. Tracking is off until `MEMTRACK_RING` is set or
+//! `memtrack_init` is called; off, an event function costs one load and one
+//! predictable branch.
+
+mod codes;
+mod global;
+
+use std::ffi::{CStr, c_char, c_int};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+pub use codes::*;
+
+/// Kind: device DRAM (tt_metal `BufferType::DRAM`).
+pub const MEMTRACK_KIND_DRAM: u8 = 0;
+/// Kind: core L1 (`BufferType::L1`).
+pub const MEMTRACK_KIND_L1: u8 = 1;
+/// Kind: host memory mapped for the device (`BufferType::SYSTEM_MEMORY`).
+pub const MEMTRACK_KIND_SYSTEM_MEMORY: u8 = 2;
+/// Kind: the small L1 region (`BufferType::L1_SMALL`).
+pub const MEMTRACK_KIND_L1_SMALL: u8 = 3;
+/// Kind: trace buffers (`BufferType::TRACE`).
+pub const MEMTRACK_KIND_TRACE: u8 = 4;
+/// Kind: a program's circular buffers.
+pub const MEMTRACK_KIND_CB: u8 = 5;
+/// Kind: kernel binaries.
+pub const MEMTRACK_KIND_KERNEL: u8 = 6;
+
+/// Flag: the buffer's memory is already counted by other live buffers (a
+/// mesh buffer's backing buffer; a buffer at a preallocated address). Its
+/// lifecycle is tracked; its bytes are not counted.
+pub const MEMTRACK_FLAG_ALIAS: u8 = 1;
+
+/// One buffer event: the C ABI's `memtrack_buffer`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemtrackBuffer {
+    /// Stable identity of the buffer object (tt_metal: `Buffer::unique_id()`).
+    pub buffer_id: u64,
+    /// Owner: the mesh buffer of a device buffer, the program of a circular buffer; 0 = none.
+    pub parent_id: u64,
+    /// Device address.
+    pub address: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Device id.
+    pub device_id: u32,
+    /// `MEMTRACK_KIND_*`.
+    pub kind: u8,
+    /// `MEMTRACK_FLAG_*` bits.
+    pub flags: u8,
+    /// 0.
+    pub reserved: u16,
+}
+
+/// Runs `f` inside a panic boundary: a bug in memtrack must never unwind
+/// into (or abort) the runtime that called it.
+#[inline(always)]
+fn boundary<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// Attaches this process to a ring, creating it if needed.
+///
+/// `ring` names the ring: NULL means `$MEMTRACK_RING`, or "default" if that
+/// is unset. A name without '/' is the file `/dev/shm/memtrack-<name>`; a
+/// name with '/' is a path. Idempotent: once attached, returns 0.
+///
+/// Returns 0 on success, else a negative `MEMTRACK_ERR_*` code; on error one
+/// line naming the ring and the reason is printed to stderr (once per
+/// process) and the process runs on untracked.
+///
+/// # Safety
+/// `ring` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_init(ring: *const c_char) -> c_int {
+    boundary(MEMTRACK_ERR_INTERNAL, || {
+        let name = if ring.is_null() {
+            std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned())
+        } else {
+            // SAFETY: the caller passes a NUL-terminated string.
+            match unsafe { CStr::from_ptr(ring) }.to_str() {
+                Ok(name) if !name.is_empty() => name.to_owned(),
+                _ => return MEMTRACK_ERR_INVALID,
+            }
+        };
+        match global::init(crate::shm::ring_path(&name)) {
+            Ok(()) => MEMTRACK_OK,
+            Err(code) => code,
+        }
+    })
+}
+
+/// 1 when this process records events, else 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_enabled() -> c_int {
+    boundary(0, || global::writer().is_some() as i32)
+}
+
+/// Records an allocation (short form: no parent, no flags).
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_alloc(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            w.alloc(&MemtrackBuffer {
+                buffer_id,
+                address,
+                size,
+                device_id,
+                kind,
+                ..MemtrackBuffer::default()
+            });
+        }
+    })
+}
+
+/// Records a free (short form).
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_free(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            w.free(&MemtrackBuffer {
+                buffer_id,
+                address,
+                size,
+                device_id,
+                kind,
+                ..MemtrackBuffer::default()
+            });
+        }
+    })
+}
+
+/// Records an allocation (full form: with parent_id and flags).
+///
+/// # Safety
+/// `b` is NULL (a no-op) or points to a valid `memtrack_buffer`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_alloc_buffer(b: *const MemtrackBuffer) {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            // SAFETY: NULL or valid, per the contract.
+            if let Some(b) = unsafe { b.as_ref() } {
+                w.alloc(b);
+            }
+        }
+    })
+}
+
+/// Records a free (full form).
+///
+/// # Safety
+/// `b` is NULL (a no-op) or points to a valid `memtrack_buffer`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_free_buffer(b: *const MemtrackBuffer) {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            // SAFETY: NULL or valid, per the contract.
+            if let Some(b) = unsafe { b.as_ref() } {
+                w.free(b);
+            }
+        }
+    })
+}
+
+/// Sets the total memory of (device, kind), for used/total views.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_set_capacity(device_id: u32, kind: u8, bytes: u64) {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            w.set_capacity(device_id, kind, bytes);
+        }
+    })
+}
+
+/// Records a phase marker. The label is truncated to 36 bytes.
+///
+/// # Safety
+/// `label` is NULL (a no-op) or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_mark(label: *const c_char) {
+    boundary((), || {
+        if label.is_null() {
+            return;
+        }
+        if let Some(w) = global::writer() {
+            let max = crate::format::LABEL_LEN;
+            // SAFETY: NUL-terminated per the contract; strnlen reads at most
+            // `max` bytes, and only up to the NUL.
+            let bytes = unsafe { std::slice::from_raw_parts(label.cast::<u8>(), libc::strnlen(label, max)) };
+            w.mark(bytes);
+        }
+    })
+}
+
+/// Marks this process exited and stops recording; later events are no-ops.
+/// Also runs at normal exit. Safe to call more than once.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_shutdown() {
+    boundary((), global::shutdown)
+}
+
+/// A static description of a `MEMTRACK_*` result code. Never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_strerror(code: c_int) -> *const c_char {
+    message(code)
+}

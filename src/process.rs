@@ -1,0 +1,176 @@
+//! The process table: one entry per writer process, owned through an OFD
+//! lock that the kernel releases when the process dies.
+
+use crate::error::{Error, ErrorKind};
+use crate::format::*;
+use crate::ring::Owner;
+use crate::shm::Ring;
+use crate::sync::Ordering;
+
+/// What the table says of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProcessState {
+    /// Attached and alive.
+    Running,
+    /// Shut down cleanly.
+    Exited,
+    /// Gone without shutting down (its lock was released by the kernel).
+    Died,
+}
+
+impl ProcessState {
+    /// `running`, `exited` or `died`, as in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessState::Running => "running",
+            ProcessState::Exited => "exited",
+            ProcessState::Died => "died",
+        }
+    }
+}
+
+/// A snapshot of one used process-table entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Table index.
+    pub slot: u16,
+    /// Process id.
+    pub pid: u32,
+    /// Name (comm), lossily decoded.
+    pub name: String,
+    /// Alive, exited or died.
+    pub state: ProcessState,
+    /// Start time (clock ticks since boot), which with the pid names the
+    /// process even after its pid is reused.
+    pub start_time: u64,
+    /// Generation of the entry.
+    pub generation: u32,
+    /// Records it dropped because the ring was full.
+    pub dropped: u64,
+    /// Ring clock at attach.
+    pub attach_ticks: u64,
+}
+
+/// This process's entry, as a writer holds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Registration {
+    pub index: usize,
+    pub owner: Owner,
+}
+
+/// The lock offset of entry `index`.
+pub(crate) fn lock_offset(index: usize) -> i64 {
+    PROCESS_LOCK_BASE + index as i64
+}
+
+impl Ring {
+    /// Takes a free (or dead) process-table entry for this process.
+    ///
+    /// # Errors
+    /// `ProcessTableFull` when every entry is held by a live process (the
+    /// ring counts it in `untracked_processes`); `Io` if locking fails.
+    pub(crate) fn register_process(&self, name: &[u8], attach_ticks: u64) -> Result<Registration, Error> {
+        for index in 0..MAX_PROCESSES {
+            if !self.try_lock(lock_offset(index))? {
+                continue; // Held by a live process (or by us already).
+            }
+            let entry = self.process_entry(index);
+            // We own the entry: any previous owner is dead.
+            let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
+            entry.generation.store(generation, Ordering::Relaxed);
+            entry.pid.store(std::process::id(), Ordering::Relaxed);
+            entry.start_time.store(own_start_time(), Ordering::Relaxed);
+            entry.attach_ticks.store(attach_ticks, Ordering::Relaxed);
+            entry.exit_ticks.store(0, Ordering::Relaxed);
+            entry.dropped.store(0, Ordering::Relaxed);
+            let mut padded = [0u8; PROCESS_NAME_LEN];
+            let n = name.len().min(PROCESS_NAME_LEN);
+            padded[..n].copy_from_slice(&name[..n]);
+            for (word, chunk) in entry.name.iter().zip(padded.chunks_exact(8)) {
+                word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+            }
+            let first = index * MAX_DEVICES * MAX_KINDS;
+            for cell in &self.counters()[first..first + MAX_DEVICES * MAX_KINDS] {
+                cell.live_bytes.store(0, Ordering::Relaxed);
+                cell.live_buffers.store(0, Ordering::Relaxed);
+            }
+            // Release: the fields above are complete before the entry reads
+            // as active; pairs with the Acquire load in `processes`.
+            entry.state.store(PROCESS_ACTIVE, Ordering::Release);
+            return Ok(Registration { index, owner: Owner::new(index as u16, generation) });
+        }
+        self.header().control.loss.untracked_processes.fetch_add(1, Ordering::Relaxed);
+        Err(Error::new(self.path(), ErrorKind::ProcessTableFull(MAX_PROCESSES)))
+    }
+
+    /// Marks entry `index` exited (its lock stays held until the process
+    /// ends, so its in-flight claims are never taken for a dead writer's).
+    pub(crate) fn mark_exited(&self, index: usize, exit_ticks: u64) {
+        let entry = self.process_entry(index);
+        entry.exit_ticks.store(exit_ticks, Ordering::Relaxed);
+        entry.state.store(PROCESS_EXITED, Ordering::Release);
+    }
+
+    /// Whether the claim owner `owner` is dead: its entry has a new owner,
+    /// or nobody holds the entry's lock. Call from an attachment other than
+    /// the writer's own (locks of one open file never conflict).
+    pub fn is_owner_dead(&self, owner: Owner) -> bool {
+        let index = owner.slot as usize;
+        if index >= MAX_PROCESSES {
+            return true; // No such entry: nobody can ever publish this claim.
+        }
+        let entry = self.process_entry(index);
+        Owner::new(owner.slot, entry.generation.load(Ordering::Acquire)) != owner
+            || !self.is_locked(lock_offset(index))
+    }
+
+    /// The used entries of the process table.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        (0..MAX_PROCESSES)
+            .filter_map(|index| {
+                let entry = self.process_entry(index);
+                // Acquire: pairs with the Release store in `register_process`.
+                let raw_state = entry.state.load(Ordering::Acquire);
+                let alive = self.is_locked(lock_offset(index));
+                let state = match raw_state {
+                    PROCESS_FREE => return None,
+                    PROCESS_EXITED => ProcessState::Exited,
+                    _ if alive => ProcessState::Running,
+                    _ => ProcessState::Died,
+                };
+                let name: Vec<u8> =
+                    entry.name.iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                Some(ProcessInfo {
+                    slot: index as u16,
+                    pid: entry.pid.load(Ordering::Relaxed),
+                    name: String::from_utf8_lossy(&name[..end]).into_owned(),
+                    state,
+                    start_time: entry.start_time.load(Ordering::Relaxed),
+                    generation: entry.generation.load(Ordering::Relaxed),
+                    dropped: entry.dropped.load(Ordering::Relaxed),
+                    attach_ticks: entry.attach_ticks.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
+
+/// This process's start time, field 22 of /proc/self/stat (0 if unreadable).
+fn own_start_time() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The name (field 2) may hold spaces and parentheses: count from the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// This process's name (comm), for the table.
+pub(crate) fn own_name() -> Vec<u8> {
+    let mut name = std::fs::read("/proc/self/comm").unwrap_or_default();
+    while name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    name
+}

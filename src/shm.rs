@@ -1,0 +1,465 @@
+//! Ring files: naming, exclusive creation, validation on attach, the
+//! mapping, and the kernel locks that say who is alive.
+//!
+//! A ring is created under a temporary name, fully initialised, and only
+//! then linked to its real name (`link` fails if the name exists), so no
+//! process ever sees a half-made ring: racing creators end with one ring,
+//! and the losers attach to it. Its pages are reserved with
+//! `posix_fallocate`, so a full /dev/shm is an error at creation, never a
+//! SIGBUS later.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::clock::{Calibration, ClockSource, monotonic_ns, realtime_ns};
+use crate::error::{Error, ErrorKind, corrupt};
+use crate::format::*;
+use crate::ring::RingView;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Directory of rings named without a '/'.
+pub const SHM_DIR: &str = "/dev/shm";
+/// Prefix of ring files in [`SHM_DIR`].
+pub const RING_FILE_PREFIX: &str = "memtrack-";
+
+/// The file of the ring called `name`: a name without '/' is
+/// `/dev/shm/memtrack-<name>`; a name with '/' is a path.
+pub fn ring_path(name: &str) -> PathBuf {
+    if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        Path::new(SHM_DIR).join(format!("{RING_FILE_PREFIX}{name}"))
+    }
+}
+
+/// How to make a ring that does not exist yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingOptions {
+    /// Slots (records); a power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
+    pub capacity: u64,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions { capacity: DEFAULT_CAPACITY }
+    }
+}
+
+impl RingOptions {
+    /// The defaults, with `MEMTRACK_CAPACITY` (records) if set.
+    ///
+    /// # Errors
+    /// `ErrorKind::Config` if `MEMTRACK_CAPACITY` is not a valid capacity.
+    pub fn from_env(path: &Path) -> Result<RingOptions, Error> {
+        let Some(value) = std::env::var_os("MEMTRACK_CAPACITY") else { return Ok(RingOptions::default()) };
+        let text = value.to_string_lossy();
+        let capacity = text.trim().parse::<u64>().map_err(|_| {
+            Error::new(
+                path,
+                ErrorKind::Config(format!("MEMTRACK_CAPACITY={text:?} is not a number of records")),
+            )
+        })?;
+        let options = RingOptions { capacity };
+        options.check(path)?;
+        Ok(options)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), Error> {
+        let c = self.capacity;
+        if !c.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&c) {
+            return Err(Error::new(
+                path,
+                ErrorKind::Config(format!(
+                    "capacity {c} is not a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}"
+                )),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An attached ring file: its mapping and the open file description whose
+/// locks say which process-table entry (and whether the consumer role) this
+/// attachment holds.
+pub struct Ring {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    capacity: u64,
+    lap_shift: u32,
+    clock: ClockSource,
+    calibration: Calibration,
+}
+
+// SAFETY: the mapping is only reached through atomics (`format` has no
+// other kind of shared field), so sharing it across threads is sound.
+unsafe impl Sync for Ring {}
+// SAFETY: as above; nothing in a `Ring` is tied to the creating thread.
+unsafe impl Send for Ring {}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").field("path", &self.path).field("capacity", &self.capacity).finish()
+    }
+}
+
+impl Ring {
+    /// Attaches to the existing ring at `path`.
+    ///
+    /// # Errors
+    /// The file is missing or unreadable, owned by another user or writable
+    /// by group or others, or its header fails validation (magic, version,
+    /// record size, capacity, length, table sizes, clock).
+    pub fn open(path: &Path) -> Result<Ring, Error> {
+        let file = open_file(path, libc::O_RDWR, 0)?;
+        Ring::attach(path, file)
+    }
+
+    /// Creates a ring at `path`, which must not exist.
+    ///
+    /// # Errors
+    /// `Config` for bad options; `Io` with `EEXIST` if the file exists;
+    /// `NoSpace` if the file system cannot hold it; `Permission`.
+    pub fn create(path: &Path, options: RingOptions) -> Result<Ring, Error> {
+        match Ring::create_new(path, options)? {
+            Some(ring) => Ok(ring),
+            None => Err(Error::io(path, "create ring", std::io::Error::from_raw_os_error(libc::EEXIST))),
+        }
+    }
+
+    /// Attaches to the ring at `path`, creating it with `options` if it
+    /// does not exist. Processes racing here end up on one ring.
+    ///
+    /// # Errors
+    /// As [`Ring::open`] and [`Ring::create`].
+    pub fn open_or_create(path: &Path, options: RingOptions) -> Result<Ring, Error> {
+        match Ring::open(path) {
+            Err(Error { kind: ErrorKind::Io { source, .. }, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            other => return other,
+        }
+        match Ring::create_new(path, options)? {
+            Some(ring) => Ok(ring),
+            None => Ring::open(path), // Another process won the race.
+        }
+    }
+
+    /// Creates and links a new ring; `None` if `path` appeared meanwhile.
+    fn create_new(path: &Path, options: RingOptions) -> Result<Option<Ring>, Error> {
+        options.check(path)?;
+        let size = file_size(options.capacity);
+        let file_name =
+            path.file_name().ok_or_else(|| Error::new(path, ErrorKind::Config("not a file name".into())))?;
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.{}.tmp",
+            file_name.to_string_lossy(),
+            std::process::id(),
+            monotonic_ns()
+        ));
+        let file = open_file(&tmp, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+        let result = (|| {
+            // Exactly 0600 whatever the umask says.
+            // SAFETY: a valid descriptor we own.
+            if unsafe { libc::fchmod(file.as_raw_fd(), 0o600) } != 0 {
+                return Err(Error::io(path, "set ring file mode", std::io::Error::last_os_error()));
+            }
+            // SAFETY: a valid descriptor we own; the range is within i64.
+            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+            if rc != 0 {
+                return Err(Error::io(
+                    path,
+                    "reserve ring file pages",
+                    std::io::Error::from_raw_os_error(rc),
+                ));
+            }
+            let map = map_file(path, &file, size)?;
+            initialise(&map, options.capacity);
+            drop(map);
+            let (old, new) = (c_path(&tmp, path)?, c_path(path, path)?);
+            // SAFETY: both are NUL-terminated paths.
+            if unsafe { libc::link(old.as_ptr(), new.as_ptr()) } != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EEXIST) {
+                    return Ok(None);
+                }
+                return Err(Error::io(path, "link ring file into place", err));
+            }
+            Ok(Some(()))
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        match result? {
+            Some(()) => Ring::attach(path, file).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn attach(path: &Path, file: File) -> Result<Ring, Error> {
+        let meta = file.metadata().map_err(|e| Error::io(path, "stat ring file", e))?;
+        if !meta.file_type().is_file() {
+            return Err(corrupt(path, "not a regular file"));
+        }
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        if meta.uid() != uid {
+            return Err(Error::new(
+                path,
+                ErrorKind::Permission(format!("owned by uid {}, not by this user (uid {uid})", meta.uid())),
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::new(
+                path,
+                ErrorKind::Permission(format!(
+                    "mode {:o} lets group or others write it",
+                    meta.mode() & 0o777
+                )),
+            ));
+        }
+        let len = meta.len();
+        if len < SLOTS_OFFSET as u64 {
+            return Err(corrupt(
+                path,
+                format!("file holds {len} bytes, shorter than a header ({SLOTS_OFFSET})"),
+            ));
+        }
+        let map = map_file(path, &file, len)?;
+        // SAFETY: the mapping is at least SLOTS_OFFSET bytes, page-aligned,
+        // and Header holds only atomics, so no plain reference into memory
+        // other processes write is formed.
+        let header = unsafe { &*(map.as_ptr() as *const Header) };
+        let id = &header.identity;
+        if id.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(Error::new(path, ErrorKind::BadMagic));
+        }
+        let version = id.version.load(Ordering::Relaxed);
+        if version != FORMAT_VERSION {
+            return Err(Error::new(path, ErrorKind::Version { found: version, expected: FORMAT_VERSION }));
+        }
+        let check = |field: &str, found: u64, expected: u64| -> Result<(), Error> {
+            if found != expected {
+                return Err(corrupt(path, format!("{field} is {found}, expected {expected}")));
+            }
+            Ok(())
+        };
+        check("record size", id.record_size.load(Ordering::Relaxed) as u64, RECORD_SIZE as u64)?;
+        check("process table size", id.max_processes.load(Ordering::Relaxed) as u64, MAX_PROCESSES as u64)?;
+        check("device table size", id.max_devices.load(Ordering::Relaxed) as u64, MAX_DEVICES as u64)?;
+        check("kind table size", id.max_kinds.load(Ordering::Relaxed) as u64, MAX_KINDS as u64)?;
+        let capacity = id.capacity.load(Ordering::Relaxed);
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(corrupt(path, format!("capacity {capacity} is not a power of two in range")));
+        }
+        check("recorded file length", id.file_size.load(Ordering::Relaxed), file_size(capacity))?;
+        check("file length", len, file_size(capacity))?;
+        let clock_code = id.clock_source.load(Ordering::Relaxed);
+        let clock = ClockSource::from_code(clock_code)
+            .ok_or_else(|| corrupt(path, format!("unknown clock source {clock_code}")))?;
+        let calibration = Calibration {
+            ticks: header.clock.ticks.load(Ordering::Relaxed),
+            monotonic_ns: header.clock.monotonic_ns.load(Ordering::Relaxed),
+            ticks_per_second: header.clock.ticks_per_second.load(Ordering::Relaxed),
+        };
+        if calibration.ticks_per_second == 0 {
+            return Err(corrupt(path, "clock rate is 0"));
+        }
+        Ok(Ring {
+            path: path.to_path_buf(),
+            file,
+            map,
+            capacity,
+            lap_shift: capacity.trailing_zeros(),
+            clock,
+            calibration,
+        })
+    }
+
+    /// The ring file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Where record timestamps come from.
+    pub fn clock_source(&self) -> ClockSource {
+        self.clock
+    }
+
+    /// The creator's calibration of the record clock.
+    pub fn calibration(&self) -> Calibration {
+        self.calibration
+    }
+
+    /// Wall-clock creation time, ns since the Unix epoch.
+    pub fn created_unix_ns(&self) -> u64 {
+        self.header().identity.created_unix_ns.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: validated in `attach`: the mapping holds a header, which
+        // is all atomics.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    /// The table entry at `index` (< MAX_PROCESSES).
+    pub(crate) fn process_entry(&self, index: usize) -> &ProcessEntry {
+        assert!(index < MAX_PROCESSES);
+        // SAFETY: the table lies within the validated mapping, entries are
+        // 128-byte aligned there, and hold only atomics.
+        unsafe { &*(self.map.as_ptr().add(PROCESS_TABLE_OFFSET) as *const ProcessEntry).add(index) }
+    }
+
+    /// All live-counter cells, `counter_index` order.
+    pub(crate) fn counters(&self) -> &[CounterCell] {
+        // SAFETY: the region lies within the validated mapping, is aligned,
+        // and holds only atomics.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(COUNTERS_OFFSET) as *const CounterCell,
+                MAX_PROCESSES * MAX_DEVICES * MAX_KINDS,
+            )
+        }
+    }
+
+    /// The capacity table, `capacity_index` order.
+    pub(crate) fn capacities(&self) -> &[AtomicU64] {
+        // SAFETY: as for `counters`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(CAPACITY_TABLE_OFFSET) as *const AtomicU64,
+                MAX_DEVICES * MAX_KINDS,
+            )
+        }
+    }
+
+    /// The protocol over this ring's control block and slots.
+    #[inline(always)]
+    pub(crate) fn view(&self) -> RingView<'_> {
+        // SAFETY: `capacity` slots follow SLOTS_OFFSET in the validated
+        // mapping; slots are 64-byte aligned there and hold only atomics.
+        let slots = unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(SLOTS_OFFSET) as *const Slot,
+                self.capacity as usize,
+            )
+        };
+        RingView::with_shift(&self.header().control, slots, self.lap_shift)
+    }
+
+    /// Closes this attachment's descriptor in a forked child, where it is a
+    /// copy of the parent's: the parent's locks stay, since the parent still
+    /// holds the description. Async-signal-safe.
+    ///
+    /// # Safety
+    /// Nothing may use or drop this `Ring` afterwards (the descriptor
+    /// number may be reused); the C ABI leaks its writers for that reason.
+    pub(crate) unsafe fn close_inherited_descriptor(&self) {
+        // SAFETY: our own descriptor; the caller promises no further use.
+        unsafe { libc::close(self.file.as_raw_fd()) };
+    }
+
+    /// Takes the OFD write lock on `offset` without waiting.
+    /// `Ok(false)`: another open file description holds it.
+    pub(crate) fn try_lock(&self, offset: i64) -> Result<bool, Error> {
+        let mut lock = byte_lock(libc::F_WRLCK, offset);
+        // SAFETY: a valid descriptor and a valid flock.
+        if unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EACCES) => Ok(false),
+            _ => Err(Error::io(&self.path, "take a lock on the ring file", err)),
+        }
+    }
+
+    /// Releases the OFD lock on `offset` (if this description holds it).
+    pub(crate) fn unlock(&self, offset: i64) {
+        let mut lock = byte_lock(libc::F_UNLCK, offset);
+        // SAFETY: a valid descriptor and a valid flock.
+        unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+    }
+
+    /// Whether another open file description holds the lock on `offset`.
+    /// The kernel drops a dead process's locks, so this tells a live owner
+    /// from a dead one with no pid involved (no reuse, no EPERM).
+    pub(crate) fn is_locked(&self, offset: i64) -> bool {
+        let mut lock = byte_lock(libc::F_WRLCK, offset);
+        // SAFETY: a valid descriptor and a valid flock.
+        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+        // If the probe itself fails, say "locked": waiting is safe, while
+        // reclaiming a live writer's slot is not.
+        rc != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
+    }
+}
+
+fn byte_lock(kind: libc::c_int, offset: i64) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = offset as libc::off_t;
+    lock.l_len = 1;
+    lock.l_pid = 0; // Required by F_OFD_* locks.
+    lock
+}
+
+fn c_path(p: &Path, ring: &Path) -> Result<CString, Error> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::new(ring, ErrorKind::Config("path contains a NUL byte".into())))
+}
+
+fn open_file(path: &Path, flags: libc::c_int, mode: libc::mode_t) -> Result<File, Error> {
+    let c = c_path(path, path)?;
+    // O_NOFOLLOW: a symlink planted at the ring's name is refused, not followed.
+    let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: a NUL-terminated path; the mode is read only with O_CREAT.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        let action = if flags & libc::O_CREAT != 0 { "create ring file" } else { "open ring file" };
+        return Err(Error::io(path, action, std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a descriptor we just opened and nobody else owns.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn map_file(path: &Path, file: &File, len: u64) -> Result<MmapRaw, Error> {
+    MmapOptions::new().len(len as usize).map_raw(file).map_err(|e| Error::io(path, "map ring file", e))
+}
+
+/// Writes a new ring's header; the slots and tables are already zero
+/// (empty, lap 0; no processes; no counts).
+fn initialise(map: &MmapRaw, capacity: u64) {
+    // SAFETY: a fresh mapping of a file no other process can see yet, at
+    // least SLOTS_OFFSET long and page-aligned; Header is all atomics.
+    let header = unsafe { &*(map.as_ptr() as *const Header) };
+    let source = ClockSource::detect();
+    let calibration = source.calibrate(Duration::from_millis(5));
+    let id = &header.identity;
+    id.version.store(FORMAT_VERSION, Ordering::Relaxed);
+    id.record_size.store(RECORD_SIZE as u32, Ordering::Relaxed);
+    id.capacity.store(capacity, Ordering::Relaxed);
+    id.file_size.store(file_size(capacity), Ordering::Relaxed);
+    id.max_processes.store(MAX_PROCESSES as u32, Ordering::Relaxed);
+    id.max_devices.store(MAX_DEVICES as u32, Ordering::Relaxed);
+    id.max_kinds.store(MAX_KINDS as u32, Ordering::Relaxed);
+    id.clock_source.store(source.code(), Ordering::Relaxed);
+    id.created_unix_ns.store(realtime_ns(), Ordering::Relaxed);
+    id.creator_pid.store(std::process::id(), Ordering::Relaxed);
+    header.clock.ticks.store(calibration.ticks, Ordering::Relaxed);
+    header.clock.monotonic_ns.store(calibration.monotonic_ns, Ordering::Relaxed);
+    header.clock.ticks_per_second.store(calibration.ticks_per_second, Ordering::Relaxed);
+    // Release: the magic goes last; pairs with the Acquire load in `attach`
+    // (belt and braces: the file is not visible until it is linked).
+    id.magic.store(MAGIC, Ordering::Release);
+}

@@ -1,0 +1,195 @@
+//! The writer side: what a runtime hook calls.
+//!
+//! The hot path (`alloc`, `free`) is: two relaxed RMWs on this process's
+//! live-counter cell, one clock read, one CAS to claim a slot, seven word
+//! stores and a Release store to publish it. No lock, no system call, no
+//! allocation. Only a full ring leaves it, for a bounded wait.
+
+use std::time::{Duration, Instant};
+
+use crate::clock::ClockSource;
+use crate::error::{Error, ErrorKind};
+use crate::ffi::MemtrackBuffer;
+use crate::format::{
+    CounterCell, Event, FLAG_ALIAS, READER_LOCK_OFFSET, Record, capacity_index, counter_index,
+};
+use crate::process::{Registration, own_name};
+use crate::ring::Owner;
+use crate::shm::Ring;
+use crate::sync::{Ordering, PAYLOAD_WORDS};
+
+/// Default bounded wait for space when the ring is full and a consumer is
+/// attached (`MEMTRACK_WAIT_US` overrides it).
+pub const DEFAULT_FULL_WAIT: Duration = Duration::from_micros(1000);
+
+/// A process's writer on one ring. Share it between threads by reference.
+#[derive(Debug)]
+pub struct Writer {
+    ring: Ring,
+    registration: Registration,
+    pid: u32,
+    clock: ClockSource,
+    full_wait: Duration,
+}
+
+impl Writer {
+    /// Attaches this process to `ring` as a writer named after its comm.
+    ///
+    /// # Errors
+    /// `ProcessTableFull` if every process-table entry is held by a live
+    /// process; `Config` if `MEMTRACK_WAIT_US` is invalid.
+    pub fn attach(ring: Ring) -> Result<Writer, Error> {
+        Writer::attach_named(ring, &own_name())
+    }
+
+    /// As [`Writer::attach`], with the name to show for this process.
+    ///
+    /// # Errors
+    /// As [`Writer::attach`].
+    pub fn attach_named(ring: Ring, name: &[u8]) -> Result<Writer, Error> {
+        let full_wait = full_wait_from_env(ring.path())?;
+        let clock = ring.clock_source();
+        let registration = ring.register_process(name, clock.now())?;
+        let writer = Writer { ring, registration, pid: std::process::id(), clock, full_wait };
+        let mut start = writer.record(Event::ProcessStart);
+        start.set_label(name);
+        writer.push(&start);
+        Ok(writer)
+    }
+
+    /// The ring this writer writes to.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Records that `buffer` was allocated.
+    #[inline]
+    pub fn alloc(&self, buffer: &MemtrackBuffer) {
+        self.buffer_event(Event::Alloc, buffer);
+    }
+
+    /// Records that `buffer` was freed.
+    #[inline]
+    pub fn free(&self, buffer: &MemtrackBuffer) {
+        self.buffer_event(Event::Free, buffer);
+    }
+
+    /// Records a phase marker; `label` is cut to `LABEL_LEN` bytes.
+    pub fn mark(&self, label: &[u8]) {
+        let mut record = self.record(Event::Mark);
+        record.set_label(label);
+        self.push(&record);
+    }
+
+    /// Records the total memory of (device, kind), for used/total views.
+    pub fn set_capacity(&self, device_id: u32, kind: u8, bytes: u64) {
+        if let Some(i) = capacity_index(device_id, kind) {
+            self.ring.capacities()[i].store(bytes, Ordering::Relaxed);
+        }
+        let mut record = self.record(Event::Capacity);
+        (record.device_id, record.kind, record.size) = (device_id, kind, bytes);
+        self.push(&record);
+    }
+
+    /// Marks this process exited in the table and writes its exit record.
+    /// Events after this are still recorded; the C ABI stops them.
+    pub fn shutdown(&self) {
+        self.push(&self.record(Event::ProcessExit));
+        self.ring.mark_exited(self.registration.index, self.clock.now());
+    }
+
+    #[inline(always)]
+    fn buffer_event(&self, event: Event, b: &MemtrackBuffer) {
+        if let Some(cell) = self.counter(b.device_id, b.kind) {
+            let (bytes, count) =
+                if event == Event::Alloc { (b.size, 1) } else { (b.size.wrapping_neg(), u64::MAX) };
+            if b.flags & FLAG_ALIAS == 0 {
+                cell.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            cell.live_buffers.fetch_add(count, Ordering::Relaxed);
+        }
+        let record = Record {
+            buffer_id: b.buffer_id,
+            parent_id: b.parent_id,
+            address: b.address,
+            size: b.size,
+            device_id: b.device_id,
+            kind: b.kind,
+            flags: b.flags,
+            ..self.record(event)
+        };
+        self.push(&record);
+    }
+
+    #[inline(always)]
+    fn counter(&self, device_id: u32, kind: u8) -> Option<&CounterCell> {
+        counter_index(self.registration.index, device_id, kind).map(|i| &self.ring.counters()[i])
+    }
+
+    /// A record of `event` stamped with the time and this process.
+    #[inline(always)]
+    fn record(&self, event: Event) -> Record {
+        Record {
+            timestamp: self.clock.now(),
+            pid: self.pid,
+            process_slot: self.registration.index as u16,
+            event: event as u8,
+            ..Record::default()
+        }
+    }
+
+    #[inline(always)]
+    fn push(&self, record: &Record) {
+        let payload = record.payload();
+        match self.ring.view().claim(self.registration.owner) {
+            Ok(claim) => claim.publish(&payload),
+            Err(_) => self.push_full(&payload),
+        }
+    }
+
+    /// The ring was full. With a consumer attached, wait (bounded) for it to
+    /// free a slot; with none, or after the wait, drop and count.
+    #[cold]
+    #[inline(never)]
+    fn push_full(&self, payload: &[u64; PAYLOAD_WORDS]) {
+        let view = self.ring.view();
+        let reader_pid = &self.ring.header().control.reader.reader_pid;
+        if reader_pid.load(Ordering::Relaxed) != 0 {
+            let start = Instant::now();
+            let backoff = crossbeam_utils::Backoff::new();
+            while start.elapsed() < self.full_wait {
+                if let Ok(claim) = view.claim(self.registration.owner) {
+                    return claim.publish(payload);
+                }
+                backoff.snooze();
+            }
+            // The consumer did not keep up. If it is dead, say so, so that
+            // writers stop waiting for it.
+            if !self.ring.is_locked(READER_LOCK_OFFSET) {
+                let pid = reader_pid.load(Ordering::Relaxed);
+                let _ = reader_pid.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+        view.count_drop();
+        self.ring.process_entry(self.registration.index).dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The owner this writer's claims carry.
+    pub fn owner(&self) -> Owner {
+        self.registration.owner
+    }
+}
+
+fn full_wait_from_env(path: &std::path::Path) -> Result<Duration, Error> {
+    let Some(value) = std::env::var_os("MEMTRACK_WAIT_US") else { return Ok(DEFAULT_FULL_WAIT) };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u64>() {
+        Ok(us) if us <= 1_000_000 => Ok(Duration::from_micros(us)),
+        _ => Err(Error::new(
+            path,
+            ErrorKind::Config(format!(
+                "MEMTRACK_WAIT_US={text:?} is not a number of microseconds up to 1000000"
+            )),
+        )),
+    }
+}
