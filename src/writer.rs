@@ -174,6 +174,13 @@ impl Writer {
         self.ring.process_entry(self.registration.index).dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Claims a slot and never publishes it: what a writer killed between
+    /// claim and publish leaves behind. For crash tests only.
+    #[doc(hidden)]
+    pub fn claim_without_publishing(&self) -> bool {
+        self.ring.view().claim(self.registration.owner).map(drop).is_ok()
+    }
+
     /// The owner this writer's claims carry.
     pub fn owner(&self) -> Owner {
         self.registration.owner

@@ -1,0 +1,274 @@
+//! The Rust API on real shared-memory files: creation, validation,
+//! refusals, writers and a consumer in one process.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{TempRing, drain_all};
+use memtrack::format::{self, Event, FLAG_ALIAS, kind};
+use memtrack::{Consumer, ErrorKind, MemtrackBuffer, ProcessState, Ring, RingOptions, Writer};
+
+fn small() -> RingOptions {
+    RingOptions { capacity: 64 }
+}
+
+fn buffer(id: u64, device_id: u32, size: u64) -> MemtrackBuffer {
+    MemtrackBuffer {
+        buffer_id: id,
+        address: 0x1000 * id,
+        size,
+        device_id,
+        kind: kind::DRAM,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn events_arrive_in_order_with_every_field() {
+    let tmp = TempRing::new("roundtrip");
+    let writer = Writer::attach_named(Ring::create(tmp.path(), small()).unwrap(), b"unit-test").unwrap();
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let mesh = MemtrackBuffer { parent_id: 0, flags: FLAG_ALIAS, ..buffer(100, 0, 8192) };
+    writer.alloc(&mesh);
+    writer.alloc(&MemtrackBuffer { parent_id: 100, ..buffer(101, 3, 8192) });
+    writer.set_capacity(3, kind::DRAM, 1 << 30);
+    writer.mark(b"phase one, with a label longer than thirty-six bytes");
+    writer.free(&MemtrackBuffer { parent_id: 100, ..buffer(101, 3, 8192) });
+    let records = drain_all(&mut consumer);
+    let events: Vec<_> = records.iter().map(|r| r.event().unwrap()).collect();
+    assert_eq!(
+        events,
+        [Event::ProcessStart, Event::Alloc, Event::Alloc, Event::Capacity, Event::Mark, Event::Free]
+    );
+    assert_eq!(records[0].label(), b"unit-test");
+    assert!(records.windows(2).all(|w| w[0].ticket + 1 == w[1].ticket));
+    assert!(records.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    let child = records[2];
+    assert_eq!((child.buffer_id, child.parent_id, child.device_id, child.size), (101, 100, 3, 8192));
+    assert_eq!(child.address, 0x1000 * 101);
+    assert_eq!(child.pid, std::process::id());
+    assert!(records[1].is_alias() && !child.is_alias());
+    assert_eq!((records[3].device_id, records[3].size), (3, 1 << 30));
+    assert_eq!(
+        records[4].label(),
+        &b"phase one, with a label longer than thirty-six bytes"[..format::LABEL_LEN]
+    );
+
+    let snapshot = consumer.ring().snapshot();
+    let me = &snapshot.processes[0];
+    assert_eq!(
+        (me.pid, me.name.as_str(), me.state),
+        (std::process::id(), "unit-test", ProcessState::Running)
+    );
+    // The alias still counts as a live buffer, with no bytes; device 3 is back to zero.
+    assert_eq!(snapshot.counters.len(), 1);
+    let c = snapshot.counters[0];
+    assert_eq!((c.device_id, c.kind, c.live_bytes, c.live_buffers), (0, kind::DRAM, 0, 1));
+    assert_eq!(snapshot.capacities[0].bytes, 1 << 30);
+    assert_eq!(snapshot.reader_pid, Some(std::process::id()));
+    assert_eq!(snapshot.progress.delivered, 6);
+
+    writer.shutdown();
+    assert_eq!(drain_all(&mut consumer)[0].event(), Some(Event::ProcessExit));
+    assert_eq!(consumer.ring().processes()[0].state, ProcessState::Exited);
+}
+
+#[test]
+fn device_ids_beyond_the_counter_table_are_still_recorded() {
+    let tmp = TempRing::new("bigdev");
+    let writer = Writer::attach(Ring::create(tmp.path(), small()).unwrap()).unwrap();
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    writer.alloc(&buffer(1, 4000, 64));
+    let records = drain_all(&mut consumer);
+    assert_eq!(records[1].device_id, 4000);
+    assert!(consumer.ring().snapshot().counters.is_empty());
+}
+
+#[test]
+fn a_full_ring_without_a_consumer_drops_at_once_and_counts() {
+    let tmp = TempRing::new("full");
+    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..100 {
+        writer.alloc(&buffer(i, 0, 1));
+    }
+    // 100 events, 84 over capacity with no consumer: no waiting at all.
+    assert!(start.elapsed() < std::time::Duration::from_millis(50), "waited on a full ring with no consumer");
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let records = drain_all(&mut consumer);
+    let snapshot = consumer.ring().snapshot();
+    // The start record plus 100 events were attempted.
+    assert_eq!(records.len(), 16);
+    assert_eq!(snapshot.dropped, 101 - 16);
+    assert_eq!(snapshot.processes[0].dropped, 101 - 16);
+    // Live counters stay exact through drops.
+    assert_eq!(snapshot.counters[0].live_buffers, 100);
+}
+
+#[test]
+fn a_second_consumer_is_refused_with_the_first_ones_pid() {
+    let tmp = TempRing::new("busy");
+    let _ring = Ring::create(tmp.path(), small()).unwrap();
+    let first = Consumer::attach(tmp.path()).unwrap();
+    let err = Consumer::attach(tmp.path()).err().expect("second consumer refused");
+    assert!(matches!(err.kind, ErrorKind::ReaderBusy { pid } if pid == std::process::id()));
+    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    drop(first);
+    Consumer::attach(tmp.path()).expect("free again once the first detached");
+}
+
+#[test]
+fn a_restarted_consumer_resumes_without_repeating() {
+    let tmp = TempRing::new("resume");
+    let writer = Writer::attach(Ring::create(tmp.path(), small()).unwrap()).unwrap();
+    for i in 0..10 {
+        writer.alloc(&buffer(i, 0, 1));
+    }
+    let mut first = Consumer::attach(tmp.path()).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(first.take(4, &mut out).records, 4);
+    first.commit();
+    drop(first);
+    for i in 10..20 {
+        writer.alloc(&buffer(i, 0, 1));
+    }
+    let mut second = Consumer::attach(tmp.path()).unwrap();
+    out.extend(drain_all(&mut second));
+    let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
+    assert_eq!(tickets, (0..21).collect::<Vec<_>>());
+    assert_eq!(second.progress().lost_reader_died, 0);
+}
+
+#[test]
+fn racing_creators_end_on_one_ring() {
+    let tmp = TempRing::new("race");
+    let path = tmp.path().to_path_buf();
+    let writers: Vec<Writer> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| Writer::attach(Ring::open_or_create(&path, small()).unwrap()).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, w) in writers.iter().enumerate() {
+        w.alloc(&buffer(i as u64, 0, 1));
+    }
+    let mut consumer = Consumer::attach(&path).unwrap();
+    let records = drain_all(&mut consumer);
+    assert_eq!(records.iter().filter(|r| r.event() == Some(Event::Alloc)).count(), 8);
+    assert_eq!(consumer.ring().processes().len(), 8);
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!("race-{}", std::process::id())))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_full_process_table_is_refused_and_counted() {
+    let tmp = TempRing::new("table");
+    Ring::create(tmp.path(), small()).unwrap();
+    // Each Ring is its own open file description, so each takes an entry.
+    let writers: Vec<Writer> = (0..format::MAX_PROCESSES)
+        .map(|_| Writer::attach(Ring::open(tmp.path()).unwrap()).unwrap())
+        .collect();
+    let err = Writer::attach(Ring::open(tmp.path()).unwrap()).err().expect("table full");
+    assert!(matches!(err.kind, ErrorKind::ProcessTableFull(64)), "{err}");
+    let ring = Ring::open(tmp.path()).unwrap();
+    assert_eq!(ring.snapshot().untracked_processes, 1);
+    // An entry whose holder went away is taken again.
+    drop(writers);
+    Writer::attach(Ring::open(tmp.path()).unwrap()).expect("entries of closed writers are free");
+}
+
+fn expect_refusal(path: &std::path::Path, what: &str) -> memtrack::Error {
+    let err = Ring::open(path).err().unwrap_or_else(|| panic!("{what}: attached anyway"));
+    let line = err.to_string();
+    assert!(line.contains(&path.display().to_string()), "{what}: message does not name the file: {line}");
+    assert!(!line.contains('\n'), "{what}: not one line: {line}");
+    err
+}
+
+/// Rewrites bytes of a ring file in place.
+fn patch(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn hostile_and_broken_files_are_refused_with_the_reason() {
+    let tmp = TempRing::new("refuse");
+    let path = tmp.path();
+    let make = || {
+        let _ = std::fs::remove_file(path);
+        Ring::create(path, small()).unwrap();
+    };
+
+    make();
+    patch(path, 0, b"NOTARING");
+    assert!(matches!(expect_refusal(path, "bad magic").kind, ErrorKind::BadMagic));
+
+    make();
+    patch(path, 8, &2u32.to_le_bytes());
+    assert!(matches!(expect_refusal(path, "version").kind, ErrorKind::Version { found: 2, expected: 1 }));
+
+    make();
+    patch(path, 16, &100u64.to_le_bytes());
+    let err = expect_refusal(path, "capacity");
+    assert!(err.to_string().contains("power of two"), "{err}");
+
+    make();
+    patch(path, 12, &128u32.to_le_bytes());
+    assert!(expect_refusal(path, "record size").to_string().contains("record size"));
+
+    make();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(format::file_size(64) - 64).unwrap();
+    assert!(expect_refusal(path, "truncated").to_string().contains("file length"));
+
+    make();
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(100).unwrap();
+    assert!(expect_refusal(path, "tiny").to_string().contains("shorter than a header"));
+
+    make();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o620)).unwrap();
+    assert!(matches!(expect_refusal(path, "group-writable").kind, ErrorKind::Permission(_)));
+
+    make();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o606)).unwrap();
+    assert!(matches!(expect_refusal(path, "world-writable").kind, ErrorKind::Permission(_)));
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        make();
+        std::os::unix::fs::chown(path, Some(65534), None).unwrap();
+        assert!(expect_refusal(path, "other owner").to_string().contains("owned by uid 65534"));
+    }
+
+    let _ = std::fs::remove_file(path);
+    let target = TempRing::new("target");
+    Ring::create(target.path(), small()).unwrap();
+    std::os::unix::fs::symlink(target.path(), path).unwrap();
+    expect_refusal(path, "symlink");
+
+    let _ = std::fs::remove_file(path);
+    let err = expect_refusal(path, "missing");
+    assert!(err.to_string().contains("No such file"), "{err}");
+}
+
+#[test]
+fn new_rings_are_private_and_bad_capacities_refused() {
+    let tmp = TempRing::new("mode");
+    Ring::create(tmp.path(), small()).unwrap();
+    let mode = std::fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let err = Ring::create(tmp.path(), small()).err().expect("exists");
+    assert!(err.to_string().contains("exists"), "{err}");
+    for capacity in [0, 3, 8, 1 << 27] {
+        let other = TempRing::new("cap");
+        let err = Ring::create(other.path(), RingOptions { capacity }).err().expect("refused");
+        assert!(matches!(err.kind, ErrorKind::Config(_)), "{capacity}: {err}");
+        assert!(!other.path().exists());
+    }
+}
