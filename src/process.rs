@@ -69,8 +69,14 @@ impl Ring {
     /// # Errors
     /// `ProcessTableFull` when every entry is held by a live process (the
     /// ring counts it in `untracked_processes`); `Io` if locking fails.
+    ///
+    /// Never-used entries are taken first, so that the table keeps showing
+    /// exited and died processes for as long as it has room.
     pub(crate) fn register_process(&self, name: &[u8], attach_ticks: u64) -> Result<Registration, Error> {
-        for index in 0..MAX_PROCESSES {
+        let is_free =
+            |index: &usize| self.process_entry(*index).state.load(Ordering::Relaxed) == PROCESS_FREE;
+        let (free, used): (Vec<usize>, Vec<usize>) = (0..MAX_PROCESSES).partition(is_free);
+        for index in free.into_iter().chain(used) {
             if !self.try_lock(lock_offset(index))? {
                 continue; // Held by a live process (or by us already).
             }
