@@ -111,7 +111,7 @@ fn a_second_consumer_is_refused_with_the_first_ones_pid() {
     let tmp = TempRing::new("busy");
     let _ring = Ring::create(tmp.path(), small()).unwrap();
     let first = Consumer::attach(tmp.path()).unwrap();
-    let err = Consumer::attach(tmp.path()).err().expect("second consumer refused");
+    let err = Consumer::attach(tmp.path()).expect_err("second consumer refused");
     assert!(matches!(err.kind, ErrorKind::ReaderBusy { pid } if pid == std::process::id()));
     assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
     drop(first);
@@ -174,7 +174,7 @@ fn a_full_process_table_is_refused_and_counted() {
     let writers: Vec<Writer> = (0..format::MAX_PROCESSES)
         .map(|_| Writer::attach(Ring::open(tmp.path()).unwrap()).unwrap())
         .collect();
-    let err = Writer::attach(Ring::open(tmp.path()).unwrap()).err().expect("table full");
+    let err = Writer::attach(Ring::open(tmp.path()).unwrap()).expect_err("table full");
     assert!(matches!(err.kind, ErrorKind::ProcessTableFull(64)), "{err}");
     let ring = Ring::open(tmp.path()).unwrap();
     assert_eq!(ring.snapshot().untracked_processes, 1);
@@ -263,11 +263,11 @@ fn new_rings_are_private_and_bad_capacities_refused() {
     Ring::create(tmp.path(), small()).unwrap();
     let mode = std::fs::metadata(tmp.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let err = Ring::create(tmp.path(), small()).err().expect("exists");
+    let err = Ring::create(tmp.path(), small()).expect_err("exists");
     assert!(err.to_string().contains("exists"), "{err}");
     for capacity in [0, 3, 8, 1 << 27] {
         let other = TempRing::new("cap");
-        let err = Ring::create(other.path(), RingOptions { capacity }).err().expect("refused");
+        let err = Ring::create(other.path(), RingOptions { capacity }).expect_err("refused");
         assert!(matches!(err.kind, ErrorKind::Config(_)), "{capacity}: {err}");
         assert!(!other.path().exists());
     }
