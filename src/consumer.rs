@@ -112,6 +112,12 @@ impl Consumer {
     }
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("ring", &self.ring).field("progress", &self.progress()).finish()
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.ring.header().control.reader.reader_pid.store(0, Ordering::Relaxed);

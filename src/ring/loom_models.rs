@@ -169,7 +169,6 @@ fn loom_a_restarted_consumer_neither_repeats_nor_skips_uncounted() {
         view.commit(&mut first);
         let mut died_with = Vec::new();
         let lost_with_it = view.take(&mut first, 1, &mut died_with, |_| false).records;
-        drop(first);
         // Its successor resumes after the batch it lost.
         let rest = consume_all(view, &done, |_| false);
         let dropped: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
