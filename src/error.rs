@@ -4,14 +4,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// An error about one ring file; its `Display` is one line that names the
-/// file and the reason, fit for a log or a terminal.
+/// file and the reason, fit for a log or a terminal. (The reason is part of
+/// that line rather than a `source()`, so error-chain printers do not
+/// repeat it.)
 #[derive(Debug, thiserror::Error)]
 #[error("memtrack: ring {}: {kind}", path.display())]
 pub struct Error {
     /// The ring file.
     pub path: PathBuf,
     /// What went wrong.
-    #[source]
     pub kind: ErrorKind,
 }
 
@@ -24,7 +25,7 @@ impl Error {
         let kind = match source.raw_os_error() {
             Some(libc::ENOSPC) => ErrorKind::NoSpace { action },
             Some(libc::EACCES | libc::EPERM) => ErrorKind::Permission(format!("{action}: {source}")),
-            _ => ErrorKind::Io { action, source },
+            _ => ErrorKind::Io { action, error: source },
         };
         Error::new(path, kind)
     }
@@ -34,12 +35,12 @@ impl Error {
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {
     /// A system call failed.
-    #[error("cannot {action}: {source}")]
+    #[error("cannot {action}: {error}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file system (usually /dev/shm) is full.
     #[error("cannot {action}: no space left on device (is /dev/shm full? set MEMTRACK_CAPACITY lower)")]

@@ -141,8 +141,8 @@ impl Ring {
     /// As [`Ring::open`] and [`Ring::create`].
     pub fn open_or_create(path: &Path, options: RingOptions) -> Result<Ring, Error> {
         match Ring::open(path) {
-            Err(Error { kind: ErrorKind::Io { source, .. }, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(Error { kind: ErrorKind::Io { error, .. }, .. })
+                if error.kind() == std::io::ErrorKind::NotFound => {}
             other => return other,
         }
         match Ring::create_new(path, options)? {
