@@ -29,7 +29,9 @@ pub struct Batch {
 pub struct Consumer {
     ring: Ring,
     cursor: Cursor,
-    blocked_on: Option<(Owner, Instant)>,
+    /// The claim (ticket, owner) the consumer last found blocking it, and
+    /// since when.
+    blocked_on: Option<(u64, Owner, Instant)>,
 }
 
 impl Consumer {
@@ -64,12 +66,12 @@ impl Consumer {
     /// Never waits: a slot a live writer is still filling ends the batch.
     pub fn take(&mut self, max: usize, out: &mut Vec<Record>) -> Batch {
         let (ring, blocked_on) = (&self.ring, &mut self.blocked_on);
-        let taken = ring.view().take(&mut self.cursor, max, out, |owner| match *blocked_on {
-            Some((seen, since)) if seen == owner => {
+        let taken = ring.view().take(&mut self.cursor, max, out, |ticket, owner| match *blocked_on {
+            Some((t, o, since)) if (t, o) == (ticket, owner) => {
                 since.elapsed() >= LIVENESS_GRACE && ring.is_owner_dead(owner)
             }
             _ => {
-                *blocked_on = Some((owner, Instant::now()));
+                *blocked_on = Some((ticket, owner, Instant::now()));
                 false
             }
         });

@@ -367,8 +367,8 @@ impl<'a> RingView<'a> {
     /// Takes up to `max` records in ticket order into `out`, and frees their
     /// slots. A slot claimed by a writer that `is_dead` says is dead is
     /// skipped and counted lost; one claimed by a live writer ends the batch
-    /// (the consumer waits for it). `is_dead` is asked only about the claim
-    /// the consumer is blocked on.
+    /// (the consumer waits for it). `is_dead(ticket, owner)` is asked only
+    /// about the claim the consumer is blocked on.
     ///
     /// Must be followed by [`RingView::commit`] once the caller has handed
     /// the records on; a consumer that dies in between loses the batch, and
@@ -378,7 +378,7 @@ impl<'a> RingView<'a> {
         cursor: &mut Cursor,
         max: usize,
         out: &mut Vec<Record>,
-        mut is_dead: impl FnMut(Owner) -> bool,
+        mut is_dead: impl FnMut(u64, Owner) -> bool,
     ) -> Taken {
         debug_assert_eq!(cursor.pending, Taken::default(), "take without commit");
         let start = cursor.progress.taken;
@@ -398,7 +398,7 @@ impl<'a> RingView<'a> {
                     out.push(Record::from_payload(ticket, slot.payload.load()));
                     taken.records += 1;
                 }
-                Phase::Claimed if is_dead(Owner::decode(state.owner)) => taken.lost += 1,
+                Phase::Claimed if is_dead(ticket, Owner::decode(state.owner)) => taken.lost += 1,
                 // Empty: the frontier. Claimed: a live writer; wait for it.
                 // Invalid: a corrupt slot; stop here rather than guess.
                 _ => break,

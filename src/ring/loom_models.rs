@@ -33,7 +33,7 @@ fn push_or_drop(view: RingView<'_>, owner: Owner, values: &[u64]) -> usize {
 fn consume_all(
     view: RingView<'_>,
     writers_done: &AtomicUsize,
-    is_dead: impl Fn(Owner) -> bool,
+    is_dead: impl Fn(u64, Owner) -> bool,
 ) -> Vec<Record> {
     let mut cursor = view.attach_consumer();
     let mut out = Vec::new();
@@ -75,7 +75,7 @@ fn loom_every_record_delivered_once_in_ticket_order() {
                 })
             })
             .collect();
-        let out = consume_all(ring.view(), &done, |_| false);
+        let out = consume_all(ring.view(), &done, |_, _| false);
         writers.into_iter().for_each(|w| w.join().unwrap());
         check_stream(&out, 4);
         assert_eq!(ring.view().progress().delivered, 4);
@@ -98,7 +98,7 @@ fn loom_full_ring_drops_are_counted_exactly() {
                 })
             })
             .collect();
-        let out = consume_all(ring.view(), &done, |_| false);
+        let out = consume_all(ring.view(), &done, |_, _| false);
         let dropped: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
         check_stream(&out, 4 - dropped);
         let view = ring.view();
@@ -133,7 +133,7 @@ fn loom_a_dead_writers_claim_is_reclaimed_only_once_it_is_dead() {
             })
         };
         // B is alive throughout: its claim is always waited for.
-        let out = consume_all(ring.view(), &done, |owner| owner == A && a_dead.load(Ordering::Acquire));
+        let out = consume_all(ring.view(), &done, |_, owner| owner == A && a_dead.load(Ordering::Acquire));
         let a_claimed = dying.join().unwrap();
         let b_dropped = live.join().unwrap();
         assert!(a_claimed, "a 2-slot ring has room for A's first claim");
@@ -165,12 +165,12 @@ fn loom_a_restarted_consumer_neither_repeats_nor_skips_uncounted() {
         // The first consumer commits one batch, then dies holding another.
         let mut first = view.attach_consumer();
         let mut handed_on = Vec::new();
-        view.take(&mut first, 1, &mut handed_on, |_| false);
+        view.take(&mut first, 1, &mut handed_on, |_, _| false);
         view.commit(&mut first);
         let mut died_with = Vec::new();
-        let lost_with_it = view.take(&mut first, 1, &mut died_with, |_| false).records;
+        let lost_with_it = view.take(&mut first, 1, &mut died_with, |_, _| false).records;
         // Its successor resumes after the batch it lost.
-        let rest = consume_all(view, &done, |_| false);
+        let rest = consume_all(view, &done, |_, _| false);
         let dropped: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
         assert_eq!(dropped, 0, "4 slots hold 4 records");
         let p = view.progress();

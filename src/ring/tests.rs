@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64};
 const ALICE: Owner = Owner { slot: 1, generation: 7 };
 const BOB: Owner = Owner { slot: 2, generation: 1 };
 
-fn never_dead(_: Owner) -> bool {
+fn never_dead(_: u64, _: Owner) -> bool {
     false
 }
 
@@ -74,7 +74,7 @@ fn a_live_claim_blocks_the_consumer_and_a_dead_one_is_reclaimed_once() {
     assert_eq!(view.take(&mut cursor, 8, &mut out, never_dead), Taken::default());
     drop(stuck); // Alice dies holding ticket 0.
     let mut asked = Vec::new();
-    let is_dead = |o: Owner| {
+    let is_dead = |_, o: Owner| {
         asked.push(o);
         o == ALICE
     };
@@ -165,7 +165,7 @@ fn corrupt_state_words_never_make_writers_overwrite_or_the_consumer_read() {
     assert!(view.claim(ALICE).is_err());
     let mut cursor = view.attach_consumer();
     let mut out = Vec::new();
-    assert_eq!(view.take(&mut cursor, 8, &mut out, |_| true), Taken::default());
+    assert_eq!(view.take(&mut cursor, 8, &mut out, |_, _| true), Taken::default());
     ring.slots[0].state.store(5 << 32, Ordering::Relaxed); // laps ahead, empty
     // The writer skips a slot that claims to be laps ahead.
     assert!(view.claim(ALICE).is_ok_and(|c| c.ticket() >= 1));
