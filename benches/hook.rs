@@ -48,9 +48,7 @@ impl Drainer {
             let mut buf = Vec::with_capacity(4096);
             while !flag.load(Ordering::Relaxed) {
                 let n = consumer.drain(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
-                if n == 0 {
-                    std::thread::yield_now();
-                }
+                consumer.pause_if_idle(n);
             }
         });
         Drainer { stop, thread: Some(thread) }

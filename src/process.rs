@@ -97,8 +97,7 @@ impl Ring {
             }
             let first = index * MAX_DEVICES * MAX_KINDS;
             for cell in &self.counters()[first..first + MAX_DEVICES * MAX_KINDS] {
-                cell.live_bytes.store(0, Ordering::Relaxed);
-                cell.live_buffers.store(0, Ordering::Relaxed);
+                cell.reset();
             }
             // Release: the fields above are complete before the entry reads
             // as active; pairs with the Acquire load in `processes`.

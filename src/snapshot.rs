@@ -67,8 +67,7 @@ impl Ring {
                 debug_assert!(slot < MAX_PROCESSES);
                 (0..MAX_DEVICES * MAX_KINDS).filter_map(move |i| {
                     let cell = &cells[slot * MAX_DEVICES * MAX_KINDS + i];
-                    let live_bytes = cell.live_bytes.load(Ordering::Relaxed) as i64;
-                    let live_buffers = cell.live_buffers.load(Ordering::Relaxed) as i64;
+                    let (live_bytes, live_buffers) = cell.load();
                     (live_bytes != 0 || live_buffers != 0).then_some(LiveCounter {
                         process_slot: slot as u16,
                         device_id: (i / MAX_KINDS) as u32,

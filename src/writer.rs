@@ -1,6 +1,6 @@
 //! The writer side: what a runtime hook calls.
 //!
-//! The hot path (`alloc`, `free`) is: two relaxed RMWs on this process's
+//! The hot path (`alloc`, `free`) is: one relaxed RMW on this process's
 //! live-counter cell, one clock read, one CAS to claim a slot, seven word
 //! stores and a Release store to publish it. No lock, no system call, no
 //! allocation. Only a full ring leaves it, for a bounded wait.
@@ -101,12 +101,11 @@ impl Writer {
     #[inline(always)]
     fn buffer_event(&self, event: Event, b: &MemtrackBuffer) {
         if let Some(cell) = self.counter(b.device_id, b.kind) {
-            let (bytes, count) =
-                if event == Event::Alloc { (b.size, 1) } else { (b.size.wrapping_neg(), u64::MAX) };
-            if b.flags & FLAG_ALIAS == 0 {
-                cell.live_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let alias = b.flags & FLAG_ALIAS != 0;
+            match event {
+                Event::Alloc => cell.add_buffer(b.size, alias),
+                _ => cell.remove_buffer(b.size, alias),
             }
-            cell.live_buffers.fetch_add(count, Ordering::Relaxed);
         }
         let record = Record {
             buffer_id: b.buffer_id,
