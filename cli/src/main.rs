@@ -4,6 +4,8 @@
 //! live counters (works while another process consumes the ring). The
 //! consuming commands (record, report, watch, export, demo) come next.
 
+mod engine;
+mod recording;
 mod status;
 
 use std::process::ExitCode;

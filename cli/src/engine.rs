@@ -1,0 +1,631 @@
+//! The state engine: turns a stream of records into live buffers, device
+//! usage, per-process state, anomalies and marks. Every command that
+//! consumes a ring or reads a record file goes through it.
+//!
+//! Rules (from the reader issue):
+//! * A buffer is keyed by (pid, device, kind, buffer_id), never by address.
+//! * ALLOC of a live key is a duplicate: counted, and kept as one more
+//!   reference that a later FREE releases.
+//! * FREE of an absent key is an unknown free: counted as an anomaly only.
+//! * FREE with a nonzero size that differs from its ALLOC is a size
+//!   mismatch; the ALLOC's size is what leaves usage.
+//! * ALIAS buffers count in buffer numbers, not in bytes.
+//! * A process that dies takes its live buffers out of device usage; they
+//!   are listed as its remaining buffers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use memtrack::format::{FLAG_ALIAS, kind};
+use memtrack::{Event, Record};
+
+use crate::recording::{Block, CounterBlock, LossBlock, ProcessBlock, TimeBase};
+
+/// Details kept for at most this many anomalies (counts stay exact).
+pub const MAX_ANOMALY_DETAILS: usize = 1000;
+
+/// Identity of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferKey {
+    /// Writer process.
+    pub pid: u32,
+    /// Device id.
+    pub device_id: u32,
+    /// Kind code.
+    pub kind: u8,
+    /// The runtime's buffer id.
+    pub buffer_id: u64,
+}
+
+/// A buffer alive at some point of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveBuffer {
+    /// Its key.
+    pub key: BufferKey,
+    /// Owner (mesh buffer, program), 0 for none.
+    pub parent_id: u64,
+    /// Device address.
+    pub address: u64,
+    /// Bytes of the first reference.
+    pub size: u64,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// When it was allocated, ns since the ring's creation.
+    pub time_ns: u64,
+    /// Sizes of further references from duplicate ALLOCs, newest last.
+    duplicates: Vec<u64>,
+}
+
+impl LiveBuffer {
+    fn is_alias(&self) -> bool {
+        self.flags & FLAG_ALIAS != 0
+    }
+
+    /// Bytes this buffer counts in usage (0 for ALIAS).
+    pub fn counted_bytes(&self) -> u64 {
+        if self.is_alias() { 0 } else { self.size + self.duplicates.iter().sum::<u64>() }
+    }
+
+    /// References held: 1 + duplicate ALLOCs not yet freed.
+    pub fn references(&self) -> usize {
+        1 + self.duplicates.len()
+    }
+}
+
+/// Usage and totals of one (device, kind).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// Live bytes, ALIAS excluded.
+    pub live_bytes: u64,
+    /// Live buffer references, ALIAS included.
+    pub live_buffers: u64,
+    /// Highest `live_bytes` seen.
+    pub peak_bytes: u64,
+    /// When the peak was first reached.
+    pub peak_time_ns: u64,
+    /// ALLOC records, duplicates included.
+    pub allocs: u64,
+    /// FREE records that released a live buffer.
+    pub frees: u64,
+    /// Total memory, if `memtrack_set_capacity` said.
+    pub capacity: Option<u64>,
+}
+
+/// `running`, `exited` or `died`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcState {
+    /// Attached, no exit seen.
+    Running,
+    /// Shut down cleanly.
+    Exited,
+    /// Ended without shutting down.
+    Died,
+}
+
+impl ProcState {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcState::Running => "running",
+            ProcState::Exited => "exited",
+            ProcState::Died => "died",
+        }
+    }
+}
+
+/// What the engine knows of one writer process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Process id.
+    pub pid: u32,
+    /// Name (comm).
+    pub name: String,
+    /// State.
+    pub state: ProcState,
+    /// Process-table index.
+    pub process_slot: u16,
+    /// Whether its start record was seen (so its counts are complete).
+    pub seen_start: bool,
+    /// ALLOC records.
+    pub allocs: u64,
+    /// FREE records that released a live buffer.
+    pub frees: u64,
+    /// Records it dropped (from the process table, at the end).
+    pub dropped: u64,
+    /// Whether the process table at the end of the recording lists it
+    /// (so the writers' live counters there are its own).
+    pub in_final_table: bool,
+    /// Buffers it left when it died, in key order.
+    pub died_with: Vec<LiveBuffer>,
+    /// When it ended, ns since the ring's creation.
+    pub end_time_ns: Option<u64>,
+}
+
+/// Which rule a record broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnomalyKind {
+    /// FREE of a buffer that is not live.
+    UnknownFree,
+    /// ALLOC of a buffer that is already live.
+    DuplicateAlloc,
+    /// FREE whose size differs from the ALLOC's.
+    SizeMismatch,
+}
+
+impl AnomalyKind {
+    /// The name used in reports (and as a JSON key, plural).
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::UnknownFree => "unknown_free",
+            AnomalyKind::DuplicateAlloc => "duplicate_alloc",
+            AnomalyKind::SizeMismatch => "size_mismatch",
+        }
+    }
+}
+
+/// One anomaly, with the record that caused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anomaly {
+    /// The rule.
+    pub kind: AnomalyKind,
+    /// The buffer.
+    pub key: BufferKey,
+    /// When, ns since the ring's creation.
+    pub time_ns: u64,
+    /// The record's size.
+    pub size: u64,
+    /// The size the ALLOC had (size mismatches), else 0.
+    pub expected_size: u64,
+}
+
+/// Anomaly counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnomalyCounts {
+    /// FREEs of buffers that were not live.
+    pub unknown_frees: u64,
+    /// ALLOCs of buffers that were live.
+    pub duplicate_allocs: u64,
+    /// FREEs whose size differed from the ALLOC's.
+    pub size_mismatches: u64,
+}
+
+/// A phase marker with the usage at that moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The label.
+    pub label: String,
+    /// Who marked.
+    pub pid: u32,
+    /// When, ns since the ring's creation.
+    pub time_ns: u64,
+    /// Nonzero usage per (device, kind): (live bytes, live buffers).
+    pub usage: Vec<((u32, u8), (u64, u64))>,
+}
+
+/// Writers' and reader's view of one (pid, device, kind) that disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterMismatch {
+    /// Process id.
+    pub pid: u32,
+    /// Device id.
+    pub device_id: u32,
+    /// Kind code.
+    pub kind: u8,
+    /// (bytes, buffers) from the records.
+    pub reader: (i64, i64),
+    /// (bytes, buffers) from the writers' live counters.
+    pub writers: (i64, i64),
+}
+
+/// A fast hasher for the buffer map (FxHash's multiply-rotate): keys are
+/// not attacker-chosen in a way that matters to a local analysis tool, and
+/// SipHash would cost a third of the time per record.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The state engine.
+pub struct Engine {
+    time: TimeBase,
+    live: FastMap<BufferKey, LiveBuffer>,
+    devices: BTreeMap<(u32, u8), KindStats>,
+    processes: BTreeMap<u32, ProcessStats>,
+    /// Which pid holds each process-table index, by ProcessStart records.
+    slot_owner: HashMap<u16, u32>,
+    anomaly_counts: AnomalyCounts,
+    anomalies: Vec<Anomaly>,
+    marks: Vec<Mark>,
+    records: u64,
+    last_time_ns: u64,
+    losses: LossBlock,
+    writer_counters: Vec<CounterBlock>,
+}
+
+impl Engine {
+    /// An empty engine whose timestamps go through `time`.
+    pub fn new(time: TimeBase) -> Engine {
+        Engine {
+            time,
+            live: FastMap::default(),
+            devices: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            slot_owner: HashMap::new(),
+            anomaly_counts: AnomalyCounts::default(),
+            anomalies: Vec::new(),
+            marks: Vec::new(),
+            records: 0,
+            last_time_ns: 0,
+            losses: LossBlock::default(),
+            writer_counters: Vec::new(),
+        }
+    }
+
+    /// Applies one block of a record file (or of a live stream).
+    pub fn apply_block(&mut self, block: &Block) {
+        match block {
+            Block::Record(record) => self.apply(record),
+            Block::Died(died) => self.process_died(died.pid, self.time.ns(died.timestamp)),
+            Block::Process(p) => self.process_table_entry(p),
+            Block::Loss(loss) => self.losses = *loss,
+            Block::Counter(c) => self.writer_counters.push(*c),
+        }
+    }
+
+    /// Applies one ring record.
+    pub fn apply(&mut self, record: &Record) {
+        self.records += 1;
+        let time_ns = self.time.ns(record.timestamp);
+        self.last_time_ns = self.last_time_ns.max(time_ns);
+        match record.event() {
+            Some(Event::Alloc) => self.alloc(record, time_ns),
+            Some(Event::Free) => self.free(record, time_ns),
+            Some(Event::Mark) => self.mark(record, time_ns),
+            Some(Event::Capacity) => {
+                self.devices.entry((record.device_id, record.kind)).or_default().capacity = Some(record.size)
+            }
+            Some(Event::ProcessStart) => self.process_start(record),
+            Some(Event::ProcessExit) => {
+                let process = self.process(record.pid, record.process_slot);
+                if process.state == ProcState::Running {
+                    process.state = ProcState::Exited;
+                    process.end_time_ns = Some(time_ns);
+                }
+            }
+            // The record file parser refuses unknown events; a live ring
+            // may carry one from a newer writer: ignore it.
+            None => {}
+        }
+    }
+
+    fn key(record: &Record) -> BufferKey {
+        BufferKey {
+            pid: record.pid,
+            device_id: record.device_id,
+            kind: record.kind,
+            buffer_id: record.buffer_id,
+        }
+    }
+
+    fn alloc(&mut self, record: &Record, time_ns: u64) {
+        let key = Engine::key(record);
+        let alias = record.is_alias();
+        self.process(record.pid, record.process_slot).allocs += 1;
+        let mut duplicate = false;
+        self.live
+            .entry(key)
+            .and_modify(|live| {
+                duplicate = true;
+                live.duplicates.push(record.size);
+            })
+            .or_insert_with(|| LiveBuffer {
+                key,
+                parent_id: record.parent_id,
+                address: record.address,
+                size: record.size,
+                flags: record.flags,
+                time_ns,
+                duplicates: Vec::new(),
+            });
+        if duplicate {
+            self.anomaly(AnomalyKind::DuplicateAlloc, key, time_ns, record.size, 0);
+        }
+        let stats = self.devices.entry((record.device_id, record.kind)).or_default();
+        stats.allocs += 1;
+        stats.live_buffers += 1;
+        if !alias {
+            stats.live_bytes += record.size;
+            if stats.live_bytes > stats.peak_bytes {
+                stats.peak_bytes = stats.live_bytes;
+                stats.peak_time_ns = time_ns;
+            }
+        }
+    }
+
+    fn free(&mut self, record: &Record, time_ns: u64) {
+        let key = Engine::key(record);
+        let Some(live) = self.live.get_mut(&key) else {
+            self.anomaly(AnomalyKind::UnknownFree, key, time_ns, record.size, 0);
+            return;
+        };
+        // The newest reference goes first.
+        let (released, last) = match live.duplicates.pop() {
+            Some(size) => (size, false),
+            None => (live.size, true),
+        };
+        let alias = live.is_alias();
+        if last {
+            self.live.remove(&key);
+        }
+        if record.size != 0 && record.size != released {
+            self.anomaly(AnomalyKind::SizeMismatch, key, time_ns, record.size, released);
+        }
+        self.process(record.pid, record.process_slot).frees += 1;
+        let stats = self.devices.entry((record.device_id, record.kind)).or_default();
+        stats.frees += 1;
+        stats.live_buffers -= 1;
+        if !alias {
+            stats.live_bytes -= released;
+        }
+    }
+
+    fn mark(&mut self, record: &Record, time_ns: u64) {
+        let usage = self
+            .devices
+            .iter()
+            .filter(|(_, s)| s.live_bytes != 0 || s.live_buffers != 0)
+            .map(|(&k, s)| (k, (s.live_bytes, s.live_buffers)))
+            .collect();
+        self.marks.push(Mark {
+            label: String::from_utf8_lossy(record.label()).into_owned(),
+            pid: record.pid,
+            time_ns,
+            usage,
+        });
+    }
+
+    fn process_start(&mut self, record: &Record) {
+        // A new process in a table entry whose previous owner never said
+        // goodbye: the previous owner died (the table reuses only entries
+        // whose lock the kernel released).
+        if let Some(previous) = self.slot_owner.insert(record.process_slot, record.pid)
+            && previous != record.pid
+            && self.processes.get(&previous).is_some_and(|p| p.state == ProcState::Running)
+        {
+            self.process_died(previous, self.time.ns(record.timestamp));
+        }
+        let name = String::from_utf8_lossy(record.label()).into_owned();
+        let process = self.process(record.pid, record.process_slot);
+        process.name = name;
+        process.seen_start = true;
+        process.state = ProcState::Running;
+    }
+
+    fn process(&mut self, pid: u32, process_slot: u16) -> &mut ProcessStats {
+        self.processes.entry(pid).or_insert_with(|| ProcessStats {
+            pid,
+            name: String::new(),
+            state: ProcState::Running,
+            process_slot,
+            seen_start: false,
+            allocs: 0,
+            frees: 0,
+            dropped: 0,
+            in_final_table: false,
+            died_with: Vec::new(),
+            end_time_ns: None,
+        })
+    }
+
+    /// Process `pid` ended without shutting down: its live buffers leave
+    /// device usage and become its remaining buffers.
+    pub fn process_died(&mut self, pid: u32, time_ns: u64) {
+        let process = self.process(pid, 0);
+        if process.state != ProcState::Running {
+            return;
+        }
+        process.state = ProcState::Died;
+        process.end_time_ns = Some(time_ns);
+        let mut orphans: Vec<LiveBuffer> = Vec::new();
+        self.live.retain(|key, live| {
+            if key.pid != pid {
+                return true;
+            }
+            orphans.push(live.clone());
+            false
+        });
+        orphans.sort_by_key(|b| b.key);
+        for buffer in &orphans {
+            let stats = self.devices.entry((buffer.key.device_id, buffer.key.kind)).or_default();
+            stats.live_buffers -= buffer.references() as u64;
+            stats.live_bytes -= buffer.counted_bytes();
+        }
+        self.processes.get_mut(&pid).expect("inserted above").died_with = orphans;
+    }
+
+    fn process_table_entry(&mut self, entry: &ProcessBlock) {
+        let name = entry.name();
+        let process = self.process(entry.pid, entry.process_slot);
+        process.dropped = entry.dropped;
+        process.in_final_table = true;
+        if process.name.is_empty() {
+            process.name = name;
+        }
+        if entry.state == 1 && process.state == ProcState::Running {
+            process.state = ProcState::Exited;
+        }
+        if entry.state == 2 {
+            let end = self.last_time_ns;
+            self.process_died(entry.pid, end);
+        }
+    }
+
+    fn anomaly(&mut self, kind: AnomalyKind, key: BufferKey, time_ns: u64, size: u64, expected_size: u64) {
+        let counts = &mut self.anomaly_counts;
+        match kind {
+            AnomalyKind::UnknownFree => counts.unknown_frees += 1,
+            AnomalyKind::DuplicateAlloc => counts.duplicate_allocs += 1,
+            AnomalyKind::SizeMismatch => counts.size_mismatches += 1,
+        }
+        if self.anomalies.len() < MAX_ANOMALY_DETAILS {
+            self.anomalies.push(Anomaly { kind, key, time_ns, size, expected_size });
+        }
+    }
+
+    // ---- what the commands read ----------------------------------------
+
+    /// Ring records applied.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Latest record time, ns since the ring's creation.
+    pub fn last_time_ns(&self) -> u64 {
+        self.last_time_ns
+    }
+
+    /// Per (device, kind) statistics, in order.
+    pub fn devices(&self) -> &BTreeMap<(u32, u8), KindStats> {
+        &self.devices
+    }
+
+    /// Processes by pid.
+    pub fn processes(&self) -> &BTreeMap<u32, ProcessStats> {
+        &self.processes
+    }
+
+    /// Anomaly counts.
+    pub fn anomaly_counts(&self) -> AnomalyCounts {
+        self.anomaly_counts
+    }
+
+    /// The first [`MAX_ANOMALY_DETAILS`] anomalies, in stream order.
+    pub fn anomalies(&self) -> &[Anomaly] {
+        &self.anomalies
+    }
+
+    /// Marks, in stream order.
+    pub fn marks(&self) -> &[Mark] {
+        &self.marks
+    }
+
+    /// Loss totals (from the last loss block).
+    pub fn losses(&self) -> &LossBlock {
+        &self.losses
+    }
+
+    /// Sets the loss totals (live sessions).
+    pub fn set_losses(&mut self, losses: LossBlock) {
+        self.losses = losses;
+    }
+
+    /// Buffers alive at this point (live processes' buffers plus those
+    /// dead processes left), in key order.
+    pub fn remaining(&self) -> Vec<&LiveBuffer> {
+        let mut remaining: Vec<&LiveBuffer> = self.live.values().collect();
+        remaining.extend(self.processes.values().flat_map(|p| &p.died_with));
+        remaining.sort_unstable_by_key(|b| b.key);
+        remaining
+    }
+
+    /// (buffers, bytes) process `pid` has alive or left behind.
+    pub fn remaining_of(&self, pid: u32) -> (u64, u64) {
+        let count = |buffers: &mut dyn Iterator<Item = &LiveBuffer>| {
+            buffers.fold((0, 0), |(n, bytes), b| (n + b.references() as u64, bytes + b.counted_bytes()))
+        };
+        match self.processes.get(&pid) {
+            Some(p) if p.state == ProcState::Died => count(&mut p.died_with.iter()),
+            _ => count(&mut self.live.values().filter(|b| b.key.pid == pid)),
+        }
+    }
+
+    /// Live buffers indexed by process, for the remaining-buffer totals of
+    /// every process at once.
+    pub fn remaining_by_process(&self) -> BTreeMap<u32, (u64, u64)> {
+        let mut totals: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for b in self.remaining() {
+            let entry = totals.entry(b.key.pid).or_default();
+            entry.0 += b.references() as u64;
+            entry.1 += b.counted_bytes();
+        }
+        totals
+    }
+
+    /// Where the writers' live counters (from the end of a recording)
+    /// disagree with the records, for processes whose every record this
+    /// stream holds. Empty when they agree or when nothing can be compared.
+    pub fn counter_mismatches(&self) -> Vec<CounterMismatch> {
+        let mut reader: BTreeMap<(u32, u32, u8), (i64, i64)> = BTreeMap::new();
+        for b in self.remaining() {
+            let entry = reader.entry((b.key.pid, b.key.device_id, b.key.kind)).or_default();
+            entry.0 += b.counted_bytes() as i64;
+            entry.1 += b.references() as i64;
+        }
+        let mut writers: BTreeMap<(u32, u32, u8), (i64, i64)> = BTreeMap::new();
+        for c in &self.writer_counters {
+            writers.insert((c.pid, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
+        }
+        let comparable =
+            |pid: u32| self.processes.get(&pid).is_some_and(|p| p.seen_start && p.in_final_table);
+        let mut keys: Vec<_> = reader.keys().chain(writers.keys()).copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| comparable(k.0) && k.1 < memtrack::format::MAX_DEVICES as u32)
+            .filter(|k| (k.2 as usize) < memtrack::format::MAX_KINDS)
+            .filter_map(|k| {
+                let (r, w) = (
+                    reader.get(&k).copied().unwrap_or_default(),
+                    writers.get(&k).copied().unwrap_or_default(),
+                );
+                (r != w).then_some(CounterMismatch {
+                    pid: k.0,
+                    device_id: k.1,
+                    kind: k.2,
+                    reader: r,
+                    writers: w,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the stream ended with the process table (a finished
+    /// recording), so the counter cross-check ran.
+    pub fn cross_checked(&self) -> bool {
+        self.processes.values().any(|p| p.in_final_table)
+    }
+}
+
+/// The report name of a kind code (`KIND_<n>` for codes without one).
+pub fn kind_name(code: u8) -> String {
+    kind::name(code).map_or_else(|| format!("KIND_{code}"), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;

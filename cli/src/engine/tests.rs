@@ -1,0 +1,278 @@
+//! The engine against hand-written record streams, one rule per test.
+
+use super::*;
+use crate::recording::{DiedBlock, FileHeader};
+use bytemuck::Zeroable;
+use memtrack::format::kind::{CB, DRAM, L1};
+
+/// A time base where one tick is one nanosecond.
+fn time() -> TimeBase {
+    let mut header = FileHeader::zeroed();
+    header.ticks_per_second = 1_000_000_000;
+    header.time_base()
+}
+
+struct Stream {
+    engine: Engine,
+    now: u64,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        let mut s = Stream { engine: Engine::new(time()), now: 0 };
+        s.start(100, 0, "runtime");
+        s
+    }
+
+    fn push(&mut self, mut r: Record) {
+        self.now += 10;
+        r.timestamp = self.now;
+        self.engine.apply(&r);
+    }
+
+    fn start(&mut self, pid: u32, slot: u16, name: &str) {
+        let mut r =
+            Record { pid, process_slot: slot, event: Event::ProcessStart as u8, ..Default::default() };
+        r.set_label(name.as_bytes());
+        self.push(r);
+    }
+
+    fn buffer(&mut self, event: Event, pid: u32, device: u32, kind: u8, id: u64, size: u64, flags: u8) {
+        self.push(Record {
+            pid,
+            device_id: device,
+            kind,
+            buffer_id: id,
+            size,
+            flags,
+            parent_id: 77,
+            address: 0x1000,
+            event: event as u8,
+            ..Default::default()
+        });
+    }
+
+    fn alloc(&mut self, device: u32, kind: u8, id: u64, size: u64) {
+        self.buffer(Event::Alloc, 100, device, kind, id, size, 0);
+    }
+
+    fn free(&mut self, device: u32, kind: u8, id: u64, size: u64) {
+        self.buffer(Event::Free, 100, device, kind, id, size, 0);
+    }
+
+    fn stats(&self, device: u32, kind: u8) -> KindStats {
+        self.engine.devices().get(&(device, kind)).copied().unwrap_or_default()
+    }
+}
+
+#[test]
+fn alloc_and_free_balance_with_peak_and_counts() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 1000);
+    s.alloc(0, DRAM, 2, 500);
+    s.free(0, DRAM, 1, 1000);
+    s.alloc(1, L1, 1, 64); // same id, other device: another buffer
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes), (500, 1, 1500));
+    assert_eq!((dram.allocs, dram.frees), (2, 1));
+    assert_eq!(dram.peak_time_ns, 30);
+    assert_eq!(s.stats(1, L1).live_bytes, 64);
+    assert_eq!(s.engine.anomaly_counts(), AnomalyCounts::default());
+    let remaining: Vec<u64> = s.engine.remaining().iter().map(|b| b.key.buffer_id).collect();
+    assert_eq!(remaining, [2, 1]);
+    assert_eq!(s.engine.remaining_by_process()[&100], (2, 564));
+}
+
+#[test]
+fn duplicate_alloc_is_a_second_reference_released_by_a_later_free() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 100);
+    s.alloc(0, DRAM, 1, 100);
+    assert_eq!(s.engine.anomaly_counts().duplicate_allocs, 1);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.allocs), (200, 2, 2));
+    s.free(0, DRAM, 1, 100);
+    assert_eq!(s.engine.remaining().len(), 1, "one reference left");
+    s.free(0, DRAM, 1, 100);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.frees), (0, 0, 2));
+    assert!(s.engine.remaining().is_empty());
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 0);
+}
+
+#[test]
+fn free_of_an_absent_buffer_is_an_unknown_free_and_changes_no_usage() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 100);
+    s.free(0, DRAM, 2, 100);
+    s.free(0, DRAM, 1, 100);
+    s.free(0, DRAM, 1, 100); // double free
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 2);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.frees), (0, 1), "unknown frees are anomalies only");
+    let details: Vec<(AnomalyKind, u64)> =
+        s.engine.anomalies().iter().map(|a| (a.kind, a.key.buffer_id)).collect();
+    assert_eq!(details, [(AnomalyKind::UnknownFree, 2), (AnomalyKind::UnknownFree, 1)]);
+}
+
+#[test]
+fn buffers_are_keyed_by_id_not_address() {
+    // The socket tracker's phantom frees: two buffers at one address.
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 100);
+    s.alloc(0, DRAM, 2, 100); // same address 0x1000
+    s.free(0, DRAM, 1, 100);
+    s.free(0, DRAM, 2, 100);
+    assert_eq!(s.engine.anomaly_counts(), AnomalyCounts::default());
+}
+
+#[test]
+fn size_mismatch_counts_and_the_alloc_size_leaves_usage() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 100);
+    s.free(0, DRAM, 1, 60);
+    s.alloc(0, DRAM, 2, 100);
+    s.free(0, DRAM, 2, 0); // size unknown at free: not a mismatch
+    assert_eq!(s.engine.anomaly_counts().size_mismatches, 1);
+    assert_eq!(s.engine.anomalies()[0].expected_size, 100);
+    assert_eq!(s.stats(0, DRAM).live_bytes, 0);
+}
+
+#[test]
+fn alias_buffers_count_in_buffers_not_bytes() {
+    let mut s = Stream::new();
+    s.buffer(Event::Alloc, 100, 0, DRAM, 9, 4096, FLAG_ALIAS);
+    s.alloc(0, DRAM, 1, 4096);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes, dram.allocs), (4096, 2, 4096, 2));
+    s.buffer(Event::Free, 100, 0, DRAM, 9, 4096, FLAG_ALIAS);
+    s.free(0, DRAM, 1, 4096);
+    assert_eq!(
+        s.stats(0, DRAM),
+        KindStats { peak_bytes: 4096, peak_time_ns: 30, allocs: 2, frees: 2, ..Default::default() }
+    );
+}
+
+#[test]
+fn processes_are_separate_key_spaces() {
+    let mut s = Stream::new();
+    s.start(200, 1, "worker");
+    s.buffer(Event::Alloc, 100, 0, DRAM, 1, 10, 0);
+    s.buffer(Event::Free, 200, 0, DRAM, 1, 10, 0);
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 1);
+    assert_eq!(s.engine.processes()[&200].name, "worker");
+}
+
+#[test]
+fn a_process_that_dies_leaves_usage_and_lists_its_buffers() {
+    let mut s = Stream::new();
+    s.start(200, 1, "victim");
+    s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000, 0);
+    s.buffer(Event::Alloc, 200, 0, DRAM, 2, 1000, FLAG_ALIAS);
+    s.alloc(0, DRAM, 3, 10);
+    s.engine.apply_block(&Block::Died(DiedBlock::new(200, 1, 1000)));
+    let victim = &s.engine.processes()[&200];
+    assert_eq!(victim.state, ProcState::Died);
+    assert_eq!(victim.end_time_ns, Some(1000));
+    assert_eq!(victim.died_with.len(), 2);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes), (10, 1, 1010));
+    assert_eq!(s.engine.remaining().len(), 3, "its buffers are still listed as remaining");
+    assert_eq!(s.engine.remaining_by_process()[&200], (2, 1000));
+    // A free after death (a record published before death, delivered late
+    // is not possible: ticket order) is an unknown free.
+    s.buffer(Event::Free, 200, 0, DRAM, 1, 1000, 0);
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 1);
+}
+
+#[test]
+fn a_new_process_in_a_running_processs_table_entry_means_it_died() {
+    let mut s = Stream::new();
+    s.start(200, 1, "first");
+    s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000, 0);
+    s.start(300, 1, "second");
+    assert_eq!(s.engine.processes()[&200].state, ProcState::Died);
+    assert_eq!(s.stats(0, DRAM).live_bytes, 0);
+    // A clean exit before the reuse is not a death.
+    let mut r = Record { pid: 300, process_slot: 1, event: Event::ProcessExit as u8, ..Default::default() };
+    r.timestamp = 5000;
+    s.engine.apply(&r);
+    s.start(400, 1, "third");
+    assert_eq!(s.engine.processes()[&300].state, ProcState::Exited);
+}
+
+#[test]
+fn marks_carry_the_usage_at_that_moment() {
+    let mut s = Stream::new();
+    s.alloc(2, CB, 1, 256);
+    let mut mark = Record { pid: 100, event: Event::Mark as u8, ..Default::default() };
+    mark.set_label(b"after-compile");
+    s.push(mark);
+    s.free(2, CB, 1, 256);
+    let marks = s.engine.marks();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].label, "after-compile");
+    assert_eq!(marks[0].usage, [((2, CB), (256, 1))]);
+}
+
+#[test]
+fn capacity_records_set_totals() {
+    let mut s = Stream::new();
+    s.push(Record {
+        device_id: 3,
+        kind: L1,
+        size: 1 << 20,
+        event: Event::Capacity as u8,
+        ..Default::default()
+    });
+    assert_eq!(s.stats(3, L1).capacity, Some(1 << 20));
+}
+
+#[test]
+fn cross_check_reports_only_disagreements_of_complete_processes() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 100);
+    s.alloc(1, DRAM, 1, 100);
+    let entry = memtrack::ProcessInfo {
+        slot: 0,
+        pid: 100,
+        name: "runtime".into(),
+        state: memtrack::ProcessState::Running,
+        start_time: 0,
+        generation: 1,
+        dropped: 0,
+        attach_ticks: 0,
+    };
+    s.engine.apply_block(&Block::Process(ProcessBlock::from(&entry)));
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(100, 0, DRAM, 100, 1)));
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(100, 1, DRAM, 300, 2)));
+    // A process whose start this stream missed is not compared.
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(555, 0, DRAM, 1, 1)));
+    assert!(s.engine.cross_checked());
+    let mismatches = s.engine.counter_mismatches();
+    assert_eq!(
+        mismatches,
+        [CounterMismatch { pid: 100, device_id: 1, kind: DRAM, reader: (100, 1), writers: (300, 2) }]
+    );
+}
+
+#[test]
+fn a_million_live_buffers_and_many_records_do_not_stall() {
+    let mut engine = Engine::new(time());
+    let start = std::time::Instant::now();
+    let mut r = Record { pid: 1, event: Event::Alloc as u8, size: 64, ..Default::default() };
+    for id in 0..1_000_000 {
+        r.buffer_id = id;
+        engine.apply(&r);
+    }
+    r.event = Event::Free as u8;
+    for id in 0..1_000_000 {
+        r.buffer_id = id;
+        engine.apply(&r);
+    }
+    assert_eq!(engine.devices()[&(0, DRAM)].peak_bytes, 64_000_000);
+    assert_eq!(engine.devices()[&(0, DRAM)].live_buffers, 0);
+    // Not a timing assertion: a bound only a pathological (quadratic)
+    // engine would exceed even on a slow debug build.
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}

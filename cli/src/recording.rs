@@ -1,0 +1,584 @@
+//! The record file (`.mtr`, format version 1): what `memtrack record`
+//! writes and `report` / `export` read.
+//!
+//! ```text
+//! FileHeader                  256 bytes: magic "MTRECORD", version, clock, ring
+//! block × n                   64 bytes each:
+//!   ring records                the ring's own `Record`s, unchanged
+//!   reader blocks               event code >= 0x80: what the reader observed
+//!                               (a process died, loss totals, the process
+//!                               table and the writers' live counters at the end)
+//! End block                   event 0x8F, the last block of a complete file
+//! ```
+//!
+//! Every block carries its event code at byte 58, where a `Record` has it,
+//! so a reader tells them apart without context. Nothing in a file is
+//! trusted: a wrong magic or version, a partial block, a missing end block
+//! or an unknown event code is an error naming the file.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use bytemuck::{Pod, Zeroable};
+use memtrack::clock::Calibration;
+use memtrack::format::RECORD_SIZE;
+use memtrack::{Event, Progress, Record};
+
+/// `"MTRECORD"`, little-endian.
+pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"MTRECORD");
+/// Version of this layout.
+pub const FILE_VERSION: u32 = 1;
+/// Bytes of the file header.
+pub const FILE_HEADER_SIZE: usize = 256;
+/// Bytes of a block.
+pub const BLOCK_SIZE: usize = RECORD_SIZE;
+/// Offset of the event code within every block.
+const EVENT_OFFSET: usize = 58;
+
+/// Reader block codes (ring events are below 0x80).
+mod code {
+    pub const PROCESS_DIED: u8 = 0x80;
+    pub const PROCESS: u8 = 0x81;
+    pub const LOSS: u8 = 0x82;
+    pub const COUNTER: u8 = 0x83;
+    pub const END: u8 = 0x8F;
+}
+
+/// The file header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct FileHeader {
+    magic: u64,
+    version: u32,
+    header_size: u32,
+    block_size: u32,
+    /// The ring's clock source code (`memtrack::format::CLOCK_*`).
+    pub clock_source: u32,
+    /// Ring clock calibration: ticks per second, and a (ticks, ns) pair.
+    pub ticks_per_second: u64,
+    /// Ticks at the calibration instant.
+    pub calibration_ticks: u64,
+    /// `CLOCK_MONOTONIC` ns at the calibration instant (the ring's creation):
+    /// the origin of every `time_ns` in reports.
+    pub calibration_ns: u64,
+    /// Wall clock at the ring's creation, ns since the Unix epoch.
+    pub ring_created_unix_ns: u64,
+    /// Wall clock when the recording started, ns since the Unix epoch.
+    pub started_unix_ns: u64,
+    /// Slots in the ring.
+    pub ring_capacity: u64,
+    reserved: [u64; 7],
+    /// The ring file's path, NUL-padded.
+    ring_path: [u8; 128],
+}
+
+const _: () = assert!(size_of::<FileHeader>() == FILE_HEADER_SIZE);
+
+impl FileHeader {
+    /// A header for a recording of a ring with these properties.
+    pub fn new(ring: &memtrack::Ring, started_unix_ns: u64) -> FileHeader {
+        let calibration = ring.calibration();
+        let mut header = FileHeader {
+            magic: FILE_MAGIC,
+            version: FILE_VERSION,
+            header_size: FILE_HEADER_SIZE as u32,
+            block_size: BLOCK_SIZE as u32,
+            clock_source: ring.clock_source().code(),
+            ticks_per_second: calibration.ticks_per_second,
+            calibration_ticks: calibration.ticks,
+            calibration_ns: calibration.monotonic_ns,
+            ring_created_unix_ns: ring.created_unix_ns(),
+            started_unix_ns,
+            ring_capacity: ring.capacity(),
+            ..Zeroable::zeroed()
+        };
+        let path = ring.path().as_os_str().as_encoded_bytes();
+        let n = path.len().min(header.ring_path.len());
+        header.ring_path[..n].copy_from_slice(&path[..n]);
+        header
+    }
+
+    /// The recorded ring's path.
+    pub fn ring_path(&self) -> PathBuf {
+        let end = self.ring_path.iter().position(|&b| b == 0).unwrap_or(self.ring_path.len());
+        PathBuf::from(String::from_utf8_lossy(&self.ring_path[..end]).into_owned())
+    }
+
+    /// Turns ring-clock ticks into ns since the ring's creation.
+    pub fn time_base(&self) -> TimeBase {
+        TimeBase {
+            calibration: Calibration {
+                ticks: self.calibration_ticks,
+                monotonic_ns: self.calibration_ns,
+                ticks_per_second: self.ticks_per_second,
+            },
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let reason = if self.magic != FILE_MAGIC {
+            "not a memtrack record file (bad magic)".to_owned()
+        } else if self.version != FILE_VERSION {
+            format!(
+                "record file version {} is not supported (this memtrack reads {FILE_VERSION})",
+                self.version
+            )
+        } else if self.header_size as usize != FILE_HEADER_SIZE || self.block_size as usize != BLOCK_SIZE {
+            format!("corrupt header (header size {}, block size {})", self.header_size, self.block_size)
+        } else if self.ticks_per_second == 0 {
+            "corrupt header (clock rate 0)".to_owned()
+        } else {
+            return Ok(());
+        };
+        bail!("memtrack: record file {}: {reason}", path.display())
+    }
+}
+
+/// Converts ring-clock ticks to nanoseconds since the ring's creation.
+#[derive(Clone, Copy, Debug)]
+pub struct TimeBase {
+    calibration: Calibration,
+}
+
+impl TimeBase {
+    /// The time base of a live ring.
+    pub fn of_ring(ring: &memtrack::Ring) -> TimeBase {
+        TimeBase { calibration: ring.calibration() }
+    }
+
+    /// Nanoseconds since the ring's creation (0 for earlier stamps).
+    pub fn ns(&self, ticks: u64) -> u64 {
+        self.calibration.to_monotonic_ns(ticks).saturating_sub(self.calibration.monotonic_ns)
+    }
+}
+
+/// A process-table entry as the reader saw it at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ProcessBlock {
+    /// Records the process dropped because the ring was full.
+    pub dropped: u64,
+    /// Start time (clock ticks since boot).
+    pub start_time: u64,
+    /// Name, NUL-padded.
+    pub name: [u8; 32],
+    /// Entry generation.
+    pub generation: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Table index.
+    pub process_slot: u16,
+    event: u8,
+    /// 0 running, 1 exited, 2 died.
+    pub state: u8,
+    reserved: [u8; 4],
+}
+
+/// Loss totals of this recording.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LossBlock {
+    /// Records dropped by writers because the ring was full.
+    pub dropped: u64,
+    /// Claims of writers that died before publishing.
+    pub lost_writer_died: u64,
+    /// Records a previous consumer took but did not hand on.
+    pub lost_reader_died: u64,
+    /// Processes that found the process table full.
+    pub untracked_processes: u64,
+    reserved: [u8; 26],
+    event: u8,
+    reserved2: [u8; 5],
+}
+
+/// One writer live-counter cell at the end, for the cross-check.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CounterBlock {
+    /// Live bytes (ALIAS excluded).
+    pub live_bytes: i64,
+    /// Live buffers.
+    pub live_buffers: i64,
+    reserved: [u8; 32],
+    /// Device id.
+    pub device_id: u32,
+    /// Process id.
+    pub pid: u32,
+    reserved2: [u8; 2],
+    event: u8,
+    /// Kind code.
+    pub kind: u8,
+    reserved3: [u8; 4],
+}
+
+/// A process the reader found dead (its table lock released without a
+/// clean shutdown), at its place in the stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DiedBlock {
+    /// Ring clock when the reader noticed.
+    pub timestamp: u64,
+    reserved: [u32; 11],
+    /// Process id.
+    pub pid: u32,
+    /// Table index.
+    pub process_slot: u16,
+    event: u8,
+    reserved2: [u8; 5],
+}
+
+const _: () = {
+    assert!(size_of::<ProcessBlock>() == BLOCK_SIZE);
+    assert!(size_of::<LossBlock>() == BLOCK_SIZE);
+    assert!(size_of::<CounterBlock>() == BLOCK_SIZE);
+    assert!(size_of::<DiedBlock>() == BLOCK_SIZE);
+    assert!(std::mem::offset_of!(Record, event) == EVENT_OFFSET);
+    assert!(std::mem::offset_of!(ProcessBlock, event) == EVENT_OFFSET);
+    assert!(std::mem::offset_of!(LossBlock, event) == EVENT_OFFSET);
+    assert!(std::mem::offset_of!(CounterBlock, event) == EVENT_OFFSET);
+    assert!(std::mem::offset_of!(DiedBlock, event) == EVENT_OFFSET);
+};
+
+impl LossBlock {
+    /// Totals from a ring's counters.
+    pub fn new(dropped: u64, progress: &Progress, untracked_processes: u64) -> LossBlock {
+        LossBlock {
+            dropped,
+            lost_writer_died: progress.lost_writer_died,
+            lost_reader_died: progress.lost_reader_died,
+            untracked_processes,
+            event: code::LOSS,
+            ..Zeroable::zeroed()
+        }
+    }
+
+    /// Everything this recording lost.
+    pub fn total(&self) -> u64 {
+        self.dropped + self.lost_writer_died + self.lost_reader_died
+    }
+}
+
+impl CounterBlock {
+    /// One writer cell.
+    pub fn new(pid: u32, device_id: u32, kind: u8, live_bytes: i64, live_buffers: i64) -> CounterBlock {
+        CounterBlock {
+            live_bytes,
+            live_buffers,
+            device_id,
+            pid,
+            kind,
+            event: code::COUNTER,
+            ..Zeroable::zeroed()
+        }
+    }
+}
+
+impl DiedBlock {
+    /// Process `pid` in table entry `process_slot` found dead at `timestamp`.
+    pub fn new(pid: u32, process_slot: u16, timestamp: u64) -> DiedBlock {
+        DiedBlock { timestamp, pid, process_slot, event: code::PROCESS_DIED, ..Zeroable::zeroed() }
+    }
+}
+
+impl ProcessBlock {
+    /// The process's name.
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
+impl From<&memtrack::ProcessInfo> for ProcessBlock {
+    fn from(p: &memtrack::ProcessInfo) -> ProcessBlock {
+        let mut block = ProcessBlock {
+            dropped: p.dropped,
+            start_time: p.start_time,
+            generation: p.generation,
+            pid: p.pid,
+            process_slot: p.slot,
+            state: match p.state {
+                memtrack::ProcessState::Running => 0,
+                memtrack::ProcessState::Exited => 1,
+                memtrack::ProcessState::Died => 2,
+            },
+            event: code::PROCESS,
+            ..Zeroable::zeroed()
+        };
+        let n = p.name.len().min(block.name.len());
+        block.name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
+        block
+    }
+}
+
+/// One block of a record file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// A record from the ring.
+    Record(Record),
+    /// The reader found a process dead.
+    Died(DiedBlock),
+    /// A process-table entry at the end.
+    Process(ProcessBlock),
+    /// Loss totals.
+    Loss(LossBlock),
+    /// A writer live-counter cell at the end.
+    Counter(CounterBlock),
+}
+
+impl Block {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Block::Record(r) => bytemuck::bytes_of(r),
+            Block::Died(b) => bytemuck::bytes_of(b),
+            Block::Process(b) => bytemuck::bytes_of(b),
+            Block::Loss(b) => bytemuck::bytes_of(b),
+            Block::Counter(b) => bytemuck::bytes_of(b),
+        }
+    }
+
+    fn code(&self) -> u8 {
+        match self {
+            Block::Record(r) => r.event,
+            Block::Died(_) => code::PROCESS_DIED,
+            Block::Process(_) => code::PROCESS,
+            Block::Loss(_) => code::LOSS,
+            Block::Counter(_) => code::COUNTER,
+        }
+    }
+
+    /// Decodes a block; `None` for an unknown event code.
+    fn parse(bytes: &[u8; BLOCK_SIZE]) -> Option<Block> {
+        Some(match bytes[EVENT_OFFSET] {
+            c if c < 0x80 => {
+                let record: Record = bytemuck::pod_read_unaligned(bytes);
+                Event::from_code(record.event)?;
+                Block::Record(record)
+            }
+            code::PROCESS_DIED => Block::Died(bytemuck::pod_read_unaligned(bytes)),
+            code::PROCESS => Block::Process(bytemuck::pod_read_unaligned(bytes)),
+            code::LOSS => Block::Loss(bytemuck::pod_read_unaligned(bytes)),
+            code::COUNTER => Block::Counter(bytemuck::pod_read_unaligned(bytes)),
+            _ => return None,
+        })
+    }
+}
+
+/// Writes a record file; call [`RecordWriter::finish`] to complete it.
+pub struct RecordWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl RecordWriter {
+    /// Creates (truncates) `path` and writes the header.
+    pub fn create(path: &Path, header: &FileHeader) -> Result<RecordWriter> {
+        let file = File::create(path).with_context(|| format!("memtrack: record file {}", path.display()))?;
+        let mut writer = RecordWriter { out: BufWriter::with_capacity(1 << 20, file), path: path.to_owned() };
+        writer.write_bytes(bytemuck::bytes_of(header))?;
+        Ok(writer)
+    }
+
+    /// Appends ring records.
+    pub fn records(&mut self, records: &[Record]) -> Result<()> {
+        self.write_bytes(bytemuck::cast_slice(records))
+    }
+
+    /// Appends one block.
+    pub fn block(&mut self, block: Block) -> Result<()> {
+        let mut bytes = [0u8; BLOCK_SIZE];
+        bytes.copy_from_slice(block.bytes());
+        bytes[EVENT_OFFSET] = block.code();
+        self.write_bytes(&bytes)
+    }
+
+    /// Writes the end block and flushes the file to disk.
+    pub fn finish(mut self) -> Result<()> {
+        let mut end = [0u8; BLOCK_SIZE];
+        end[EVENT_OFFSET] = code::END;
+        self.write_bytes(&end)?;
+        let context = || format!("memtrack: record file {}", self.path.display());
+        self.out.flush().with_context(context)?;
+        self.out.get_ref().sync_all().with_context(context)
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.write_all(bytes).with_context(|| format!("memtrack: record file {}", self.path.display()))
+    }
+}
+
+/// Reads a record file block by block.
+pub struct RecordReader {
+    input: BufReader<File>,
+    path: PathBuf,
+    header: FileHeader,
+    blocks_read: u64,
+    ended: bool,
+}
+
+impl RecordReader {
+    /// Opens `path` and validates its header.
+    pub fn open(path: &Path) -> Result<RecordReader> {
+        let context = || format!("memtrack: record file {}", path.display());
+        let file = File::open(path).with_context(context)?;
+        let length = file.metadata().with_context(context)?.len();
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut header = FileHeader::zeroed();
+        if length < FILE_HEADER_SIZE as u64 {
+            bail!("memtrack: record file {}: too short for a header ({length} bytes)", path.display());
+        }
+        input.read_exact(bytemuck::bytes_of_mut(&mut header)).with_context(context)?;
+        header.validate(path)?;
+        if (length - FILE_HEADER_SIZE as u64) % BLOCK_SIZE as u64 != 0 {
+            bail!(
+                "memtrack: record file {}: truncated ({} bytes after the header is not a whole number of \
+                 64-byte blocks)",
+                path.display(),
+                length - FILE_HEADER_SIZE as u64
+            );
+        }
+        Ok(RecordReader { input, path: path.to_owned(), header, blocks_read: 0, ended: false })
+    }
+
+    /// The file header.
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    /// The next block; `None` after the end block.
+    ///
+    /// # Errors
+    /// A read error, an unknown block, data after the end block, or a file
+    /// that stops without one (its reader did not finish).
+    pub fn next_block(&mut self) -> Result<Option<Block>> {
+        let mut bytes = [0u8; BLOCK_SIZE];
+        match self.input.read_exact(&mut bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                if self.ended {
+                    return Ok(None);
+                }
+                bail!(
+                    "memtrack: record file {}: truncated after {} blocks (no end block: the recording did \
+                     not finish)",
+                    self.path.display(),
+                    self.blocks_read
+                );
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("memtrack: record file {}", self.path.display()));
+            }
+        }
+        if self.ended {
+            bail!("memtrack: record file {}: data after the end block", self.path.display());
+        }
+        self.blocks_read += 1;
+        if bytes[EVENT_OFFSET] == code::END {
+            self.ended = true;
+            return self.next_block();
+        }
+        match Block::parse(&bytes) {
+            Some(block) => Ok(Some(block)),
+            None => bail!(
+                "memtrack: record file {}: corrupt block {} (unknown event code {:#x})",
+                self.path.display(),
+                self.blocks_read - 1,
+                bytes[EVENT_OFFSET]
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> FileHeader {
+        FileHeader {
+            magic: FILE_MAGIC,
+            version: FILE_VERSION,
+            header_size: FILE_HEADER_SIZE as u32,
+            block_size: BLOCK_SIZE as u32,
+            ticks_per_second: 1_000_000_000,
+            ..Zeroable::zeroed()
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("memtrack-recording-{name}-{}.mtr", std::process::id()))
+    }
+
+    fn write(path: &Path, blocks: &[Block]) {
+        let mut w = RecordWriter::create(path, &header()).unwrap();
+        for b in blocks {
+            w.block(*b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    fn read_all(path: &Path) -> Result<Vec<Block>> {
+        let mut r = RecordReader::open(path)?;
+        let mut out = Vec::new();
+        while let Some(b) = r.next_block()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn blocks_round_trip() {
+        let path = temp("round-trip");
+        let record = Record { ticket: 7, event: Event::Alloc as u8, size: 4096, ..Default::default() };
+        let blocks = [
+            Block::Record(record),
+            Block::Died(DiedBlock::new(42, 3, 99)),
+            Block::Loss(LossBlock::new(5, &Progress { lost_writer_died: 1, ..Default::default() }, 0)),
+            Block::Counter(CounterBlock::new(42, 1, 0, -5, 2)),
+            Block::Process(ProcessBlock::from(&memtrack::ProcessInfo {
+                slot: 3,
+                pid: 42,
+                name: "victim".into(),
+                state: memtrack::ProcessState::Died,
+                start_time: 1,
+                generation: 2,
+                dropped: 3,
+                attach_ticks: 4,
+            })),
+        ];
+        write(&path, &blocks);
+        assert_eq!(read_all(&path).unwrap(), blocks);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn damaged_files_are_refused_with_the_reason() {
+        let path = temp("damaged");
+        write(&path, &[Block::Record(Record { event: Event::Free as u8, ..Default::default() })]);
+        let good = std::fs::read(&path).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..100].to_vec(), "too short"),
+            ([b"NOTMEMTR".as_slice(), &good[8..]].concat(), "bad magic"),
+            ([&good[..8], &[9, 0, 0, 0], &good[12..]].concat(), "version 9"),
+            (good[..good.len() - 1].to_vec(), "not a whole number"),
+            (good[..good.len() - 64].to_vec(), "no end block"),
+            ([good.as_slice(), &good[256..320]].concat(), "after the end block"),
+            (
+                {
+                    let mut bad = good.clone();
+                    bad[256 + EVENT_OFFSET] = 0x7e;
+                    bad
+                },
+                "unknown event code 0x7e",
+            ),
+        ];
+        for (bytes, reason) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let error = format!("{:#}", read_all(&path).unwrap_err());
+            assert!(error.contains(reason), "{error:?} should say {reason:?}");
+            assert!(error.contains(path.to_str().unwrap()), "{error:?} should name the file");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
