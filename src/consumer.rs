@@ -108,6 +108,14 @@ impl Consumer {
         Ok(handled)
     }
 
+    /// Whether every record claimed so far has been taken. A writer that
+    /// stopped (or died) before this returns true has nothing left in the
+    /// ring; the reader uses it to place a death after the dead process's
+    /// last record.
+    pub fn caught_up(&self) -> bool {
+        self.ring.view().caught_up(&self.cursor)
+    }
+
     /// Sleeps when the last drain found the ring nearly empty, so the
     /// consumer stays well behind the writers instead of polling the slot
     /// a writer is about to fill.

@@ -420,6 +420,18 @@ impl<'a> RingView<'a> {
         taken
     }
 
+    /// Whether the consumer has taken every ticket claimed so far: the slot
+    /// of its next ticket is not yet claimed for that lap. Tickets are
+    /// claimed without holes, so a process that stopped writing before this
+    /// returns true has no record left in the ring.
+    pub(crate) fn caught_up(&self, cursor: &Cursor) -> bool {
+        let ticket = cursor.progress.taken;
+        // Acquire: pairs with the writers' claim CAS (AcqRel), so a claim
+        // that happened before our call is seen.
+        let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
+        state.lap != self.lap(ticket) || state.phase == Phase::Empty
+    }
+
     /// Declares the last batch handed on.
     pub(crate) fn commit(&self, cursor: &mut Cursor) {
         let Taken { records, lost } = std::mem::take(&mut cursor.pending);

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use memtrack::format::{FLAG_ALIAS, kind};
+use memtrack::format::FLAG_ALIAS;
 use memtrack::{Event, Record};
 
 use crate::recording::{Block, CounterBlock, LossBlock, ProcessBlock, TimeBase};
@@ -266,6 +266,11 @@ pub struct Engine {
     last_time_ns: u64,
     losses: LossBlock,
     writer_counters: Vec<CounterBlock>,
+    /// What the writers' live counters should read, record by record:
+    /// every ALLOC adds and every FREE subtracts its own size and one
+    /// buffer, anomalies included, exactly as the hooks count. A difference
+    /// at the end means records the stream does not hold.
+    writer_view: FastMap<(u32, u32, u8), (i64, i64)>,
 }
 
 impl Engine {
@@ -284,6 +289,7 @@ impl Engine {
             last_time_ns: 0,
             losses: LossBlock::default(),
             writer_counters: Vec::new(),
+            writer_view: FastMap::default(),
         }
     }
 
@@ -333,7 +339,16 @@ impl Engine {
         }
     }
 
+    /// Follows a buffer record as the writer's counter cell did.
+    fn count_as_writers_do(&mut self, record: &Record, sign: i64) {
+        let bytes = if record.is_alias() { 0 } else { record.size as i64 };
+        let cell = self.writer_view.entry((record.pid, record.device_id, record.kind)).or_default();
+        cell.0 = cell.0.wrapping_add(sign.wrapping_mul(bytes));
+        cell.1 += sign;
+    }
+
     fn alloc(&mut self, record: &Record, time_ns: u64) {
+        self.count_as_writers_do(record, 1);
         let key = Engine::key(record);
         let alias = record.is_alias();
         self.process(record.pid, record.process_slot).allocs += 1;
@@ -369,6 +384,7 @@ impl Engine {
     }
 
     fn free(&mut self, record: &Record, time_ns: u64) {
+        self.count_as_writers_do(record, -1);
         let key = Engine::key(record);
         let Some(live) = self.live.get_mut(&key) else {
             self.anomaly(AnomalyKind::UnknownFree, key, time_ns, record.size, 0);
@@ -540,11 +556,6 @@ impl Engine {
         &self.losses
     }
 
-    /// Sets the loss totals (live sessions).
-    pub fn set_losses(&mut self, losses: LossBlock) {
-        self.losses = losses;
-    }
-
     /// Buffers alive at this point (live processes' buffers plus those
     /// dead processes left), in key order.
     pub fn remaining(&self) -> Vec<&LiveBuffer> {
@@ -552,17 +563,6 @@ impl Engine {
         remaining.extend(self.processes.values().flat_map(|p| &p.died_with));
         remaining.sort_unstable_by_key(|b| b.key);
         remaining
-    }
-
-    /// (buffers, bytes) process `pid` has alive or left behind.
-    pub fn remaining_of(&self, pid: u32) -> (u64, u64) {
-        let count = |buffers: &mut dyn Iterator<Item = &LiveBuffer>| {
-            buffers.fold((0, 0), |(n, bytes), b| (n + b.references() as u64, bytes + b.counted_bytes()))
-        };
-        match self.processes.get(&pid) {
-            Some(p) if p.state == ProcState::Died => count(&mut p.died_with.iter()),
-            _ => count(&mut self.live.values().filter(|b| b.key.pid == pid)),
-        }
     }
 
     /// Live buffers indexed by process, for the remaining-buffer totals of
@@ -578,22 +578,19 @@ impl Engine {
     }
 
     /// Where the writers' live counters (from the end of a recording)
-    /// disagree with the records, for processes whose every record this
-    /// stream holds. Empty when they agree or when nothing can be compared.
+    /// disagree with what the records say they should read, for processes
+    /// whose start this stream holds: records dropped, lost, or never
+    /// written. Empty when they agree or when nothing can be compared.
     pub fn counter_mismatches(&self) -> Vec<CounterMismatch> {
-        let mut reader: BTreeMap<(u32, u32, u8), (i64, i64)> = BTreeMap::new();
-        for b in self.remaining() {
-            let entry = reader.entry((b.key.pid, b.key.device_id, b.key.kind)).or_default();
-            entry.0 += b.counted_bytes() as i64;
-            entry.1 += b.references() as i64;
-        }
+        let reader = &self.writer_view;
         let mut writers: BTreeMap<(u32, u32, u8), (i64, i64)> = BTreeMap::new();
         for c in &self.writer_counters {
             writers.insert((c.pid, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
         }
         let comparable =
             |pid: u32| self.processes.get(&pid).is_some_and(|p| p.seen_start && p.in_final_table);
-        let mut keys: Vec<_> = reader.keys().chain(writers.keys()).copied().collect();
+        let nonzero = |k: &&(u32, u32, u8)| reader.get(*k).is_some_and(|&v| v != (0, 0));
+        let mut keys: Vec<_> = reader.keys().filter(nonzero).chain(writers.keys()).copied().collect();
         keys.sort_unstable();
         keys.dedup();
         keys.into_iter()
@@ -620,11 +617,6 @@ impl Engine {
     pub fn cross_checked(&self) -> bool {
         self.processes.values().any(|p| p.in_final_table)
     }
-}
-
-/// The report name of a kind code (`KIND_<n>` for codes without one).
-pub fn kind_name(code: u8) -> String {
-    kind::name(code).map_or_else(|| format!("KIND_{code}"), str::to_owned)
 }
 
 #[cfg(test)]

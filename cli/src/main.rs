@@ -1,12 +1,18 @@
 //! `memtrack`: the reader side of memtrack.
 //!
-//! This first version has `status`, a non-consuming snapshot of a ring's
-//! live counters (works while another process consumes the ring). The
-//! consuming commands (record, report, watch, export, demo) come next.
+//! One binary, one state engine (`engine`) behind every command that
+//! consumes records: `record` drains a ring into a record file (`recording`)
+//! through a `session`; `report` reads one back. `status` reads the
+//! writers' live counters without consuming.
 
 mod engine;
+mod record;
 mod recording;
+mod report;
+mod session;
+mod signals;
 mod status;
+mod units;
 
 use std::process::ExitCode;
 
@@ -25,6 +31,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a command (or watch a named ring) and record every allocation
+    /// event into a record file; print the summary report at the end.
+    Record(record::RecordArgs),
+    /// Analyse a record file: usage per device, remaining buffers (leaks),
+    /// anomalies, marks, lost records.
+    Report(report::ReportArgs),
     /// Snapshot of a ring from its live counters, without consuming it
     /// (like nvidia-smi). Without --ring, lists the rings in /dev/shm.
     Status(status::StatusArgs),
@@ -33,10 +45,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Status(args) => status::run(&args),
+        Command::Record(args) => record::run(&args),
+        Command::Report(args) => report::run(&args).map(|()| 0),
+        Command::Status(args) => status::run(&args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         // Output piped into `head` and closed early: not an error.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {

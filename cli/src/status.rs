@@ -4,9 +4,10 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use memtrack::format::kind;
 use memtrack::{Ring, Snapshot, ring_path};
 use serde_json::json;
+
+use crate::units::{human_bytes, kind_name};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -50,10 +51,6 @@ fn list_rings(out: &mut impl Write, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn kind_name(code: u8) -> String {
-    kind::name(code).map_or_else(|| format!("KIND_{code}"), str::to_owned)
-}
-
 fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
     let pid_of = |slot: u16| s.processes.iter().find(|p| p.slot == slot).map_or(0, |p| p.pid);
     json!({
@@ -79,17 +76,6 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
             "device_id": c.device_id, "kind": kind_name(c.kind), "bytes": c.bytes,
         })).collect::<Vec<_>>(),
     })
-}
-
-fn human_bytes(bytes: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value.abs() >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
 }
 
 fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {

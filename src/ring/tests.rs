@@ -94,6 +94,30 @@ fn a_live_claim_blocks_the_consumer_and_a_dead_one_is_reclaimed_once() {
 }
 
 #[test]
+fn caught_up_means_no_claimed_ticket_is_left() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    let mut cursor = view.attach_consumer();
+    let mut out = Vec::new();
+    assert!(view.caught_up(&cursor));
+    let claim = view.claim(ALICE).unwrap();
+    assert!(!view.caught_up(&cursor), "a claimed, unpublished ticket is not taken");
+    claim.publish(&payload(0));
+    assert!(!view.caught_up(&cursor));
+    drain(view, &mut cursor, &mut out);
+    assert!(view.caught_up(&cursor));
+    // Across a lap: the slot of the next ticket still holds the old lap's
+    // freed state until a writer claims it.
+    for i in 0..4 {
+        view.claim(BOB).unwrap().publish(&payload(i));
+    }
+    drain(view, &mut cursor, &mut out);
+    assert!(view.caught_up(&cursor));
+    view.claim(BOB).unwrap().publish(&payload(9));
+    assert!(!view.caught_up(&cursor));
+}
+
+#[test]
 fn a_new_consumer_resumes_where_the_last_one_committed() {
     let ring = HeapRing::new(8);
     let view = ring.view();

@@ -1,0 +1,166 @@
+//! `memtrack record`: consume a ring into a record file, either for the
+//! lifetime of a command (`record -- CMD`, like `perf record`) or until
+//! Ctrl-C / `--duration` on a named ring.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use memtrack::{Ring, RingOptions, ring_path};
+
+use crate::report::{self, Source};
+use crate::session::Session;
+use crate::signals;
+use crate::units::use_colour;
+
+/// How often to ask whether every writer has ended once CMD has.
+const WRITERS_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  memtrack record -- python -m pytest tests/ttnn/unit_tests/test_add.py\n  \
+                        memtrack record -o run.mtr --ring prod --duration 60\n  memtrack report run.mtr"
+)]
+pub struct RecordArgs {
+    /// Record file to write.
+    #[arg(short, long, default_value = "memtrack.mtr", value_name = "FILE")]
+    output: PathBuf,
+    /// Ring name (/dev/shm/memtrack-NAME) or path. With a command, the
+    /// default is a private ring, removed afterwards; without one, the
+    /// default is $MEMTRACK_RING, else "default". Created if missing.
+    #[arg(long, value_name = "NAME")]
+    ring: Option<String>,
+    /// Without a command: stop after this many seconds (else at Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Do not print the summary report to stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The workload to run with MEMTRACK_RING set, and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// Removes a private ring when the recording ends, however it ends.
+struct PrivateRing(PathBuf);
+
+impl Drop for PrivateRing {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the command; returns the exit status to exit with.
+pub fn run(args: &RecordArgs) -> Result<u8> {
+    let duration = match args.duration {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    let (path, _private) = match (&args.ring, args.command.is_empty()) {
+        (Some(name), _) => (ring_path(name), None),
+        (None, false) => {
+            let path = ring_path(&format!("record-{}", std::process::id()));
+            // A stale file of an earlier process with our pid.
+            let _ = std::fs::remove_file(&path);
+            Ring::create(&path, RingOptions::from_env(&path)?)?;
+            (path.clone(), Some(PrivateRing(path)))
+        }
+        (None, true) => {
+            let name = std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned());
+            (ring_path(&name), None)
+        }
+    };
+    signals::install();
+    let mut session = Session::start(&path, Some(&args.output))?;
+    let status = if args.command.is_empty() {
+        consume_until_stopped(&mut session, duration)?;
+        None
+    } else {
+        let child = spawn(&args.command, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&args.output);
+        })?;
+        Some(consume_while_running(&mut session, child)?)
+    };
+    let engine = session.finish()?;
+    if !args.quiet {
+        let source = Source { file: Some(args.output.clone()), ring: path.clone() };
+        let mut err = std::io::stderr().lock();
+        report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))?;
+    }
+    Ok(status.map_or(0, exit_code))
+}
+
+fn spawn(command: &[OsString], ring: &Path) -> Result<Child> {
+    Command::new(&command[0])
+        .args(&command[1..])
+        .env("MEMTRACK_RING", ring)
+        .spawn()
+        .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))
+}
+
+/// `perf record` style: until CMD and every process attached to the ring
+/// have ended and the ring is drained. Ctrl-C reaches CMD through the
+/// terminal; SIGTERM and SIGHUP sent to memtrack are passed on to CMD.
+fn consume_while_running(session: &mut Session, mut child: Child) -> Result<ExitStatus> {
+    let mut status = None;
+    let mut last_check = Instant::now();
+    let mut said_waiting = false;
+    loop {
+        let handled = session.poll()?;
+        let signal = signals::take();
+        match (signal, status) {
+            (Some(signal), None) if signal != libc::SIGINT => {
+                // SAFETY: kill has no memory-safety preconditions; the pid
+                // is our child's, which we have not yet reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            }
+            // CMD is gone and the user wants to stop waiting for the rest.
+            (Some(_), Some(status)) => return Ok(status),
+            _ => {}
+        }
+        if status.is_none() {
+            status = child.try_wait().context("cannot wait for the command")?;
+        }
+        if let Some(status) = status
+            && last_check.elapsed() >= WRITERS_POLL
+        {
+            last_check = Instant::now();
+            if session.writers_ended() && session.caught_up() {
+                return Ok(status);
+            }
+            if !said_waiting && !session.writers_ended() {
+                said_waiting = true;
+                eprintln!(
+                    "memtrack: the command exited; waiting for processes still attached to {} (Ctrl-C to stop)",
+                    session.ring().path().display()
+                );
+            }
+        }
+        session.pause_if_idle(handled);
+    }
+}
+
+fn consume_until_stopped(session: &mut Session, duration: Option<Duration>) -> Result<()> {
+    let start = Instant::now();
+    while signals::take().is_none() && duration.is_none_or(|d| start.elapsed() < d) {
+        let handled = session.poll()?;
+        session.pause_if_idle(handled);
+    }
+    Ok(())
+}
+
+/// The shell's convention: the exit code, or 128 + the signal number.
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
+        (None, None) => 1,
+    }
+}

@@ -1,0 +1,290 @@
+//! `memtrack report`: the analysis of a record file, as text or as one
+//! JSON document (schema `memtrack.report/1`). `record` prints the same
+//! text when it finishes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, ProcState};
+use crate::recording::{FileHeader, RecordReader};
+use crate::units::{human_bytes, human_ns, kind_name, red, use_colour};
+
+/// JSON schema name and version of `report --json`.
+pub const REPORT_SCHEMA: &str = "memtrack.report/1";
+
+/// Remaining buffers listed by the text report before it gives a count.
+const TEXT_REMAINING_LIMIT: usize = 20;
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A record file written by `memtrack record`.
+    file: PathBuf,
+    /// One JSON document (schema memtrack.report/1) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where a report's data came from.
+pub struct Source {
+    /// The record file, if any.
+    pub file: Option<PathBuf>,
+    /// The recorded ring.
+    pub ring: PathBuf,
+}
+
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let (header, engine) = load(&args.file)?;
+    let source = Source { file: Some(args.file.clone()), ring: header.ring_path() };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", to_json(&engine, &source))?;
+    } else {
+        write_text(&mut out, &engine, &source, use_colour(&std::io::stdout()))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads a whole record file through the engine.
+///
+/// # Errors
+/// The file is missing, unreadable, truncated, or corrupt.
+pub fn load(path: &Path) -> Result<(FileHeader, Engine)> {
+    let mut reader = RecordReader::open(path)?;
+    let header = *reader.header();
+    let mut engine = Engine::new(header.time_base());
+    while let Some(block) = reader.next_block()? {
+        engine.apply_block(&block);
+    }
+    Ok((header, engine))
+}
+
+/// The `memtrack.report/1` document.
+pub fn to_json(engine: &Engine, source: &Source) -> Value {
+    let losses = engine.losses();
+    let mut devices: BTreeMap<u32, serde_json::Map<String, Value>> = BTreeMap::new();
+    for (&(device, kind), s) in engine.devices() {
+        let mut stats = json!({
+            "live_bytes": s.live_bytes, "live_buffers": s.live_buffers,
+            "peak_bytes": s.peak_bytes, "peak_time_ns": s.peak_time_ns,
+            "allocs": s.allocs, "frees": s.frees,
+        });
+        if let Some(capacity) = s.capacity {
+            stats["capacity_bytes"] = json!(capacity);
+        }
+        devices.entry(device).or_default().insert(kind_name(kind), stats);
+    }
+    let counts = engine.anomaly_counts();
+    let remaining_totals = engine.remaining_by_process();
+    json!({
+        "schema": REPORT_SCHEMA,
+        "file": source.file,
+        "ring": source.ring,
+        "duration_ns": engine.last_time_ns(),
+        "records": engine.records(),
+        "lost": losses.total(),
+        "lost_detail": {
+            "dropped": losses.dropped,
+            "writer_died": losses.lost_writer_died,
+            "reader_died": losses.lost_reader_died,
+        },
+        "untracked_processes": losses.untracked_processes,
+        "devices": devices.into_iter().map(|(device, kinds)| json!({
+            "device_id": device, "kinds": kinds,
+        })).collect::<Vec<_>>(),
+        "anomalies": {
+            "unknown_frees": counts.unknown_frees,
+            "duplicate_allocs": counts.duplicate_allocs,
+            "size_mismatches": counts.size_mismatches,
+            "details": engine.anomalies().iter().map(|a| json!({
+                "type": a.kind.name(), "time_ns": a.time_ns, "pid": a.key.pid,
+                "device_id": a.key.device_id, "kind": kind_name(a.key.kind),
+                "buffer_id": a.key.buffer_id, "size": a.size, "expected_size": a.expected_size,
+            })).collect::<Vec<_>>(),
+        },
+        "remaining": engine.remaining().iter().map(|b| json!({
+            "pid": b.key.pid, "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
+            "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
+            "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
+        })).collect::<Vec<_>>(),
+        "processes": engine.processes().values().map(|p| {
+            let (buffers, bytes) = remaining_totals.get(&p.pid).copied().unwrap_or_default();
+            json!({
+                "pid": p.pid, "name": p.name, "state": p.state.name(),
+                "remaining_buffers": buffers, "remaining_bytes": bytes,
+                "allocs": p.allocs, "frees": p.frees, "dropped": p.dropped,
+                "end_time_ns": p.end_time_ns,
+            })
+        }).collect::<Vec<_>>(),
+        "marks": engine.marks().iter().map(|m| json!({
+            "label": m.label, "time_ns": m.time_ns, "pid": m.pid,
+            "usage": m.usage.iter().map(|&((device, kind), (bytes, buffers))| json!({
+                "device_id": device, "kind": kind_name(kind), "live_bytes": bytes, "live_buffers": buffers,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "cross_check": {
+            "checked": engine.cross_checked(),
+            "mismatches": engine.counter_mismatches().iter().map(|m| json!({
+                "pid": m.pid, "device_id": m.device_id, "kind": kind_name(m.kind),
+                "reader_bytes": m.reader.0, "reader_buffers": m.reader.1,
+                "writer_bytes": m.writers.0, "writer_buffers": m.writers.1,
+            })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// The human report.
+pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour: bool) -> Result<()> {
+    let losses = engine.losses();
+    match &source.file {
+        Some(file) => writeln!(out, "memtrack report: {} (ring {})", file.display(), source.ring.display())?,
+        None => writeln!(out, "memtrack report: ring {}", source.ring.display())?,
+    }
+    writeln!(out, "{} records over {}", engine.records(), human_ns(engine.last_time_ns()))?;
+    if losses.total() > 0 {
+        let text = format!(
+            "LOST {} records: {} dropped (ring full), {} lost (writer died), {} lost (reader died)",
+            losses.total(),
+            losses.dropped,
+            losses.lost_writer_died,
+            losses.lost_reader_died
+        );
+        writeln!(out, "{}", red(&text, colour))?;
+    } else {
+        writeln!(out, "0 records lost")?;
+    }
+    if losses.untracked_processes > 0 {
+        let text = format!("{} process(es) ran untracked (process table full)", losses.untracked_processes);
+        writeln!(out, "{}", red(&text, colour))?;
+    }
+
+    writeln!(out, "\nDevices")?;
+    writeln!(
+        out,
+        "{:>6}  {:<13} {:>11} {:>11} {:>11} {:>8} {:>8} {:>8}",
+        "device", "kind", "live", "peak", "capacity", "buffers", "allocs", "frees"
+    )?;
+    for (&(device, kind), s) in engine.devices() {
+        let capacity = s.capacity.map_or_else(|| "-".to_owned(), |c| human_bytes(c as i64));
+        writeln!(
+            out,
+            "{device:>6}  {:<13} {:>11} {:>11} {capacity:>11} {:>8} {:>8} {:>8}",
+            kind_name(kind),
+            human_bytes(s.live_bytes as i64),
+            human_bytes(s.peak_bytes as i64),
+            s.live_buffers,
+            s.allocs,
+            s.frees
+        )?;
+    }
+
+    let totals = engine.remaining_by_process();
+    writeln!(out, "\nProcesses")?;
+    writeln!(out, "{:>8}  {:<16} {:<8} {:>10} {:>12}", "pid", "name", "state", "remaining", "bytes")?;
+    for p in engine.processes().values() {
+        let (buffers, bytes) = totals.get(&p.pid).copied().unwrap_or_default();
+        let state = if p.state == ProcState::Died { red("died", colour) } else { p.state.name().to_owned() };
+        writeln!(
+            out,
+            "{:>8}  {:<16} {state:<8} {buffers:>10} {:>12}",
+            p.pid,
+            p.name,
+            human_bytes(bytes as i64)
+        )?;
+    }
+
+    write_remaining(out, engine)?;
+
+    let counts = engine.anomaly_counts();
+    writeln!(
+        out,
+        "\nAnomalies: {} unknown frees, {} duplicate allocs, {} size mismatches",
+        counts.unknown_frees, counts.duplicate_allocs, counts.size_mismatches
+    )?;
+    for a in engine.anomalies().iter().take(10) {
+        writeln!(
+            out,
+            "  {:>12}  {:<16} pid {} device {} {} buffer {} size {}",
+            human_ns(a.time_ns),
+            a.kind.name(),
+            a.key.pid,
+            a.key.device_id,
+            kind_name(a.key.kind),
+            a.key.buffer_id,
+            a.size
+        )?;
+    }
+
+    if !engine.marks().is_empty() {
+        writeln!(out, "\nMarks")?;
+        for m in engine.marks() {
+            let used: u64 = m.usage.iter().map(|(_, (bytes, _))| bytes).sum();
+            writeln!(
+                out,
+                "  {:>12}  {:<36} {} in use",
+                human_ns(m.time_ns),
+                m.label,
+                human_bytes(used as i64)
+            )?;
+        }
+    }
+
+    let mismatches = engine.counter_mismatches();
+    if !mismatches.is_empty() {
+        writeln!(out, "\n{}", red("Records disagree with the writers' live counters:", colour))?;
+        for m in &mismatches {
+            writeln!(
+                out,
+                "  pid {} device {} {}: records say {} in {} buffers, writers say {} in {}",
+                m.pid,
+                m.device_id,
+                kind_name(m.kind),
+                human_bytes(m.reader.0),
+                m.reader.1,
+                human_bytes(m.writers.0),
+                m.writers.1
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Remaining buffers grouped by process and device: the first few with
+/// sizes, then a count.
+fn write_remaining(out: &mut impl Write, engine: &Engine) -> Result<()> {
+    let remaining = engine.remaining();
+    if remaining.is_empty() {
+        writeln!(out, "\n0 remaining buffers")?;
+        return Ok(());
+    }
+    writeln!(out, "\n{} remaining buffers", remaining.len())?;
+    let mut shown = 0;
+    let mut group = None;
+    for b in &remaining {
+        if shown == TEXT_REMAINING_LIMIT {
+            writeln!(out, "  ... and {} more", remaining.len() - shown)?;
+            break;
+        }
+        if group != Some((b.key.pid, b.key.device_id)) {
+            group = Some((b.key.pid, b.key.device_id));
+            writeln!(out, "  pid {} device {}", b.key.pid, b.key.device_id)?;
+        }
+        let alias = if b.flags & memtrack::format::FLAG_ALIAS != 0 { " (alias)" } else { "" };
+        writeln!(
+            out,
+            "    {:<13} buffer {:<10} {:>11}  parent {:<8} address {:#x}{alias}",
+            kind_name(b.key.kind),
+            b.key.buffer_id,
+            human_bytes(b.size as i64),
+            b.parent_id,
+            b.address
+        )?;
+        shown += 1;
+    }
+    Ok(())
+}

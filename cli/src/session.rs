@@ -1,0 +1,215 @@
+//! A live consuming session: drains a ring into the state engine and,
+//! optionally, a record file. `record` and `watch` run one.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use memtrack::{Consumer, ProcessState, Record, Ring, RingOptions};
+
+use crate::engine::Engine;
+use crate::recording::{
+    Block, CounterBlock, DiedBlock, FileHeader, LossBlock, ProcessBlock, RecordWriter, TimeBase,
+};
+
+/// How often the process table is read for processes that died.
+const PROCESS_POLL: Duration = Duration::from_millis(20);
+
+/// Records taken per batch.
+const BATCH: usize = 4096;
+
+/// A consumer attached to a ring, feeding an engine (and a file).
+pub struct Session {
+    consumer: Consumer,
+    engine: Engine,
+    file: Option<RecordWriter>,
+    buf: Vec<Record>,
+    /// Loss counters when the session started; the session reports what
+    /// was lost since.
+    baseline: LossBlock,
+    /// Deaths seen in the table, not yet placed in the stream (they go in
+    /// once every record the dead process wrote has been taken).
+    pending_deaths: Vec<(u32, u16)>,
+    reported_deaths: HashSet<(u32, u16)>,
+    last_poll: Instant,
+}
+
+impl Session {
+    /// Attaches as the consumer of the ring at `ring_path`, creating it if
+    /// it does not exist, and starts `record_file` if given.
+    ///
+    /// # Errors
+    /// The ring cannot be opened or created, another consumer is attached,
+    /// or the file cannot be created.
+    pub fn start(ring_path: &Path, record_file: Option<&Path>) -> Result<Session> {
+        let ring = Ring::open_or_create(ring_path, RingOptions::from_env(ring_path)?)?;
+        // Before attaching: attaching counts what a killed predecessor lost,
+        // and this session reports that.
+        let before = ring.snapshot();
+        let baseline = LossBlock::new(before.dropped, &before.progress, before.untracked_processes);
+        let consumer = Consumer::attach(ring_path)?;
+        let time = TimeBase::of_ring(consumer.ring());
+        let file = match record_file {
+            Some(path) => Some(RecordWriter::create(
+                path,
+                &FileHeader::new(consumer.ring(), memtrack::clock::realtime_ns()),
+            )?),
+            None => None,
+        };
+        Ok(Session {
+            consumer,
+            engine: Engine::new(time),
+            file,
+            buf: Vec::with_capacity(BATCH),
+            baseline,
+            pending_deaths: Vec::new(),
+            reported_deaths: HashSet::new(),
+            last_poll: Instant::now() - PROCESS_POLL,
+        })
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Ring {
+        self.consumer.ring()
+    }
+
+    /// The engine, with everything consumed so far.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Takes what the ring holds now, and notices processes that died.
+    /// Returns the records handled.
+    ///
+    /// # Errors
+    /// Writing the record file failed.
+    pub fn poll(&mut self) -> Result<usize> {
+        let mut handled = 0;
+        loop {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            let batch = self.consumer.take(BATCH, &mut buf);
+            let result = self.handle(&buf);
+            self.buf = buf;
+            result?;
+            self.consumer.commit();
+            handled += batch.records;
+            if batch.records + batch.lost < BATCH {
+                break;
+            }
+        }
+        if self.last_poll.elapsed() >= PROCESS_POLL {
+            self.last_poll = Instant::now();
+            self.find_deaths();
+        }
+        self.place_deaths()?;
+        Ok(handled)
+    }
+
+    /// Sleeps briefly if the last poll found little (see
+    /// `Consumer::pause_if_idle`).
+    pub fn pause_if_idle(&self, handled: usize) {
+        self.consumer.pause_if_idle(handled);
+    }
+
+    fn handle(&mut self, records: &[Record]) -> Result<()> {
+        if let Some(file) = &mut self.file {
+            file.records(records)?;
+        }
+        for record in records {
+            self.engine.apply(record);
+        }
+        Ok(())
+    }
+
+    fn handle_block(&mut self, block: Block) -> Result<()> {
+        if let Some(file) = &mut self.file {
+            file.block(block)?;
+        }
+        self.engine.apply_block(&block);
+        Ok(())
+    }
+
+    fn find_deaths(&mut self) {
+        for p in self.ring().processes() {
+            let id = (p.pid, p.slot);
+            if p.state == ProcessState::Died
+                && !self.reported_deaths.contains(&id)
+                && !self.pending_deaths.contains(&id)
+            {
+                self.pending_deaths.push(id);
+            }
+        }
+    }
+
+    /// A death goes into the stream after the dead process's last record:
+    /// once the consumer has caught up with every claim made so far.
+    fn place_deaths(&mut self) -> Result<()> {
+        if self.pending_deaths.is_empty() || !self.consumer.caught_up() {
+            return Ok(());
+        }
+        let now = self.ring().clock_source().now();
+        for (pid, slot) in std::mem::take(&mut self.pending_deaths) {
+            self.reported_deaths.insert((pid, slot));
+            self.handle_block(Block::Died(DiedBlock::new(pid, slot, now)))?;
+        }
+        Ok(())
+    }
+
+    /// Whether no process attached to the ring is still running.
+    pub fn writers_ended(&self) -> bool {
+        self.ring().processes().iter().all(|p| p.state != ProcessState::Running)
+    }
+
+    /// Whether every record claimed so far has been taken.
+    pub fn caught_up(&self) -> bool {
+        self.consumer.caught_up()
+    }
+
+    /// Loss since the session started.
+    pub fn losses(&self) -> LossBlock {
+        let s = self.ring().snapshot();
+        let now = LossBlock::new(s.dropped, &s.progress, s.untracked_processes);
+        let b = &self.baseline;
+        let progress = memtrack::Progress {
+            lost_writer_died: now.lost_writer_died.saturating_sub(b.lost_writer_died),
+            lost_reader_died: now.lost_reader_died.saturating_sub(b.lost_reader_died),
+            ..Default::default()
+        };
+        LossBlock::new(
+            now.dropped.saturating_sub(b.dropped),
+            &progress,
+            now.untracked_processes.saturating_sub(b.untracked_processes),
+        )
+    }
+
+    /// Drains what is left, writes the process table, loss totals and the
+    /// writers' live counters, completes the file, and returns the engine.
+    ///
+    /// # Errors
+    /// Writing the record file failed.
+    pub fn finish(mut self) -> Result<Engine> {
+        self.poll()?;
+        self.find_deaths();
+        // Whatever is still pending: place it now, after everything taken.
+        let now = self.ring().clock_source().now();
+        for (pid, slot) in std::mem::take(&mut self.pending_deaths) {
+            self.handle_block(Block::Died(DiedBlock::new(pid, slot, now)))?;
+        }
+        let snapshot = self.ring().snapshot();
+        for p in &snapshot.processes {
+            self.handle_block(Block::Process(ProcessBlock::from(p)))?;
+        }
+        self.handle_block(Block::Loss(self.losses()))?;
+        for c in &snapshot.counters {
+            let Some(p) = snapshot.processes.iter().find(|p| p.slot == c.process_slot) else { continue };
+            let block = CounterBlock::new(p.pid, c.device_id, c.kind, c.live_bytes, c.live_buffers);
+            self.handle_block(Block::Counter(block))?;
+        }
+        if let Some(file) = self.file.take() {
+            file.finish()?;
+        }
+        Ok(self.engine)
+    }
+}
