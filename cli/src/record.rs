@@ -20,6 +20,9 @@ use crate::units::use_colour;
 /// How often to ask whether every writer has ended once CMD has.
 const WRITERS_POLL: Duration = Duration::from_millis(20);
 
+/// How long to wait for the rest after CMD exits before saying so.
+const WAIT_NOTE: Duration = Duration::from_secs(2);
+
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  memtrack record -- python -m pytest tests/ttnn/unit_tests/test_add.py\n  \
@@ -98,6 +101,11 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
 }
 
 fn spawn(command: &[OsString], ring: &Path) -> Result<Child> {
+    // Orphaned descendants of CMD (a forked worker that outlives its
+    // parent) are re-parented to us, so we can wait for them too: they may
+    // attach to the ring after CMD itself has exited.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     Command::new(&command[0])
         .args(&command[1..])
         .env("MEMTRACK_RING", ring)
@@ -105,13 +113,14 @@ fn spawn(command: &[OsString], ring: &Path) -> Result<Child> {
         .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))
 }
 
-/// `perf record` style: until CMD and every process attached to the ring
-/// have ended and the ring is drained. Ctrl-C reaches CMD through the
+/// `perf record` style: until CMD, its descendants and every process
+/// attached to the ring have ended and the ring is drained. Ctrl-C reaches CMD through the
 /// terminal; SIGTERM and SIGHUP sent to memtrack are passed on to CMD.
 fn consume_while_running(session: &mut Session, mut child: Child) -> Result<ExitStatus> {
     let mut status = None;
     let mut last_check = Instant::now();
     let mut said_waiting = false;
+    let mut exited_at = None;
     loop {
         let handled = session.poll()?;
         let signal = signals::take();
@@ -132,13 +141,15 @@ fn consume_while_running(session: &mut Session, mut child: Child) -> Result<Exit
             && last_check.elapsed() >= WRITERS_POLL
         {
             last_check = Instant::now();
-            if session.writers_ended() && session.caught_up() {
+            let descendants = reap_descendants();
+            if !descendants && session.writers_ended() && session.caught_up() {
                 return Ok(status);
             }
-            if !said_waiting && !session.writers_ended() {
+            if !said_waiting && last_check.duration_since(*exited_at.get_or_insert(last_check)) > WAIT_NOTE {
                 said_waiting = true;
                 eprintln!(
-                    "memtrack: the command exited; waiting for processes still attached to {} (Ctrl-C to stop)",
+                    "memtrack: the command exited; waiting for its remaining processes and those attached to {} \
+                     (Ctrl-C to stop)",
                     session.ring().path().display()
                 );
             }
@@ -154,6 +165,21 @@ fn consume_until_stopped(session: &mut Session, duration: Option<Duration>) -> R
         session.pause_if_idle(handled);
     }
     Ok(())
+}
+
+/// Reaps descendants that exited (orphans re-parented to us); returns
+/// whether any is still running.
+fn reap_descendants() -> bool {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out pointer; reaping orphans that the
+        // kernel gave us as subreaper (CMD itself was reaped by try_wait).
+        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+            0 => return true,           // children exist, none exited
+            pid if pid > 0 => continue, // reaped one; look again
+            _ => return false,          // ECHILD: none left
+        }
+    }
 }
 
 /// The shell's convention: the exit code, or 128 + the signal number.

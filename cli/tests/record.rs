@@ -1,0 +1,253 @@
+//! `memtrack record` and `memtrack report` run as a user would: the built
+//! binary recording real writer processes (this test binary re-executed in
+//! a helper role, writing through the C ABI), then the report parsed back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use memtrack::ffi::*;
+use serde_json::Value;
+
+const ROLE: &str = "MEMTRACK_TEST_ROLE";
+
+/// The helper processes' entry point; a no-op in a normal test run.
+#[test]
+fn helper() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    match role.as_str() {
+        // Two devices, ten buffers, eight freed, one unknown free, a mark,
+        // exits with status 7.
+        "leaky" => {
+            // SAFETY: NULL: use $MEMTRACK_RING.
+            assert_eq!(unsafe { memtrack_init(std::ptr::null()) }, 0);
+            memtrack_set_capacity(1, MEMTRACK_KIND_DRAM, 1 << 30);
+            for id in 0..10 {
+                memtrack_alloc((id % 2) as u32, MEMTRACK_KIND_DRAM, id, 0x1000 * id, 1000 + id);
+            }
+            let label = c"after-alloc";
+            // SAFETY: a NUL-terminated string.
+            unsafe { memtrack_mark(label.as_ptr()) };
+            for id in 0..8 {
+                memtrack_free((id % 2) as u32, MEMTRACK_KIND_DRAM, id, 0x1000 * id, 1000 + id);
+            }
+            memtrack_free(0, MEMTRACK_KIND_L1, 999, 0, 64);
+            std::process::exit(7);
+        }
+        // Leaves three buffers and is killed.
+        "killed" => {
+            for id in 0..3 {
+                memtrack_alloc(0, MEMTRACK_KIND_L1, id, 0, 100);
+            }
+            memtrack_alloc(0, MEMTRACK_KIND_L1, 50, 0, 100);
+            memtrack_free(0, MEMTRACK_KIND_L1, 50, 0, 100);
+            // SAFETY: raising a signal at ourselves.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
+        // The parent exits at once; its forked child writes later.
+        "forks" => {
+            memtrack_alloc(0, MEMTRACK_KIND_DRAM, 1, 0, 100);
+            // SAFETY: the child only calls memtrack, sleeps and exits.
+            if unsafe { libc::fork() } == 0 {
+                std::thread::sleep(Duration::from_millis(300));
+                memtrack_alloc(0, MEMTRACK_KIND_DRAM, 2, 0, 200);
+                memtrack_free(0, MEMTRACK_KIND_DRAM, 2, 0, 200);
+                std::process::exit(0);
+            }
+            memtrack_free(0, MEMTRACK_KIND_DRAM, 1, 0, 100);
+            std::process::exit(0);
+        }
+        other => panic!("unknown helper role {other}"),
+    }
+}
+
+fn helper_command() -> Vec<String> {
+    let exe = std::env::current_exe().unwrap().to_str().unwrap().to_owned();
+    vec![exe, "--exact".into(), "helper".into(), "--nocapture".into(), "--test-threads=1".into()]
+}
+
+fn memtrack(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_memtrack"));
+    cmd.args(args).env_remove("MEMTRACK_RING").stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run memtrack")
+}
+
+/// `memtrack record -o FILE -- helper ROLE`.
+fn record(role: &str, file: &Path) -> Output {
+    let helper = helper_command();
+    let mut args = vec!["record", "-o", file.to_str().unwrap(), "--"];
+    args.extend(helper.iter().map(String::as_str));
+    memtrack(&args, &[(ROLE, role)])
+}
+
+fn report_json(file: &Path) -> Value {
+    let out = memtrack(&["report", file.to_str().unwrap(), "--json"], &[]);
+    assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(tag: &str) -> TempFile {
+        TempFile(std::env::temp_dir().join(format!("memtrack-cli-{tag}-{}.mtr", std::process::id())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn kind<'a>(report: &'a Value, device: u64, kind: &str) -> &'a Value {
+    let device = report["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == device).unwrap();
+    &device["kinds"][kind]
+}
+
+#[test]
+fn record_runs_the_command_and_reports_what_it_left() {
+    let file = TempFile::new("leaky");
+    let out = record("leaky", &file.0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "record exits with the command's status: {stderr}");
+    assert!(stderr.contains("2 remaining buffers"), "summary on stderr: {stderr}");
+
+    let report = report_json(&file.0);
+    assert_eq!(report["schema"], "memtrack.report/1");
+    // start + capacity + 10 allocs + mark + 8 frees + unknown free + exit.
+    assert_eq!(report["records"], 23);
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["lost_detail"]["dropped"], 0);
+    let dram0 = kind(&report, 0, "DRAM");
+    assert_eq!(dram0["allocs"], 5);
+    assert_eq!(dram0["frees"], 4);
+    assert_eq!(dram0["live_buffers"], 1);
+    assert_eq!(dram0["live_bytes"], 1008);
+    assert_eq!(dram0["peak_bytes"], 1000 + 1002 + 1004 + 1006 + 1008);
+    assert_eq!(kind(&report, 1, "DRAM")["capacity_bytes"], 1 << 30);
+    assert_eq!(report["anomalies"]["unknown_frees"], 1);
+    assert_eq!(report["anomalies"]["duplicate_allocs"], 0);
+    assert_eq!(report["anomalies"]["size_mismatches"], 0);
+    let remaining: Vec<u64> =
+        report["remaining"].as_array().unwrap().iter().map(|b| b["buffer_id"].as_u64().unwrap()).collect();
+    assert_eq!(remaining, [8, 9]);
+    assert_eq!(report["remaining"][1]["size"], 1009);
+    assert_eq!(report["remaining"][1]["device_id"], 1);
+    assert_eq!(report["remaining"][1]["address"], 0x9000);
+    let processes = report["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 1);
+    assert_eq!(processes[0]["state"], "exited");
+    assert_eq!(processes[0]["remaining_buffers"], 2);
+    assert_eq!(processes[0]["remaining_bytes"], 1008 + 1009);
+    assert_eq!(report["marks"][0]["label"], "after-alloc");
+    let usage_at_mark: u64 = report["marks"][0]["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["live_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(usage_at_mark, (1000..1010).sum::<u64>());
+    // The records agree with the writers' own counters, the unknown free
+    // included (the hooks count it too).
+    assert_eq!(report["cross_check"]["checked"], true);
+    assert_eq!(report["cross_check"]["mismatches"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_killed_process_is_reported_died_with_its_buffers() {
+    let file = TempFile::new("killed");
+    let out = record("killed", &file.0);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL as i32));
+    let report = report_json(&file.0);
+    let process = &report["processes"][0];
+    assert_eq!(process["state"], "died");
+    assert_eq!(process["remaining_buffers"], 3);
+    assert_eq!(process["remaining_bytes"], 300);
+    assert_eq!(report["remaining"].as_array().unwrap().len(), 3);
+    // A dead process's buffers leave device usage.
+    let l1 = kind(&report, 0, "L1");
+    assert_eq!((l1["live_bytes"].as_u64(), l1["live_buffers"].as_u64()), (Some(0), Some(0)));
+    assert_eq!((l1["peak_bytes"].as_u64(), l1["allocs"].as_u64()), (Some(400), Some(4)));
+    assert_eq!(report["lost"], 0);
+}
+
+#[test]
+fn record_waits_for_every_process_attached_to_the_ring() {
+    let file = TempFile::new("forks");
+    let out = record("forks", &file.0);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_json(&file.0);
+    let processes = report["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 2, "parent and forked child: {processes:?}");
+    assert!(processes.iter().all(|p| p["state"] == "exited"));
+    let dram = kind(&report, 0, "DRAM");
+    assert_eq!((dram["allocs"].as_u64(), dram["frees"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(dram["peak_bytes"], 200);
+    assert_eq!(report["remaining"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn record_without_a_command_consumes_a_named_ring_for_a_duration() {
+    let name = format!("cli-record-named-{}", std::process::id());
+    let path = memtrack::ring_path(&name);
+    let _ = std::fs::remove_file(&path);
+    let ring = memtrack::Ring::create(&path, memtrack::RingOptions { capacity: 1024 }).unwrap();
+    let writer = memtrack::Writer::attach_named(ring, b"early").unwrap();
+    writer.alloc(&memtrack::MemtrackBuffer { buffer_id: 1, size: 64, ..Default::default() });
+    let file = TempFile::new("named");
+    let out =
+        memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "0.3"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_json(&file.0);
+    assert_eq!(report["records"], 2, "the start record and the alloc written before the reader came");
+    assert_eq!(report["processes"][0]["name"], "early");
+    assert_eq!(report["processes"][0]["state"], "running");
+    assert!(path.exists(), "a named ring persists");
+    drop(writer);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_second_reader_is_refused_with_the_first_ones_pid() {
+    let name = format!("cli-record-busy-{}", std::process::id());
+    let path = memtrack::ring_path(&name);
+    let _ = std::fs::remove_file(&path);
+    memtrack::Ring::create(&path, memtrack::RingOptions::default()).unwrap();
+    let _first = memtrack::Consumer::attach(&path).unwrap();
+    let file = TempFile::new("busy");
+    let out = memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "1"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&std::process::id().to_string()), "names the first reader: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_command_that_cannot_run_is_a_clear_error() {
+    let file = TempFile::new("norun");
+    let out = memtrack(&["record", "-o", file.0.to_str().unwrap(), "--", "/nonexistent/workload"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.starts_with("memtrack: cannot run /nonexistent/workload"), "{stderr}");
+    assert!(!file.0.exists(), "no half-written record file is left");
+}
+
+#[test]
+fn bad_record_files_are_refused_in_one_line() {
+    let file = TempFile::new("bad");
+    std::fs::write(&file.0, b"definitely not a record file, but long enough to hold a header...".repeat(5))
+        .unwrap();
+    for args in [vec!["report", file.0.to_str().unwrap()], vec!["report", "/nonexistent.mtr", "--json"]] {
+        let out = memtrack(&args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(args[1]), "names the file: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
