@@ -6,9 +6,11 @@
 //! writers' live counters without consuming.
 
 mod engine;
+mod export;
 mod record;
 mod recording;
 mod report;
+mod serve;
 mod session;
 mod signals;
 mod status;
@@ -34,9 +36,14 @@ enum Command {
     /// Run a command (or watch a named ring) and record every allocation
     /// event into a record file; print the summary report at the end.
     Record(record::RecordArgs),
+    /// Export a record file as a Perfetto/Chrome timeline or as CSV.
+    Export(export::ExportArgs),
     /// Analyse a record file: usage per device, remaining buffers (leaks),
     /// anomalies, marks, lost records.
     Report(report::ReportArgs),
+    /// Serve the ring's live counters to Prometheus at /metrics
+    /// (OpenMetrics), without consuming the ring.
+    Serve(serve::ServeArgs),
     /// Snapshot of a ring from its live counters, without consuming it
     /// (like nvidia-smi). Without --ring, lists the rings in /dev/shm.
     Status(status::StatusArgs),
@@ -46,7 +53,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => record::run(&args),
+        Command::Export(args) => export::run(&args).map(|()| 0),
         Command::Report(args) => report::run(&args).map(|()| 0),
+        Command::Serve(args) => serve::run(&args).map(|()| 0),
         Command::Status(args) => status::run(&args).map(|()| 0),
     };
     match result {

@@ -251,3 +251,51 @@ fn bad_record_files_are_refused_in_one_line() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn export_writes_a_perfetto_timeline_and_csv_rows() {
+    let file = TempFile::new("export");
+    assert_eq!(record("leaky", &file.0).status.code(), Some(7));
+
+    let trace = TempFile::new("export-json");
+    let out = memtrack(
+        &["export", file.0.to_str().unwrap(), "--format", "perfetto", "-o", trace.0.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&std::fs::read(&trace.0).unwrap()).expect("valid JSON");
+    let events = doc["traceEvents"].as_array().unwrap();
+    let named = |name: &str| events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == name);
+    assert!(named("device 0") && named("device 1"), "device tracks are named");
+    // Device 0 DRAM: 5 allocs then 4 frees, each in its own sample unless
+    // two fell in one microsecond; the last sample is the final usage.
+    let device0_pid =
+        events.iter().find(|e| e["ph"] == "M" && e["args"]["name"] == "device 0").unwrap()["pid"].clone();
+    let samples: Vec<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "C" && e["pid"] == device0_pid && e["name"] == "DRAM bytes")
+        .map(|e| e["args"]["bytes"].as_u64().unwrap())
+        .collect();
+    assert!(!samples.is_empty() && samples.len() <= 9, "{samples:?}");
+    assert_eq!(*samples.last().unwrap(), 1008);
+    assert!(samples.iter().all(|&b| b <= 1000 + 1002 + 1004 + 1006 + 1008));
+    let instants = |cat: &str| events.iter().filter(|e| e["ph"] == "i" && e["cat"] == cat).count();
+    assert_eq!((instants("mark"), instants("anomaly"), instants("remaining")), (1, 1, 2));
+    let mut last_ts = 0.0;
+    for e in events.iter().filter(|e| e["ph"] == "C") {
+        let ts = e["ts"].as_f64().unwrap();
+        assert!(ts >= 0.0);
+        last_ts = f64::max(last_ts, ts);
+    }
+    assert!(last_ts > 0.0, "timestamps are in microseconds since the ring began");
+
+    let out = memtrack(&["export", file.0.to_str().unwrap(), "--format", "csv"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("ticket,time_ns,event,pid"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 23, "one row per record");
+    assert!(rows.iter().any(|r| r.contains(",mark,") && r.ends_with(",after-alloc")));
+    assert_eq!(rows.iter().filter(|r| r.contains(",alloc,")).count(), 10);
+}
