@@ -5,6 +5,7 @@
 //! through a `session`; `report` reads one back. `status` reads the
 //! writers' live counters without consuming.
 
+mod demo;
 mod engine;
 mod export;
 mod record;
@@ -36,6 +37,9 @@ enum Command {
     /// Run a command (or watch a named ring) and record every allocation
     /// event into a record file; print the summary report at the end.
     Record(record::RecordArgs),
+    /// Run a built-in tt_metal-like workload (8 devices, mesh buffers,
+    /// programs, a planted leak and double free) and print its report.
+    Demo(demo::DemoArgs),
     /// Export a record file as a Perfetto/Chrome timeline or as CSV.
     Export(export::ExportArgs),
     /// Analyse a record file: usage per device, remaining buffers (leaks),
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => record::run(&args),
+        Command::Demo(args) => demo::run(&args).map(|()| 0),
         Command::Export(args) => export::run(&args).map(|()| 0),
         Command::Report(args) => report::run(&args).map(|()| 0),
         Command::Serve(args) => serve::run(&args).map(|()| 0),

@@ -299,3 +299,33 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
     assert!(rows.iter().any(|r| r.contains(",mark,") && r.ends_with(",after-alloc")));
     assert_eq!(rows.iter().filter(|r| r.contains(",alloc,")).count(), 10);
 }
+
+#[test]
+fn demo_finds_the_planted_leak_and_double_free() {
+    let out = memtrack(&["demo", "--iterations", "50", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["anomalies"]["unknown_frees"], 1);
+    let remaining = report["remaining"].as_array().unwrap();
+    assert_eq!(remaining.len(), 8, "one mesh buffer's 8 device buffers");
+    let devices: Vec<u64> = remaining.iter().map(|b| b["device_id"].as_u64().unwrap()).collect();
+    assert_eq!(devices, (0..8).collect::<Vec<_>>());
+    assert!(remaining.iter().all(|b| b["parent_id"] == remaining[0]["parent_id"] && b["kind"] == "DRAM"));
+    assert!(remaining.iter().all(|b| b["address"] == remaining[0]["address"]), "one address on every device");
+    for device in &report["devices"].as_array().unwrap()[..] {
+        assert_eq!(
+            device["kinds"]["DRAM"]["live_bytes"],
+            64 << 10,
+            "the backing buffer is ALIAS: counted once"
+        );
+        assert_eq!(device["kinds"]["CB"]["live_bytes"], 0);
+    }
+    assert_eq!(report["devices"].as_array().unwrap().len(), 8);
+    assert_eq!(report["cross_check"]["mismatches"].as_array().unwrap().len(), 0);
+    let leftover = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("memtrack-demo-"));
+    assert!(!leftover, "the demo removes its ring");
+}
