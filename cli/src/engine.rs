@@ -13,7 +13,7 @@
 //! * A process that dies takes its live buffers out of device usage; they
 //!   are listed as its remaining buffers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use memtrack::format::FLAG_ALIAS;
@@ -23,6 +23,9 @@ use crate::recording::{Block, CounterBlock, LossBlock, ProcessBlock, TimeBase};
 
 /// Details kept for at most this many anomalies (counts stay exact).
 pub const MAX_ANOMALY_DETAILS: usize = 1000;
+
+/// The latest this many anomalies are kept too, for live views.
+pub const RECENT_ANOMALIES: usize = 16;
 
 /// Identity of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,8 +55,9 @@ pub struct LiveBuffer {
     pub flags: u8,
     /// When it was allocated, ns since the ring's creation.
     pub time_ns: u64,
-    /// Sizes of further references from duplicate ALLOCs, newest last.
-    duplicates: Vec<u64>,
+    /// Sizes of further references from duplicate ALLOCs, newest last
+    /// (boxed: rare, and the map holds a million of these).
+    duplicates: Option<Box<Vec<u64>>>,
 }
 
 impl LiveBuffer {
@@ -63,12 +67,12 @@ impl LiveBuffer {
 
     /// Bytes this buffer counts in usage (0 for ALIAS).
     pub fn counted_bytes(&self) -> u64 {
-        if self.is_alias() { 0 } else { self.size + self.duplicates.iter().sum::<u64>() }
+        if self.is_alias() { 0 } else { self.size + self.duplicates.iter().flat_map(|d| d.iter()).sum::<u64>() }
     }
 
     /// References held: 1 + duplicate ALLOCs not yet freed.
     pub fn references(&self) -> usize {
-        1 + self.duplicates.len()
+        1 + self.duplicates.as_ref().map_or(0, |d| d.len())
     }
 }
 
@@ -217,13 +221,16 @@ pub struct CounterMismatch {
     pub writers: (i64, i64),
 }
 
-/// A fast hasher for the buffer map (FxHash's multiply-rotate): keys are
-/// not attacker-chosen in a way that matters to a local analysis tool, and
-/// SipHash would cost a third of the time per record.
+/// The buffer map's hasher. Runtimes hand out buffer ids sequentially
+/// (tt_metal's `unique_id()`), so the low bits of the hash are the key's
+/// own bits, combined field by field: consecutive buffers land in
+/// neighbouring buckets and a million live buffers stay cache-friendly
+/// (a scrambling hash made every insert and remove a cache miss). The top
+/// seven bits, which the table uses to filter candidates, are mixed.
 #[derive(Default)]
-struct FxHasher(u64);
+struct SequentialKeyHasher(u64);
 
-impl Hasher for FxHasher {
+impl Hasher for SequentialKeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
@@ -241,15 +248,16 @@ impl Hasher for FxHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.0 = self.0.rotate_left(23) ^ n;
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        const TOP_SEVEN: u64 = 0xfe00_0000_0000_0000;
+        (self.0 & !TOP_SEVEN) | (self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) & TOP_SEVEN)
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<SequentialKeyHasher>>;
 
 /// The state engine.
 pub struct Engine {
@@ -261,6 +269,7 @@ pub struct Engine {
     slot_owner: HashMap<u16, u32>,
     anomaly_counts: AnomalyCounts,
     anomalies: Vec<Anomaly>,
+    recent_anomalies: VecDeque<Anomaly>,
     marks: Vec<Mark>,
     records: u64,
     last_time_ns: u64,
@@ -284,6 +293,7 @@ impl Engine {
             slot_owner: HashMap::new(),
             anomaly_counts: AnomalyCounts::default(),
             anomalies: Vec::new(),
+            recent_anomalies: VecDeque::with_capacity(RECENT_ANOMALIES),
             marks: Vec::new(),
             records: 0,
             last_time_ns: 0,
@@ -357,7 +367,7 @@ impl Engine {
             .entry(key)
             .and_modify(|live| {
                 duplicate = true;
-                live.duplicates.push(record.size);
+                live.duplicates.get_or_insert_default().push(record.size);
             })
             .or_insert_with(|| LiveBuffer {
                 key,
@@ -366,7 +376,7 @@ impl Engine {
                 size: record.size,
                 flags: record.flags,
                 time_ns,
-                duplicates: Vec::new(),
+                duplicates: None,
             });
         if duplicate {
             self.anomaly(AnomalyKind::DuplicateAlloc, key, time_ns, record.size, 0);
@@ -391,7 +401,7 @@ impl Engine {
             return;
         };
         // The newest reference goes first.
-        let (released, last) = match live.duplicates.pop() {
+        let (released, last) = match live.duplicates.as_mut().and_then(|d| d.pop()) {
             Some(size) => (size, false),
             None => (live.size, true),
         };
@@ -509,9 +519,14 @@ impl Engine {
             AnomalyKind::DuplicateAlloc => counts.duplicate_allocs += 1,
             AnomalyKind::SizeMismatch => counts.size_mismatches += 1,
         }
+        let anomaly = Anomaly { kind, key, time_ns, size, expected_size };
         if self.anomalies.len() < MAX_ANOMALY_DETAILS {
-            self.anomalies.push(Anomaly { kind, key, time_ns, size, expected_size });
+            self.anomalies.push(anomaly);
         }
+        if self.recent_anomalies.len() == RECENT_ANOMALIES {
+            self.recent_anomalies.pop_front();
+        }
+        self.recent_anomalies.push_back(anomaly);
     }
 
     // ---- what the commands read ----------------------------------------
@@ -544,6 +559,11 @@ impl Engine {
     /// The first [`MAX_ANOMALY_DETAILS`] anomalies, in stream order.
     pub fn anomalies(&self) -> &[Anomaly] {
         &self.anomalies
+    }
+
+    /// The latest [`RECENT_ANOMALIES`] anomalies, in stream order.
+    pub fn recent_anomalies(&self) -> &VecDeque<Anomaly> {
+        &self.recent_anomalies
     }
 
     /// Marks, in stream order.

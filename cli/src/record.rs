@@ -81,7 +81,7 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         }
     };
     signals::install();
-    let mut session = Session::start(&path, Some(&args.output))?;
+    let mut session = Session::recorder(&path, &args.output)?;
     let status = if args.command.is_empty() {
         consume_until_stopped(&mut session, duration)?;
         None
@@ -91,8 +91,9 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         })?;
         Some(consume_while_running(&mut session, child)?)
     };
-    let engine = session.finish()?;
+    session.finish()?;
     if !args.quiet {
+        let (_, engine) = report::load(&args.output)?;
         let source = Source { file: Some(args.output.clone()), ring: path.clone() };
         let mut err = std::io::stderr().lock();
         report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))?;

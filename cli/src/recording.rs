@@ -108,13 +108,11 @@ impl FileHeader {
 
     /// Turns ring-clock ticks into ns since the ring's creation.
     pub fn time_base(&self) -> TimeBase {
-        TimeBase {
-            calibration: Calibration {
-                ticks: self.calibration_ticks,
-                monotonic_ns: self.calibration_ns,
-                ticks_per_second: self.ticks_per_second,
-            },
-        }
+        TimeBase::new(&Calibration {
+            ticks: self.calibration_ticks,
+            monotonic_ns: self.calibration_ns,
+            ticks_per_second: self.ticks_per_second,
+        })
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -139,18 +137,36 @@ impl FileHeader {
 /// Converts ring-clock ticks to nanoseconds since the ring's creation.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBase {
-    calibration: Calibration,
+    /// Ticks at the ring's creation.
+    origin_ticks: u64,
+    /// Nanoseconds per tick in 64.64 fixed point: multiplies per record
+    /// instead of a 128-bit division.
+    ns_per_tick_q64: u128,
 }
 
 impl TimeBase {
     /// The time base of a live ring.
     pub fn of_ring(ring: &memtrack::Ring) -> TimeBase {
-        TimeBase { calibration: ring.calibration() }
+        TimeBase::new(&ring.calibration())
+    }
+
+    fn new(calibration: &Calibration) -> TimeBase {
+        let ticks_per_second = calibration.ticks_per_second.max(1) as u128;
+        TimeBase {
+            origin_ticks: calibration.ticks,
+            ns_per_tick_q64: (1_000_000_000u128 << 64) / ticks_per_second,
+        }
     }
 
     /// Nanoseconds since the ring's creation (0 for earlier stamps).
+    #[inline]
     pub fn ns(&self, ticks: u64) -> u64 {
-        self.calibration.to_monotonic_ns(ticks).saturating_sub(self.calibration.monotonic_ns)
+        // elapsed × rate >> 64, in two halves so no product overflows
+        // (each half < 2^32 × 2^94).
+        let elapsed = ticks.saturating_sub(self.origin_ticks);
+        let (high, low) = ((elapsed >> 32) as u128, (elapsed & 0xffff_ffff) as u128);
+        let ns = (high * self.ns_per_tick_q64 >> 32) + (low * self.ns_per_tick_q64 >> 64);
+        ns.min(u64::MAX as u128) as u64
     }
 }
 
@@ -524,6 +540,18 @@ mod tests {
             out.push(b);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn ticks_become_nanoseconds_since_the_ring_began() {
+        let tsc = TimeBase::new(&Calibration { ticks: 1000, monotonic_ns: 5, ticks_per_second: 2_500_000_000 });
+        assert_eq!(tsc.ns(999), 0);
+        let near = |a: u64, b: u64| a.abs_diff(b) <= 1;
+        assert!(near(tsc.ns(1000 + 2_500_000_000), 1_000_000_000));
+        assert!(near(tsc.ns(1000 + 25 * 3600 * 2_500_000_000), 25 * 3600 * 1_000_000_000));
+        assert!(near(tsc.ns(1000 + 7), 2));
+        let monotonic = TimeBase::new(&Calibration { ticks: 0, monotonic_ns: 0, ticks_per_second: 1_000_000_000 });
+        assert_eq!(monotonic.ns(123_456_789), 123_456_789);
     }
 
     #[test]

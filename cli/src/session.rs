@@ -23,6 +23,10 @@ const BATCH: usize = 4096;
 pub struct Session {
     consumer: Consumer,
     engine: Engine,
+    /// Whether records go through the engine as they arrive (`watch`,
+    /// `demo`); `record` only writes the file, at full speed, and analyses
+    /// it afterwards.
+    analyse: bool,
     file: Option<RecordWriter>,
     buf: Vec<Record>,
     /// Loss counters when the session started; the session reports what
@@ -43,6 +47,19 @@ impl Session {
     /// The ring cannot be opened or created, another consumer is attached,
     /// or the file cannot be created.
     pub fn start(ring_path: &Path, record_file: Option<&Path>) -> Result<Session> {
+        Session::attach(ring_path, record_file, true)
+    }
+
+    /// As [`Session::start`], writing `record_file` without feeding the
+    /// engine (which stays empty).
+    ///
+    /// # Errors
+    /// As [`Session::start`].
+    pub fn recorder(ring_path: &Path, record_file: &Path) -> Result<Session> {
+        Session::attach(ring_path, Some(record_file), false)
+    }
+
+    fn attach(ring_path: &Path, record_file: Option<&Path>, analyse: bool) -> Result<Session> {
         let ring = Ring::open_or_create(ring_path, RingOptions::from_env(ring_path)?)?;
         // Before attaching: attaching counts what a killed predecessor lost,
         // and this session reports that.
@@ -60,6 +77,7 @@ impl Session {
         Ok(Session {
             consumer,
             engine: Engine::new(time),
+            analyse,
             file,
             buf: Vec::with_capacity(BATCH),
             baseline,
@@ -74,7 +92,8 @@ impl Session {
         self.consumer.ring()
     }
 
-    /// The engine, with everything consumed so far.
+    /// The engine, with everything consumed so far (empty for a
+    /// [`Session::recorder`]).
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -117,8 +136,10 @@ impl Session {
         if let Some(file) = &mut self.file {
             file.records(records)?;
         }
-        for record in records {
-            self.engine.apply(record);
+        if self.analyse {
+            for record in records {
+                self.engine.apply(record);
+            }
         }
         Ok(())
     }
@@ -127,7 +148,9 @@ impl Session {
         if let Some(file) = &mut self.file {
             file.block(block)?;
         }
-        self.engine.apply_block(&block);
+        if self.analyse {
+            self.engine.apply_block(&block);
+        }
         Ok(())
     }
 
