@@ -450,6 +450,7 @@ impl Record {
     }
 
     /// The seven payload words a slot carries.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn payload(&self) -> [u64; PAYLOAD_WORDS] {
         let words: [u64; 8] = bytemuck::cast(*self);
         std::array::from_fn(|i| words[i + 1])

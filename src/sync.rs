@@ -12,7 +12,9 @@
 //! Relaxed stores and loads of aligned words compile to plain moves.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
+// Under loom only the protocol is built: no AtomicPtr (the C ABI state) or
+// AtomicBool users.
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 

@@ -183,3 +183,53 @@ fn loom_a_restarted_consumer_neither_repeats_nor_skips_uncounted() {
         assert_eq!(p.delivered + p.lost_reader_died, 4);
     });
 }
+
+/// What the reader relies on to place a process's death after its last
+/// record: once a writer has stopped, a consumer that is `caught_up` has
+/// taken every record that writer published, whatever the other writer is
+/// doing. (The reader learns of a death through the kernel's lock, a
+/// stronger edge than the Release/Acquire flag used here.)
+#[test]
+fn loom_caught_up_after_a_writer_stops_means_its_records_were_taken() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(4));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let a = {
+            let (ring, stopped, done) = (ring.clone(), stopped.clone(), done.clone());
+            thread::spawn(move || {
+                push_or_drop(ring.view(), A, &[10, 11]);
+                stopped.store(true, Ordering::Release);
+                done.fetch_add(1, Ordering::Release);
+            })
+        };
+        let b = {
+            let (ring, done) = (ring.clone(), done.clone());
+            thread::spawn(move || {
+                push_or_drop(ring.view(), B, &[20]);
+                done.fetch_add(1, Ordering::Release);
+            })
+        };
+        let view = ring.view();
+        let mut cursor = view.attach_consumer();
+        let mut out: Vec<Record> = Vec::new();
+        let mut checked = false;
+        loop {
+            let all_done = done.load(Ordering::Acquire) == 2;
+            if !checked && stopped.load(Ordering::Acquire) && view.caught_up(&cursor) {
+                let mine = out.iter().filter(|r| r.timestamp / 10 == 1).count();
+                assert_eq!(mine, 2, "a stopped writer's records are all taken once caught up");
+                checked = true;
+            }
+            let taken = view.take(&mut cursor, 8, &mut out, |_, _| false);
+            view.commit(&mut cursor);
+            if all_done && taken == Taken::default() {
+                break;
+            }
+            thread::yield_now();
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(out.len(), 3);
+    });
+}
