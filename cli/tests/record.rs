@@ -57,6 +57,12 @@ fn helper() {
             memtrack_free(0, MEMTRACK_KIND_DRAM, 1, 0, 100);
             std::process::exit(0);
         }
+        // Allocates, then waits to be terminated.
+        "sleeper" => {
+            memtrack_alloc(0, MEMTRACK_KIND_DRAM, 1, 0, 100);
+            println!("HELPER ready");
+            std::thread::sleep(Duration::from_secs(30));
+        }
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -328,4 +334,72 @@ fn demo_finds_the_planted_leak_and_double_free() {
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().starts_with("memtrack-demo-"));
     assert!(!leftover, "the demo removes its ring");
+}
+
+fn send(pid: u32, signal: i32) {
+    // SAFETY: kill with a pid we spawned.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+}
+
+#[test]
+fn ctrl_c_ends_a_named_ring_recording_with_a_complete_file() {
+    let name = format!("cli-record-sigint-{}", std::process::id());
+    let path = memtrack::ring_path(&name);
+    let _ = std::fs::remove_file(&path);
+    let file = TempFile::new("sigint");
+    let child = Command::new(env!("CARGO_BIN_EXE_memtrack"))
+        .args(["record", "--ring", &name, "-o", file.0.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The ring appears once the reader is attached.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "the reader never created the ring");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let writer = memtrack::Writer::attach_named(memtrack::Ring::open(&path).unwrap(), b"late").unwrap();
+    writer.alloc(&memtrack::MemtrackBuffer { buffer_id: 5, size: 640, ..Default::default() });
+    std::thread::sleep(Duration::from_millis(100));
+    send(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_json(&file.0);
+    assert_eq!(report["remaining"][0]["size"], 640);
+    drop(writer);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn sigterm_is_passed_to_the_command_and_its_status_returned() {
+    let file = TempFile::new("sigterm");
+    let mut args: Vec<String> =
+        vec!["record".into(), "-o".into(), file.0.to_str().unwrap().into(), "--".into()];
+    args.extend(helper_command());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memtrack"))
+        .args(&args)
+        .env(ROLE, "sleeper")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the helper to have written its record.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("HELPER ready") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "helper ended early");
+    }
+    send(child.id(), libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGTERM as i32),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_json(&file.0);
+    assert_eq!(report["processes"][0]["state"], "died", "killed by the signal, without shutting down");
+    assert_eq!(report["processes"][0]["remaining_buffers"], 1);
 }
