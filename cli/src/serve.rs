@@ -501,7 +501,7 @@ impl Collector for SnapshotMetrics {
         single(
             &mut encoder,
             "memtrack_consumer_attached",
-            "1 while a consumer (memtrack record, watch, serve --consume) drains the ring, else 0.",
+            "1 while a consumer (memtrack record or watch) drains the ring, else 0.",
             MetricType::Gauge,
             gauge(i64::from(s.reader_pid.is_some())),
         )?;
