@@ -16,6 +16,7 @@ mod session;
 mod signals;
 mod status;
 mod units;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Snapshot of a ring from its live counters, without consuming it
     /// (like nvidia-smi). Without --ring, lists the rings in /dev/shm.
     Status(status::StatusArgs),
+    /// Live view of a ring (consumes it): usage per device and kind,
+    /// processes, event rate, losses, anomalies and marks. q quits.
+    Watch(watch::WatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(&args).map(|()| 0),
         Command::Serve(args) => serve::run(&args).map(|()| 0),
         Command::Status(args) => status::run(&args).map(|()| 0),
+        Command::Watch(args) => watch::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

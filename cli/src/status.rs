@@ -1,12 +1,15 @@
-//! `memtrack status`: what a ring's writers report right now.
+//! `memtrack status`: what a ring's writers report right now, once or
+//! every `--interval` milliseconds until Ctrl-C.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use memtrack::{Ring, Snapshot, ring_path};
 use serde_json::json;
 
+use crate::signals;
 use crate::units::{human_bytes, kind_name};
 
 #[derive(Args)]
@@ -14,25 +17,93 @@ pub struct StatusArgs {
     /// Ring name (file /dev/shm/memtrack-NAME) or path. Default: list rings.
     #[arg(long)]
     ring: Option<String>,
-    /// One JSON document instead of text.
+    /// One JSON document instead of text (one per line with --interval).
     #[arg(long)]
     json: bool,
+    /// Repeat every MS milliseconds until Ctrl-C.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    interval: Option<u64>,
 }
 
 pub fn run(args: &StatusArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let Some(name) = &args.ring else { return list_rings(&mut out, args.json) };
-    let ring = Ring::open(&ring_path(name))?;
+    let ring = match &args.ring {
+        Some(name) => Some(Ring::open(&ring_path(name))?),
+        None => None,
+    };
+    let Some(interval) = args.interval.map(Duration::from_millis) else {
+        return show(&mut out, ring.as_ref(), args.json, None);
+    };
+    signals::install();
+    let mut next = Instant::now();
+    loop {
+        show(&mut out, ring.as_ref(), args.json, Some(memtrack::clock::realtime_ns()))?;
+        // Each snapshot reaches a pipe as soon as it is taken.
+        out.flush()?;
+        next += interval;
+        // Sleep in short steps so Ctrl-C ends the wait promptly.
+        while let Some(left) = next.checked_duration_since(Instant::now()) {
+            if signals::take().is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        if signals::take().is_some() {
+            return Ok(());
+        }
+        // Slower than the interval (a stalled pipe): do not catch up.
+        next = next.max(Instant::now());
+        if !args.json {
+            writeln!(out)?;
+        }
+    }
+}
+
+/// One snapshot of `ring` (or the list of rings), stamped with `time_ns`
+/// (since the Unix epoch) when repeating.
+fn show(out: &mut impl Write, ring: Option<&Ring>, json: bool, time_ns: Option<u64>) -> Result<()> {
+    let Some(ring) = ring else { return list_rings(out, json, time_ns) };
     let snapshot = ring.snapshot();
-    if args.json {
-        writeln!(out, "{}", to_json(&ring, &snapshot))?;
+    if json {
+        let mut doc = to_json(ring, &snapshot);
+        if let Some(ns) = time_ns {
+            doc["time_unix_ns"] = ns.into();
+        }
+        writeln!(out, "{doc}")?;
     } else {
-        write_text(&mut out, &ring, &snapshot)?;
+        if let Some(ns) = time_ns {
+            writeln!(out, "{}", local_time(ns))?;
+        }
+        write_text(out, ring, &snapshot)?;
     }
     Ok(())
 }
 
-fn list_rings(out: &mut impl Write, json: bool) -> Result<()> {
+/// `2026-11-25 11:54:59.250` in local time.
+fn local_time(unix_ns: u64) -> String {
+    let seconds = (unix_ns / 1_000_000_000) as libc::time_t;
+    let millis = unix_ns / 1_000_000 % 1000;
+    // SAFETY: localtime_r only writes the `tm` it is given and reads the
+    // time zone; a zeroed `tm` is a valid value to overwrite.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&seconds, &mut tm).is_null() {
+            return format!("{}.{millis:03} s since the epoch", unix_ns / 1_000_000_000);
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{millis:03}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+fn list_rings(out: &mut impl Write, json: bool, time_ns: Option<u64>) -> Result<()> {
     let mut rings: Vec<String> = std::fs::read_dir(memtrack::SHM_DIR)
         .with_context(|| format!("cannot list {}", memtrack::SHM_DIR))?
         .filter_map(|e| e.ok())
@@ -40,8 +111,17 @@ fn list_rings(out: &mut impl Write, json: bool) -> Result<()> {
         .collect();
     rings.sort();
     if json {
-        writeln!(out, "{}", json!({ "schema": "memtrack.rings/1", "rings": rings }))?;
-    } else if rings.is_empty() {
+        let mut doc = json!({ "schema": "memtrack.rings/1", "rings": rings });
+        if let Some(ns) = time_ns {
+            doc["time_unix_ns"] = ns.into();
+        }
+        writeln!(out, "{doc}")?;
+        return Ok(());
+    }
+    if let Some(ns) = time_ns {
+        writeln!(out, "{}", local_time(ns))?;
+    }
+    if rings.is_empty() {
         writeln!(out, "no rings in {}", memtrack::SHM_DIR)?;
     } else {
         for name in rings {

@@ -1,0 +1,117 @@
+//! `memtrack watch`: a live view of a ring (like `top`). It attaches as
+//! the ring's consumer through a [`Session`] (optionally writing a record
+//! file too), samples the session into a [`Model`] once per interval and
+//! draws it with ratatui; `view` is a pure function of the model so the
+//! screen is tested with ratatui's test backend.
+
+mod model;
+mod view;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use memtrack::ring_path;
+use ratatui::DefaultTerminal;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::session::Session;
+use crate::signals;
+use model::Model;
+
+#[derive(Args)]
+#[command(after_help = "Keys: q, Esc or Ctrl-C quit.\n\nExamples:\n  memtrack watch\n  \
+                  memtrack watch --ring prod --record prod.mtr\n\nWithout a terminal, use \
+                  `memtrack status --ring NAME --interval MS` (or `memtrack record`).")]
+pub struct WatchArgs {
+    /// Ring name (/dev/shm/memtrack-NAME) or path. Default: $MEMTRACK_RING,
+    /// else "default". Created if missing.
+    #[arg(long, value_name = "NAME")]
+    ring: Option<String>,
+    /// Refresh the screen every MS milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
+    /// Also write every record consumed into this record file.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+}
+
+pub fn run(args: &WatchArgs) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        bail!(
+            "watch draws on a terminal and stdout is not one; use `memtrack status --ring NAME --interval MS` \
+             (--json for machine output) or `memtrack record`"
+        );
+    }
+    let name = match &args.ring {
+        Some(name) => name.clone(),
+        None => std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned()),
+    };
+    let path = ring_path(&name);
+    // Attach before taking over the terminal: a refusal (another consumer,
+    // a corrupt ring) prints as the usual one-line error.
+    let mut session = Session::start(&path, args.record.as_deref())?;
+    signals::install();
+    let recording = args.record.as_ref().map(|f| f.display().to_string());
+    let mut model = Model::new(path.display().to_string(), recording, std::process::id(), Instant::now());
+    // Installs a panic hook that restores the terminal before the message.
+    let terminal = ratatui::try_init().inspect_err(|_| ratatui::restore())?;
+    let shown = show(terminal, &mut session, &mut model, Duration::from_millis(args.interval));
+    ratatui::restore();
+    // Complete the record file even if drawing failed.
+    let finished = session.finish();
+    shown?;
+    finished.map(drop)
+}
+
+/// Consumes and redraws until a quit key or a termination signal.
+fn show(
+    mut terminal: DefaultTerminal,
+    session: &mut Session,
+    model: &mut Model,
+    interval: Duration,
+) -> Result<()> {
+    let mut next_sample = Instant::now();
+    loop {
+        let handled = session.poll()?;
+        model.count(handled);
+        let mut redraw = false;
+        let now = Instant::now();
+        if now >= next_sample {
+            let snapshot = session.ring().snapshot();
+            model.sample(session.engine(), session.losses(), &snapshot, now);
+            next_sample = now + interval;
+            redraw = true;
+        }
+        while event::poll(Duration::ZERO)? {
+            match event::read()? {
+                Event::Key(key) if quits(&key) => return Ok(()),
+                Event::Resize(..) => redraw = true,
+                _ => {}
+            }
+        }
+        if signals::take().is_some() {
+            return Ok(());
+        }
+        if redraw {
+            terminal.draw(|frame| view::render(frame, model))?;
+        }
+        // Keep draining at the consumer's pace: the pause is at most 1 ms.
+        session.pause_if_idle(handled);
+    }
+}
+
+/// `q`, Esc and Ctrl-C (raw mode turns it into a key).
+fn quits(key: &KeyEvent) -> bool {
+    key.kind == KeyEventKind::Press
+        && match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => true,
+            KeyCode::Char('c') => key.modifiers.contains(KeyModifiers::CONTROL),
+            _ => false,
+        }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,422 @@
+//! The model against hand-written record streams, and the screen drawn
+//! with ratatui's test backend at several sizes.
+
+use std::time::{Duration, Instant};
+
+use bytemuck::Zeroable;
+use memtrack::format::kind::{DRAM, L1};
+use memtrack::{Capacity, Event, LiveCounter, ProcessInfo, ProcessState, Progress, Record, Snapshot};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::{Color, Modifier};
+
+use super::model::{HISTORY, KindRow, LATEST, Model};
+use super::view::{Plan, rate, render};
+use crate::engine::{Engine, MAX_ANOMALY_DETAILS, ProcState};
+use crate::recording::{FileHeader, LossBlock};
+
+const OWN_PID: u32 = 999;
+
+/// A stream of records into an engine (one tick is one nanosecond).
+struct Stream {
+    engine: Engine,
+    now: u64,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        let mut header = FileHeader::zeroed();
+        header.ticks_per_second = 1_000_000_000;
+        Stream { engine: Engine::new(header.time_base()), now: 0 }
+    }
+
+    fn push(&mut self, mut r: Record) {
+        self.now += 1_000_000;
+        r.timestamp = self.now;
+        self.engine.apply(&r);
+    }
+
+    fn labelled(&mut self, event: Event, pid: u32, label: &str) {
+        let mut r = Record { pid, event: event as u8, ..Default::default() };
+        r.set_label(label.as_bytes());
+        self.push(r);
+    }
+
+    fn buffer(&mut self, event: Event, pid: u32, device: u32, kind: u8, id: u64, size: u64) {
+        self.push(Record {
+            pid,
+            device_id: device,
+            kind,
+            buffer_id: id,
+            size,
+            event: event as u8,
+            ..Default::default()
+        });
+    }
+
+    fn capacity(&mut self, device: u32, kind: u8, bytes: u64) {
+        self.push(Record {
+            device_id: device,
+            kind,
+            size: bytes,
+            event: Event::Capacity as u8,
+            ..Default::default()
+        });
+    }
+}
+
+fn process(slot: u16, pid: u32, name: &str, state: ProcessState) -> ProcessInfo {
+    ProcessInfo {
+        slot,
+        pid,
+        name: name.to_owned(),
+        state,
+        start_time: 0,
+        generation: 1,
+        dropped: 0,
+        attach_ticks: 0,
+    }
+}
+
+fn counter(slot: u16, device_id: u32, kind: u8, live_bytes: i64, live_buffers: i64) -> LiveCounter {
+    LiveCounter { process_slot: slot, device_id, kind, live_bytes, live_buffers }
+}
+
+fn snapshot(processes: Vec<ProcessInfo>, counters: Vec<LiveCounter>, capacities: Vec<Capacity>) -> Snapshot {
+    Snapshot {
+        processes,
+        counters,
+        capacities,
+        progress: Progress::default(),
+        dropped: 0,
+        untracked_processes: 0,
+        reader_pid: Some(OWN_PID),
+        tail: 0,
+    }
+}
+
+/// Two devices, two writers (one died), the watch itself in the table, an
+/// unknown free, a size mismatch and a mark.
+fn busy() -> (Stream, Snapshot) {
+    let mut s = Stream::new();
+    s.labelled(Event::ProcessStart, 100, "model");
+    s.labelled(Event::ProcessStart, 200, "worker");
+    s.capacity(0, L1, 4 << 20);
+    s.buffer(Event::Alloc, 100, 0, L1, 1, 1 << 20);
+    s.buffer(Event::Alloc, 100, 0, L1, 2, 1 << 20);
+    s.buffer(Event::Alloc, 100, 0, DRAM, 3, 8 << 20);
+    s.buffer(Event::Free, 100, 0, DRAM, 3, 8 << 20);
+    s.buffer(Event::Alloc, 100, 0, DRAM, 4, 2 << 20);
+    s.labelled(Event::Mark, 100, "epoch-1");
+    s.buffer(Event::Alloc, 200, 1, DRAM, 9, 3 << 20);
+    s.buffer(Event::Free, 100, 0, L1, 77, 4096); // unknown free
+    s.buffer(Event::Free, 100, 0, L1, 2, 512); // size mismatch
+    s.engine.process_died(200, s.now);
+    let table = snapshot(
+        vec![
+            process(0, 100, "model", ProcessState::Running),
+            process(1, 200, "worker", ProcessState::Died),
+            process(2, OWN_PID, "memtrack", ProcessState::Running),
+        ],
+        vec![counter(0, 0, L1, 1 << 20, 1), counter(0, 0, DRAM, 2 << 20, 1), counter(1, 1, DRAM, 3 << 20, 1)],
+        vec![
+            Capacity { device_id: 0, kind: L1, bytes: 4 << 20 },
+            Capacity { device_id: 1, kind: DRAM, bytes: 1 << 30 },
+        ],
+    );
+    (s, table)
+}
+
+fn model_of(stream: &Stream, table: &Snapshot, losses: LossBlock) -> Model {
+    let start = Instant::now();
+    let mut model = Model::new("/dev/shm/memtrack-test".into(), None, OWN_PID, start);
+    model.count(500);
+    model.sample(&stream.engine, losses, table, start + Duration::from_millis(250));
+    model
+}
+
+fn draw(model: &Model, width: u16, height: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| render(frame, model)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+fn lines(buf: &Buffer) -> Vec<String> {
+    (0..buf.area.height)
+        .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect::<String>())
+        .collect()
+}
+
+fn text(buf: &Buffer) -> String {
+    lines(buf).join("\n")
+}
+
+/// The cell where `needle` first starts (every symbol drawn is one column).
+fn find(buf: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    find_after(buf, needle, needle)
+}
+
+/// The cell where `needle` first starts on the first line holding `row`.
+fn find_after(buf: &Buffer, row: &str, needle: &str) -> Option<(u16, u16)> {
+    let lines = lines(buf);
+    let y = lines.iter().position(|l| l.contains(row))?;
+    let byte = lines[y].find(needle)?;
+    Some((lines[y][..byte].chars().count() as u16, y as u16))
+}
+
+/// The colour of `needle` on the line holding `row`.
+fn fg_of(buf: &Buffer, row: &str, needle: &str) -> Color {
+    let (x, y) =
+        find_after(buf, row, needle).unwrap_or_else(|| panic!("{needle:?} not on screen:\n{}", text(buf)));
+    buf[(x, y)].fg
+}
+
+fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+    lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle:?}: {lines:#?}"))
+}
+
+#[test]
+fn model_takes_usage_from_the_engine_and_capacities_from_either_source() {
+    let (s, table) = busy();
+    let model = model_of(&s, &table, LossBlock::default());
+    let ids: Vec<u32> = model.devices.iter().map(|d| d.device_id).collect();
+    assert_eq!(ids, [0, 1]);
+    let d0 = &model.devices[0];
+    let kinds: Vec<u8> = d0.kinds.iter().map(|k| k.kind).collect();
+    assert_eq!(kinds, [DRAM, L1]);
+    let dram = d0.kinds[0];
+    assert_eq!((dram.live_bytes, dram.peak_bytes, dram.capacity), (2 << 20, 8 << 20, None));
+    let l1 = d0.kinds[1];
+    assert_eq!((l1.live_bytes, l1.live_buffers, l1.capacity), (1 << 20, 1, Some(4 << 20)));
+    // Device 1's worker died: its bytes left usage; the capacity came from
+    // the ring's table only.
+    let d1 = &model.devices[1];
+    assert_eq!((d1.kinds[0].live_bytes, d1.kinds[0].capacity), (0, Some(1 << 30)));
+    assert_eq!(d0.history, [3 << 20]);
+    assert_eq!(model.records, s.engine.records());
+    assert!((model.rate - 2000.0).abs() < 1e-6, "500 records in 250 ms: {}", model.rate);
+}
+
+#[test]
+fn bars_show_used_over_total_else_used_over_peak() {
+    let with_total = KindRow {
+        kind: L1,
+        live_bytes: 1 << 20,
+        peak_bytes: 3 << 20,
+        capacity: Some(4 << 20),
+        ..Default::default()
+    };
+    assert_eq!(with_total.fill(), 0.25);
+    let without = KindRow { capacity: None, ..with_total };
+    assert!((without.fill() - 1.0 / 3.0).abs() < 1e-9);
+    let empty = KindRow::default();
+    assert_eq!(empty.fill(), 0.0);
+    let over = KindRow { live_bytes: 5 << 20, ..with_total };
+    assert_eq!(over.fill(), 1.0, "clamped: a gauge panics above 1");
+}
+
+#[test]
+fn processes_come_from_the_table_without_the_watch_itself() {
+    let (mut s, table) = busy();
+    // A process the stream saw that has left the table, and the watch's
+    // own pid in the stream too.
+    s.labelled(Event::ProcessStart, 300, "gone");
+    s.buffer(Event::Alloc, 300, 0, DRAM, 1, 4096);
+    s.engine.process_died(300, s.now);
+    s.labelled(Event::ProcessStart, OWN_PID, "memtrack");
+    let model = model_of(&s, &table, LossBlock::default());
+    let rows: Vec<(u32, &str, ProcState, i64)> =
+        model.processes.iter().map(|p| (p.pid, p.name.as_str(), p.state, p.live_bytes)).collect();
+    assert_eq!(
+        rows,
+        [
+            (100, "model", ProcState::Running, 3 << 20),
+            (200, "worker", ProcState::Died, 3 << 20),
+            (300, "gone", ProcState::Died, 4096)
+        ]
+    );
+}
+
+#[test]
+fn history_is_bounded_and_kept_per_device_across_samples() {
+    let (mut s, table) = busy();
+    let start = Instant::now();
+    let mut model = Model::new("r".into(), None, OWN_PID, start);
+    let history =
+        |model: &Model, id: u32| model.devices.iter().find(|d| d.device_id == id).map(|d| d.history.clone());
+    for i in 0..HISTORY + 10 {
+        if i == 5 {
+            // A device that appears later gets a history of its own.
+            s.buffer(Event::Alloc, 100, 7, L1, 1, 100);
+        }
+        if i == 300 {
+            s.buffer(Event::Free, 100, 0, L1, 1, 1 << 20);
+        }
+        model.sample(&s.engine, LossBlock::default(), &table, start + Duration::from_millis(i as u64 + 1));
+        if i == 20 {
+            assert_eq!(history(&model, 0).unwrap().len(), 21);
+            assert_eq!(history(&model, 7).unwrap(), vec![100; 16]);
+        }
+    }
+    let d0 = history(&model, 0).unwrap();
+    assert_eq!(d0.len(), HISTORY);
+    // Oldest first: the free at sample 300 shows near the end.
+    let before = 3 << 20;
+    let after = 2 << 20;
+    assert_eq!(d0.iter().filter(|&&b| b == before).count(), 300 - 10);
+    assert_eq!(d0.iter().filter(|&&b| b == after).count(), HISTORY + 10 - 300);
+    assert_eq!((d0[0], d0[HISTORY - 1]), (before, after));
+    assert_eq!(history(&model, 7).unwrap().len(), HISTORY);
+}
+
+#[test]
+fn latest_anomalies_and_marks_come_newest_first_even_past_the_detail_limit() {
+    let mut s = Stream::new();
+    for id in 0..(MAX_ANOMALY_DETAILS as u64 + 20) {
+        s.buffer(Event::Free, 100, 0, L1, id, 64);
+    }
+    for m in 0..12 {
+        s.labelled(Event::Mark, 100, &format!("step-{m}"));
+    }
+    let model = model_of(&s, &snapshot(vec![], vec![], vec![]), LossBlock::default());
+    assert_eq!(model.anomaly_counts.unknown_frees, MAX_ANOMALY_DETAILS as u64 + 20);
+    assert_eq!(model.anomalies.len(), LATEST);
+    assert_eq!(model.anomalies[0].key.buffer_id, MAX_ANOMALY_DETAILS as u64 + 19);
+    assert_eq!(model.mark_count, 12);
+    assert_eq!(model.marks.len(), LATEST);
+    assert_eq!(model.marks[0].label, "step-11");
+}
+
+#[test]
+fn screen_shows_devices_kinds_processes_anomalies_and_marks() {
+    let (s, table) = busy();
+    let model = model_of(&s, &table, LossBlock::default());
+    let buf = draw(&model, 100, 30);
+    let lines = lines(&buf);
+    let screen = lines.join("\n");
+    println!("{screen}");
+    assert!(screen.contains("ring /dev/shm/memtrack-test"), "{screen}");
+    assert!(screen.contains("2.0k records/s"), "{screen}");
+    assert!(screen.contains("device 0"), "{screen}");
+    assert!(screen.contains("device 1"), "{screen}");
+    // used/total where the capacity is known, used and peak where not.
+    assert!(line_with(&lines, "L1 ").contains("1.0 MiB / 4.0 MiB"), "{screen}");
+    assert!(line_with(&lines, "DRAM ").contains("2.0 MiB (peak 8.0 MiB)"), "{screen}");
+    assert!(line_with(&lines, "device 1").contains("0 B / 1.0 GiB"), "{screen}");
+    assert!(screen.contains("usage"), "sparkline row: {screen}");
+    // Processes with their state, not the watch itself.
+    let model_row = line_with(&lines, " model ");
+    assert!(
+        model_row.contains("100") && model_row.contains("running") && model_row.contains("3.0 MiB"),
+        "{screen}"
+    );
+    assert!(line_with(&lines, "worker").contains("died"), "{screen}");
+    assert_eq!(fg_of(&buf, "worker", "died"), Color::Red);
+    assert_eq!(fg_of(&buf, " model ", "running"), Color::Green);
+    assert!(!screen.contains(&OWN_PID.to_string()), "{screen}");
+    assert!(screen.contains("processes (2)"), "{screen}");
+    // Anomalies, newest first, and the mark.
+    assert!(screen.contains("anomalies (2): 1 unknown_free, 1 size_mismatch"), "{screen}");
+    let mismatch = find(&buf, "size_mismatch pid").unwrap();
+    let unknown = find(&buf, "unknown_free pid").unwrap();
+    assert!(mismatch.1 < unknown.1, "newest first: {screen}");
+    assert!(line_with(&lines, "size_mismatch pid").contains("freed 512 B of 1.0 MiB"), "{screen}");
+    assert!(line_with(&lines, "epoch-1").contains("pid 100"), "{screen}");
+}
+
+#[test]
+fn the_bar_is_filled_in_proportion() {
+    let (s, table) = busy();
+    let model = model_of(&s, &table, LossBlock::default());
+    let buf = draw(&model, 100, 30);
+    let lines = lines(&buf);
+    // L1 is a quarter full: a quarter of its bar is the filled symbol.
+    let l1 = line_with(&lines, "L1 ");
+    let filled = l1.matches('━').count();
+    let empty = l1.matches('─').count();
+    let ratio = filled as f64 / (filled + empty) as f64;
+    assert!((ratio - 0.25).abs() < 0.05, "{filled} of {}: {l1}", filled + empty);
+    assert_eq!(fg_of(&buf, "L1 ", "━"), Color::Green, "a quarter of the total");
+    assert_eq!(fg_of(&buf, "DRAM ", "━"), Color::Cyan, "no total: scaled to the peak");
+    // DRAM has no total: its bar is a quarter of its peak.
+    let dram = line_with(&lines, "DRAM ");
+    let filled = dram.matches('━').count() as f64;
+    assert!((filled / (filled + dram.matches('─').count() as f64) - 0.25).abs() < 0.05, "{dram}");
+}
+
+#[test]
+fn losses_are_red_only_when_nonzero() {
+    let (s, table) = busy();
+    let clean = draw(&model_of(&s, &table, LossBlock::default()), 100, 30);
+    let line = line_with(&lines(&clean), "lost:").to_owned();
+    assert!(line.contains("dropped 0  writer died 0  reader died 0"), "{line}");
+    let (x, y) = find(&clean, "dropped 0").unwrap();
+    assert_ne!(clean[(x + 8, y)].fg, Color::Red);
+
+    let progress = Progress { lost_writer_died: 3, ..Default::default() };
+    let lossy = draw(&model_of(&s, &table, LossBlock::new(17, &progress, 0)), 100, 30);
+    let (x, y) = find(&lossy, "dropped 17").unwrap();
+    let number = &lossy[(x + 8, y)];
+    assert_eq!((number.symbol(), number.fg), ("1", Color::Red));
+    assert!(number.modifier.contains(Modifier::BOLD));
+    let (x, y) = find(&lossy, "writer died 3").unwrap();
+    assert_eq!(lossy[(x + 12, y)].fg, Color::Red);
+    let (x, y) = find(&lossy, "reader died 0").unwrap();
+    assert_ne!(lossy[(x + 12, y)].fg, Color::Red);
+}
+
+#[test]
+fn an_empty_ring_says_so() {
+    let s = Stream::new();
+    let model = model_of(&s, &snapshot(vec![], vec![], vec![]), LossBlock::default());
+    let screen = text(&draw(&model, 80, 24));
+    assert!(screen.contains("no writer processes attached"), "{screen}");
+    assert!(screen.contains("anomalies (0)"), "{screen}");
+    assert!(screen.contains("marks (0)"), "{screen}");
+}
+
+#[test]
+fn a_small_terminal_drops_panels_and_never_panics() {
+    let (mut s, table) = busy();
+    for m in 0..5 {
+        s.labelled(Event::Mark, 100, &format!("m{m}"));
+    }
+    let model = model_of(&s, &table, LossBlock::new(4, &Progress::default(), 1));
+    for width in [0, 1, 2, 5, 10, 20, 39, 40, 41, 69, 70, 80, 200] {
+        for height in [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 60] {
+            let buf = draw(&model, width, height);
+            let plan = Plan::new(buf.area, &model);
+            let used = plan.header
+                + plan.losses
+                + plan.devices.iter().map(|(k, s)| k + s).sum::<u16>()
+                + plan.processes
+                + plan.events;
+            assert!(used <= height, "{width}x{height}: {plan:?}");
+        }
+    }
+    // 40x12: the header, the losses and the devices' kinds stay; what
+    // does not fit is left out whole.
+    let buf = draw(&model, 40, 12);
+    let screen = text(&buf);
+    println!("{screen}");
+    println!("{}", text(&draw(&model, 60, 20)));
+    assert!(screen.contains("memtrack watch"), "{screen}");
+    assert!(screen.contains("dropped 4"), "{screen}");
+    assert!(
+        screen.contains("device 0") && screen.contains("L1") && screen.contains("1.0 MiB / 4.0 MiB"),
+        "{screen}"
+    );
+    assert!(screen.contains("device 1"), "{screen}");
+    assert!(screen.contains("processes"), "{screen}");
+    let plan = Plan::new(buf.area, &model);
+    assert_eq!(plan.devices, [(3, 0), (2, 0)], "no room for sparklines: {plan:?}");
+}
+
+#[test]
+fn rates_read_naturally() {
+    assert_eq!(rate(0.0), "0 records/s");
+    assert_eq!(rate(840.4), "840 records/s");
+    assert_eq!(rate(12_500.0), "12.5k records/s");
+    assert_eq!(rate(3_100_000.0), "3.1M records/s");
+}

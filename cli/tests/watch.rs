@@ -1,0 +1,140 @@
+//! `memtrack watch` without a terminal, and `memtrack status --interval`,
+//! run as a user would: the built binary, a real ring.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use memtrack::format::kind;
+use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
+
+fn memtrack() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_memtrack"))
+}
+
+/// A ring with one writer holding 3000 bytes of L1 on device 2.
+fn ring_with_writer(name: &str) -> (std::path::PathBuf, Writer) {
+    let path = ring_path(&format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let writer =
+        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"model").unwrap();
+    for id in 0..3 {
+        writer.alloc(&MemtrackBuffer {
+            buffer_id: id,
+            size: 1000,
+            device_id: 2,
+            kind: kind::L1,
+            ..Default::default()
+        });
+    }
+    (path, writer)
+}
+
+/// Runs `memtrack args`, sends it Ctrl-C (SIGINT) after `after`, and
+/// returns its exit status and stdout.
+fn run_then_interrupt(args: &[&str], after: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = memtrack().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(after);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our
+    // child's, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    (status, stdout)
+}
+
+#[test]
+fn watch_without_a_terminal_is_one_line_pointing_at_status() {
+    let path = ring_path(&format!("cli-watch-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let out = memtrack().args(["watch", "--ring", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing drawn into a pipe");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("memtrack: ") && stderr.contains("terminal"), "{stderr}");
+    assert!(stderr.contains("memtrack status") && stderr.contains("--interval"), "{stderr}");
+    assert!(stderr.contains("memtrack record"), "{stderr}");
+    assert!(!path.exists(), "refused before creating or consuming the ring");
+}
+
+#[test]
+fn status_json_interval_prints_one_flushed_document_per_line_until_ctrl_c() {
+    let (path, writer) = ring_with_writer("cli-status-interval-json");
+    let mut child = memtrack()
+        .args(["status", "--ring", path.to_str().unwrap(), "--json", "--interval", "50"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines arrive while it runs: each is flushed into the pipe at once.
+    let mut lines: Vec<String> =
+        (0..3).map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("a line while it runs")).collect();
+    std::thread::sleep(Duration::from_millis(150));
+    // SAFETY: kill has no memory-safety preconditions; the pid is our
+    // child's, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C ends it cleanly: {status:?}");
+    lines.extend(rx.iter());
+    let docs: Vec<serde_json::Value> =
+        lines.iter().map(|l| serde_json::from_str(l).expect("each line one JSON document")).collect();
+    assert!(docs.len() >= 4, "every 50 ms: {lines:?}");
+    let mut last = 0;
+    for doc in &docs {
+        assert_eq!(doc["schema"], "memtrack.status/1");
+        assert_eq!(doc["usage"][0]["live_bytes"], 3000);
+        assert_eq!(doc["processes"][0]["name"], "model");
+        let time = doc["time_unix_ns"].as_u64().expect("a timestamp");
+        assert!(time > last, "timestamps increase");
+        last = time;
+    }
+    let first = docs[0]["time_unix_ns"].as_u64().unwrap();
+    let second = docs[1]["time_unix_ns"].as_u64().unwrap();
+    assert!(second - first >= 40_000_000, "about 50 ms apart: {}", second - first);
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn status_text_interval_stamps_each_snapshot_and_separates_them() {
+    let (path, writer) = ring_with_writer("cli-status-interval-text");
+    let (status, stdout) = run_then_interrupt(
+        &["status", "--ring", path.to_str().unwrap(), "--interval", "50"],
+        Duration::from_millis(250),
+    );
+    assert!(status.success(), "{status:?}");
+    // 2026-11-25 11:54:59.250
+    let is_stamp = |l: &str| {
+        l.len() == 23 && l.bytes().filter(u8::is_ascii_digit).count() == 17 && l.as_bytes()[4] == b'-'
+    };
+    let lines: Vec<&str> = stdout.lines().collect();
+    let stamps: Vec<usize> = (0..lines.len()).filter(|&i| is_stamp(lines[i])).collect();
+    assert!(stamps.len() >= 2, "{stdout}");
+    assert_eq!(stamps[0], 0, "{stdout}");
+    for &i in &stamps {
+        assert!(lines[i + 1].starts_with("ring "), "{stdout}");
+        assert!(i == 0 || lines[i - 1].is_empty(), "a blank line between snapshots: {stdout}");
+    }
+    assert!(stdout.matches("model").count() >= stamps.len(), "{stdout}");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn status_interval_must_be_positive() {
+    let out = memtrack().args(["status", "--interval", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    let out = memtrack().args(["watch", "--interval", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
