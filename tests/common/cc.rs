@@ -142,7 +142,11 @@ fn compile(b: &Build) -> Program {
     for d in b.defines {
         cmd.arg(format!("-D{d}"));
     }
-    cmd.arg(ffi_tests_dir().join(b.source)).arg("-o").arg(&out);
+    // Link to a name of this process's own, then rename: test runners that
+    // run each test in its own process (nextest) may build the same program
+    // at once, and one may already be running it.
+    let tmp = out_dir.join(format!("{}.{}.tmp", b.name, std::process::id()));
+    cmd.arg(ffi_tests_dir().join(b.source)).arg("-o").arg(&tmp);
     // Libraries after the source: the linker resolves left to right.
     match b.link {
         Link::Shared => {
@@ -162,5 +166,6 @@ fn compile(b: &Build) -> Program {
         cmd,
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::rename(&tmp, &out).unwrap();
     Program { path: out, sanitized: b.sanitize }
 }
