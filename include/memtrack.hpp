@@ -202,12 +202,13 @@ void buffer_event(bool alloc, const B& buffer, link l) {
         return;
     }
     const auto& b = object(buffer);
-    if (is_null(b.device())) {
+    const auto& device = b.device();
+    if (is_null(device)) {
         return;  // not on a device: nothing to track
     }
     // BufferType's values 0..4 are the MEMTRACK_KIND_* values 0..4.
     send(alloc, record(static_cast<std::uint64_t>(b.unique_id()), static_cast<std::uint64_t>(b.address()),
-                       static_cast<std::uint64_t>(b.size()), device_id(b.device()),
+                       static_cast<std::uint64_t>(b.size()), device_id(device),
                        static_cast<std::uint8_t>(b.buffer_type()), l));
 }
 
