@@ -37,7 +37,7 @@
 //! that live in the shared file, or on the heap under loom.
 
 use crate::format::{ProgressCopy, Record, RingControl, Slot};
-use crate::sync::{Ordering, PAYLOAD_WORDS, fence, wait_hint};
+use crate::sync::{Ordering, PAYLOAD_WORDS, fence, prefetch, wait_hint};
 
 /// Bits of a claim owner that hold the process-table index.
 pub(crate) const OWNER_SLOT_BITS: u32 = 10;
@@ -119,6 +119,9 @@ impl SlotState {
         SlotState { lap: (word >> 32) as u32, owner: (word as u32) >> 2, phase }
     }
 }
+
+/// How many slots ahead of the one it reads the consumer prefetches.
+const PREFETCH_DISTANCE: u64 = 16;
 
 /// The ring had no free slot for the next ticket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,6 +388,10 @@ impl<'a> RingView<'a> {
         let mut ticket = start;
         let mut taken = Taken::default();
         while ticket - start < max as u64 {
+            // The writers' slots are in their caches: keep several misses
+            // in flight (a consumer on another core otherwise falls behind
+            // a writer running flat out).
+            prefetch(self.slot(ticket + PREFETCH_DISTANCE));
             let slot = self.slot(ticket);
             let lap = self.lap(ticket);
             // Acquire: pairs with the Release store in `Claim::publish`, so

@@ -83,3 +83,19 @@ pub(crate) fn wait_hint() {
     #[cfg(not(loom))]
     std::hint::spin_loop();
 }
+
+/// Asks the CPU to start fetching the cache line at `address`, so a loop
+/// over slots another core just wrote overlaps its misses instead of
+/// paying them one after another. Only a hint: it never faults and has no
+/// effect on memory; a no-op under loom and off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch<T>(address: *const T) {
+    #[cfg(all(not(loom), target_arch = "x86_64"))]
+    // SAFETY: PREFETCHT0 reads nothing architecturally and cannot fault,
+    // whatever the address; SSE is part of the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(address as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(any(loom, not(target_arch = "x86_64")))]
+    let _ = address;
+}

@@ -56,7 +56,9 @@ pub struct LiveBuffer {
     /// When it was allocated, ns since the ring's creation.
     pub time_ns: u64,
     /// Sizes of further references from duplicate ALLOCs, newest last
-    /// (boxed: rare, and the map holds a million of these).
+    /// (boxed: rare, and the map holds a million of these; 8 bytes here
+    /// instead of a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
     duplicates: Option<Box<Vec<u64>>>,
 }
 
@@ -67,7 +69,11 @@ impl LiveBuffer {
 
     /// Bytes this buffer counts in usage (0 for ALIAS).
     pub fn counted_bytes(&self) -> u64 {
-        if self.is_alias() { 0 } else { self.size + self.duplicates.iter().flat_map(|d| d.iter()).sum::<u64>() }
+        if self.is_alias() {
+            0
+        } else {
+            self.size + self.duplicates.iter().flat_map(|d| d.iter()).sum::<u64>()
+        }
     }
 
     /// References held: 1 + duplicate ALLOCs not yet freed.

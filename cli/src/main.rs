@@ -5,6 +5,7 @@
 //! through a `session`; `report` reads one back. `status` reads the
 //! writers' live counters without consuming.
 
+mod bench;
 mod demo;
 mod engine;
 mod export;
@@ -35,6 +36,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure what tracking costs, side by side in one run: hooks
+    /// disabled, memtrack with a reader attached, and the Unix-socket
+    /// design it replaced.
+    Bench(bench::BenchArgs),
+    #[command(hide = true)]
+    BenchRow(bench::BenchRowArgs),
     /// Run a command (or watch a named ring) and record every allocation
     /// event into a record file; print the summary report at the end.
     Record(record::RecordArgs),
@@ -61,6 +68,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => record::run(&args),
+        Command::Bench(args) => bench::run(&args).map(|()| 0),
+        Command::BenchRow(args) => bench::run_row(&args).map(|()| 0),
         Command::Demo(args) => demo::run(&args).map(|()| 0),
         Command::Export(args) => export::run(&args).map(|()| 0),
         Command::Report(args) => report::run(&args).map(|()| 0),

@@ -165,7 +165,7 @@ impl TimeBase {
         // (each half < 2^32 × 2^94).
         let elapsed = ticks.saturating_sub(self.origin_ticks);
         let (high, low) = ((elapsed >> 32) as u128, (elapsed & 0xffff_ffff) as u128);
-        let ns = (high * self.ns_per_tick_q64 >> 32) + (low * self.ns_per_tick_q64 >> 64);
+        let ns = ((high * self.ns_per_tick_q64) >> 32) + ((low * self.ns_per_tick_q64) >> 64);
         ns.min(u64::MAX as u128) as u64
     }
 }
@@ -544,13 +544,15 @@ mod tests {
 
     #[test]
     fn ticks_become_nanoseconds_since_the_ring_began() {
-        let tsc = TimeBase::new(&Calibration { ticks: 1000, monotonic_ns: 5, ticks_per_second: 2_500_000_000 });
+        let tsc =
+            TimeBase::new(&Calibration { ticks: 1000, monotonic_ns: 5, ticks_per_second: 2_500_000_000 });
         assert_eq!(tsc.ns(999), 0);
         let near = |a: u64, b: u64| a.abs_diff(b) <= 1;
         assert!(near(tsc.ns(1000 + 2_500_000_000), 1_000_000_000));
         assert!(near(tsc.ns(1000 + 25 * 3600 * 2_500_000_000), 25 * 3600 * 1_000_000_000));
         assert!(near(tsc.ns(1000 + 7), 2));
-        let monotonic = TimeBase::new(&Calibration { ticks: 0, monotonic_ns: 0, ticks_per_second: 1_000_000_000 });
+        let monotonic =
+            TimeBase::new(&Calibration { ticks: 0, monotonic_ns: 0, ticks_per_second: 1_000_000_000 });
         assert_eq!(monotonic.ns(123_456_789), 123_456_789);
     }
 

@@ -263,9 +263,8 @@ fn write_remaining(out: &mut impl Write, engine: &Engine) -> Result<()> {
         return Ok(());
     }
     writeln!(out, "\n{} remaining buffers", remaining.len())?;
-    let mut shown = 0;
     let mut group = None;
-    for b in &remaining {
+    for (shown, b) in remaining.iter().enumerate() {
         if shown == TEXT_REMAINING_LIMIT {
             writeln!(out, "  ... and {} more", remaining.len() - shown)?;
             break;
@@ -284,7 +283,6 @@ fn write_remaining(out: &mut impl Write, engine: &Engine) -> Result<()> {
             b.parent_id,
             b.address
         )?;
-        shown += 1;
     }
     Ok(())
 }

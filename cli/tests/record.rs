@@ -167,7 +167,7 @@ fn record_runs_the_command_and_reports_what_it_left() {
 fn a_killed_process_is_reported_died_with_its_buffers() {
     let file = TempFile::new("killed");
     let out = record("killed", &file.0);
-    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL as i32));
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL));
     let report = report_json(&file.0);
     let process = &report["processes"][0];
     assert_eq!(process["state"], "died");
@@ -393,12 +393,7 @@ fn sigterm_is_passed_to_the_command_and_its_status_returned() {
     }
     send(child.id(), libc::SIGTERM);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(128 + libc::SIGTERM as i32),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{}", String::from_utf8_lossy(&out.stderr));
     let report = report_json(&file.0);
     assert_eq!(report["processes"][0]["state"], "died", "killed by the signal, without shutting down");
     assert_eq!(report["processes"][0]["remaining_buffers"], 1);

@@ -37,6 +37,7 @@ impl Stream {
         self.push(r);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn buffer(&mut self, event: Event, pid: u32, device: u32, kind: u8, id: u64, size: u64, flags: u8) {
         self.push(Record {
             pid,
