@@ -159,8 +159,9 @@ std::uint64_t device_id(const D& device) {
     return static_cast<std::uint64_t>(object(device).id());
 }
 
-// The only places that call into libmemtrack, so that MEMTRACK_DISABLE
-// removes the link dependency even at -O0.
+// Every call into libmemtrack sits under `#if !defined(MEMTRACK_DISABLE)`
+// (here and in mark()), so that the define removes the link dependency even
+// at -O0, where dead branches are still compiled.
 inline bool enabled() noexcept {
 #if defined(MEMTRACK_DISABLE)
     return false;
@@ -227,8 +228,8 @@ void circular_buffer_event(bool alloc, const P& program, const D& device, const 
 
 }  // namespace detail
 
-/// 1 when this process records events. The first call attaches from
-/// MEMTRACK_RING; after memtrack_init or memtrack_shutdown it changes.
+/// Whether this process records events. The first call attaches from
+/// MEMTRACK_RING; memtrack_init and memtrack_shutdown change the answer.
 inline bool enabled() noexcept { return detail::enabled(); }
 
 /// A buffer that owns its memory and belongs to nothing: the default.
