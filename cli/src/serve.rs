@@ -14,14 +14,14 @@
 //! microseconds of reading shared memory; Prometheus scrapes every few
 //! seconds at most.
 //!
-//! **`--consume` hook.** Allocation and free counts, peaks and anomaly counts
-//! exist only for a reader that consumes the ring (the state engine). The
-//! [`Exporter`] takes them from [`Exporter::with_engine_totals`]: a closure
-//! returning [`EngineTotals`], called once per scrape; [`encode_engine_totals`]
-//! already turns them into `memtrack_allocations_total`,
+//! **`--consume`.** Allocation and free counts, peaks and anomaly counts
+//! exist only for a reader that consumes the ring. With `--consume`, a
+//! thread attaches as the ring's consumer and runs the state engine; the
+//! [`Exporter`] reads its [`EngineTotals`] (refreshed every 100 ms) on each
+//! scrape through [`Exporter::with_engine_totals`], and
+//! [`encode_engine_totals`] turns them into `memtrack_allocations_total`,
 //! `memtrack_frees_total`, `memtrack_device_memory_peak_bytes` and
-//! `memtrack_anomalies_total`. Wiring `--consume` means: run the engine on a
-//! thread, keep its totals behind a mutex, pass a closure that copies them.
+//! `memtrack_anomalies_total`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -71,12 +71,21 @@ pub struct ServeArgs {
     /// Also export per-process series (labels pid and name).
     #[arg(long)]
     per_process: bool,
+    /// Also consume the ring (as its one reader) through the state engine,
+    /// adding allocation and free totals, peaks and anomaly counts.
+    #[arg(long)]
+    consume: bool,
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
     let name =
         args.ring.clone().or_else(|| std::env::var("MEMTRACK_RING").ok()).unwrap_or_else(|| "default".into());
     let mut exporter = Exporter::open(ring_path(&name), args.per_process)?;
+    if args.consume {
+        let totals = consume_in_background(&exporter.source.path)?;
+        exporter =
+            exporter.with_engine_totals(move || totals.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    }
     let listener = TcpListener::bind(&args.listen).with_context(|| {
         format!("ring {}: cannot listen on {}", exporter.source.path.display(), args.listen)
     })?;
@@ -93,6 +102,58 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How often the consuming thread refreshes the totals scrapes see.
+const TOTALS_REFRESH: Duration = Duration::from_millis(100);
+
+/// Attaches as the ring's consumer and keeps the engine's totals behind a
+/// mutex, refreshed every [`TOTALS_REFRESH`], for `--consume`.
+fn consume_in_background(path: &std::path::Path) -> Result<std::sync::Arc<std::sync::Mutex<EngineTotals>>> {
+    let mut session = crate::session::Session::start(path, None)?;
+    let totals = std::sync::Arc::new(std::sync::Mutex::new(EngineTotals::default()));
+    let shared = totals.clone();
+    std::thread::spawn(move || {
+        let mut refreshed = std::time::Instant::now();
+        loop {
+            let handled = match session.poll() {
+                Ok(handled) => handled,
+                Err(error) => {
+                    eprintln!("memtrack serve: stopped consuming: {error:#}");
+                    return;
+                }
+            };
+            if refreshed.elapsed() >= TOTALS_REFRESH {
+                refreshed = std::time::Instant::now();
+                let fresh = EngineTotals::of(session.engine());
+                *shared.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+            }
+            session.pause_if_idle(handled);
+        }
+    });
+    Ok(totals)
+}
+
+impl EngineTotals {
+    /// The totals of a state engine.
+    fn of(engine: &crate::engine::Engine) -> EngineTotals {
+        let kinds = engine
+            .devices()
+            .iter()
+            .map(|(&key, s)| {
+                (key, KindTotals { allocations: s.allocs, frees: s.frees, peak_bytes: s.peak_bytes })
+            })
+            .collect();
+        let counts = engine.anomaly_counts();
+        let anomalies = [
+            ("unknown_free", counts.unknown_frees),
+            ("duplicate_alloc", counts.duplicate_allocs),
+            ("size_mismatch", counts.size_mismatches),
+        ]
+        .into_iter()
+        .collect();
+        EngineTotals { kinds, anomalies }
+    }
 }
 
 /// The ring a server reads, re-opened when its file is replaced.
@@ -176,7 +237,6 @@ impl Exporter {
     }
 
     /// Adds a consuming reader's totals to every scrape (`--consume`).
-    #[cfg_attr(not(test), expect(dead_code, reason = "called by `serve --consume`, which is not wired yet"))]
     pub fn with_engine_totals(mut self, totals: impl Fn() -> EngineTotals + Send + 'static) -> Exporter {
         self.engine_totals = Some(Box::new(totals));
         self

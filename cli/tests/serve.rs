@@ -319,3 +319,43 @@ fn serve_errors_are_one_line_naming_the_ring() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_consume_adds_the_engine_totals() {
+    let ring = TempRing::new("consume");
+    let writer =
+        Writer::attach_named(Ring::create(&ring.0, RingOptions { capacity: 1024 }).unwrap(), b"model")
+            .unwrap();
+    for id in 0..4 {
+        writer.alloc(&buffer(id, 1000, 2, kind::L1, 0));
+    }
+    writer.free(&buffer(0, 1000, 2, kind::L1, 0));
+    writer.free(&buffer(0, 1000, 2, kind::L1, 0)); // unknown free
+    writer.alloc(&buffer(3, 1000, 2, kind::L1, 0)); // duplicate alloc
+    let server = Server::start(&ring.0, &["--consume"]);
+    // The consuming thread refreshes its totals every 100 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got = server.scrape();
+        if got.get(r#"memtrack_allocations_total{device="2",kind="L1"}"#).map(String::as_str) == Some("5") {
+            break got;
+        }
+        assert!(std::time::Instant::now() < deadline, "totals never appeared: {got:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_samples(
+        &got,
+        &[
+            (r#"memtrack_frees_total{device="2",kind="L1"}"#, 1),
+            (r#"memtrack_device_memory_peak_bytes{device="2",kind="L1"}"#, 4000),
+            (r#"memtrack_anomalies_total{type="unknown_free"}"#, 1),
+            (r#"memtrack_anomalies_total{type="duplicate_alloc"}"#, 1),
+            (r#"memtrack_anomalies_total{type="size_mismatch"}"#, 0),
+            ("memtrack_consumer_attached", 1),
+        ],
+    );
+    // Without --consume the ring keeps its one consumer slot free.
+    drop(server);
+    let plain = Server::start(&ring.0, &[]);
+    assert!(!plain.scrape().contains_key(r#"memtrack_allocations_total{device="2",kind="L1"}"#));
+}
