@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
-    println!("cargo:rerun-if-changed=src/lib.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     // The loom build compiles only the protocol; there is no C ABI to describe.
     if std::env::var_os("CARGO_CFG_LOOM").is_some() {
@@ -19,7 +18,16 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("memtrack.h");
     let config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml is valid");
-    match cbindgen::Builder::new().with_crate(&crate_dir).with_config(config).generate() {
+    // Only the C ABI's own files: parsing the whole crate would export the
+    // file format's constants too, under bare names (`#define DRAM 0`) that
+    // break any C++ declaring `enum class BufferType { DRAM, ... }`.
+    let ffi = crate_dir.join("src/ffi");
+    let builder = cbindgen::Builder::new().with_config(config);
+    let builder = ["mod.rs", "codes.rs", "global.rs"]
+        .into_iter()
+        .filter(|file| ffi.join(file).exists())
+        .fold(builder, |builder, file| builder.with_src(ffi.join(file)));
+    match builder.generate() {
         Ok(bindings) => {
             bindings.write_to_file(&out);
         }

@@ -33,45 +33,6 @@
 
 #include "memtrack.h"
 
-// memtrack.h (cbindgen 0.29) also defines the ring-format constants under
-// bare names -- DRAM, L1, CB, KERNEL, TRACE, ... -- which break tt_metal's
-// own `BufferType::DRAM` and friends wherever they are parsed after it.
-// They are not part of the C ABI (the MEMTRACK_-prefixed names are), so
-// remove them here; once the generated header stops exporting them this
-// block does nothing.
-#undef FORMAT_VERSION
-#undef RECORD_SIZE
-#undef MAX_PROCESSES
-#undef MAX_DEVICES
-#undef MAX_KINDS
-#undef MIN_CAPACITY
-#undef MAX_CAPACITY
-#undef DEFAULT_CAPACITY
-#undef HEADER_REGION
-#undef PROCESS_TABLE_OFFSET
-#undef PROCESS_ENTRY_SIZE
-#undef CAPACITY_TABLE_OFFSET
-#undef COUNTERS_OFFSET
-#undef COUNTER_CELL_SIZE
-#undef SLOTS_OFFSET
-#undef READER_LOCK_OFFSET
-#undef PROCESS_LOCK_BASE
-#undef CLOCK_MONOTONIC_NS
-#undef CLOCK_TSC
-#undef PROCESS_FREE
-#undef PROCESS_ACTIVE
-#undef PROCESS_EXITED
-#undef PROCESS_NAME_LEN
-#undef FLAG_ALIAS
-#undef LABEL_LEN
-#undef DRAM
-#undef L1
-#undef SYSTEM_MEMORY
-#undef L1_SMALL
-#undef TRACE
-#undef CB
-#undef KERNEL
-
 namespace memtrack {
 
 /// How a buffer relates to others: its owner (the mesh buffer of a device
