@@ -409,6 +409,11 @@ impl RecordWriter {
         self.write_bytes(&bytes)
     }
 
+    /// Hands everything written so far to the kernel.
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().with_context(|| format!("memtrack: record file {}", self.path.display()))
+    }
+
     /// Writes the end block and flushes the file to disk.
     pub fn finish(mut self) -> Result<()> {
         let mut end = [0u8; BLOCK_SIZE];

@@ -109,9 +109,12 @@ impl Session {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
             let batch = self.consumer.take(BATCH, &mut buf);
-            let result = self.handle(&buf);
+            let result = self.handle(&buf).and_then(|()| self.flush());
             self.buf = buf;
             result?;
+            // Only once the records are in the file (the kernel's page
+            // cache: they survive our being killed): a reader killed before
+            // this commit costs them, and its successor counts them lost.
             self.consumer.commit();
             handled += batch.records;
             if batch.records + batch.lost < BATCH {
@@ -130,6 +133,13 @@ impl Session {
     /// `Consumer::pause_if_idle`).
     pub fn pause_if_idle(&self, handled: usize) {
         self.consumer.pause_if_idle(handled);
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
     }
 
     fn handle(&mut self, records: &[Record]) -> Result<()> {

@@ -31,6 +31,16 @@ fn sentinel(value: usize) -> *mut Writer {
     ptr::without_provenance_mut(value)
 }
 
+/// Whether hooks are known to do nothing: tracking disabled, shut down, or
+/// being attached by another thread. One load and one compare, for the
+/// exported hooks' fast path. Relaxed: it only decides to do nothing; the
+/// tracked path loads again with Acquire in [`writer`].
+#[inline(always)]
+pub(crate) fn is_off() -> bool {
+    let state = STATE.load(Ordering::Relaxed).addr();
+    state.wrapping_sub(DISABLED) <= LAST_SENTINEL - DISABLED
+}
+
 /// The writer, if this process records events. The first call decides
 /// from `MEMTRACK_RING`.
 #[inline(always)]
