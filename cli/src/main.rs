@@ -1,27 +1,11 @@
-//! `memtrack`: the reader side of memtrack.
-//!
-//! One binary, one state engine (`engine`) behind every command that
-//! consumes records: `record` drains a ring into a record file (`recording`)
-//! through a `session`; `report` reads one back. `status` reads the
-//! writers' live counters without consuming.
-
-mod bench;
-mod demo;
-mod engine;
-mod export;
-mod record;
-mod recording;
-mod report;
-mod serve;
-mod session;
-mod signals;
-mod status;
-mod units;
-mod watch;
+//! `memtrack`: the reader side of memtrack. The commands live in the
+//! `memtrack_cli` library (so benchmarks and tests can drive them); this is
+//! the command line.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use memtrack_cli::{bench, demo, export, record, report, serve, status, watch};
 
 #[derive(Parser)]
 #[command(

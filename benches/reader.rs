@@ -1,0 +1,131 @@
+//! The reader's throughput, measured with criterion (built by the
+//! memtrack-cli package, which owns the reader):
+//!
+//! * `reader/drain_to_file`: records per second a recording session takes
+//!   out of a full ring and writes to a record file (flushed before each
+//!   commit, as `memtrack record` does);
+//! * `reader/report_10m`: `memtrack report`'s analysis of a 10 M-record file
+//!   (5 rounds of 1 M allocations then 1 M frees: 1 M live buffers at the
+//!   peak).
+#![allow(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use memtrack::{Event, MemtrackBuffer, Record, Ring, RingOptions, Writer, ring_path};
+use memtrack_cli::recording::{FileHeader, RecordWriter};
+use memtrack_cli::report;
+use memtrack_cli::session::Session;
+
+const RING_CAPACITY: u64 = 1 << 16;
+const REPORT_RECORDS: u64 = 10_000_000;
+
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_file(tag: &str) -> Temp {
+    Temp(std::env::temp_dir().join(format!("memtrack-bench-{tag}-{}.mtr", std::process::id())))
+}
+
+fn drain_to_file(c: &mut Criterion) {
+    let ring = Temp(ring_path(&format!("bench-reader-{}", std::process::id())));
+    let _ = std::fs::remove_file(&ring.0);
+    let writer =
+        Writer::attach(Ring::create(&ring.0, RingOptions { capacity: RING_CAPACITY }).unwrap()).unwrap();
+    let file = temp_file("drain");
+    let mut session = Session::recorder(&ring.0, &file.0).unwrap();
+    let mut group = c.benchmark_group("reader");
+    group.throughput(Throughput::Elements(RING_CAPACITY));
+    group.bench_function("drain_to_file", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for round in 0..rounds {
+                for i in 0..RING_CAPACITY {
+                    writer.alloc(&MemtrackBuffer {
+                        buffer_id: round << 32 | i,
+                        size: 64,
+                        ..Default::default()
+                    });
+                }
+                let start = Instant::now();
+                let mut taken = 0;
+                while taken < RING_CAPACITY as usize {
+                    taken += session.poll().unwrap();
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+    session.finish().unwrap();
+}
+
+/// A record file like a recording of 5 × (1 M allocs, 1 M frees).
+fn write_report_input(path: &Path) {
+    let ring = Temp(ring_path(&format!("bench-report-{}", std::process::id())));
+    let _ = std::fs::remove_file(&ring.0);
+    let header = FileHeader::new(&Ring::create(&ring.0, RingOptions::default()).unwrap(), 0);
+    let mut file = RecordWriter::create(path, &header).unwrap();
+    let mut start = Record { pid: 1, event: Event::ProcessStart as u8, ..Default::default() };
+    start.set_label(b"model");
+    file.records(&[start]).unwrap();
+    let live = REPORT_RECORDS / 10;
+    let mut chunk = Vec::with_capacity(4096);
+    let mut ticket = 1;
+    for round in 0..5 {
+        for event in [Event::Alloc, Event::Free] {
+            for i in 0..live {
+                chunk.push(Record {
+                    ticket,
+                    timestamp: ticket * 100,
+                    buffer_id: round * live + i,
+                    address: 0x1000 * (i % 4096),
+                    size: 4096,
+                    device_id: (i % 8) as u32,
+                    pid: 1,
+                    event: event as u8,
+                    ..Default::default()
+                });
+                ticket += 1;
+                if chunk.len() == chunk.capacity() {
+                    file.records(&chunk).unwrap();
+                    chunk.clear();
+                }
+            }
+        }
+    }
+    file.records(&chunk).unwrap();
+    file.finish().unwrap();
+}
+
+fn report_10m(c: &mut Criterion) {
+    let file = temp_file("report");
+    write_report_input(&file.0);
+    let mut group = c.benchmark_group("reader");
+    group.sample_size(10).throughput(Throughput::Elements(REPORT_RECORDS + 1));
+    group.bench_function("report_10m", |b| {
+        b.iter(|| {
+            let (_, engine) = report::load(&file.0).unwrap();
+            assert_eq!(engine.records(), REPORT_RECORDS + 1);
+            engine
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = drain_to_file, report_10m
+}
+criterion_main!(benches);

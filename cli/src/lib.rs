@@ -1,0 +1,20 @@
+//! The `memtrack` reader as a library: the commands, and the pieces they
+//! share. One state engine (`engine`) is behind every command that consumes
+//! records: `record` drains a ring into a record file (`recording`) through
+//! a `session`; `report` and `export` read one back; `watch`, `demo` and
+//! `serve --consume` run a session live. `status` and `serve` read the
+//! writers' live counters without consuming.
+
+pub mod bench;
+pub mod demo;
+pub mod engine;
+pub mod export;
+pub mod record;
+pub mod recording;
+pub mod report;
+pub mod serve;
+pub mod session;
+pub mod signals;
+pub mod status;
+pub mod units;
+pub mod watch;
