@@ -496,7 +496,7 @@ const _: () = {
     assert!(CAPACITY_TABLE_OFFSET == 12288);
     assert!(COUNTERS_OFFSET == 16384);
     assert!(SLOTS_OFFSET == 278528);
-    assert!(SLOTS_OFFSET % 4096 == 0);
+    assert!(SLOTS_OFFSET.is_multiple_of(4096));
     assert!(MAX_PROCESSES <= 1 << crate::ring::OWNER_SLOT_BITS);
 };
 
