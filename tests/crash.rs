@@ -60,7 +60,7 @@ fn attempt_buffer(thread: u64, seq: u64) -> MemtrackBuffer {
 
 fn attempt(writer: &Writer, thread: u64, seq: u64) {
     let b = attempt_buffer(thread, seq);
-    if seq % 2 == 0 { writer.alloc(&b) } else { writer.free(&b) }
+    if seq.is_multiple_of(2) { writer.alloc(&b) } else { writer.free(&b) }
 }
 
 /// Attaches a writer to `$MEMTRACK_RING`, counting the start record.

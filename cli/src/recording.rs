@@ -451,7 +451,7 @@ impl RecordReader {
         }
         input.read_exact(bytemuck::bytes_of_mut(&mut header)).with_context(context)?;
         header.validate(path)?;
-        if (length - FILE_HEADER_SIZE as u64) % BLOCK_SIZE as u64 != 0 {
+        if !(length - FILE_HEADER_SIZE as u64).is_multiple_of(BLOCK_SIZE as u64) {
             bail!(
                 "memtrack: record file {}: truncated ({} bytes after the header is not a whole number of \
                  64-byte blocks)",
