@@ -18,6 +18,11 @@
 use crate::sync::{AtomicU32, AtomicU64, Ordering, PAYLOAD_WORDS, PayloadCell};
 use bytemuck::{Pod, Zeroable};
 
+// Records are shared as native words and read back as bytes; the format
+// says little-endian, so only build where the two agree.
+#[cfg(not(target_endian = "little"))]
+compile_error!("memtrack's shared-memory format is little-endian");
+
 /// First eight bytes of a ring file (`"MEMTRACK"`, little-endian u64).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MEMTRACK");
 /// Version of this layout. Any change of an offset or meaning bumps it.
