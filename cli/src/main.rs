@@ -20,32 +20,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure what tracking costs, side by side in one run: hooks
-    /// disabled, memtrack with a reader attached, and the Unix-socket
-    /// design it replaced.
-    Bench(bench::BenchArgs),
-    #[command(hide = true)]
-    BenchRow(bench::BenchRowArgs),
-    /// Run a command (or watch a named ring) and record every allocation
-    /// event into a record file; print the summary report at the end.
-    Record(record::RecordArgs),
     /// Run a built-in tt_metal-like workload (8 devices, mesh buffers,
     /// programs, a planted leak and double free) and print its report.
     Demo(demo::DemoArgs),
-    /// Export a record file as a Perfetto/Chrome timeline or as CSV.
-    Export(export::ExportArgs),
+    /// Run a command (or watch a named ring) and record every allocation
+    /// event into a record file; print the summary report at the end.
+    Record(record::RecordArgs),
     /// Analyse a record file: usage per device, remaining buffers (leaks),
     /// anomalies, marks, lost records.
     Report(report::ReportArgs),
-    /// Serve the ring's live counters to Prometheus at /metrics
-    /// (OpenMetrics), without consuming the ring.
-    Serve(serve::ServeArgs),
+    /// Export a record file as a Perfetto/Chrome timeline or as CSV.
+    Export(export::ExportArgs),
     /// Snapshot of a ring from its live counters, without consuming it
     /// (like nvidia-smi). Without --ring, lists the rings in /dev/shm.
     Status(status::StatusArgs),
     /// Live view of a ring (consumes it): usage per device and kind,
     /// processes, event rate, losses, anomalies and marks. q quits.
     Watch(watch::WatchArgs),
+    /// Serve a ring's usage to Prometheus at /metrics, from the live
+    /// counters (--consume adds totals, peaks and anomalies).
+    Serve(serve::ServeArgs),
+    /// Measure what tracking costs, side by side in one run: hooks
+    /// disabled, memtrack with a reader attached, and the Unix-socket
+    /// design it replaced.
+    Bench(bench::BenchArgs),
+    #[command(hide = true)]
+    BenchRow(bench::BenchRowArgs),
 }
 
 fn main() -> ExitCode {

@@ -62,11 +62,11 @@ const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub struct ServeArgs {
     /// Ring name (file /dev/shm/memtrack-NAME) or path.
     /// Default: $MEMTRACK_RING, else "default".
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     ring: Option<String>,
     /// Address to listen on. Port 0 picks a free port; the address bound is
     /// printed on stdout.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     listen: String,
     /// Also export per-process series (labels pid and name).
     #[arg(long)]

@@ -15,7 +15,7 @@ use crate::units::{human_bytes, kind_name};
 #[derive(Args)]
 pub struct StatusArgs {
     /// Ring name (file /dev/shm/memtrack-NAME) or path. Default: list rings.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     ring: Option<String>,
     /// One JSON document instead of text (one per line with --interval).
     #[arg(long)]
