@@ -243,7 +243,15 @@ impl<'a> RingView<'a> {
         // Acquire: pairs with the Release store of the hint below, so every
         // claim below the hint is visible and we never claim out of order.
         let mut ticket = self.control.tail.tail.load(Ordering::Acquire);
+        // A claim needs a lap or two of probes at most, however stale its
+        // hint (see "catch up" below); only a corrupt file needs more, and
+        // a hook must not spin forever on one: give up as if full.
+        let mut probes_left = 4 * self.capacity() + 1024;
         loop {
+            if probes_left == 0 {
+                return Err(Full);
+            }
+            probes_left -= 1;
             let slot = self.slot(ticket);
             let lap = self.lap(ticket);
             // Acquire: pairs with the consumer's Release store that frees the
@@ -263,20 +271,25 @@ impl<'a> RingView<'a> {
                         // Move the hint; racing writers may move it back a
                         // little, which only costs them a probe.
                         // Release: pairs with the Acquire load at the top.
-                        self.control.tail.tail.store(ticket + 1, Ordering::Release);
+                        self.control.tail.tail.store(ticket.wrapping_add(1), Ordering::Release);
                         let published = SlotState { phase: Phase::Full, ..claimed };
                         return Ok(Claim { slot, published, ticket });
                     }
                     // Lost the race for this ticket: look at it again.
                 }
                 // Another writer holds this ticket: try the next one.
-                (0, Phase::Claimed | Phase::Full) => ticket += 1,
+                (0, Phase::Claimed | Phase::Full) => ticket = ticket.wrapping_add(1),
                 // Last lap's record is still unread: the ring is full.
                 (-1, Phase::Claimed | Phase::Full) => return Err(Full),
-                // Our ticket is a lap or more behind; catch up.
+                // Our ticket is a lap or more behind; catch up. The slot's
+                // previous ticket, `laps - 1` laps after ours, was claimed,
+                // and so was every ticket below it (no holes): go past it in
+                // one step, not one ticket at a time (a hint left far behind,
+                // or a hostile file, would make that billions of probes).
                 (laps, _) if laps > 0 => {
                     let hint = self.control.tail.tail.load(Ordering::Acquire);
-                    ticket = hint.max(ticket + 1);
+                    let past = ticket.wrapping_add(((laps as u64) - 1) << self.lap_shift).wrapping_add(1);
+                    ticket = hint.max(past);
                 }
                 // A state the protocol never writes here: never overwrite it.
                 _ => return Err(Full),
@@ -313,7 +326,9 @@ impl<'a> RingView<'a> {
             let now = line.progress_epoch.load(Ordering::Relaxed);
             // The copy is rewritten only by the update that starts at
             // epoch (epoch/2 + 1)*2 + 1.
-            if now <= (epoch | 1) + 1 {
+            // (As `now <= (epoch | 1) + 1`, without overflowing on a
+            // corrupt epoch near u64::MAX, which would never match.)
+            if now.wrapping_sub(epoch) <= 2 - (epoch & 1) {
                 return progress;
             }
             wait_hint();
@@ -327,13 +342,13 @@ impl<'a> RingView<'a> {
         let next = (epoch >> 1) + 1;
         // Odd: "writing copy next & 1". A consumer killed from here on
         // leaves copy (next - 1) & 1, the last complete one, in force.
-        line.progress_epoch.store(next * 2 - 1, Ordering::Relaxed);
+        line.progress_epoch.store(next.wrapping_mul(2).wrapping_sub(1), Ordering::Relaxed);
         // Release fence: the odd epoch is visible before any of the copy's
         // stores; pairs with the Acquire fence in `progress`.
         fence(Ordering::Release);
         write_copy(&line.progress[next as usize & 1], progress);
         // Release: pairs with the Acquire load in `progress`.
-        line.progress_epoch.store(next * 2, Ordering::Release);
+        line.progress_epoch.store(next.wrapping_mul(2), Ordering::Release);
     }
 
     // ---- the consumer --------------------------------------------------
@@ -346,7 +361,10 @@ impl<'a> RingView<'a> {
     pub(crate) fn attach_consumer(&self) -> Cursor {
         let mut progress = self.progress();
         if progress.committed != progress.taken {
-            progress.lost_reader_died += progress.taken.wrapping_sub(progress.committed);
+            // Wrapping, here and below: the counts come from a file that
+            // anyone with write access may have filled with garbage.
+            progress.lost_reader_died =
+                progress.lost_reader_died.wrapping_add(progress.taken.wrapping_sub(progress.committed));
             progress.committed = progress.taken;
             self.publish_progress(&progress);
         }
@@ -387,11 +405,11 @@ impl<'a> RingView<'a> {
         let start = cursor.progress.taken;
         let mut ticket = start;
         let mut taken = Taken::default();
-        while ticket - start < max as u64 {
+        while ticket.wrapping_sub(start) < max as u64 {
             // The writers' slots are in their caches: keep several misses
             // in flight (a consumer on another core otherwise falls behind
             // a writer running flat out).
-            prefetch(self.slot(ticket + PREFETCH_DISTANCE));
+            prefetch(self.slot(ticket.wrapping_add(PREFETCH_DISTANCE)));
             let slot = self.slot(ticket);
             let lap = self.lap(ticket);
             // Acquire: pairs with the Release store in `Claim::publish`, so
@@ -410,14 +428,14 @@ impl<'a> RingView<'a> {
                 // Invalid: a corrupt slot; stop here rather than guess.
                 _ => break,
             }
-            ticket += 1;
+            ticket = ticket.wrapping_add(1);
         }
         if ticket == start {
             return taken;
         }
         cursor.progress.taken = ticket;
         self.publish_progress(&cursor.progress);
-        for t in start..ticket {
+        for t in (0..ticket.wrapping_sub(start)).map(|i| start.wrapping_add(i)) {
             let next_lap = SlotState::empty(self.lap(t).wrapping_add(1));
             // Release: our payload reads happen before the next writer's
             // stores; pairs with the Acquire load in `claim`.
@@ -447,8 +465,8 @@ impl<'a> RingView<'a> {
             return;
         }
         progress.committed = progress.taken;
-        progress.delivered += records as u64;
-        progress.lost_writer_died += lost as u64;
+        progress.delivered = progress.delivered.wrapping_add(records as u64);
+        progress.lost_writer_died = progress.lost_writer_died.wrapping_add(lost as u64);
         self.publish_progress(progress);
     }
 }

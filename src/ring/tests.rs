@@ -191,8 +191,19 @@ fn corrupt_state_words_never_make_writers_overwrite_or_the_consumer_read() {
     let mut out = Vec::new();
     assert_eq!(view.take(&mut cursor, 8, &mut out, |_, _| true), Taken::default());
     ring.slots[0].state.store(5 << 32, Ordering::Relaxed); // laps ahead, empty
-    // The writer skips a slot that claims to be laps ahead.
-    assert!(view.claim(ALICE).is_ok_and(|c| c.ticket() >= 1));
+    // The writer skips a slot that claims to be laps ahead (past the ticket
+    // it waits for, as every ticket below that one was claimed), finds slot
+    // 1 behind that, which the protocol never leaves, and reports full.
+    assert!(view.claim(ALICE).is_err());
+    assert_eq!(ring.slots[0].state.load(Ordering::Relaxed), 5 << 32);
+    assert_eq!(ring.slots[1].state.load(Ordering::Relaxed), 0);
+    // All slots laps ahead: the writer catches up in a few probes, not
+    // 2^31 laps of them, and claims where the slots wait.
+    for slot in &ring.slots {
+        slot.state.store((i32::MAX as u64) << 32, Ordering::Relaxed);
+    }
+    let claim = view.claim(ALICE).expect("claims at the slots' lap");
+    assert_eq!(claim.ticket(), (i32::MAX as u64) << 2);
 }
 
 /// Writers and a consumer on real threads: every record arrives exactly
