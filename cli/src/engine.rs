@@ -72,7 +72,9 @@ impl LiveBuffer {
         if self.is_alias() {
             0
         } else {
-            self.size + self.duplicates.iter().flat_map(|d| d.iter()).sum::<u64>()
+            // Wrapping, as every byte sum here: sizes come from files and
+            // rings anyone may have written garbage into.
+            self.duplicates.iter().flat_map(|d| d.iter()).fold(self.size, |sum, size| sum.wrapping_add(*size))
         }
     }
 
@@ -391,7 +393,7 @@ impl Engine {
         stats.allocs += 1;
         stats.live_buffers += 1;
         if !alias {
-            stats.live_bytes += record.size;
+            stats.live_bytes = stats.live_bytes.wrapping_add(record.size);
             if stats.live_bytes > stats.peak_bytes {
                 stats.peak_bytes = stats.live_bytes;
                 stats.peak_time_ns = time_ns;
@@ -423,7 +425,7 @@ impl Engine {
         stats.frees += 1;
         stats.live_buffers -= 1;
         if !alias {
-            stats.live_bytes -= released;
+            stats.live_bytes = stats.live_bytes.wrapping_sub(released);
         }
     }
 
@@ -496,7 +498,7 @@ impl Engine {
         for buffer in &orphans {
             let stats = self.devices.entry((buffer.key.device_id, buffer.key.kind)).or_default();
             stats.live_buffers -= buffer.references() as u64;
-            stats.live_bytes -= buffer.counted_bytes();
+            stats.live_bytes = stats.live_bytes.wrapping_sub(buffer.counted_bytes());
         }
         self.processes.get_mut(&pid).expect("inserted above").died_with = orphans;
     }
@@ -598,7 +600,7 @@ impl Engine {
         for b in self.remaining() {
             let entry = totals.entry(b.key.pid).or_default();
             entry.0 += b.references() as u64;
-            entry.1 += b.counted_bytes();
+            entry.1 = entry.1.wrapping_add(b.counted_bytes());
         }
         totals
     }

@@ -223,7 +223,8 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
     if !engine.marks().is_empty() {
         writeln!(out, "\nMarks")?;
         for m in engine.marks() {
-            let used: u64 = m.usage.iter().map(|(_, (bytes, _))| bytes).sum();
+            // Wrapping: a damaged file may hold any sizes.
+            let used = m.usage.iter().fold(0u64, |sum, (_, (bytes, _))| sum.wrapping_add(*bytes));
             writeln!(
                 out,
                 "  {:>12}  {:<36} {} in use",
