@@ -131,7 +131,7 @@ impl Session {
 
     /// Sleeps briefly if the last poll found little (see
     /// `Consumer::pause_if_idle`).
-    pub fn pause_if_idle(&self, handled: usize) {
+    pub fn pause_if_idle(&mut self, handled: usize) {
         self.consumer.pause_if_idle(handled);
     }
 

@@ -66,6 +66,9 @@ pub fn run(args: &WatchArgs) -> Result<()> {
     finished.map(drop)
 }
 
+/// Terminal events handled between two polls of the ring.
+const MAX_EVENTS_PER_PASS: usize = 64;
+
 /// Consumes and redraws until a quit key or a termination signal.
 fn show(
     mut terminal: DefaultTerminal,
@@ -85,7 +88,16 @@ fn show(
             next_sample = now + interval;
             redraw = true;
         }
-        while event::poll(Duration::ZERO)? {
+        // A bounded number per pass: a terminal that went away (a closed
+        // ssh or tmux session) can report events without end, and the
+        // SIGHUP that comes with it is checked below.
+        if terminal_hung_up() {
+            return Ok(());
+        }
+        for _ in 0..MAX_EVENTS_PER_PASS {
+            if !event::poll(Duration::ZERO)? {
+                break;
+            }
             match event::read()? {
                 Event::Key(key) if quits(&key) => return Ok(()),
                 Event::Resize(..) => redraw = true,
@@ -101,6 +113,16 @@ fn show(
         // Keep draining at the consumer's pace: the pause is at most 1 ms.
         session.pause_if_idle(handled);
     }
+}
+
+/// Whether the terminal went away (its ssh or tmux session closed).
+/// crossterm's `poll` would then spin inside on end-of-file and never
+/// return, so ask the kernel first.
+fn terminal_hung_up() -> bool {
+    let mut stdin = libc::pollfd { fd: libc::STDIN_FILENO, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut stdin, 1, 0) };
+    ready > 0 && stdin.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// `q`, Esc and Ctrl-C (raw mode turns it into a key).
