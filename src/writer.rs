@@ -16,7 +16,7 @@ use crate::format::{
 use crate::process::{Registration, own_name};
 use crate::ring::Owner;
 use crate::shm::Ring;
-use crate::sync::{Ordering, PAYLOAD_WORDS};
+use crate::sync::{AtomicU64, Ordering, PAYLOAD_WORDS};
 
 /// Default bounded wait for space when the ring is full and a consumer is
 /// attached (`MEMTRACK_WAIT_US` overrides it).
@@ -30,6 +30,9 @@ pub struct Writer {
     pid: u32,
     clock: ClockSource,
     full_wait: Duration,
+    /// The consumer's `taken` when a wait for space last timed out, or
+    /// `u64::MAX`: while it has not moved, the consumer is stalled.
+    stalled_reader_at: AtomicU64,
 }
 
 impl Writer {
@@ -50,7 +53,14 @@ impl Writer {
         let full_wait = full_wait_from_env(ring.path())?;
         let clock = ring.clock_source();
         let registration = ring.register_process(name, clock.now())?;
-        let writer = Writer { ring, registration, pid: std::process::id(), clock, full_wait };
+        let writer = Writer {
+            ring,
+            registration,
+            pid: std::process::id(),
+            clock,
+            full_wait,
+            stalled_reader_at: AtomicU64::new(u64::MAX),
+        };
         let mut start = writer.record(Event::ProcessStart);
         start.set_label(name);
         writer.push(&start);
@@ -153,7 +163,12 @@ impl Writer {
     fn push_full(&self, payload: &[u64; PAYLOAD_WORDS]) {
         let view = self.ring.view();
         let reader_pid = &self.ring.header().control.reader.reader_pid;
-        if reader_pid.load(Ordering::Relaxed) != 0 {
+        // A consumer that took nothing since a wait last timed out is
+        // stalled (stopped with Ctrl-Z, hung, descheduled): drop at once
+        // instead of making every hook wait. One wait per stall.
+        if reader_pid.load(Ordering::Relaxed) != 0
+            && self.stalled_reader_at.load(Ordering::Relaxed) != view.progress().taken
+        {
             let start = Instant::now();
             let backoff = crossbeam_utils::Backoff::new();
             while start.elapsed() < self.full_wait {
@@ -162,8 +177,8 @@ impl Writer {
                 }
                 backoff.snooze();
             }
-            // The consumer did not keep up. If it is dead, say so, so that
-            // writers stop waiting for it.
+            self.stalled_reader_at.store(view.progress().taken, Ordering::Relaxed);
+            // If the consumer is dead, say so, so that no writer waits for it.
             if !self.ring.is_locked(READER_LOCK_OFFSET) {
                 let pid = reader_pid.load(Ordering::Relaxed);
                 let _ = reader_pid.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
@@ -197,5 +212,52 @@ fn full_wait_from_env(path: &std::path::Path) -> Result<Duration, Error> {
                 "MEMTRACK_WAIT_US={text:?} is not a number of microseconds up to 1000000"
             )),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::Consumer;
+    use crate::shm::RingOptions;
+
+    fn fill(writer: &Writer, n: u64) {
+        for id in 0..n {
+            writer.alloc(&MemtrackBuffer { buffer_id: id, size: 1, ..Default::default() });
+        }
+    }
+
+    #[test]
+    fn a_stalled_consumer_costs_one_wait_not_one_per_hook() {
+        let path = crate::ring_path(&format!("test-writer-stall-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut writer = Writer::attach(Ring::create(&path, RingOptions { capacity: 16 }).unwrap()).unwrap();
+        writer.full_wait = Duration::from_millis(100);
+        let mut consumer = Consumer::attach(&path).unwrap();
+        fill(&writer, 15); // 16 slots with the start record: full
+
+        let start = Instant::now();
+        fill(&writer, 1);
+        assert!(start.elapsed() >= Duration::from_millis(100), "the first full hook waits");
+        let start = Instant::now();
+        fill(&writer, 20);
+        // Without the stall rule these would wait 20 × 100 ms.
+        assert!(
+            start.elapsed() < Duration::from_millis(1000),
+            "later hooks drop at once: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(writer.ring().snapshot().dropped, 21);
+
+        // Progress ends the stall: the next full hook waits again.
+        let mut buf = Vec::new();
+        assert_eq!(consumer.take(usize::MAX, &mut buf).records, 16);
+        consumer.commit();
+        fill(&writer, 16);
+        let start = Instant::now();
+        fill(&writer, 1);
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        drop(consumer);
+        let _ = std::fs::remove_file(&path);
     }
 }
