@@ -132,6 +132,24 @@ fn helper() {
             let code = unsafe { memtrack_init(std::ptr::null()) };
             println!("HELPER init-after {code}");
         }
+        // Eight threads make their first hook call at once: one attaches
+        // lazily, the others must wait for it (or count what they drop).
+        "attach-race" => {
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for t in 0..8u32 {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        for i in 0..200 {
+                            memtrack_alloc(t, MEMTRACK_KIND_DRAM, i, 0, 1);
+                        }
+                    });
+                }
+            });
+            memtrack_shutdown();
+            println!("HELPER attempted {}", 2 + 8 * 200);
+        }
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -298,4 +316,24 @@ fn shutdown_twice_while_threads_are_in_hooks_then_events_after_it() {
     let s = consumer.ring().snapshot();
     assert_eq!(s.processes[0].state, ProcessState::Exited);
     assert_eq!(s.dropped, 0);
+}
+
+/// Known bug (src/ffi/global.rs, not fixed here): `writer()` returns `None`
+/// while another thread is attaching (state BUSY), so hooks racing the
+/// first, lazy attach are lost without being counted anywhere. Fix: treat
+/// BUSY like UNDECIDED in `writer()` (wait for the attaching thread).
+#[test]
+#[ignore = "known bug: hooks racing the lazy attach are lost uncounted (src/ffi/global.rs)"]
+fn hooks_racing_the_first_attach_are_recorded_or_counted() {
+    for _ in 0..iterations(5) {
+        let tmp = TempRing::new("attach-race");
+        Ring::create(tmp.path(), RingOptions { capacity: 1 << 14 }).unwrap();
+        let mut consumer = Consumer::attach(tmp.path()).unwrap();
+        let mut child = spawn("attach-race", &tmp, &[]);
+        let mut records = Vec::new();
+        consume_until_exit(&mut consumer, &mut child, &mut records);
+        let attempted: u64 = helper_lines(&mut child)[0].strip_prefix("attempted ").unwrap().parse().unwrap();
+        let s = consumer.ring().snapshot();
+        assert_eq!(records.len() as u64 + s.dropped, attempted, "attempted = delivered + dropped");
+    }
 }
