@@ -129,4 +129,3 @@ fn sixteen_processes_of_four_threads_on_one_ring_account_exactly() {
         started.elapsed()
     );
 }
-

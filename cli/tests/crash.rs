@@ -152,8 +152,10 @@ fn record_a_killed_victim(mode: &str, delay: Duration, file: &TempFile) -> Value
 fn a_writer_killed_at_a_random_point_is_reported_died_with_its_buffers() {
     let seed = seed();
     eprintln!("MEMTRACK_TEST_SEED={seed}");
-    for (i, mode) in ["loop", "park", "loop", "park"].into_iter().enumerate() {
-        let delay = Duration::from_micros((seed >> (8 * i)) % 20_000);
+    let soak = std::env::var("MEMTRACK_SOAK").ok().and_then(|v| v.parse().ok()).unwrap_or(1u64).max(1);
+    for i in 0..4 * soak {
+        let mode = ["loop", "park"][i as usize % 2];
+        let delay = Duration::from_micros(seed.rotate_right(8 * i as u32) % 20_000);
         let file = TempFile::new(&format!("victim-{i}"));
         let report = record_a_killed_victim(mode, delay, &file);
         let processes = report["processes"].as_array().unwrap();
