@@ -318,12 +318,10 @@ fn shutdown_twice_while_threads_are_in_hooks_then_events_after_it() {
     assert_eq!(s.dropped, 0);
 }
 
-/// Known bug (src/ffi/global.rs, not fixed here): `writer()` returns `None`
-/// while another thread is attaching (state BUSY), so hooks racing the
-/// first, lazy attach are lost without being counted anywhere. Fix: treat
-/// BUSY like UNDECIDED in `writer()` (wait for the attaching thread).
+/// Hooks on other threads while one thread does the first, lazy attach
+/// wait for it (bounded) instead of returning untracked: every attempted
+/// record is delivered or counted dropped.
 #[test]
-#[ignore = "known bug: hooks racing the lazy attach are lost uncounted (src/ffi/global.rs)"]
 fn hooks_racing_the_first_attach_are_recorded_or_counted() {
     for _ in 0..iterations(5) {
         let tmp = TempRing::new("attach-race");

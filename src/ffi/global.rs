@@ -16,10 +16,15 @@ use crate::sync::{AtomicBool, AtomicPtr, Ordering};
 use crate::writer::Writer;
 
 const UNDECIDED: usize = 0;
-const DISABLED: usize = 1;
-const BUSY: usize = 2;
+/// A thread is attaching; hooks on other threads wait for it.
+const BUSY: usize = 1;
+const DISABLED: usize = 2;
 const SHUT_DOWN: usize = 3;
 const LAST_SENTINEL: usize = SHUT_DOWN;
+
+/// The longest a hook waits for another thread's attach (which opens or
+/// creates the ring: normally well under 10 ms) before giving up on it.
+const ATTACH_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 static STATE: AtomicPtr<Writer> = AtomicPtr::new(ptr::null_mut());
 /// The parent's writer, set in a forked child until it attaches anew.
@@ -31,9 +36,8 @@ fn sentinel(value: usize) -> *mut Writer {
     ptr::without_provenance_mut(value)
 }
 
-/// Whether hooks are known to do nothing: tracking disabled, shut down, or
-/// being attached by another thread. One load and one compare, for the
-/// exported hooks' fast path. Relaxed: it only decides to do nothing; the
+/// Whether hooks are known to do nothing: tracking disabled or shut down.
+/// One load and one compare, for the exported hooks' fast path. Relaxed: it only decides to do nothing; the
 /// tracked path loads again with Acquire in [`writer`].
 #[inline(always)]
 pub(crate) fn is_off() -> bool {
@@ -52,12 +56,30 @@ pub(crate) fn writer() -> Option<&'static Writer> {
         // SAFETY: non-sentinel values are leaked `Box<Writer>`s, never freed.
         return Some(unsafe { &*state });
     }
-    if state.addr() == UNDECIDED { attach_lazily() } else { None }
+    // UNDECIDED: decide now. BUSY: another thread is attaching; wait for
+    // it, so that no event of this thread is lost uncounted meanwhile.
+    if state.addr() <= BUSY { attach_lazily() } else { None }
+}
+
+/// Waits (bounded) while another thread attaches; returns the state after.
+fn wait_while_busy() -> usize {
+    let start = std::time::Instant::now();
+    loop {
+        let state = STATE.load(Ordering::Acquire).addr();
+        if state != BUSY || start.elapsed() > ATTACH_WAIT_LIMIT {
+            return state;
+        }
+        std::thread::yield_now();
+    }
 }
 
 #[cold]
 #[inline(never)]
 fn attach_lazily() -> Option<&'static Writer> {
+    if STATE.load(Ordering::Acquire).addr() == BUSY {
+        wait_while_busy();
+        return writer_if_attached();
+    }
     let forked_from = FORKED_FROM.load(Ordering::Acquire);
     let path = if forked_from.is_null() {
         std::env::var_os("MEMTRACK_RING").map(|name| ring_path(&name.to_string_lossy()))
@@ -114,14 +136,20 @@ fn attach(path: PathBuf) -> Attach {
                 }
             }
             // Attaching takes a few milliseconds once per process.
-            BUSY => std::thread::yield_now(),
+            BUSY => {
+                if wait_while_busy() == BUSY {
+                    return Attach::Failed(super::MEMTRACK_ERR_INTERNAL);
+                }
+            }
             SHUT_DOWN => return Attach::ShutDown,
             _ => return Attach::Attached,
         }
     }
+    // Before opening: a fork from another thread while we attach must
+    // find the child handler in place (it resets BUSY in the child).
+    install_process_hooks();
     match open_writer(&path) {
         Ok(writer) => {
-            install_process_hooks();
             // Release: pairs with the Acquire load in `writer`.
             STATE.store(Box::into_raw(Box::new(writer)), Ordering::Release);
             Attach::Attached
