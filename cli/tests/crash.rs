@@ -216,6 +216,7 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     let name = format!("cli-crash-recorder-{}", std::process::id());
     let path = ring_path(&name);
     let _ = std::fs::remove_file(&path);
+    let _ring = TempFile(path.clone()); // removed however the test ends
     let writer =
         Writer::attach_named(Ring::create(&path, RingOptions { capacity: 1024 }).unwrap(), b"w").unwrap();
     let (first, second) = (TempFile::new("first"), TempFile::new("second"));
@@ -289,5 +290,4 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     let p = after.progress;
     assert_eq!(p.delivered + p.lost_reader_died + p.lost_writer_died + after.dropped, events + 1);
     drop(writer);
-    let _ = std::fs::remove_file(&path);
 }

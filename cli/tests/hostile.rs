@@ -193,7 +193,8 @@ fn patch(path: &Path, offset: usize, bytes: &[u8]) {
 #[test]
 fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     let name = format!("cli-hostile-garbage-{}", std::process::id());
-    let path = ring_path(&name);
+    let ring = TempPath(ring_path(&name)); // removed however the test ends
+    let path = ring.path().to_path_buf();
     let _ = std::fs::remove_file(&path);
     let writer =
         Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"hostile").unwrap();
@@ -254,7 +255,6 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     assert_eq!(doc["devices"][0]["kinds"]["KIND_255"]["allocs"], 2);
     assert_eq!(doc["lost_detail"]["reader_died"], 0, "no loss forged from a garbage block");
     drop(writer);
-    let _ = std::fs::remove_file(&path);
 }
 
 // ----------------------------------------------------------------- refusals
