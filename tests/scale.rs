@@ -51,18 +51,30 @@ fn sixteen_processes_of_four_threads_on_one_ring_account_exactly() {
     Ring::create(tmp.path(), RingOptions { capacity: 1 << 14 }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let events = 3000 * reliability::soak();
-    let mut children: Vec<Child> = (0..PROCESSES)
-        .map(|_| {
-            let mut cmd = helper_command("scale-writer");
-            cmd.env("MEMTRACK_RING", tmp.path())
-                .env("HELPER_EVENTS", events.to_string())
-                .stdout(Stdio::piped());
-            cmd.spawn().unwrap()
-        })
-        .collect();
+    // Spawned from another thread while this one drains: a consumer that
+    // takes nothing for a while is a stalled one, and writers drop at once.
+    let path = tmp.path().to_path_buf();
+    let spawner = std::thread::spawn(move || -> Vec<Child> {
+        (0..PROCESSES)
+            .map(|_| {
+                let mut cmd = helper_command("scale-writer");
+                // A long full-ring wait: the consumer keeps up, so nearly all is delivered.
+                cmd.env("MEMTRACK_RING", &path)
+                    .env("HELPER_EVENTS", events.to_string())
+                    .env("MEMTRACK_WAIT_US", "200000")
+                    .stdout(Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect()
+    });
+    let mut records: Vec<Record> = Vec::new();
+    while !spawner.is_finished() {
+        records.extend(drain_all(&mut consumer));
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let mut children = spawner.join().unwrap();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(120);
-    let mut records: Vec<Record> = Vec::new();
     loop {
         let n = records.len();
         records.extend(drain_all(&mut consumer));
