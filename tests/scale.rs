@@ -25,9 +25,8 @@ fn helper() {
     let Some(role) = helper_role() else { return };
     assert_eq!(role, "scale-writer");
     let events = env_u64("HELPER_EVENTS", 2000);
-    // Attach before the threads start: hooks that race the lazy attach of
-    // another thread are lost uncounted (see lifecycle.rs,
-    // hooks_racing_the_first_attach_are_recorded_or_counted).
+    // Attach before the threads start (the race with the lazy attach is
+    // lifecycle.rs's hooks_racing_the_first_attach_are_recorded_or_counted).
     // SAFETY: NULL: $MEMTRACK_RING.
     assert_eq!(unsafe { memtrack_init(std::ptr::null()) }, MEMTRACK_OK);
     std::thread::scope(|s| {
