@@ -6,7 +6,7 @@
 # an empty function exported from another shared library.
 #
 # usage: scripts/bench-cxx.sh [--threads N] [--events N] [--rounds R]
-#        (after `cargo build --release`)
+#        (after `cargo build --release`; needs jq)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 release=target/release
@@ -22,16 +22,21 @@ c++ -std=c++17 -O2 -Wall -Wextra -Werror -pedantic -pthread -Iinclude ffi_tests/
 
 off=$(env -u MEMTRACK_RING "$work/bench" "$@")
 on=$("$release/memtrack" record -q -o "$work/bench.mtr" -- "$work/bench" "$@")
-lost=$("$release/memtrack" report "$work/bench.mtr" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["lost"])')
+lost=$("$release/memtrack" report "$work/bench.mtr" --json | jq .lost)
 
-python3 - "$off" "$on" "$lost" <<'PY'
-import json, sys
-off, on, lost = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
-assert not off["enabled"] and on["enabled"], "tracking state is not what the run expects"
-print(f"C++ through the C ABI: {off['threads']} thread(s), {off['events']} events per thread per round, "
-      f"median of {off['rounds']} rounds (ns per event per thread)")
-print(f"{'':34}{'empty call':>12}{'memtrack':>12}{'difference':>12}")
-for name, row in (("tracking off", off), ("tracking on, memtrack record", on)):
-    print(f"{name:34}{row['empty_call_ns']:12.2f}{row['hook_ns']:12.2f}{row['hook_ns'] - row['empty_call_ns']:12.2f}")
-print(f"records lost with the reader attached: {lost}")
-PY
+field() { jq -r ".$2" <<<"$1"; }
+[ "$(field "$off" enabled)" = false ] && [ "$(field "$on" enabled)" = true ] || {
+    echo "bench-cxx: tracking state is not what the run expects" >&2
+    exit 1
+}
+echo "C++ through the C ABI: $(field "$off" threads) thread(s), $(field "$off" events) events per thread per round," \
+    "median of $(field "$off" rounds) rounds (ns per event per thread)"
+printf '%-34s%12s%12s%12s\n' "" "empty call" "memtrack" "difference"
+for row in "tracking off:$off" "tracking on, memtrack record:$on"; do
+    name=${row%%:\{*}
+    json=${row#*:}
+    empty=$(field "$json" empty_call_ns)
+    hook=$(field "$json" hook_ns)
+    awk -v n="$name" -v e="$empty" -v h="$hook" 'BEGIN { printf "%-34s%12.2f%12.2f%12.2f\n", n, e, h, h - e }'
+done
+echo "records lost with the reader attached: $lost"
