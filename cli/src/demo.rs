@@ -61,7 +61,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     })?;
     writer.shutdown();
     let engine = session.finish()?;
-    let source = Source { file: None, ring: ring.0.clone() };
+    let source = Source { file: None, ring: ring.0.clone(), finished: true };
     let mut out = std::io::stdout().lock();
     if args.json {
         use std::io::Write;

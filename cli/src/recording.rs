@@ -460,13 +460,27 @@ pub struct RecordReader {
     input: BufReader<File>,
     path: PathBuf,
     header: FileHeader,
+    /// Complete blocks not read yet.
+    blocks_left: u64,
     blocks_read: u64,
     ended: bool,
+    unfinished_ok: bool,
 }
 
 impl RecordReader {
     /// Opens `path` and validates its header.
     pub fn open(path: &Path) -> Result<RecordReader> {
+        RecordReader::open_with(path, false)
+    }
+
+    /// As [`RecordReader::open`], also accepting a recording that did not
+    /// finish (its reader was killed): the complete blocks it holds are
+    /// read, a partial last block and the missing end block are not errors.
+    pub fn open_unfinished(path: &Path) -> Result<RecordReader> {
+        RecordReader::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, unfinished_ok: bool) -> Result<RecordReader> {
         let context = || format!("memtrack: record file {}", path.display());
         let file = File::open(path).with_context(context)?;
         let length = file.metadata().with_context(context)?.len();
@@ -477,15 +491,23 @@ impl RecordReader {
         }
         input.read_exact(bytemuck::bytes_of_mut(&mut header)).with_context(context)?;
         header.validate(path)?;
-        if !(length - FILE_HEADER_SIZE as u64).is_multiple_of(BLOCK_SIZE as u64) {
+        let body = length - FILE_HEADER_SIZE as u64;
+        if !unfinished_ok && !body.is_multiple_of(BLOCK_SIZE as u64) {
             bail!(
-                "memtrack: record file {}: truncated ({} bytes after the header is not a whole number of \
-                 64-byte blocks)",
+                "memtrack: record file {}: truncated ({body} bytes after the header is not a whole number of \
+                 64-byte blocks; `memtrack report --partial` reads what it holds)",
                 path.display(),
-                length - FILE_HEADER_SIZE as u64
             );
         }
-        Ok(RecordReader { input, path: path.to_owned(), header, blocks_read: 0, ended: false })
+        Ok(RecordReader {
+            input,
+            path: path.to_owned(),
+            header,
+            blocks_left: body / BLOCK_SIZE as u64,
+            blocks_read: 0,
+            ended: false,
+            unfinished_ok,
+        })
     }
 
     /// The file header.
@@ -493,30 +515,34 @@ impl RecordReader {
         &self.header
     }
 
-    /// The next block; `None` after the end block.
+    /// Whether the end block was read: the recording finished.
+    pub fn finished(&self) -> bool {
+        self.ended
+    }
+
+    /// The next block; `None` after the end block (or, for a reader from
+    /// [`RecordReader::open_unfinished`], at the end of the complete blocks).
     ///
     /// # Errors
     /// A read error, an unknown block, data after the end block, or a file
     /// that stops without one (its reader did not finish).
     pub fn next_block(&mut self) -> Result<Option<Block>> {
-        let mut bytes = [0u8; BLOCK_SIZE];
-        match self.input.read_exact(&mut bytes) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                if self.ended {
-                    return Ok(None);
-                }
-                bail!(
-                    "memtrack: record file {}: truncated after {} blocks (no end block: the recording did \
-                     not finish)",
-                    self.path.display(),
-                    self.blocks_read
-                );
+        if self.blocks_left == 0 {
+            if self.ended || self.unfinished_ok {
+                return Ok(None);
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("memtrack: record file {}", self.path.display()));
-            }
+            bail!(
+                "memtrack: record file {}: truncated after {} blocks (no end block: the recording did not \
+                 finish; `memtrack report --partial` reads what it holds)",
+                self.path.display(),
+                self.blocks_read
+            );
         }
+        let mut bytes = [0u8; BLOCK_SIZE];
+        self.input
+            .read_exact(&mut bytes)
+            .with_context(|| format!("memtrack: record file {}", self.path.display()))?;
+        self.blocks_left -= 1;
         if self.ended {
             bail!("memtrack: record file {}: data after the end block", self.path.display());
         }

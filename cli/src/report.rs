@@ -27,6 +27,11 @@ pub struct ReportArgs {
     /// One JSON document (schema memtrack.report/1) instead of text.
     #[arg(long)]
     json: bool,
+    /// Also read a recording that did not finish (its reader was killed):
+    /// the records it holds, without the final process table, loss totals
+    /// and cross-check.
+    #[arg(long)]
+    partial: bool,
 }
 
 /// Where a report's data came from.
@@ -35,11 +40,13 @@ pub struct Source {
     pub file: Option<PathBuf>,
     /// The recorded ring.
     pub ring: PathBuf,
+    /// Whether the stream is complete (a record file's end block was read).
+    pub finished: bool,
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
-    let (header, engine) = load(&args.file)?;
-    let source = Source { file: Some(args.file.clone()), ring: header.ring_path() };
+    let (header, engine, finished) = load_with(&args.file, args.partial)?;
+    let source = Source { file: Some(args.file.clone()), ring: header.ring_path(), finished };
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", to_json(&engine, &source))?;
@@ -55,13 +62,22 @@ pub fn run(args: &ReportArgs) -> Result<()> {
 /// # Errors
 /// The file is missing, unreadable, truncated, or corrupt.
 pub fn load(path: &Path) -> Result<(FileHeader, Engine)> {
-    let mut reader = RecordReader::open(path)?;
+    load_with(path, false).map(|(header, engine, _)| (header, engine))
+}
+
+/// As [`load`]; with `partial`, an unfinished recording is read too.
+/// Returns whether the recording finished.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(path: &Path, partial: bool) -> Result<(FileHeader, Engine, bool)> {
+    let mut reader = if partial { RecordReader::open_unfinished(path)? } else { RecordReader::open(path)? };
     let header = *reader.header();
     let mut engine = Engine::new(header.time_base());
     while let Some(block) = reader.next_block()? {
         engine.apply_block(&block);
     }
-    Ok((header, engine))
+    Ok((header, engine, reader.finished()))
 }
 
 /// The `memtrack.report/1` document.
@@ -84,6 +100,7 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
     json!({
         "schema": REPORT_SCHEMA,
         "file": source.file,
+        "finished": source.finished,
         "ring": source.ring,
         "duration_ns": engine.last_time_ns(),
         "records": engine.records(),
@@ -144,6 +161,11 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
     match &source.file {
         Some(file) => writeln!(out, "memtrack report: {} (ring {})", file.display(), source.ring.display())?,
         None => writeln!(out, "memtrack report: ring {}", source.ring.display())?,
+    }
+    if !source.finished {
+        let text = "UNFINISHED recording: its reader stopped before the end, so the process table, \
+                    loss totals and cross-check are missing";
+        writeln!(out, "{}", red(text, colour))?;
     }
     writeln!(out, "{} records over {}", engine.records(), human_ns(engine.last_time_ns()))?;
     if losses.total() > 0 {

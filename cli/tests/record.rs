@@ -398,3 +398,30 @@ fn sigterm_is_passed_to_the_command_and_its_status_returned() {
     assert_eq!(report["processes"][0]["state"], "died", "killed by the signal, without shutting down");
     assert_eq!(report["processes"][0]["remaining_buffers"], 1);
 }
+
+#[test]
+fn an_unfinished_recording_is_refused_unless_partial() {
+    let file = TempFile::new("unfinished");
+    assert_eq!(record("leaky", &file.0).status.code(), Some(7));
+    // What a reader killed mid-recording leaves: no footer, no end block,
+    // half a block at the end.
+    let bytes = std::fs::read(&file.0).unwrap();
+    let records_end = 256 + 23 * 64;
+    std::fs::write(&file.0, [&bytes[..records_end], &bytes[records_end..records_end + 30]].concat()).unwrap();
+
+    let out = memtrack(&["report", file.0.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("--partial"), "points at --partial: {stderr}");
+
+    let out = memtrack(&["report", file.0.to_str().unwrap(), "--partial", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["finished"], false);
+    assert_eq!(report["records"], 23);
+    assert_eq!(report["remaining"].as_array().unwrap().len(), 2);
+    let text = memtrack(&["report", file.0.to_str().unwrap(), "--partial"], &[]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("UNFINISHED recording"));
+    std::fs::write(&file.0, &bytes).unwrap();
+    assert_eq!(report_json(&file.0)["finished"], true);
+}
