@@ -648,4 +648,7 @@ impl Engine {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
 mod tests;

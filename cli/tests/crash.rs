@@ -6,10 +6,13 @@
 //! one that resumes exactly where the ring says the first one stopped.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{TempFile, memtrack, report_json};
 use memtrack::ffi::*;
 use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
 use serde_json::Value;
@@ -67,39 +70,6 @@ fn helper() {
         }
         other => panic!("unknown helper role {other}"),
     }
-}
-
-fn memtrack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memtrack"))
-        .args(args)
-        .env_remove("MEMTRACK_RING")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run memtrack")
-}
-
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(tag: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("memtrack-crash-{tag}-{}.mtr", std::process::id())))
-    }
-
-    fn str(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn report_json(file: &TempFile) -> Value {
-    let out = memtrack(&["report", file.str(), "--json"]);
-    assert!(out.status.success(), "report: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn seed() -> u64 {

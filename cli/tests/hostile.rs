@@ -6,49 +6,17 @@
 //! in this debug build, whose overflow checks are on) or a signal.
 
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
+mod common;
+
+use common::{TempFile, memtrack};
 use memtrack::format::{self, SLOTS_OFFSET};
 use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
 use proptest::prelude::*;
 use serde_json::Value;
 
-fn memtrack(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memtrack"))
-        .args(args)
-        .env_remove("MEMTRACK_RING")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run memtrack")
-}
-
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(tag: &str) -> TempPath {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(std::env::temp_dir().join(format!("memtrack-hostile-{tag}-{}-{n}", std::process::id())))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn str(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A successful run, or a one-line refusal naming `file`, exit status 1.
 fn check_outcome(out: &Output, file: &str, what: &str) -> bool {
     let stderr = String::from_utf8_lossy(&out.stderr);
     match out.status.code() {
@@ -122,7 +90,7 @@ fn record_file(blocks: &[[u8; BLOCK]], ticks_per_second: u64, end: bool) -> Vec<
 
 /// `report` (text and JSON) and `export` (CSV and Perfetto) on `bytes`.
 fn read_back(bytes: &[u8]) {
-    let file = TempPath::new("mtr");
+    let file = TempFile::new("mtr");
     std::fs::write(file.path(), bytes).unwrap();
     let json = memtrack(&["report", file.str(), "--json"]);
     if check_outcome(&json, file.str(), "report --json") {
@@ -132,7 +100,7 @@ fn read_back(bytes: &[u8]) {
     }
     check_outcome(&memtrack(&["report", file.str()]), file.str(), "report");
     check_outcome(&memtrack(&["export", file.str(), "--format", "csv"]), file.str(), "export csv");
-    let trace = TempPath::new("trace");
+    let trace = TempFile::new("trace");
     let out = memtrack(&["export", file.str(), "--format", "perfetto", "-o", trace.str()]);
     if check_outcome(&out, file.str(), "export perfetto") {
         let doc: Value = serde_json::from_slice(&std::fs::read(trace.path()).unwrap()).expect("valid JSON");
@@ -193,7 +161,7 @@ fn patch(path: &Path, offset: usize, bytes: &[u8]) {
 #[test]
 fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     let name = format!("cli-hostile-garbage-{}", std::process::id());
-    let ring = TempPath(ring_path(&name)); // removed however the test ends
+    let ring = TempFile(ring_path(&name)); // removed however the test ends
     let path = ring.path().to_path_buf();
     let _ = std::fs::remove_file(&path);
     let writer =
@@ -234,7 +202,7 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     patch(&path, 256, &14u64.to_le_bytes());
     writer.mark(b"after the garbage");
 
-    let file = TempPath::new("garbage");
+    let file = TempFile::new("garbage");
     let out = memtrack(&["record", "--ring", &name, "-o", file.str(), "--duration", "0.3", "--quiet"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -263,7 +231,7 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
 /// line naming the file and containing `reason`.
 fn assert_refused(path: &Path, reason: &str) {
     let p = path.to_str().unwrap();
-    let out_file = TempPath::new("refused");
+    let out_file = TempFile::new("refused");
     let runs = [
         ("status", memtrack(&["status", "--ring", p])),
         ("status --json", memtrack(&["status", "--ring", p, "--json"])),
@@ -282,7 +250,7 @@ fn assert_refused(path: &Path, reason: &str) {
 
 #[test]
 fn broken_and_untrusted_ring_files_are_refused_by_status_and_record() {
-    let dir = TempPath::new("refusals");
+    let dir = TempFile::new("refusals");
     std::fs::create_dir_all(dir.path()).unwrap();
     let path = dir.path().join("ring");
     let make = || {

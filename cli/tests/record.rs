@@ -2,10 +2,13 @@
 //! binary recording real writer processes (this test binary re-executed in
 //! a helper role, writing through the C ABI), then the report parsed back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::{TempFile, memtrack, memtrack_env, report_json};
 use memtrack::ffi::*;
 use serde_json::Value;
 
@@ -72,41 +75,12 @@ fn helper_command() -> Vec<String> {
     vec![exe, "--exact".into(), "helper".into(), "--nocapture".into(), "--test-threads=1".into()]
 }
 
-fn memtrack(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_memtrack"));
-    cmd.args(args).env_remove("MEMTRACK_RING").stdin(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run memtrack")
-}
-
 /// `memtrack record -o FILE -- helper ROLE`.
 fn record(role: &str, file: &Path) -> Output {
     let helper = helper_command();
     let mut args = vec!["record", "-o", file.to_str().unwrap(), "--"];
     args.extend(helper.iter().map(String::as_str));
-    memtrack(&args, &[(ROLE, role)])
-}
-
-fn report_json(file: &Path) -> Value {
-    let out = memtrack(&["report", file.to_str().unwrap(), "--json"], &[]);
-    assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("one JSON document")
-}
-
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(tag: &str) -> TempFile {
-        TempFile(std::env::temp_dir().join(format!("memtrack-cli-{tag}-{}.mtr", std::process::id())))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    memtrack_env(&args, &[(ROLE, role)])
 }
 
 fn kind<'a>(report: &'a Value, device: u64, kind: &str) -> &'a Value {
@@ -205,8 +179,7 @@ fn record_without_a_command_consumes_a_named_ring_for_a_duration() {
     let writer = memtrack::Writer::attach_named(ring, b"early").unwrap();
     writer.alloc(&memtrack::MemtrackBuffer { buffer_id: 1, size: 64, ..Default::default() });
     let file = TempFile::new("named");
-    let out =
-        memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "0.3"], &[]);
+    let out = memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "0.3"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = report_json(&file.0);
     assert_eq!(report["records"], 2, "the start record and the alloc written before the reader came");
@@ -225,7 +198,7 @@ fn a_second_reader_is_refused_with_the_first_ones_pid() {
     memtrack::Ring::create(&path, memtrack::RingOptions::default()).unwrap();
     let _first = memtrack::Consumer::attach(&path).unwrap();
     let file = TempFile::new("busy");
-    let out = memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "1"], &[]);
+    let out = memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains(&std::process::id().to_string()), "names the first reader: {stderr}");
@@ -236,7 +209,7 @@ fn a_second_reader_is_refused_with_the_first_ones_pid() {
 #[test]
 fn a_command_that_cannot_run_is_a_clear_error() {
     let file = TempFile::new("norun");
-    let out = memtrack(&["record", "-o", file.0.to_str().unwrap(), "--", "/nonexistent/workload"], &[]);
+    let out = memtrack(&["record", "-o", file.0.to_str().unwrap(), "--", "/nonexistent/workload"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.starts_with("memtrack: cannot run /nonexistent/workload"), "{stderr}");
@@ -249,7 +222,7 @@ fn bad_record_files_are_refused_in_one_line() {
     std::fs::write(&file.0, b"definitely not a record file, but long enough to hold a header...".repeat(5))
         .unwrap();
     for args in [vec!["report", file.0.to_str().unwrap()], vec!["report", "/nonexistent.mtr", "--json"]] {
-        let out = memtrack(&args, &[]);
+        let out = memtrack(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -264,10 +237,7 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
     assert_eq!(record("leaky", &file.0).status.code(), Some(7));
 
     let trace = TempFile::new("export-json");
-    let out = memtrack(
-        &["export", file.0.to_str().unwrap(), "--format", "perfetto", "-o", trace.0.to_str().unwrap()],
-        &[],
-    );
+    let out = memtrack(&["export", file.str(), "--format", "perfetto", "-o", trace.str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&std::fs::read(&trace.0).unwrap()).expect("valid JSON");
     let events = doc["traceEvents"].as_array().unwrap();
@@ -295,7 +265,7 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
     }
     assert!(last_ts > 0.0, "timestamps are in microseconds since the ring began");
 
-    let out = memtrack(&["export", file.0.to_str().unwrap(), "--format", "csv"], &[]);
+    let out = memtrack(&["export", file.0.to_str().unwrap(), "--format", "csv"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
@@ -308,7 +278,7 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
 
 #[test]
 fn demo_finds_the_planted_leak_and_double_free() {
-    let out = memtrack(&["demo", "--iterations", "50", "--json"], &[]);
+    let out = memtrack(&["demo", "--iterations", "50", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["lost"], 0);
@@ -409,18 +379,18 @@ fn an_unfinished_recording_is_refused_unless_partial() {
     let records_end = 256 + 23 * 64;
     std::fs::write(&file.0, [&bytes[..records_end], &bytes[records_end..records_end + 30]].concat()).unwrap();
 
-    let out = memtrack(&["report", file.0.to_str().unwrap()], &[]);
+    let out = memtrack(&["report", file.0.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("--partial"), "points at --partial: {stderr}");
 
-    let out = memtrack(&["report", file.0.to_str().unwrap(), "--partial", "--json"], &[]);
+    let out = memtrack(&["report", file.0.to_str().unwrap(), "--partial", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["finished"], false);
     assert_eq!(report["records"], 23);
     assert_eq!(report["remaining"].as_array().unwrap().len(), 2);
-    let text = memtrack(&["report", file.0.to_str().unwrap(), "--partial"], &[]);
+    let text = memtrack(&["report", file.0.to_str().unwrap(), "--partial"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("UNFINISHED recording"));
     std::fs::write(&file.0, &bytes).unwrap();
     assert_eq!(report_json(&file.0)["finished"], true);

@@ -1,13 +1,10 @@
 //! `memtrack status` run as a user would: the built binary, a real ring.
 
-use std::process::Command;
+mod common;
 
+use common::memtrack;
 use memtrack::format::kind;
 use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
-
-fn memtrack(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_memtrack")).args(args).output().expect("run memtrack")
-}
 
 #[test]
 fn status_json_shows_live_usage_without_consuming() {

@@ -1,64 +1,49 @@
 //! The engine against hand-written record streams, one rule per test.
 
+use super::testing;
 use super::*;
-use crate::recording::{DiedBlock, FileHeader};
-use bytemuck::Zeroable;
+use crate::recording::DiedBlock;
 use memtrack::format::kind::{CB, DRAM, L1};
 
-/// A time base where one tick is one nanosecond.
-fn time() -> TimeBase {
-    let mut header = FileHeader::zeroed();
-    header.ticks_per_second = 1_000_000_000;
-    header.time_base()
+/// The engine tests' stream: records 10 ns apart, from process 100
+/// ("runtime", table entry 0) unless they say otherwise.
+struct Stream(testing::Stream);
+
+impl std::ops::Deref for Stream {
+    type Target = testing::Stream;
+    fn deref(&self) -> &testing::Stream {
+        &self.0
+    }
 }
 
-struct Stream {
-    engine: Engine,
-    now: u64,
+impl std::ops::DerefMut for Stream {
+    fn deref_mut(&mut self) -> &mut testing::Stream {
+        &mut self.0
+    }
 }
 
 impl Stream {
     fn new() -> Stream {
-        let mut s = Stream { engine: Engine::new(time()), now: 0 };
+        let mut s = Stream(testing::Stream::new(10));
         s.start(100, 0, "runtime");
         s
     }
 
-    fn push(&mut self, mut r: Record) {
-        self.now += 10;
-        r.timestamp = self.now;
-        self.engine.apply(&r);
-    }
-
     fn start(&mut self, pid: u32, slot: u16, name: &str) {
-        let mut r =
-            Record { pid, process_slot: slot, event: Event::ProcessStart as u8, ..Default::default() };
-        r.set_label(name.as_bytes());
-        self.push(r);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn buffer(&mut self, event: Event, pid: u32, device: u32, kind: u8, id: u64, size: u64, flags: u8) {
-        self.push(Record {
-            pid,
-            device_id: device,
-            kind,
-            buffer_id: id,
-            size,
-            flags,
-            parent_id: 77,
-            address: 0x1000,
-            event: event as u8,
-            ..Default::default()
-        });
+        self.labelled(Event::ProcessStart, pid, slot, name);
     }
 
     fn alloc(&mut self, device: u32, kind: u8, id: u64, size: u64) {
-        self.buffer(Event::Alloc, 100, device, kind, id, size, 0);
+        self.buffer(Event::Alloc, 100, device, kind, id, size);
     }
 
     fn free(&mut self, device: u32, kind: u8, id: u64, size: u64) {
-        self.buffer(Event::Free, 100, device, kind, id, size, 0);
+        self.buffer(Event::Free, 100, device, kind, id, size);
+    }
+
+    /// An ALIAS buffer record.
+    fn alias(&mut self, event: Event, id: u64, size: u64) {
+        self.push(Record { flags: FLAG_ALIAS, ..testing::buffer_record(event, 100, 0, DRAM, id, size) });
     }
 
     fn stats(&self, device: u32, kind: u8) -> KindStats {
@@ -142,11 +127,11 @@ fn size_mismatch_counts_and_the_alloc_size_leaves_usage() {
 #[test]
 fn alias_buffers_count_in_buffers_not_bytes() {
     let mut s = Stream::new();
-    s.buffer(Event::Alloc, 100, 0, DRAM, 9, 4096, FLAG_ALIAS);
+    s.alias(Event::Alloc, 9, 4096);
     s.alloc(0, DRAM, 1, 4096);
     let dram = s.stats(0, DRAM);
     assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes, dram.allocs), (4096, 2, 4096, 2));
-    s.buffer(Event::Free, 100, 0, DRAM, 9, 4096, FLAG_ALIAS);
+    s.alias(Event::Free, 9, 4096);
     s.free(0, DRAM, 1, 4096);
     assert_eq!(
         s.stats(0, DRAM),
@@ -158,8 +143,8 @@ fn alias_buffers_count_in_buffers_not_bytes() {
 fn processes_are_separate_key_spaces() {
     let mut s = Stream::new();
     s.start(200, 1, "worker");
-    s.buffer(Event::Alloc, 100, 0, DRAM, 1, 10, 0);
-    s.buffer(Event::Free, 200, 0, DRAM, 1, 10, 0);
+    s.buffer(Event::Alloc, 100, 0, DRAM, 1, 10);
+    s.buffer(Event::Free, 200, 0, DRAM, 1, 10);
     assert_eq!(s.engine.anomaly_counts().unknown_frees, 1);
     assert_eq!(s.engine.processes()[&200].name, "worker");
 }
@@ -168,8 +153,8 @@ fn processes_are_separate_key_spaces() {
 fn a_process_that_dies_leaves_usage_and_lists_its_buffers() {
     let mut s = Stream::new();
     s.start(200, 1, "victim");
-    s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000, 0);
-    s.buffer(Event::Alloc, 200, 0, DRAM, 2, 1000, FLAG_ALIAS);
+    s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000);
+    s.push(Record { flags: FLAG_ALIAS, ..testing::buffer_record(Event::Alloc, 200, 0, DRAM, 2, 1000) });
     s.alloc(0, DRAM, 3, 10);
     s.engine.apply_block(&Block::Died(DiedBlock::new(200, 1, 1000)));
     let victim = &s.engine.processes()[&200];
@@ -182,7 +167,7 @@ fn a_process_that_dies_leaves_usage_and_lists_its_buffers() {
     assert_eq!(s.engine.remaining_by_process()[&200], (2, 1000));
     // A free after death (a record published before death, delivered late
     // is not possible: ticket order) is an unknown free.
-    s.buffer(Event::Free, 200, 0, DRAM, 1, 1000, 0);
+    s.buffer(Event::Free, 200, 0, DRAM, 1, 1000);
     assert_eq!(s.engine.anomaly_counts().unknown_frees, 1);
 }
 
@@ -190,7 +175,7 @@ fn a_process_that_dies_leaves_usage_and_lists_its_buffers() {
 fn a_new_process_in_a_running_processs_table_entry_means_it_died() {
     let mut s = Stream::new();
     s.start(200, 1, "first");
-    s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000, 0);
+    s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000);
     s.start(300, 1, "second");
     assert_eq!(s.engine.processes()[&200].state, ProcState::Died);
     assert_eq!(s.stats(0, DRAM).live_bytes, 0);
@@ -259,7 +244,7 @@ fn cross_check_reports_only_disagreements_of_complete_processes() {
 
 #[test]
 fn a_million_live_buffers_and_many_records_do_not_stall() {
-    let mut engine = Engine::new(time());
+    let mut engine = Engine::new(testing::nanosecond_ticks());
     let start = std::time::Instant::now();
     let mut r = Record { pid: 1, event: Event::Alloc as u8, size: 64, ..Default::default() };
     for id in 0..1_000_000 {

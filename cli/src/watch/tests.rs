@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use bytemuck::Zeroable;
 use memtrack::format::kind::{DRAM, L1};
-use memtrack::{Capacity, Event, LiveCounter, ProcessInfo, ProcessState, Progress, Record, Snapshot};
+use memtrack::{Capacity, Event, LiveCounter, ProcessInfo, ProcessState, Progress, Snapshot};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -13,58 +12,11 @@ use ratatui::style::{Color, Modifier};
 
 use super::model::{HISTORY, KindRow, LATEST, Model};
 use super::view::{Plan, rate, render};
-use crate::engine::{Engine, MAX_ANOMALY_DETAILS, ProcState};
-use crate::recording::{FileHeader, LossBlock};
+use crate::engine::testing::Stream;
+use crate::engine::{MAX_ANOMALY_DETAILS, ProcState};
+use crate::recording::LossBlock;
 
 const OWN_PID: u32 = 999;
-
-/// A stream of records into an engine (one tick is one nanosecond).
-struct Stream {
-    engine: Engine,
-    now: u64,
-}
-
-impl Stream {
-    fn new() -> Stream {
-        let mut header = FileHeader::zeroed();
-        header.ticks_per_second = 1_000_000_000;
-        Stream { engine: Engine::new(header.time_base()), now: 0 }
-    }
-
-    fn push(&mut self, mut r: Record) {
-        self.now += 1_000_000;
-        r.timestamp = self.now;
-        self.engine.apply(&r);
-    }
-
-    fn labelled(&mut self, event: Event, pid: u32, label: &str) {
-        let mut r = Record { pid, event: event as u8, ..Default::default() };
-        r.set_label(label.as_bytes());
-        self.push(r);
-    }
-
-    fn buffer(&mut self, event: Event, pid: u32, device: u32, kind: u8, id: u64, size: u64) {
-        self.push(Record {
-            pid,
-            device_id: device,
-            kind,
-            buffer_id: id,
-            size,
-            event: event as u8,
-            ..Default::default()
-        });
-    }
-
-    fn capacity(&mut self, device: u32, kind: u8, bytes: u64) {
-        self.push(Record {
-            device_id: device,
-            kind,
-            size: bytes,
-            event: Event::Capacity as u8,
-            ..Default::default()
-        });
-    }
-}
 
 fn process(slot: u16, pid: u32, name: &str, state: ProcessState) -> ProcessInfo {
     ProcessInfo {
@@ -99,16 +51,16 @@ fn snapshot(processes: Vec<ProcessInfo>, counters: Vec<LiveCounter>, capacities:
 /// Two devices, two writers (one died), the watch itself in the table, an
 /// unknown free, a size mismatch and a mark.
 fn busy() -> (Stream, Snapshot) {
-    let mut s = Stream::new();
-    s.labelled(Event::ProcessStart, 100, "model");
-    s.labelled(Event::ProcessStart, 200, "worker");
+    let mut s = Stream::new(1_000_000);
+    s.labelled(Event::ProcessStart, 100, 0, "model");
+    s.labelled(Event::ProcessStart, 200, 0, "worker");
     s.capacity(0, L1, 4 << 20);
     s.buffer(Event::Alloc, 100, 0, L1, 1, 1 << 20);
     s.buffer(Event::Alloc, 100, 0, L1, 2, 1 << 20);
     s.buffer(Event::Alloc, 100, 0, DRAM, 3, 8 << 20);
     s.buffer(Event::Free, 100, 0, DRAM, 3, 8 << 20);
     s.buffer(Event::Alloc, 100, 0, DRAM, 4, 2 << 20);
-    s.labelled(Event::Mark, 100, "epoch-1");
+    s.labelled(Event::Mark, 100, 0, "epoch-1");
     s.buffer(Event::Alloc, 200, 1, DRAM, 9, 3 << 20);
     s.buffer(Event::Free, 100, 0, L1, 77, 4096); // unknown free
     s.buffer(Event::Free, 100, 0, L1, 2, 512); // size mismatch
@@ -221,10 +173,10 @@ fn processes_come_from_the_table_without_the_watch_itself() {
     let (mut s, table) = busy();
     // A process the stream saw that has left the table, and the watch's
     // own pid in the stream too.
-    s.labelled(Event::ProcessStart, 300, "gone");
+    s.labelled(Event::ProcessStart, 300, 0, "gone");
     s.buffer(Event::Alloc, 300, 0, DRAM, 1, 4096);
     s.engine.process_died(300, s.now);
-    s.labelled(Event::ProcessStart, OWN_PID, "memtrack");
+    s.labelled(Event::ProcessStart, OWN_PID, 0, "memtrack");
     let model = model_of(&s, &table, LossBlock::default());
     let rows: Vec<(u32, &str, ProcState, i64)> =
         model.processes.iter().map(|p| (p.pid, p.name.as_str(), p.state, p.live_bytes)).collect();
@@ -272,12 +224,12 @@ fn history_is_bounded_and_kept_per_device_across_samples() {
 
 #[test]
 fn latest_anomalies_and_marks_come_newest_first_even_past_the_detail_limit() {
-    let mut s = Stream::new();
+    let mut s = Stream::new(1_000_000);
     for id in 0..(MAX_ANOMALY_DETAILS as u64 + 20) {
         s.buffer(Event::Free, 100, 0, L1, id, 64);
     }
     for m in 0..12 {
-        s.labelled(Event::Mark, 100, &format!("step-{m}"));
+        s.labelled(Event::Mark, 100, 0, &format!("step-{m}"));
     }
     let model = model_of(&s, &snapshot(vec![], vec![], vec![]), LossBlock::default());
     assert_eq!(model.anomaly_counts.unknown_frees, MAX_ANOMALY_DETAILS as u64 + 20);
@@ -368,7 +320,7 @@ fn losses_are_red_only_when_nonzero() {
 
 #[test]
 fn an_empty_ring_says_so() {
-    let s = Stream::new();
+    let s = Stream::new(1_000_000);
     let model = model_of(&s, &snapshot(vec![], vec![], vec![]), LossBlock::default());
     let screen = text(&draw(&model, 80, 24));
     assert!(screen.contains("no writer processes attached"), "{screen}");
@@ -380,7 +332,7 @@ fn an_empty_ring_says_so() {
 fn a_small_terminal_drops_panels_and_never_panics() {
     let (mut s, table) = busy();
     for m in 0..5 {
-        s.labelled(Event::Mark, 100, &format!("m{m}"));
+        s.labelled(Event::Mark, 100, 0, &format!("m{m}"));
     }
     let model = model_of(&s, &table, LossBlock::new(4, &Progress::default(), 1));
     for width in [0, 1, 2, 5, 10, 20, 39, 40, 41, 69, 70, 80, 200] {
