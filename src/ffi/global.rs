@@ -65,6 +65,8 @@ pub(crate) fn writer() -> Option<&'static Writer> {
 fn wait_while_busy() -> usize {
     let start = std::time::Instant::now();
     loop {
+        // Acquire: pairs with the attaching thread's Release store of the
+        // writer (or of DISABLED) in `attach`.
         let state = STATE.load(Ordering::Acquire).addr();
         if state != BUSY || start.elapsed() > ATTACH_WAIT_LIMIT {
             return state;
@@ -76,7 +78,9 @@ fn wait_while_busy() -> usize {
 #[cold]
 #[inline(never)]
 fn attach_lazily() -> Option<&'static Writer> {
-    if STATE.load(Ordering::Acquire).addr() == BUSY {
+    // Relaxed would do for the test; `wait_while_busy` and
+    // `writer_if_attached` load again with Acquire.
+    if STATE.load(Ordering::Relaxed).addr() == BUSY {
         wait_while_busy();
         return writer_if_attached();
     }
