@@ -55,6 +55,25 @@ pub struct Snapshot {
     pub tail: u64,
 }
 
+impl Snapshot {
+    /// Live (bytes, buffers) per (device, kind), summed over the processes
+    /// that are running or exited. A process that died no longer holds
+    /// device memory (its driver state went with it); its counters stay in
+    /// `counters`, under its own entry, until a new process takes it.
+    pub fn device_usage(&self) -> std::collections::BTreeMap<(u32, u8), (i64, i64)> {
+        let died = |slot: u16| {
+            self.processes.iter().any(|p| p.slot == slot && p.state == crate::process::ProcessState::Died)
+        };
+        let mut usage = std::collections::BTreeMap::new();
+        for c in self.counters.iter().filter(|c| !died(c.process_slot)) {
+            let entry: &mut (i64, i64) = usage.entry((c.device_id, c.kind)).or_default();
+            entry.0 = entry.0.wrapping_add(c.live_bytes);
+            entry.1 = entry.1.wrapping_add(c.live_buffers);
+        }
+        usage
+    }
+}
+
 impl Ring {
     /// Reads a snapshot of the ring's tables and counters.
     pub fn snapshot(&self) -> Snapshot {
@@ -103,5 +122,51 @@ impl Ring {
             reader_pid: (reader_pid != 0).then_some(reader_pid),
             tail: header.control.tail.tail.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::process::ProcessState;
+
+    fn process(slot: u16, state: ProcessState) -> ProcessInfo {
+        ProcessInfo {
+            slot,
+            pid: 100 + slot as u32,
+            name: String::new(),
+            state,
+            start_time: 0,
+            generation: 1,
+            dropped: 0,
+            attach_ticks: 0,
+        }
+    }
+
+    #[test]
+    fn device_usage_leaves_out_processes_that_died() {
+        let counter = |process_slot, device_id, live_bytes| LiveCounter {
+            process_slot,
+            device_id,
+            kind: 0,
+            live_bytes,
+            live_buffers: 1,
+        };
+        let snapshot = Snapshot {
+            processes: vec![
+                process(0, ProcessState::Running),
+                process(1, ProcessState::Died),
+                process(2, ProcessState::Exited),
+            ],
+            counters: vec![counter(0, 0, 100), counter(1, 0, 1000), counter(2, 0, 10), counter(1, 3, 5)],
+            capacities: Vec::new(),
+            progress: Progress::default(),
+            dropped: 0,
+            untracked_processes: 0,
+            reader_pid: None,
+            tail: 0,
+        };
+        let usage: Vec<_> = snapshot.device_usage().into_iter().collect();
+        assert_eq!(usage, [((0, 0), (110, 2))]);
     }
 }

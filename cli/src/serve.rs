@@ -489,18 +489,15 @@ fn counter(value: u64) -> ConstCounter<u64> {
 impl Collector for SnapshotMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.snapshot;
-        // Usage per (device, kind), summed over processes.
+        // Usage per (device, kind) of the processes that did not die; every
+        // (device, kind) seen so far keeps its series, at 0 once freed.
         let mut usage: BTreeMap<(u32, u8), (i64, i64)> =
             self.devices.iter().map(|&key| (key, (0, 0))).collect();
-        for c in &s.counters {
-            let entry = usage.entry((c.device_id, c.kind)).or_default();
-            entry.0 += c.live_bytes;
-            entry.1 += c.live_buffers;
-        }
+        usage.extend(s.device_usage());
         family(
             &mut encoder,
             "memtrack_device_memory_used",
-            "Live bytes per device and kind, summed over the ring's processes (ALIAS buffers excluded).",
+            "Live bytes per device and kind, summed over the ring's processes that did not die (ALIAS buffers excluded).",
             Some(&Unit::Bytes),
             MetricType::Gauge,
             usage.iter().map(|(&key, &(bytes, _))| (DeviceLabels::new(key), gauge(bytes))),

@@ -169,13 +169,8 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
         "records: {} delivered, {} dropped (ring full), {} lost (writer died), {} lost (consumer died)",
         s.progress.delivered, s.dropped, s.progress.lost_writer_died, s.progress.lost_reader_died
     )?;
-    // Usage per device and kind, summed over processes.
-    let mut usage: std::collections::BTreeMap<(u32, u8), (i64, i64)> = Default::default();
-    for c in &s.counters {
-        let entry = usage.entry((c.device_id, c.kind)).or_default();
-        entry.0 += c.live_bytes;
-        entry.1 += c.live_buffers;
-    }
+    // Usage per device and kind, of the processes that did not die.
+    let usage = s.device_usage();
     writeln!(out, "\n{:>6}  {:<14} {:>12} {:>12} {:>8}", "device", "kind", "used", "total", "buffers")?;
     for ((device, kind), (bytes, buffers)) in &usage {
         let total = s.capacities.iter().find(|c| c.device_id == *device && c.kind == *kind);
