@@ -206,6 +206,8 @@ impl Writer {
 
     /// Whether the consumer has taken nothing (its `taken` is still
     /// `taken`) for [`STALL_WAITS`] waits' time since a wait timed out.
+    /// Relaxed throughout: a heuristic that decides only whether to wait;
+    /// a stale pair of values costs at most one wait more or less.
     fn consumer_stalled(&self, taken: u64) -> bool {
         self.stall_taken.load(Ordering::Relaxed) == taken
             && self.clock.now().wrapping_sub(self.stall_since.load(Ordering::Relaxed)) >= self.stall_ticks

@@ -134,8 +134,6 @@ pub struct ProcessStats {
     pub name: String,
     /// State.
     pub state: ProcState,
-    /// Process-table index.
-    pub process_slot: u16,
     /// Whether its start record was seen (so its counts are complete).
     pub seen_start: bool,
     /// ALLOC records.
@@ -336,7 +334,7 @@ impl Engine {
             }
             Some(Event::ProcessStart) => self.process_start(record),
             Some(Event::ProcessExit) => {
-                let process = self.process(record.pid, record.process_slot);
+                let process = self.process(record.pid);
                 if process.state == ProcState::Running {
                     process.state = ProcState::Exited;
                     process.end_time_ns = Some(time_ns);
@@ -369,7 +367,7 @@ impl Engine {
         self.count_as_writers_do(record, 1);
         let key = Engine::key(record);
         let alias = record.is_alias();
-        self.process(record.pid, record.process_slot).allocs += 1;
+        self.process(record.pid).allocs += 1;
         let mut duplicate = false;
         self.live
             .entry(key)
@@ -420,7 +418,7 @@ impl Engine {
         if record.size != 0 && record.size != released {
             self.anomaly(AnomalyKind::SizeMismatch, key, time_ns, record.size, released);
         }
-        self.process(record.pid, record.process_slot).frees += 1;
+        self.process(record.pid).frees += 1;
         let stats = self.devices.entry((record.device_id, record.kind)).or_default();
         stats.frees += 1;
         stats.live_buffers -= 1;
@@ -455,18 +453,17 @@ impl Engine {
             self.process_died(previous, self.time.ns(record.timestamp));
         }
         let name = String::from_utf8_lossy(record.label()).into_owned();
-        let process = self.process(record.pid, record.process_slot);
+        let process = self.process(record.pid);
         process.name = name;
         process.seen_start = true;
         process.state = ProcState::Running;
     }
 
-    fn process(&mut self, pid: u32, process_slot: u16) -> &mut ProcessStats {
+    fn process(&mut self, pid: u32) -> &mut ProcessStats {
         self.processes.entry(pid).or_insert_with(|| ProcessStats {
             pid,
             name: String::new(),
             state: ProcState::Running,
-            process_slot,
             seen_start: false,
             allocs: 0,
             frees: 0,
@@ -480,7 +477,7 @@ impl Engine {
     /// Process `pid` ended without shutting down: its live buffers leave
     /// device usage and become its remaining buffers.
     pub fn process_died(&mut self, pid: u32, time_ns: u64) {
-        let process = self.process(pid, 0);
+        let process = self.process(pid);
         if process.state != ProcState::Running {
             return;
         }
@@ -505,7 +502,7 @@ impl Engine {
 
     fn process_table_entry(&mut self, entry: &ProcessBlock) {
         let name = entry.name();
-        let process = self.process(entry.pid, entry.process_slot);
+        let process = self.process(entry.pid);
         process.dropped = entry.dropped;
         process.in_final_table = true;
         if process.name.is_empty() {

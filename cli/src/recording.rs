@@ -270,6 +270,18 @@ impl LossBlock {
         }
     }
 
+    /// What was lost after `baseline` was taken (the ring's counters only
+    /// grow; a baseline from a reset ring counts as zero).
+    pub fn since(&self, baseline: &LossBlock) -> LossBlock {
+        LossBlock {
+            dropped: self.dropped.saturating_sub(baseline.dropped),
+            lost_writer_died: self.lost_writer_died.saturating_sub(baseline.lost_writer_died),
+            lost_reader_died: self.lost_reader_died.saturating_sub(baseline.lost_reader_died),
+            untracked_processes: self.untracked_processes.saturating_sub(baseline.untracked_processes),
+            ..*self
+        }
+    }
+
     /// Everything this recording lost.
     pub fn total(&self) -> u64 {
         // Wrapping: a damaged file may hold any totals.
@@ -611,6 +623,20 @@ mod tests {
         let monotonic =
             TimeBase::new(&Calibration { ticks: 0, monotonic_ns: 0, ticks_per_second: 1_000_000_000 });
         assert_eq!(monotonic.ns(123_456_789), 123_456_789);
+    }
+
+    #[test]
+    fn losses_since_a_baseline_count_only_what_came_after() {
+        let at = |dropped, writer, reader, untracked| {
+            let progress =
+                Progress { lost_writer_died: writer, lost_reader_died: reader, ..Default::default() };
+            LossBlock::new(dropped, &progress, untracked)
+        };
+        let since = at(10, 5, 7, 2).since(&at(4, 5, 1, 0));
+        assert_eq!(since, at(6, 0, 6, 2));
+        assert_eq!(since.total(), 12);
+        // A baseline above the counters (a ring created anew) counts as zero.
+        assert_eq!(at(1, 0, 0, 0).since(&at(9, 9, 9, 9)), at(0, 0, 0, 0));
     }
 
     #[test]

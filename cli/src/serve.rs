@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use memtrack::format::kind;
 use memtrack::{ProcessState, Ring, Snapshot, ring_path};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -40,6 +39,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::units::kind_name;
 
 /// Where `serve` listens unless told otherwise (the port is in Prometheus's
 /// default port allocations list for exporters).
@@ -396,10 +397,6 @@ fn read_request_head(stream: &TcpStream) -> std::io::Result<Option<Request>> {
     }
 }
 
-fn kind_name(code: u8) -> String {
-    kind::name(code).map_or_else(|| format!("KIND_{code}"), str::to_owned)
-}
-
 #[derive(Debug, EncodeLabelSet)]
 struct DeviceLabels {
     device: u32,
@@ -642,6 +639,7 @@ fn saturate(value: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use memtrack::format::kind;
 
     fn encode(metrics: SnapshotMetrics) -> String {
         let mut registry = Registry::default();

@@ -125,7 +125,9 @@ impl Session {
             self.last_poll = Instant::now();
             self.find_deaths();
         }
-        self.place_deaths()?;
+        if self.consumer.caught_up() {
+            self.place_deaths()?;
+        }
         Ok(handled)
     }
 
@@ -176,10 +178,12 @@ impl Session {
         }
     }
 
-    /// A death goes into the stream after the dead process's last record:
-    /// once the consumer has caught up with every claim made so far.
+    /// Puts the pending deaths into the stream. A death belongs after the
+    /// dead process's last record, so `poll` calls this only once the
+    /// consumer has caught up with every claim made so far (`finish`, at
+    /// the end, regardless).
     fn place_deaths(&mut self) -> Result<()> {
-        if self.pending_deaths.is_empty() || !self.consumer.caught_up() {
+        if self.pending_deaths.is_empty() {
             return Ok(());
         }
         let now = self.ring().clock_source().now();
@@ -203,18 +207,7 @@ impl Session {
     /// Loss since the session started.
     pub fn losses(&self) -> LossBlock {
         let s = self.ring().snapshot();
-        let now = LossBlock::new(s.dropped, &s.progress, s.untracked_processes);
-        let b = &self.baseline;
-        let progress = memtrack::Progress {
-            lost_writer_died: now.lost_writer_died.saturating_sub(b.lost_writer_died),
-            lost_reader_died: now.lost_reader_died.saturating_sub(b.lost_reader_died),
-            ..Default::default()
-        };
-        LossBlock::new(
-            now.dropped.saturating_sub(b.dropped),
-            &progress,
-            now.untracked_processes.saturating_sub(b.untracked_processes),
-        )
+        LossBlock::new(s.dropped, &s.progress, s.untracked_processes).since(&self.baseline)
     }
 
     /// Drains what is left, writes the process table, loss totals and the
@@ -225,11 +218,8 @@ impl Session {
     pub fn finish(mut self) -> Result<Engine> {
         self.poll()?;
         self.find_deaths();
-        // Whatever is still pending: place it now, after everything taken.
-        let now = self.ring().clock_source().now();
-        for (pid, slot) in std::mem::take(&mut self.pending_deaths) {
-            self.handle_block(Block::Died(DiedBlock::new(pid, slot, now)))?;
-        }
+        // Whatever is still pending goes in now, after everything taken.
+        self.place_deaths()?;
         let snapshot = self.ring().snapshot();
         for p in &snapshot.processes {
             self.handle_block(Block::Process(ProcessBlock::from(p)))?;

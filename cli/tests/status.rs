@@ -2,33 +2,14 @@
 
 mod common;
 
-use common::memtrack;
+use common::{l1_buffer, memtrack, ring_with_writer};
 use memtrack::format::kind;
-use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
 
 #[test]
 fn status_json_shows_live_usage_without_consuming() {
-    let path = ring_path(&format!("cli-status-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let writer =
-        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"model").unwrap();
+    let (path, writer) = ring_with_writer("cli-status");
     writer.set_capacity(2, kind::L1, 1 << 20);
-    for id in 0..3 {
-        writer.alloc(&MemtrackBuffer {
-            buffer_id: id,
-            size: 1000,
-            device_id: 2,
-            kind: kind::L1,
-            ..Default::default()
-        });
-    }
-    writer.free(&MemtrackBuffer {
-        buffer_id: 0,
-        size: 1000,
-        device_id: 2,
-        kind: kind::L1,
-        ..Default::default()
-    });
+    writer.free(&l1_buffer(0));
 
     let out = memtrack(&["status", "--ring", path.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -6,29 +6,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use memtrack::format::kind;
-use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
+mod common;
+
+use common::ring_with_writer;
+use memtrack::ring_path;
 
 fn memtrack() -> Command {
     Command::new(env!("CARGO_BIN_EXE_memtrack"))
-}
-
-/// A ring with one writer holding 3000 bytes of L1 on device 2.
-fn ring_with_writer(name: &str) -> (std::path::PathBuf, Writer) {
-    let path = ring_path(&format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let writer =
-        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"model").unwrap();
-    for id in 0..3 {
-        writer.alloc(&MemtrackBuffer {
-            buffer_id: id,
-            size: 1000,
-            device_id: 2,
-            kind: kind::L1,
-            ..Default::default()
-        });
-    }
-    (path, writer)
 }
 
 /// Runs `memtrack args`, sends it Ctrl-C (SIGINT) after `after`, and

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use memtrack::format::kind;
+use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
 use serde_json::Value;
 
 /// Runs `memtrack ARGS` with no `MEMTRACK_RING` and no input.
@@ -61,4 +63,22 @@ pub fn report_json(file: impl AsRef<Path>) -> Value {
     let out = memtrack(&["report", file, "--json"]);
     assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+/// A new ring `NAME-<pid>` with one writer ("model") holding three
+/// 1000-byte L1 buffers (ids 0..3) on device 2.
+pub fn ring_with_writer(name: &str) -> (PathBuf, Writer) {
+    let path = ring_path(&format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let writer =
+        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"model").unwrap();
+    for buffer_id in 0..3 {
+        writer.alloc(&l1_buffer(buffer_id));
+    }
+    (path, writer)
+}
+
+/// A 1000-byte L1 buffer on device 2.
+pub fn l1_buffer(buffer_id: u64) -> MemtrackBuffer {
+    MemtrackBuffer { buffer_id, size: 1000, device_id: 2, kind: kind::L1, ..Default::default() }
 }
