@@ -22,7 +22,10 @@
  * runs. Define MEMTRACK_DISABLE to compile every hook to nothing; the
  * program then needs no libmemtrack at link time.
  *
- * Where each call goes in tt_metal: docs/tt-metal.md.
+ * tt_metal itself is hooked by integrations/tt-metal/memtrack.patch, with
+ * the rules of include/memtrack_tt_metal.hpp (frees sent from what was
+ * reported, chip ids, no views, no separate kernel records): see
+ * docs/tt-metal.md before using these calls for tt_metal's objects.
  */
 #ifndef MEMTRACK_HPP
 #define MEMTRACK_HPP
