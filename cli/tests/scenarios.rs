@@ -46,7 +46,12 @@ fn run(name: &str) -> Scenario {
     let file = dir.join(format!("scenario-{name}.mtr"));
     let _ = std::fs::remove_file(&file);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_memtrack"));
-    cmd.args(["record", "-q", "-o"]).arg(&file).arg("--").arg(&exe.path).arg(name).env_remove("MEMTRACK_RING");
+    cmd.args(["record", "-q", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(&exe.path)
+        .arg(name)
+        .env_remove("MEMTRACK_RING");
     // The sanitizer settings the program needs, through memtrack record.
     for (k, v) in exe.command().get_envs() {
         match v {
@@ -86,7 +91,10 @@ fn run(name: &str) -> Scenario {
 
 impl Scenario {
     fn printed(&self, name: &str) -> u64 {
-        *self.printed.get(name).unwrap_or_else(|| panic!("the scenario printed no {name:?}: {:?}", self.printed))
+        *self
+            .printed
+            .get(name)
+            .unwrap_or_else(|| panic!("the scenario printed no {name:?}: {:?}", self.printed))
     }
 
     fn anomalies(&self) -> (u64, u64, u64) {
@@ -184,7 +192,11 @@ fn k(device: u64, kind: &str) -> (u64, String) {
 /// One mesh buffer of `bytes` per chip live on chips `chips`, reference chip
 /// first: every chip shows its share once; the reference chip also holds
 /// the ALIAS backing buffer, which counts as a buffer, not as bytes.
-fn one_mesh_buffer(chips: std::ops::Range<u64>, kind: &str, bytes: i64) -> BTreeMap<(u64, String), (i64, i64)> {
+fn one_mesh_buffer(
+    chips: std::ops::Range<u64>,
+    kind: &str,
+    bytes: i64,
+) -> BTreeMap<(u64, String), (i64, i64)> {
     let reference = chips.start;
     chips.map(|d| (k(d, kind), (bytes, if d == reference { 2 } else { 1 }))).collect()
 }
@@ -215,7 +227,7 @@ fn mesh_buffers_balance_9_allocs_9_frees_each_chip_counting_its_share_once() {
     for d in 0..8 {
         assert_eq!(capacities[&k(d, "DRAM")], 12 << 30);
         assert_eq!(capacities[&k(d, "L1")], 64 << 20);
-        assert_eq!(capacities[&k(d, "L1_SMALL")], 64 * 32 << 10);
+        assert_eq!(capacities[&k(d, "L1_SMALL")], 64 * (32 << 10));
     }
     assert_eq!(capacities.len(), 24, "{capacities:?}");
     assert_ne!(s.printed("mesh 0"), s.printed("mesh 1"));
