@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind};
 use crate::format::{READER_LOCK_OFFSET, Record};
+use crate::process::pid_namespace;
 use crate::ring::{Cursor, Owner, Progress};
 use crate::shm::Ring;
 use crate::sync::Ordering;
@@ -50,11 +51,17 @@ impl Consumer {
         // Our own open file description: our lock probes must not see our
         // own process's writer locks as "ours".
         let ring = Ring::open(path)?;
+        let reader = &ring.header().control.reader;
+        let own_namespace = pid_namespace();
         if !ring.try_lock(READER_LOCK_OFFSET)? {
-            let pid = ring.header().control.reader.reader_pid.load(Ordering::Relaxed);
-            return Err(Error::new(path, ErrorKind::ReaderBusy { pid }));
+            let pid = reader.reader_pid.load(Ordering::Relaxed);
+            let namespace = reader.reader_pid_ns.load(Ordering::Relaxed);
+            // 0: a consumer that did not say (or could not tell).
+            let other_namespace = namespace != 0 && own_namespace != 0 && namespace != own_namespace;
+            return Err(Error::new(path, ErrorKind::ReaderBusy { pid, other_namespace }));
         }
-        ring.header().control.reader.reader_pid.store(std::process::id(), Ordering::Relaxed);
+        reader.reader_pid.store(std::process::id(), Ordering::Relaxed);
+        reader.reader_pid_ns.store(own_namespace, Ordering::Relaxed);
         let cursor = ring.view().attach_consumer();
         Ok(Consumer { ring, cursor, blocked_on: None, idle_pause: Duration::ZERO })
     }
@@ -165,6 +172,7 @@ impl std::fmt::Debug for Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.ring.header().control.reader.reader_pid.store(0, Ordering::Relaxed);
+        self.ring.header().control.reader.reader_pid_ns.store(0, Ordering::Relaxed);
         self.ring.unlock(READER_LOCK_OFFSET);
     }
 }

@@ -69,10 +69,17 @@ pub enum ErrorKind {
     #[error("process table full ({0} live writer processes); this process runs untracked")]
     ProcessTableFull(usize),
     /// Another consumer is attached.
-    #[error("already consumed by pid {pid}; only one consumer may attach at a time")]
+    #[error(
+        "already consumed by pid {pid}{}; only one consumer may attach at a time",
+        if *.other_namespace { " of another PID namespace (not a pid of this one)" } else { "" }
+    )]
     ReaderBusy {
-        /// The consumer's pid, as it recorded it (0 if it had not yet).
+        /// The consumer's pid, as it recorded it (0 if it had not yet),
+        /// in its own PID namespace.
         pid: u32,
+        /// Whether the consumer runs in another PID namespace, where
+        /// `pid` names another process than it does here.
+        other_namespace: bool,
     },
     /// A bad ring name or setting.
     #[error("invalid setting: {0}")]

@@ -154,8 +154,9 @@ pub struct ProgressCopy {
 pub struct ReaderLine {
     /// Pid of the attached consumer, 0 when none.
     pub reader_pid: AtomicU32,
-    /// Reserved, 0.
-    pub reserved: AtomicU32,
+    /// Inode of the consumer's PID namespace (low 32 bits), 0 when none
+    /// or unknown: `reader_pid` means nothing in another namespace.
+    pub reader_pid_ns: AtomicU32,
     /// Bumped once per progress update; `progress[epoch & 1]` is current.
     pub progress_epoch: AtomicU64,
     /// The two copies.

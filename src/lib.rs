@@ -36,8 +36,8 @@ pub use crate::{
     consumer::{Batch, Consumer},
     error::{Error, ErrorKind},
     ffi::MemtrackBuffer,
-    process::{ProcessInfo, ProcessState},
-    shm::{RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, ring_path},
+    process::{ProcessInfo, ProcessState, pid_namespace},
+    shm::{FileId, RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, remove_ring_file, ring_path},
     snapshot::{Capacity, LiveCounter, Snapshot},
     writer::{DEFAULT_FULL_WAIT, Writer},
 };

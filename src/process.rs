@@ -171,6 +171,15 @@ fn own_start_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// The inode of this process's PID namespace, low 32 bits (0 if
+/// unknown). Two processes see the same pids only within one namespace:
+/// a pid another process wrote into the ring means something here only
+/// when its namespace is ours.
+pub fn pid_namespace() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino() as u32)
+}
+
 /// This process's name (comm), for the table.
 pub(crate) fn own_name() -> Vec<u8> {
     let mut name = std::fs::read("/proc/self/comm").unwrap_or_default();

@@ -157,11 +157,12 @@ impl Ring {
         let size = file_size(options.capacity);
         let file_name =
             path.file_name().ok_or_else(|| Error::new(path, ErrorKind::Config("not a file name".into())))?;
+        // The pid alone is not unique where PID namespaces share /dev/shm.
         let tmp = path.with_file_name(format!(
-            ".{}.{}.{}.tmp",
+            ".{}.{}.{:016x}.tmp",
             file_name.to_string_lossy(),
             std::process::id(),
-            monotonic_ns()
+            random_u64()
         ));
         let file = open_file(&tmp, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
         let result = (|| {
@@ -198,6 +199,54 @@ impl Ring {
             Some(()) => Ring::attach(path, file).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Creates a ring under a name of its own, `<prefix>-<pid>-<random>`
+    /// (64 random bits): no other process can hold that name, whichever
+    /// PID namespace or host it runs in and whatever pid it has, and the
+    /// name is taken exclusively (a name that exists is never reused; a
+    /// new random part is drawn).
+    ///
+    /// # Errors
+    /// As [`Ring::create`].
+    pub fn create_unique(prefix: &str, options: RingOptions) -> Result<Ring, Error> {
+        let mut attempts = 0;
+        loop {
+            let path = ring_path(&format!("{prefix}-{}-{:016x}", std::process::id(), random_u64()));
+            match Ring::create_new(&path, options)? {
+                Some(ring) => return Ok(ring),
+                // Another process has this name (a 2^-64 chance, or a
+                // broken random source): draw again, a few times.
+                None if attempts < 8 => attempts += 1,
+                None => {
+                    return Err(Error::io(
+                        &path,
+                        "create ring",
+                        std::io::Error::from_raw_os_error(libc::EEXIST),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Which file this attachment has open: its device and inode, for
+    /// [`remove_ring_file`].
+    pub fn file_id(&self) -> FileId {
+        // fstat of a descriptor we own cannot fail but for EIO; an id that
+        // matches nothing makes `remove_ring_file` remove nothing.
+        self.file.metadata().map_or(FileId { device: u64::MAX, inode: u64::MAX }, |m| FileId {
+            device: m.dev(),
+            inode: m.ino(),
+        })
+    }
+
+    /// The PID namespace of the attached consumer (see
+    /// [`pid_namespace`](crate::pid_namespace)), if it said: its pid in
+    /// [`Snapshot::reader_pid`](crate::Snapshot) names a process of this
+    /// namespace only if this equals ours.
+    pub fn reader_pid_namespace(&self) -> Option<u32> {
+        let ns = self.header().control.reader.reader_pid_ns.load(Ordering::Relaxed);
+        (ns != 0).then_some(ns)
     }
 
     fn attach(path: &Path, file: File) -> Result<Ring, Error> {
@@ -401,6 +450,56 @@ impl Ring {
         // reclaiming a live writer's slot is not.
         rc != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
     }
+}
+
+/// A file's identity: its device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    /// `st_dev`.
+    pub device: u64,
+    /// `st_ino`.
+    pub inode: u64,
+}
+
+/// Removes the ring file at `path` only if it is the file `id` (from
+/// [`Ring::file_id`] of a ring this process created): a file someone else
+/// has put at that name since is left alone. Returns whether it removed it.
+///
+/// The check and the unlink are two system calls (Linux has no unlink
+/// conditional on the inode); the names [`Ring::create_unique`] makes are
+/// not ones another process creates, so nothing can slip in between.
+///
+/// # Errors
+/// The file could not be examined or removed (a missing file is `Ok(false)`).
+pub fn remove_ring_file(path: &Path, id: FileId) -> std::io::Result<bool> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if (meta.dev(), meta.ino()) != (id.device, id.inode) {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// 64 random bits from the kernel (`getrandom`), for names no other
+/// process picks; if that fails, the clock, pid and an address mixed
+/// (still distinct per process and call, not secret).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == bytes.len() as isize {
+        return u64::from_ne_bytes(bytes);
+    }
+    let local = 0u8;
+    let mixed = monotonic_ns() ^ (u64::from(std::process::id()) << 32) ^ (&local as *const u8 as u64);
+    mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn byte_lock(kind: libc::c_int, offset: i64) -> libc::flock {

@@ -112,7 +112,7 @@ fn a_second_consumer_is_refused_with_the_first_ones_pid() {
     let _ring = Ring::create(tmp.path(), small()).unwrap();
     let first = Consumer::attach(tmp.path()).unwrap();
     let err = Consumer::attach(tmp.path()).expect_err("second consumer refused");
-    assert!(matches!(err.kind, ErrorKind::ReaderBusy { pid } if pid == std::process::id()));
+    assert!(matches!(err.kind, ErrorKind::ReaderBusy { pid, other_namespace: false } if pid == std::process::id()));
     assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
     drop(first);
     Consumer::attach(tmp.path()).expect("free again once the first detached");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use memtrack::{Ring, RingOptions, ring_path};
+use memtrack::{FileId, Ring, RingOptions, ring_path};
 
 use crate::report::{self, Source};
 use crate::session::Session;
@@ -48,12 +48,13 @@ pub struct RecordArgs {
     command: Vec<OsString>,
 }
 
-/// Removes a private ring when the recording ends, however it ends.
-struct PrivateRing(PathBuf);
+/// Removes a private ring when the recording ends, however it ends: the
+/// file this process created, and no other (see `memtrack::remove_ring_file`).
+struct PrivateRing(PathBuf, FileId);
 
 impl Drop for PrivateRing {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = memtrack::remove_ring_file(&self.0, self.1);
     }
 }
 
@@ -69,11 +70,13 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
     let (path, _private) = match (&args.ring, args.command.is_empty()) {
         (Some(name), _) => (ring_path(name), None),
         (None, false) => {
-            let path = ring_path(&format!("record-{}", std::process::id()));
-            // A stale file of an earlier process with our pid.
-            let _ = std::fs::remove_file(&path);
-            Ring::create(&path, RingOptions::from_env(&path)?)?;
-            (path.clone(), Some(PrivateRing(path)))
+            // A name of its own (`record-<pid>-<random>`, created
+            // exclusively): recorders in other PID namespaces sharing
+            // /dev/shm may have our pid.
+            let options = RingOptions::from_env(&ring_path("record"))?;
+            let ring = Ring::create_unique("record", options)?;
+            let path = ring.path().to_path_buf();
+            (path.clone(), Some(PrivateRing(path, ring.file_id())))
         }
         (None, true) => {
             let name = std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned());
