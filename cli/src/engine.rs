@@ -3,7 +3,12 @@
 //! consumes a ring or reads a record file goes through it.
 //!
 //! Rules (from the reader issue):
-//! * A buffer is keyed by (pid, device, kind, buffer_id), never by address.
+//! * A process is its process-table entry and that entry's generation
+//!   (each new owner of an entry is a new process), never its pid alone:
+//!   pids repeat across PID namespaces and are reused. See
+//!   [`Engine::owner`] for how the stream says which owner a record is of.
+//! * A buffer is keyed by (process, device, kind, buffer_id), never by
+//!   address.
 //! * ALLOC of a live key is a duplicate: counted, and kept as one more
 //!   reference that a later FREE releases.
 //! * FREE of an absent key is an unknown free: counted as an anomaly only.
@@ -19,7 +24,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use memtrack::format::FLAG_ALIAS;
 use memtrack::{Event, Record};
 
-use crate::recording::{Block, CounterBlock, LossBlock, ProcessBlock, TimeBase};
+use crate::recording::{Block, DiedBlock, IdentityBlock, LossBlock, ProcessBlock, TimeBase};
 
 /// Details kept for at most this many anomalies (counts stay exact).
 pub const MAX_ANOMALY_DETAILS: usize = 1000;
@@ -27,10 +32,24 @@ pub const MAX_ANOMALY_DETAILS: usize = 1000;
 /// The latest this many anomalies are kept too, for live views.
 pub const RECENT_ANOMALIES: usize = 16;
 
+/// A writer process as the engine tells them apart: its index in
+/// [`Engine::processes`], in order of first appearance in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessId(pub u32);
+
+/// The `process` key of reports, `status` and metric labels:
+/// `<table entry>.<generation>`, unique for the ring's life (each new owner
+/// of an entry bumps its generation), where pids are not.
+pub fn process_key(slot: u16, generation: u32) -> String {
+    format!("{slot}.{generation}")
+}
+
 /// Identity of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BufferKey {
     /// Writer process.
+    pub process: ProcessId,
+    /// Its pid, as the writer saw it (in its own PID namespace).
     pub pid: u32,
     /// Device id.
     pub device_id: u32,
@@ -128,8 +147,16 @@ impl ProcState {
 /// What the engine knows of one writer process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessStats {
-    /// Process id.
+    /// Process-table entry.
+    pub slot: u16,
+    /// Owner generation of the entry (see [`Engine::owner`]).
+    pub generation: u32,
+    /// Process id, as the writer saw it (in its own PID namespace).
     pub pid: u32,
+    /// Its pid in the reader's PID namespace, where the reader found it.
+    pub host_pid: Option<u32>,
+    /// Start time (clock ticks since boot), from the process table.
+    pub start_time: Option<u64>,
     /// Name (comm).
     pub name: String,
     /// State.
@@ -149,6 +176,13 @@ pub struct ProcessStats {
     pub died_with: Vec<LiveBuffer>,
     /// When it ended, ns since the ring's creation.
     pub end_time_ns: Option<u64>,
+}
+
+impl ProcessStats {
+    /// The `process` key: see [`process_key`].
+    pub fn key(&self) -> String {
+        process_key(self.slot, self.generation)
+    }
 }
 
 /// Which rule a record broke.
@@ -205,6 +239,8 @@ pub struct Mark {
     /// The label.
     pub label: String,
     /// Who marked.
+    pub process: ProcessId,
+    /// Its pid, as the writer saw it.
     pub pid: u32,
     /// When, ns since the ring's creation.
     pub time_ns: u64,
@@ -212,10 +248,12 @@ pub struct Mark {
     pub usage: Vec<((u32, u8), (u64, u64))>,
 }
 
-/// Writers' and reader's view of one (pid, device, kind) that disagree.
+/// Writers' and reader's view of one (process, device, kind) that disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterMismatch {
-    /// Process id.
+    /// The process.
+    pub process: ProcessId,
+    /// Its pid, as the writer saw it.
     pub pid: u32,
     /// Device id.
     pub device_id: u32,
@@ -270,9 +308,16 @@ pub struct Engine {
     time: TimeBase,
     live: FastMap<BufferKey, LiveBuffer>,
     devices: BTreeMap<(u32, u8), KindStats>,
-    processes: BTreeMap<u32, ProcessStats>,
-    /// Which pid holds each process-table index, by ProcessStart records.
-    slot_owner: HashMap<u16, u32>,
+    processes: Vec<ProcessStats>,
+    /// The process that owns each process-table entry at this point of the
+    /// stream.
+    slot_owner: HashMap<u16, ProcessId>,
+    /// The table as a reader attaching to a ring in use found it, per
+    /// entry: which owner the stream's first records of that entry are of.
+    initial: HashMap<u16, IdentityBlock>,
+    /// What the reader learnt of each (entry, generation) from the table:
+    /// pid, start time, pid in the reader's namespace.
+    identities: HashMap<(u16, u32), IdentityBlock>,
     anomaly_counts: AnomalyCounts,
     anomalies: Vec<Anomaly>,
     recent_anomalies: VecDeque<Anomaly>,
@@ -280,12 +325,12 @@ pub struct Engine {
     records: u64,
     last_time_ns: u64,
     losses: LossBlock,
-    writer_counters: Vec<CounterBlock>,
+    writer_counters: BTreeMap<(ProcessId, u32, u8), (i64, i64)>,
     /// What the writers' live counters should read, record by record:
     /// every ALLOC adds and every FREE subtracts its own size and one
     /// buffer, anomalies included, exactly as the hooks count. A difference
     /// at the end means records the stream does not hold.
-    writer_view: FastMap<(u32, u32, u8), (i64, i64)>,
+    writer_view: FastMap<(ProcessId, u32, u8), (i64, i64)>,
 }
 
 impl Engine {
@@ -295,8 +340,10 @@ impl Engine {
             time,
             live: FastMap::default(),
             devices: BTreeMap::new(),
-            processes: BTreeMap::new(),
+            processes: Vec::new(),
             slot_owner: HashMap::new(),
+            initial: HashMap::new(),
+            identities: HashMap::new(),
             anomaly_counts: AnomalyCounts::default(),
             anomalies: Vec::new(),
             recent_anomalies: VecDeque::with_capacity(RECENT_ANOMALIES),
@@ -304,7 +351,7 @@ impl Engine {
             records: 0,
             last_time_ns: 0,
             losses: LossBlock::default(),
-            writer_counters: Vec::new(),
+            writer_counters: BTreeMap::new(),
             writer_view: FastMap::default(),
         }
     }
@@ -313,10 +360,14 @@ impl Engine {
     pub fn apply_block(&mut self, block: &Block) {
         match block {
             Block::Record(record) => self.apply(record),
-            Block::Died(died) => self.process_died(died.pid, self.time.ns(died.timestamp)),
+            Block::Died(died) => self.died_block(died),
             Block::Process(p) => self.process_table_entry(p),
+            Block::Identity(identity) => self.identity(identity),
             Block::Loss(loss) => self.losses = *loss,
-            Block::Counter(c) => self.writer_counters.push(*c),
+            Block::Counter(c) => {
+                let id = self.table_process(c.process_slot, c.generation, c.pid);
+                self.writer_counters.insert((id, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
+            }
         }
     }
 
@@ -325,29 +376,155 @@ impl Engine {
         self.records += 1;
         let time_ns = self.time.ns(record.timestamp);
         self.last_time_ns = self.last_time_ns.max(time_ns);
-        match record.event() {
-            Some(Event::Alloc) => self.alloc(record, time_ns),
-            Some(Event::Free) => self.free(record, time_ns),
-            Some(Event::Mark) => self.mark(record, time_ns),
-            Some(Event::Capacity) => {
-                self.devices.entry((record.device_id, record.kind)).or_default().capacity = Some(record.size)
+        let event = record.event();
+        // Capacities belong to devices, not processes; unknown events (a
+        // newer writer's, in a live ring) to nobody.
+        if matches!(event, None | Some(Event::Capacity)) {
+            if event.is_some() {
+                self.devices.entry((record.device_id, record.kind)).or_default().capacity = Some(record.size);
             }
-            Some(Event::ProcessStart) => self.process_start(record),
+            return;
+        }
+        let process = self.owner(record, time_ns);
+        match event {
+            Some(Event::Alloc) => self.alloc(process, record, time_ns),
+            Some(Event::Free) => self.free(process, record, time_ns),
+            Some(Event::Mark) => self.mark(process, record, time_ns),
+            Some(Event::ProcessStart) => {
+                let name = String::from_utf8_lossy(record.label()).into_owned();
+                let p = self.process_mut(process);
+                p.name = name;
+                p.seen_start = true;
+            }
             Some(Event::ProcessExit) => {
-                let process = self.process(record.pid);
-                if process.state == ProcState::Running {
-                    process.state = ProcState::Exited;
-                    process.end_time_ns = Some(time_ns);
+                let p = self.process_mut(process);
+                if p.state == ProcState::Running {
+                    p.state = ProcState::Exited;
+                    p.end_time_ns = Some(time_ns);
                 }
             }
-            // The record file parser refuses unknown events; a live ring
-            // may carry one from a newer writer: ignore it.
-            None => {}
+            Some(Event::Capacity) | None => unreachable!("handled above"),
         }
     }
 
-    fn key(record: &Record) -> BufferKey {
+    /// The process a record is of. Records carry the writer's table entry
+    /// and pid, not the entry's generation, so the stream tells owners
+    /// apart: within one entry, every record of an owner comes after its
+    /// start record and before the next owner's (the next owner can take
+    /// the entry only once the kernel has released the previous one's
+    /// lock, at its exit), so
+    /// * a PROCESS_START is a new owner, the next generation;
+    /// * a record with another pid than the entry's owner is a new owner
+    ///   whose start record the stream lacks (dropped, or consumed before
+    ///   this reader attached);
+    /// * the previous owner, if it never said it exited, died.
+    ///
+    /// The first owner of an entry in the stream is generation 1, as in a
+    /// fresh table, unless the reader attached to a ring in use: then the
+    /// table it found ([`IdentityBlock::initial`]) says which generation
+    /// owned the entry, and records claimed before that look are of it (its
+    /// pid) or of an earlier owner, those after of it or of a later one.
+    /// A start record a full ring dropped, of an owner with the pid of the
+    /// previous one, is the one case that merges two owners.
+    fn owner(&mut self, record: &Record, time_ns: u64) -> ProcessId {
+        let (slot, pid) = (record.process_slot, record.pid);
+        let start = record.event == Event::ProcessStart as u8;
+        if let Some(&id) = self.slot_owner.get(&slot) {
+            let current = self.process_ref(id);
+            if !start && current.pid == pid {
+                return id;
+            }
+            let generation = current.generation.wrapping_add(1);
+            self.process_died(id, time_ns); // a no-op unless it was running
+            return self.new_process(slot, generation, pid);
+        }
+        let generation = match self.initial.get(&slot) {
+            None => 1,
+            Some(first) if first.pid == pid => first.generation,
+            Some(first) if record.ticket < first.tail => first.generation.wrapping_sub(1),
+            Some(first) => first.generation.wrapping_add(1),
+        };
+        self.new_process(slot, generation, pid)
+    }
+
+    fn new_process(&mut self, slot: u16, generation: u32, pid: u32) -> ProcessId {
+        let id = ProcessId(self.processes.len() as u32);
+        let known = self.identities.get(&(slot, generation)).filter(|i| i.pid == pid);
+        self.processes.push(ProcessStats {
+            slot,
+            generation,
+            pid,
+            host_pid: known.and_then(|i| i.host_pid()),
+            start_time: known.map(|i| i.start_time),
+            name: known.map(|i| i.name()).unwrap_or_default(),
+            state: ProcState::Running,
+            seen_start: false,
+            allocs: 0,
+            frees: 0,
+            dropped: 0,
+            in_final_table: false,
+            died_with: Vec::new(),
+            end_time_ns: None,
+        });
+        self.slot_owner.insert(slot, id);
+        id
+    }
+
+    fn process_ref(&self, id: ProcessId) -> &ProcessStats {
+        &self.processes[id.0 as usize]
+    }
+
+    fn process_mut(&mut self, id: ProcessId) -> &mut ProcessStats {
+        &mut self.processes[id.0 as usize]
+    }
+
+    /// The process the table (or the reader, watching it) names by entry,
+    /// generation and pid: the one of the stream with that entry and
+    /// generation; else (a file from before generations were recorded, 0,
+    /// or a generation the stream guessed wrong) the entry's latest owner
+    /// if it has that pid; else a process the stream holds no record of.
+    fn table_process(&mut self, slot: u16, generation: u32, pid: u32) -> ProcessId {
+        let exact = self
+            .processes
+            .iter()
+            .rposition(|p| p.slot == slot && p.generation == generation && p.pid == pid);
+        if let Some(index) = exact {
+            return ProcessId(index as u32);
+        }
+        match self.slot_owner.get(&slot) {
+            Some(&id) if self.process_ref(id).pid == pid => id,
+            _ => {
+                let previous = self.slot_owner.get(&slot).copied();
+                let id = self.new_process(slot, generation, pid);
+                // Not the entry's owner in the stream's order: keep the
+                // owner its records name.
+                match previous {
+                    Some(previous) => self.slot_owner.insert(slot, previous),
+                    None => self.slot_owner.remove(&slot),
+                };
+                id
+            }
+        }
+    }
+
+    fn identity(&mut self, identity: &IdentityBlock) {
+        let key = (identity.process_slot, identity.generation);
+        if identity.initial() {
+            self.initial.insert(identity.process_slot, *identity);
+        }
+        self.identities.insert(key, *identity);
+        for p in self.processes.iter_mut().filter(|p| (p.slot, p.generation, p.pid) == (key.0, key.1, identity.pid)) {
+            p.start_time = Some(identity.start_time);
+            p.host_pid = identity.host_pid().or(p.host_pid);
+            if p.name.is_empty() {
+                p.name = identity.name();
+            }
+        }
+    }
+
+    fn key(process: ProcessId, record: &Record) -> BufferKey {
         BufferKey {
+            process,
             pid: record.pid,
             device_id: record.device_id,
             kind: record.kind,
@@ -356,18 +533,18 @@ impl Engine {
     }
 
     /// Follows a buffer record as the writer's counter cell did.
-    fn count_as_writers_do(&mut self, record: &Record, sign: i64) {
+    fn count_as_writers_do(&mut self, process: ProcessId, record: &Record, sign: i64) {
         let bytes = if record.is_alias() { 0 } else { record.size as i64 };
-        let cell = self.writer_view.entry((record.pid, record.device_id, record.kind)).or_default();
+        let cell = self.writer_view.entry((process, record.device_id, record.kind)).or_default();
         cell.0 = cell.0.wrapping_add(sign.wrapping_mul(bytes));
         cell.1 += sign;
     }
 
-    fn alloc(&mut self, record: &Record, time_ns: u64) {
-        self.count_as_writers_do(record, 1);
-        let key = Engine::key(record);
+    fn alloc(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
+        self.count_as_writers_do(process, record, 1);
+        let key = Engine::key(process, record);
         let alias = record.is_alias();
-        self.process(record.pid).allocs += 1;
+        self.process_mut(process).allocs += 1;
         let mut duplicate = false;
         self.live
             .entry(key)
@@ -399,9 +576,9 @@ impl Engine {
         }
     }
 
-    fn free(&mut self, record: &Record, time_ns: u64) {
-        self.count_as_writers_do(record, -1);
-        let key = Engine::key(record);
+    fn free(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
+        self.count_as_writers_do(process, record, -1);
+        let key = Engine::key(process, record);
         let Some(live) = self.live.get_mut(&key) else {
             self.anomaly(AnomalyKind::UnknownFree, key, time_ns, record.size, 0);
             return;
@@ -418,7 +595,7 @@ impl Engine {
         if record.size != 0 && record.size != released {
             self.anomaly(AnomalyKind::SizeMismatch, key, time_ns, record.size, released);
         }
-        self.process(record.pid).frees += 1;
+        self.process_mut(process).frees += 1;
         let stats = self.devices.entry((record.device_id, record.kind)).or_default();
         stats.frees += 1;
         stats.live_buffers -= 1;
@@ -427,7 +604,7 @@ impl Engine {
         }
     }
 
-    fn mark(&mut self, record: &Record, time_ns: u64) {
+    fn mark(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
         let usage = self
             .devices
             .iter()
@@ -436,48 +613,18 @@ impl Engine {
             .collect();
         self.marks.push(Mark {
             label: String::from_utf8_lossy(record.label()).into_owned(),
+            process,
             pid: record.pid,
             time_ns,
             usage,
         });
     }
 
-    fn process_start(&mut self, record: &Record) {
-        // A new process in a table entry whose previous owner never said
-        // goodbye: the previous owner died (the table reuses only entries
-        // whose lock the kernel released).
-        if let Some(previous) = self.slot_owner.insert(record.process_slot, record.pid)
-            && previous != record.pid
-            && self.processes.get(&previous).is_some_and(|p| p.state == ProcState::Running)
-        {
-            self.process_died(previous, self.time.ns(record.timestamp));
-        }
-        let name = String::from_utf8_lossy(record.label()).into_owned();
-        let process = self.process(record.pid);
-        process.name = name;
-        process.seen_start = true;
-        process.state = ProcState::Running;
-    }
-
-    fn process(&mut self, pid: u32) -> &mut ProcessStats {
-        self.processes.entry(pid).or_insert_with(|| ProcessStats {
-            pid,
-            name: String::new(),
-            state: ProcState::Running,
-            seen_start: false,
-            allocs: 0,
-            frees: 0,
-            dropped: 0,
-            in_final_table: false,
-            died_with: Vec::new(),
-            end_time_ns: None,
-        })
-    }
-
-    /// Process `pid` ended without shutting down: its live buffers leave
-    /// device usage and become its remaining buffers.
-    pub fn process_died(&mut self, pid: u32, time_ns: u64) {
-        let process = self.process(pid);
+    /// Process `id` ended without shutting down: its live buffers leave
+    /// device usage and become its remaining buffers. A no-op for a
+    /// process that is no longer running.
+    pub fn process_died(&mut self, id: ProcessId, time_ns: u64) {
+        let process = self.process_mut(id);
         if process.state != ProcState::Running {
             return;
         }
@@ -485,7 +632,7 @@ impl Engine {
         process.end_time_ns = Some(time_ns);
         let mut orphans: Vec<LiveBuffer> = Vec::new();
         self.live.retain(|key, live| {
-            if key.pid != pid {
+            if key.process != id {
                 return true;
             }
             orphans.push(live.clone());
@@ -497,14 +644,21 @@ impl Engine {
             stats.live_buffers -= buffer.references() as u64;
             stats.live_bytes = stats.live_bytes.wrapping_sub(buffer.counted_bytes());
         }
-        self.processes.get_mut(&pid).expect("inserted above").died_with = orphans;
+        self.process_mut(id).died_with = orphans;
+    }
+
+    fn died_block(&mut self, died: &DiedBlock) {
+        let id = self.table_process(died.process_slot, died.generation, died.pid);
+        self.process_died(id, self.time.ns(died.timestamp));
     }
 
     fn process_table_entry(&mut self, entry: &ProcessBlock) {
         let name = entry.name();
-        let process = self.process(entry.pid);
+        let id = self.table_process(entry.process_slot, entry.generation, entry.pid);
+        let process = self.process_mut(id);
         process.dropped = entry.dropped;
         process.in_final_table = true;
+        process.start_time.get_or_insert(entry.start_time);
         if process.name.is_empty() {
             process.name = name;
         }
@@ -513,7 +667,7 @@ impl Engine {
         }
         if entry.state == 2 {
             let end = self.last_time_ns;
-            self.process_died(entry.pid, end);
+            self.process_died(id, end);
         }
     }
 
@@ -551,9 +705,14 @@ impl Engine {
         &self.devices
     }
 
-    /// Processes by pid.
-    pub fn processes(&self) -> &BTreeMap<u32, ProcessStats> {
+    /// Processes in order of first appearance; a [`ProcessId`] indexes it.
+    pub fn processes(&self) -> &[ProcessStats] {
         &self.processes
+    }
+
+    /// The process `id`.
+    pub fn process(&self, id: ProcessId) -> &ProcessStats {
+        self.process_ref(id)
     }
 
     /// Anomaly counts.
@@ -585,17 +744,17 @@ impl Engine {
     /// dead processes left), in key order.
     pub fn remaining(&self) -> Vec<&LiveBuffer> {
         let mut remaining: Vec<&LiveBuffer> = self.live.values().collect();
-        remaining.extend(self.processes.values().flat_map(|p| &p.died_with));
+        remaining.extend(self.processes.iter().flat_map(|p| &p.died_with));
         remaining.sort_unstable_by_key(|b| b.key);
         remaining
     }
 
     /// Live buffers indexed by process, for the remaining-buffer totals of
     /// every process at once.
-    pub fn remaining_by_process(&self) -> BTreeMap<u32, (u64, u64)> {
-        let mut totals: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    pub fn remaining_by_process(&self) -> BTreeMap<ProcessId, (u64, u64)> {
+        let mut totals: BTreeMap<ProcessId, (u64, u64)> = BTreeMap::new();
         for b in self.remaining() {
-            let entry = totals.entry(b.key.pid).or_default();
+            let entry = totals.entry(b.key.process).or_default();
             entry.0 += b.references() as u64;
             entry.1 = entry.1.wrapping_add(b.counted_bytes());
         }
@@ -607,14 +766,12 @@ impl Engine {
     /// whose start this stream holds: records dropped, lost, or never
     /// written. Empty when they agree or when nothing can be compared.
     pub fn counter_mismatches(&self) -> Vec<CounterMismatch> {
-        let reader = &self.writer_view;
-        let mut writers: BTreeMap<(u32, u32, u8), (i64, i64)> = BTreeMap::new();
-        for c in &self.writer_counters {
-            writers.insert((c.pid, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
-        }
-        let comparable =
-            |pid: u32| self.processes.get(&pid).is_some_and(|p| p.seen_start && p.in_final_table);
-        let nonzero = |k: &&(u32, u32, u8)| reader.get(*k).is_some_and(|&v| v != (0, 0));
+        let (reader, writers) = (&self.writer_view, &self.writer_counters);
+        let comparable = |id: ProcessId| {
+            let p = self.process_ref(id);
+            p.seen_start && p.in_final_table
+        };
+        let nonzero = |k: &&(ProcessId, u32, u8)| reader.get(*k).is_some_and(|&v| v != (0, 0));
         let mut keys: Vec<_> = reader.keys().filter(nonzero).chain(writers.keys()).copied().collect();
         keys.sort_unstable();
         keys.dedup();
@@ -627,7 +784,8 @@ impl Engine {
                     writers.get(&k).copied().unwrap_or_default(),
                 );
                 (r != w).then_some(CounterMismatch {
-                    pid: k.0,
+                    process: k.0,
+                    pid: self.process_ref(k.0).pid,
                     device_id: k.1,
                     kind: k.2,
                     reader: r,
@@ -640,7 +798,7 @@ impl Engine {
     /// Whether the stream ended with the process table (a finished
     /// recording), so the counter cross-check ran.
     pub fn cross_checked(&self) -> bool {
-        self.processes.values().any(|p| p.in_final_table)
+        self.processes.iter().any(|p| p.in_final_table)
     }
 }
 

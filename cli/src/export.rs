@@ -147,7 +147,7 @@ fn perfetto(reader: &mut RecordReader, out: &mut impl Write) -> Result<()> {
         events.write(&counter(track, us, value))?;
     }
     let end_us = engine.last_time_ns() as f64 / 1000.0;
-    for p in engine.processes().values().filter(|p| p.state == ProcState::Died) {
+    for p in engine.processes().iter().filter(|p| p.state == ProcState::Died) {
         let ts = p.end_time_ns.unwrap_or(engine.last_time_ns()) as f64 / 1000.0;
         events.write(&json!({
             "ph": "i", "s": "p", "cat": "process", "name": format!("process {} died", p.pid),

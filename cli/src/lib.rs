@@ -9,6 +9,7 @@ pub mod bench;
 pub mod demo;
 pub mod engine;
 pub mod export;
+pub mod host_pid;
 pub mod record;
 pub mod recording;
 pub mod report;

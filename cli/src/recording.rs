@@ -6,8 +6,9 @@
 //! block × n                   64 bytes each:
 //!   ring records                the ring's own `Record`s, unchanged
 //!   reader blocks               event code >= 0x80: what the reader observed
-//!                               (a process died, loss totals, the process
-//!                               table and the writers' live counters at the end)
+//!                               (a process died, who a process is, loss
+//!                               totals, the process table and the writers'
+//!                               live counters at the end)
 //! End block                   event 0x8F, the last block of a complete file
 //! ```
 //!
@@ -43,6 +44,7 @@ mod code {
     pub const PROCESS: u8 = 0x81;
     pub const LOSS: u8 = 0x82;
     pub const COUNTER: u8 = 0x83;
+    pub const IDENTITY: u8 = 0x84;
     pub const END: u8 = 0x8F;
 }
 
@@ -217,12 +219,16 @@ pub struct CounterBlock {
     pub live_bytes: i64,
     /// Live buffers.
     pub live_buffers: i64,
-    reserved: [u8; 32],
+    /// The process's table-entry generation (0 in files written before
+    /// it was recorded: the entry's owner with `pid` is meant).
+    pub generation: u32,
+    reserved: [u8; 28],
     /// Device id.
     pub device_id: u32,
     /// Process id.
     pub pid: u32,
-    reserved2: [u8; 2],
+    /// The process's table entry.
+    pub process_slot: u16,
     event: u8,
     /// Kind code.
     pub kind: u8,
@@ -236,7 +242,9 @@ pub struct CounterBlock {
 pub struct DiedBlock {
     /// Ring clock when the reader noticed.
     pub timestamp: u64,
-    reserved: [u32; 11],
+    reserved: [u32; 10],
+    /// Table-entry generation (0 in files written before it was recorded).
+    pub generation: u32,
     /// Process id.
     pub pid: u32,
     /// Table index.
@@ -245,7 +253,42 @@ pub struct DiedBlock {
     reserved2: [u8; 5],
 }
 
+/// Who a writer process is, as the reader read it from the process table:
+/// written when the reader first sees an entry's owner, and for every
+/// entry of the table a reader attaching to a ring in use finds there
+/// (`initial`), which tells the engine whose the first records of each
+/// entry are (see `Engine::owner`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct IdentityBlock {
+    /// Start time (clock ticks since boot, `/proc/PID/stat` field 22).
+    pub start_time: u64,
+    /// With `initial`: tickets claimed before the reader read the table
+    /// (the ring's tail, read first). 0 otherwise.
+    pub tail: u64,
+    /// Name, NUL-padded.
+    pub name: [u8; 32],
+    /// Table-entry generation.
+    pub generation: u32,
+    /// Pid, as the writer saw it (in its own PID namespace).
+    pub pid: u32,
+    /// Table entry.
+    pub process_slot: u16,
+    event: u8,
+    flags: u8,
+    /// Its pid in the reader's PID namespace, 0 if the reader did not find it.
+    host_pid: u32,
+}
+
+/// `IdentityBlock::flags`: the table as the reader found it on attaching.
+const IDENTITY_INITIAL: u8 = 1;
+
 const _: () = {
+    assert!(size_of::<IdentityBlock>() == BLOCK_SIZE);
+    assert!(std::mem::offset_of!(IdentityBlock, event) == EVENT_OFFSET);
+    assert!(std::mem::offset_of!(IdentityBlock, generation) == 48);
+    assert!(std::mem::offset_of!(CounterBlock, process_slot) == 56);
+    assert!(std::mem::offset_of!(DiedBlock, generation) == 48);
     assert!(size_of::<ProcessBlock>() == BLOCK_SIZE);
     assert!(size_of::<LossBlock>() == BLOCK_SIZE);
     assert!(size_of::<CounterBlock>() == BLOCK_SIZE);
@@ -290,13 +333,15 @@ impl LossBlock {
 }
 
 impl CounterBlock {
-    /// One writer cell.
-    pub fn new(pid: u32, device_id: u32, kind: u8, live_bytes: i64, live_buffers: i64) -> CounterBlock {
+    /// One writer cell of process `p`.
+    pub fn new(p: &memtrack::ProcessInfo, device_id: u32, kind: u8, live_bytes: i64, live_buffers: i64) -> CounterBlock {
         CounterBlock {
             live_bytes,
             live_buffers,
+            generation: p.generation,
             device_id,
-            pid,
+            pid: p.pid,
+            process_slot: p.slot,
             kind,
             event: code::COUNTER,
             ..Zeroable::zeroed()
@@ -305,9 +350,54 @@ impl CounterBlock {
 }
 
 impl DiedBlock {
-    /// Process `pid` in table entry `process_slot` found dead at `timestamp`.
-    pub fn new(pid: u32, process_slot: u16, timestamp: u64) -> DiedBlock {
-        DiedBlock { timestamp, pid, process_slot, event: code::PROCESS_DIED, ..Zeroable::zeroed() }
+    /// Process `p` found dead at `timestamp`.
+    pub fn new(p: &memtrack::ProcessInfo, timestamp: u64) -> DiedBlock {
+        DiedBlock {
+            timestamp,
+            generation: p.generation,
+            pid: p.pid,
+            process_slot: p.slot,
+            event: code::PROCESS_DIED,
+            ..Zeroable::zeroed()
+        }
+    }
+}
+
+impl IdentityBlock {
+    /// Process `p`, found at `host_pid` in the reader's namespace (if it
+    /// was); `initial_tail` for an entry of the table a reader attaching
+    /// to a ring in use found, with the tail it read before.
+    pub fn new(p: &memtrack::ProcessInfo, host_pid: Option<u32>, initial_tail: Option<u64>) -> IdentityBlock {
+        let mut block = IdentityBlock {
+            start_time: p.start_time,
+            tail: initial_tail.unwrap_or(0),
+            generation: p.generation,
+            pid: p.pid,
+            process_slot: p.slot,
+            event: code::IDENTITY,
+            flags: if initial_tail.is_some() { IDENTITY_INITIAL } else { 0 },
+            host_pid: host_pid.unwrap_or(0),
+            ..Zeroable::zeroed()
+        };
+        let n = p.name.len().min(block.name.len());
+        block.name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
+        block
+    }
+
+    /// Whether it is of the table as the reader found it on attaching.
+    pub fn initial(&self) -> bool {
+        self.flags & IDENTITY_INITIAL != 0
+    }
+
+    /// Its pid in the reader's namespace, if the reader found it.
+    pub fn host_pid(&self) -> Option<u32> {
+        (self.host_pid != 0).then_some(self.host_pid)
+    }
+
+    /// The process's name.
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
     }
 }
 
@@ -354,6 +444,8 @@ pub enum Block {
     Loss(LossBlock),
     /// A writer live-counter cell at the end.
     Counter(CounterBlock),
+    /// Who a process is.
+    Identity(IdentityBlock),
 }
 
 impl Block {
@@ -364,6 +456,7 @@ impl Block {
             Block::Process(b) => bytemuck::bytes_of(b),
             Block::Loss(b) => bytemuck::bytes_of(b),
             Block::Counter(b) => bytemuck::bytes_of(b),
+            Block::Identity(b) => bytemuck::bytes_of(b),
         }
     }
 
@@ -374,6 +467,7 @@ impl Block {
             Block::Process(_) => code::PROCESS,
             Block::Loss(_) => code::LOSS,
             Block::Counter(_) => code::COUNTER,
+            Block::Identity(_) => code::IDENTITY,
         }
     }
 
@@ -389,6 +483,7 @@ impl Block {
             code::PROCESS => Block::Process(bytemuck::pod_read_unaligned(bytes)),
             code::LOSS => Block::Loss(bytemuck::pod_read_unaligned(bytes)),
             code::COUNTER => Block::Counter(bytemuck::pod_read_unaligned(bytes)),
+            code::IDENTITY => Block::Identity(bytemuck::pod_read_unaligned(bytes)),
             _ => return None,
         })
     }
@@ -643,24 +738,33 @@ mod tests {
     fn blocks_round_trip() {
         let path = temp("round-trip");
         let record = Record { ticket: 7, event: Event::Alloc as u8, size: 4096, ..Default::default() };
+        let victim = memtrack::ProcessInfo {
+            slot: 3,
+            pid: 42,
+            name: "victim".into(),
+            state: memtrack::ProcessState::Died,
+            start_time: 1,
+            generation: 2,
+            dropped: 3,
+            attach_ticks: 4,
+        };
         let blocks = [
             Block::Record(record),
-            Block::Died(DiedBlock::new(42, 3, 99)),
+            Block::Identity(IdentityBlock::new(&victim, Some(4242), Some(17))),
+            Block::Identity(IdentityBlock::new(&victim, None, None)),
+            Block::Died(DiedBlock::new(&victim, 99)),
             Block::Loss(LossBlock::new(5, &Progress { lost_writer_died: 1, ..Default::default() }, 0)),
-            Block::Counter(CounterBlock::new(42, 1, 0, -5, 2)),
-            Block::Process(ProcessBlock::from(&memtrack::ProcessInfo {
-                slot: 3,
-                pid: 42,
-                name: "victim".into(),
-                state: memtrack::ProcessState::Died,
-                start_time: 1,
-                generation: 2,
-                dropped: 3,
-                attach_ticks: 4,
-            })),
+            Block::Counter(CounterBlock::new(&victim, 1, 0, -5, 2)),
+            Block::Process(ProcessBlock::from(&victim)),
         ];
         write(&path, &blocks);
-        assert_eq!(read_all(&path).unwrap(), blocks);
+        let read = read_all(&path).unwrap();
+        assert_eq!(read, blocks);
+        let Block::Identity(identity) = read[1] else { panic!("{read:?}") };
+        assert_eq!((identity.initial(), identity.host_pid(), identity.tail), (true, Some(4242), 17));
+        assert_eq!((identity.process_slot, identity.generation, identity.pid), (3, 2, 42));
+        let Block::Identity(identity) = read[2] else { panic!("{read:?}") };
+        assert_eq!((identity.initial(), identity.host_pid(), identity.name()), (false, None, "victim".into()));
         let _ = std::fs::remove_file(&path);
     }
 

@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, ProcState};
+use crate::engine::{Engine, ProcState, ProcessId};
 use crate::recording::{FileHeader, RecordReader};
 use crate::units::{human_bytes, human_ns, kind_name, red, use_colour};
 
@@ -97,6 +97,7 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
     }
     let counts = engine.anomaly_counts();
     let remaining_totals = engine.remaining_by_process();
+    let key = |id: ProcessId| engine.process(id).key();
     json!({
         "schema": REPORT_SCHEMA,
         "file": source.file,
@@ -119,27 +120,31 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
             "duplicate_allocs": counts.duplicate_allocs,
             "size_mismatches": counts.size_mismatches,
             "details": engine.anomalies().iter().map(|a| json!({
-                "type": a.kind.name(), "time_ns": a.time_ns, "pid": a.key.pid,
+                "type": a.kind.name(), "time_ns": a.time_ns,
+                "process": key(a.key.process), "pid": a.key.pid,
                 "device_id": a.key.device_id, "kind": kind_name(a.key.kind),
                 "buffer_id": a.key.buffer_id, "size": a.size, "expected_size": a.expected_size,
             })).collect::<Vec<_>>(),
         },
         "remaining": engine.remaining().iter().map(|b| json!({
-            "pid": b.key.pid, "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
+            "process": key(b.key.process), "pid": b.key.pid,
+            "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
             "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
             "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
         })).collect::<Vec<_>>(),
-        "processes": engine.processes().values().map(|p| {
-            let (buffers, bytes) = remaining_totals.get(&p.pid).copied().unwrap_or_default();
+        "processes": engine.processes().iter().enumerate().map(|(id, p)| {
+            let id = ProcessId(id as u32);
+            let (buffers, bytes) = remaining_totals.get(&id).copied().unwrap_or_default();
             json!({
-                "pid": p.pid, "name": p.name, "state": p.state.name(),
+                "process": p.key(), "pid": p.pid, "host_pid": p.host_pid, "start_time": p.start_time,
+                "name": p.name, "state": p.state.name(),
                 "remaining_buffers": buffers, "remaining_bytes": bytes,
                 "allocs": p.allocs, "frees": p.frees, "dropped": p.dropped,
                 "end_time_ns": p.end_time_ns,
             })
         }).collect::<Vec<_>>(),
         "marks": engine.marks().iter().map(|m| json!({
-            "label": m.label, "time_ns": m.time_ns, "pid": m.pid,
+            "label": m.label, "time_ns": m.time_ns, "process": key(m.process), "pid": m.pid,
             "usage": m.usage.iter().map(|&((device, kind), (bytes, buffers))| json!({
                 "device_id": device, "kind": kind_name(kind), "live_bytes": bytes, "live_buffers": buffers,
             })).collect::<Vec<_>>(),
@@ -147,7 +152,7 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
         "cross_check": {
             "checked": engine.cross_checked(),
             "mismatches": engine.counter_mismatches().iter().map(|m| json!({
-                "pid": m.pid, "device_id": m.device_id, "kind": kind_name(m.kind),
+                "process": key(m.process), "pid": m.pid, "device_id": m.device_id, "kind": kind_name(m.kind),
                 "reader_bytes": m.reader.0, "reader_buffers": m.reader.1,
                 "writer_bytes": m.writers.0, "writer_buffers": m.writers.1,
             })).collect::<Vec<_>>(),
@@ -207,13 +212,19 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
 
     let totals = engine.remaining_by_process();
     writeln!(out, "\nProcesses")?;
-    writeln!(out, "{:>8}  {:<16} {:<8} {:>10} {:>12}", "pid", "name", "state", "remaining", "bytes")?;
-    for p in engine.processes().values() {
-        let (buffers, bytes) = totals.get(&p.pid).copied().unwrap_or_default();
+    writeln!(
+        out,
+        "{:>8}  {:>8} {:>8}  {:<16} {:<8} {:>10} {:>12}",
+        "process", "pid", "host pid", "name", "state", "remaining", "bytes"
+    )?;
+    for (id, p) in engine.processes().iter().enumerate() {
+        let (buffers, bytes) = totals.get(&ProcessId(id as u32)).copied().unwrap_or_default();
         let state = if p.state == ProcState::Died { red("died", colour) } else { p.state.name().to_owned() };
+        let host_pid = p.host_pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
         writeln!(
             out,
-            "{:>8}  {:<16} {state:<8} {buffers:>10} {:>12}",
+            "{:>8}  {:>8} {host_pid:>8}  {:<16} {state:<8} {buffers:>10} {:>12}",
+            p.key(),
             p.pid,
             p.name,
             human_bytes(bytes as i64)
@@ -231,9 +242,10 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
     for a in engine.anomalies().iter().take(10) {
         writeln!(
             out,
-            "  {:>12}  {:<16} pid {} device {} {} buffer {} size {}",
+            "  {:>12}  {:<16} process {} pid {} device {} {} buffer {} size {}",
             human_ns(a.time_ns),
             a.kind.name(),
+            engine.process(a.key.process).key(),
             a.key.pid,
             a.key.device_id,
             kind_name(a.key.kind),
@@ -263,7 +275,8 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         for m in &mismatches {
             writeln!(
                 out,
-                "  pid {} device {} {}: records say {} in {} buffers, writers say {} in {}",
+                "  process {} pid {} device {} {}: records say {} in {} buffers, writers say {} in {}",
+                engine.process(m.process).key(),
                 m.pid,
                 m.device_id,
                 kind_name(m.kind),
@@ -292,9 +305,10 @@ fn write_remaining(out: &mut impl Write, engine: &Engine) -> Result<()> {
             writeln!(out, "  ... and {} more", remaining.len() - shown)?;
             break;
         }
-        if group != Some((b.key.pid, b.key.device_id)) {
-            group = Some((b.key.pid, b.key.device_id));
-            writeln!(out, "  pid {} device {}", b.key.pid, b.key.device_id)?;
+        if group != Some((b.key.process, b.key.device_id)) {
+            group = Some((b.key.process, b.key.device_id));
+            let process = engine.process(b.key.process).key();
+            writeln!(out, "  process {process} (pid {}) device {}", b.key.pid, b.key.device_id)?;
         }
         let alias = if b.flags & memtrack::format::FLAG_ALIAS != 0 { " (alias)" } else { "" };
         writeln!(

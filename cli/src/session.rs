@@ -6,11 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use memtrack::{Consumer, ProcessState, Record, Ring, RingOptions};
+use memtrack::{Consumer, ProcessInfo, ProcessState, Record, Ring, RingOptions};
 
 use crate::engine::Engine;
+use crate::host_pid::host_pids;
 use crate::recording::{
-    Block, CounterBlock, DiedBlock, FileHeader, LossBlock, ProcessBlock, RecordWriter, TimeBase,
+    Block, CounterBlock, DiedBlock, FileHeader, IdentityBlock, LossBlock, ProcessBlock, RecordWriter,
+    TimeBase,
 };
 
 /// How often the process table is read for processes that died.
@@ -34,8 +36,12 @@ pub struct Session {
     baseline: LossBlock,
     /// Deaths seen in the table, not yet placed in the stream (they go in
     /// once every record the dead process wrote has been taken).
-    pending_deaths: Vec<(u32, u16)>,
-    reported_deaths: HashSet<(u32, u16)>,
+    pending_deaths: Vec<ProcessInfo>,
+    /// (table entry, generation) of the processes found dead.
+    reported_deaths: HashSet<(u16, u32)>,
+    /// (table entry, generation) of the processes whose identity is in
+    /// the stream.
+    announced: HashSet<(u16, u32)>,
     last_poll: Instant,
 }
 
@@ -74,7 +80,12 @@ impl Session {
             )?),
             None => None,
         };
-        Ok(Session {
+        // Who owns each table entry now, for the records of a ring in use
+        // (see `Engine::owner`): the tail first, so every claim below it
+        // was made before the table was read.
+        let tail = consumer.ring().snapshot().tail;
+        let initial = consumer.ring().processes();
+        let mut session = Session {
             consumer,
             engine: Engine::new(time),
             analyse,
@@ -83,8 +94,11 @@ impl Session {
             baseline,
             pending_deaths: Vec::new(),
             reported_deaths: HashSet::new(),
+            announced: HashSet::new(),
             last_poll: Instant::now() - PROCESS_POLL,
-        })
+        };
+        session.announce(&initial, Some(tail))?;
+        Ok(session)
     }
 
     /// The ring.
@@ -123,7 +137,7 @@ impl Session {
         }
         if self.last_poll.elapsed() >= PROCESS_POLL {
             self.last_poll = Instant::now();
-            self.find_deaths();
+            self.watch_table()?;
         }
         if self.consumer.caught_up() {
             self.place_deaths()?;
@@ -166,16 +180,39 @@ impl Session {
         Ok(())
     }
 
-    fn find_deaths(&mut self) {
-        for p in self.ring().processes() {
-            let id = (p.pid, p.slot);
+    /// Reads the process table: new owners of entries get an identity
+    /// block, deaths are queued for `place_deaths`.
+    fn watch_table(&mut self) -> Result<()> {
+        let table = self.ring().processes();
+        self.announce(&table, None)?;
+        for p in table {
+            let id = (p.slot, p.generation);
             if p.state == ProcessState::Died
                 && !self.reported_deaths.contains(&id)
-                && !self.pending_deaths.contains(&id)
+                && !self.pending_deaths.iter().any(|d| (d.slot, d.generation) == id)
             {
-                self.pending_deaths.push(id);
+                self.pending_deaths.push(p);
             }
         }
+        Ok(())
+    }
+
+    /// Puts an identity block for each process of `table` not announced
+    /// yet into the stream, with its pid in our namespace where it can be
+    /// found (it must be alive for that: the earlier the better).
+    /// `initial_tail`: `table` is the table as we found it on attaching.
+    fn announce(&mut self, table: &[ProcessInfo], initial_tail: Option<u64>) -> Result<()> {
+        let new: Vec<&ProcessInfo> =
+            table.iter().filter(|p| !self.announced.contains(&(p.slot, p.generation))).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<(u32, u64)> = new.iter().map(|p| (p.pid, p.start_time)).collect();
+        for (p, host_pid) in new.into_iter().zip(host_pids(&wanted)) {
+            self.announced.insert((p.slot, p.generation));
+            self.handle_block(Block::Identity(IdentityBlock::new(p, host_pid, initial_tail)))?;
+        }
+        Ok(())
     }
 
     /// Puts the pending deaths into the stream. A death belongs after the
@@ -187,9 +224,9 @@ impl Session {
             return Ok(());
         }
         let now = self.ring().clock_source().now();
-        for (pid, slot) in std::mem::take(&mut self.pending_deaths) {
-            self.reported_deaths.insert((pid, slot));
-            self.handle_block(Block::Died(DiedBlock::new(pid, slot, now)))?;
+        for p in std::mem::take(&mut self.pending_deaths) {
+            self.reported_deaths.insert((p.slot, p.generation));
+            self.handle_block(Block::Died(DiedBlock::new(&p, now)))?;
         }
         Ok(())
     }
@@ -217,7 +254,7 @@ impl Session {
     /// Writing the record file failed.
     pub fn finish(mut self) -> Result<Engine> {
         self.poll()?;
-        self.find_deaths();
+        self.watch_table()?;
         // Whatever is still pending goes in now, after everything taken.
         self.place_deaths()?;
         let snapshot = self.ring().snapshot();
@@ -227,7 +264,7 @@ impl Session {
         self.handle_block(Block::Loss(self.losses()))?;
         for c in &snapshot.counters {
             let Some(p) = snapshot.processes.iter().find(|p| p.slot == c.process_slot) else { continue };
-            let block = CounterBlock::new(p.pid, c.device_id, c.kind, c.live_bytes, c.live_buffers);
+            let block = CounterBlock::new(p, c.device_id, c.kind, c.live_bytes, c.live_buffers);
             self.handle_block(Block::Counter(block))?;
         }
         if let Some(file) = self.file.take() {

@@ -2,7 +2,7 @@
 
 use super::testing;
 use super::*;
-use crate::recording::DiedBlock;
+use crate::recording::{CounterBlock, DiedBlock, IdentityBlock};
 use memtrack::format::kind::{CB, DRAM, L1};
 
 /// The engine tests' stream: records 10 ns apart, from process 100
@@ -51,6 +51,20 @@ impl Stream {
     }
 }
 
+/// A used process-table entry, running.
+fn table_entry(slot: u16, generation: u32, pid: u32, name: &str) -> memtrack::ProcessInfo {
+    memtrack::ProcessInfo {
+        slot,
+        pid,
+        name: name.into(),
+        state: memtrack::ProcessState::Running,
+        start_time: 0,
+        generation,
+        dropped: 0,
+        attach_ticks: 0,
+    }
+}
+
 #[test]
 fn alloc_and_free_balance_with_peak_and_counts() {
     let mut s = Stream::new();
@@ -66,7 +80,7 @@ fn alloc_and_free_balance_with_peak_and_counts() {
     assert_eq!(s.engine.anomaly_counts(), AnomalyCounts::default());
     let remaining: Vec<u64> = s.engine.remaining().iter().map(|b| b.key.buffer_id).collect();
     assert_eq!(remaining, [2, 1]);
-    assert_eq!(s.engine.remaining_by_process()[&100], (2, 564));
+    assert_eq!(s.engine.remaining_by_process()[&s.id(100)], (2, 564));
 }
 
 #[test]
@@ -146,7 +160,7 @@ fn processes_are_separate_key_spaces() {
     s.buffer(Event::Alloc, 100, 0, DRAM, 1, 10);
     s.buffer(Event::Free, 200, 0, DRAM, 1, 10);
     assert_eq!(s.engine.anomaly_counts().unknown_frees, 1);
-    assert_eq!(s.engine.processes()[&200].name, "worker");
+    assert_eq!(s.engine.process(s.id(200)).name, "worker");
 }
 
 #[test]
@@ -156,15 +170,15 @@ fn a_process_that_dies_leaves_usage_and_lists_its_buffers() {
     s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000);
     s.push(Record { flags: FLAG_ALIAS, ..testing::buffer_record(Event::Alloc, 200, 0, DRAM, 2, 1000) });
     s.alloc(0, DRAM, 3, 10);
-    s.engine.apply_block(&Block::Died(DiedBlock::new(200, 1, 1000)));
-    let victim = &s.engine.processes()[&200];
+    s.engine.apply_block(&Block::Died(DiedBlock::new(&table_entry(1, 1, 200, "victim"), 1000)));
+    let victim = &s.engine.process(s.id(200));
     assert_eq!(victim.state, ProcState::Died);
     assert_eq!(victim.end_time_ns, Some(1000));
     assert_eq!(victim.died_with.len(), 2);
     let dram = s.stats(0, DRAM);
     assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes), (10, 1, 1010));
     assert_eq!(s.engine.remaining().len(), 3, "its buffers are still listed as remaining");
-    assert_eq!(s.engine.remaining_by_process()[&200], (2, 1000));
+    assert_eq!(s.engine.remaining_by_process()[&s.id(200)], (2, 1000));
     // A free after death (a record published before death, delivered late
     // is not possible: ticket order) is an unknown free.
     s.buffer(Event::Free, 200, 0, DRAM, 1, 1000);
@@ -177,14 +191,14 @@ fn a_new_process_in_a_running_processs_table_entry_means_it_died() {
     s.start(200, 1, "first");
     s.buffer(Event::Alloc, 200, 0, DRAM, 1, 1000);
     s.start(300, 1, "second");
-    assert_eq!(s.engine.processes()[&200].state, ProcState::Died);
+    assert_eq!(s.engine.process(s.id(200)).state, ProcState::Died);
     assert_eq!(s.stats(0, DRAM).live_bytes, 0);
     // A clean exit before the reuse is not a death.
     let mut r = Record { pid: 300, process_slot: 1, event: Event::ProcessExit as u8, ..Default::default() };
     r.timestamp = 5000;
     s.engine.apply(&r);
     s.start(400, 1, "third");
-    assert_eq!(s.engine.processes()[&300].state, ProcState::Exited);
+    assert_eq!(s.engine.process(s.id(300)).state, ProcState::Exited);
 }
 
 #[test]
@@ -219,26 +233,25 @@ fn cross_check_reports_only_disagreements_of_complete_processes() {
     let mut s = Stream::new();
     s.alloc(0, DRAM, 1, 100);
     s.alloc(1, DRAM, 1, 100);
-    let entry = memtrack::ProcessInfo {
-        slot: 0,
-        pid: 100,
-        name: "runtime".into(),
-        state: memtrack::ProcessState::Running,
-        start_time: 0,
-        generation: 1,
-        dropped: 0,
-        attach_ticks: 0,
-    };
+    let entry = table_entry(0, 1, 100, "runtime");
     s.engine.apply_block(&Block::Process(ProcessBlock::from(&entry)));
-    s.engine.apply_block(&Block::Counter(CounterBlock::new(100, 0, DRAM, 100, 1)));
-    s.engine.apply_block(&Block::Counter(CounterBlock::new(100, 1, DRAM, 300, 2)));
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(&entry, 0, DRAM, 100, 1)));
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(&entry, 1, DRAM, 300, 2)));
     // A process whose start this stream missed is not compared.
-    s.engine.apply_block(&Block::Counter(CounterBlock::new(555, 0, DRAM, 1, 1)));
+    let unseen = table_entry(5, 1, 555, "unseen");
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(&unseen, 0, DRAM, 1, 1)));
     assert!(s.engine.cross_checked());
     let mismatches = s.engine.counter_mismatches();
     assert_eq!(
         mismatches,
-        [CounterMismatch { pid: 100, device_id: 1, kind: DRAM, reader: (100, 1), writers: (300, 2) }]
+        [CounterMismatch {
+            process: s.id(100),
+            pid: 100,
+            device_id: 1,
+            kind: DRAM,
+            reader: (100, 1),
+            writers: (300, 2)
+        }]
     );
 }
 
@@ -261,4 +274,125 @@ fn a_million_live_buffers_and_many_records_do_not_stall() {
     // Not a timing assertion: a bound only a pathological (quadratic)
     // engine would exceed even on a slow debug build.
     assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// The writers of the PID-namespace issue: two processes that both call
+/// themselves pid 2, in table entries 1 and 2; the first allocates 3
+/// buffers and exits, the second allocates 3, frees 2 and dies.
+fn two_writers_with_one_pid() -> Stream {
+    let mut s = Stream::new();
+    s.start(2, 1, "w");
+    s.start(2, 2, "w");
+    for id in 1..=3 {
+        s.push(Record { process_slot: 1, ..testing::buffer_record(Event::Alloc, 2, 0, DRAM, id, 4096) });
+        s.push(Record { process_slot: 2, ..testing::buffer_record(Event::Alloc, 2, 0, DRAM, id, 4096) });
+    }
+    for id in 2..=3 {
+        s.push(Record { process_slot: 2, ..testing::buffer_record(Event::Free, 2, 0, DRAM, id, 4096) });
+    }
+    s.push(Record { pid: 2, process_slot: 1, event: Event::ProcessExit as u8, ..Default::default() });
+    s.engine.apply_block(&Block::Died(DiedBlock::new(&table_entry(2, 1, 2, "w"), 2000)));
+    s
+}
+
+#[test]
+fn one_pid_in_two_table_entries_is_two_processes() {
+    let s = two_writers_with_one_pid();
+    let processes: Vec<(String, u32, ProcState)> =
+        s.engine.processes().iter().skip(1).map(|p| (p.key(), p.pid, p.state)).collect();
+    assert_eq!(
+        processes,
+        [("1.1".to_owned(), 2, ProcState::Exited), ("2.1".to_owned(), 2, ProcState::Died)]
+    );
+    assert_eq!(s.engine.anomaly_counts(), AnomalyCounts::default(), "no invented duplicates");
+    let totals = s.engine.remaining_by_process();
+    let (exited, died) = (ProcessId(1), ProcessId(2));
+    assert_eq!(totals[&exited], (3, 12288), "the exited one's leak is its own");
+    assert_eq!(totals[&died], (1, 4096));
+    assert_eq!(s.engine.process(died).died_with.len(), 1);
+    // The exited process's buffers stay in device usage; the dead one's left.
+    assert_eq!((s.stats(0, DRAM).live_bytes, s.stats(0, DRAM).live_buffers), (12288, 3));
+}
+
+#[test]
+fn a_reused_pid_in_a_reused_table_entry_is_a_new_process_and_the_old_one_died() {
+    let mut s = Stream::new();
+    s.start(2, 1, "w");
+    s.buffer(Event::Alloc, 2, 0, DRAM, 1, 4096);
+    // Killed; the next process with pid 2 takes the same entry.
+    s.start(2, 1, "w");
+    s.buffer(Event::Alloc, 2, 0, DRAM, 1, 4096);
+    let first = &s.engine.processes()[1];
+    assert_eq!((first.key(), first.state, first.died_with.len()), ("1.1".to_owned(), ProcState::Died, 1));
+    let second = &s.engine.processes()[2];
+    assert_eq!((second.key(), second.state), ("1.2".to_owned(), ProcState::Running));
+    assert_eq!(s.engine.anomaly_counts().duplicate_allocs, 0);
+    assert_eq!(s.engine.remaining().len(), 2);
+}
+
+#[test]
+fn a_record_of_another_pid_in_an_entry_is_a_new_owner_whose_start_was_dropped() {
+    let mut s = Stream::new();
+    s.start(200, 1, "first");
+    s.push(Record { process_slot: 1, ..testing::buffer_record(Event::Alloc, 200, 0, DRAM, 1, 10) });
+    s.push(Record { process_slot: 1, ..testing::buffer_record(Event::Alloc, 300, 0, DRAM, 1, 10) });
+    let keys: Vec<(String, u32, ProcState)> =
+        s.engine.processes().iter().skip(1).map(|p| (p.key(), p.pid, p.state)).collect();
+    assert_eq!(keys, [("1.1".to_owned(), 200, ProcState::Died), ("1.2".to_owned(), 300, ProcState::Running)]);
+}
+
+#[test]
+fn a_reader_attaching_late_takes_generations_from_the_table_it_found() {
+    let mut s = Stream(testing::Stream::new(10));
+    let initial = |slot, generation, pid| {
+        let entry = table_entry(slot, generation, pid, "seen");
+        Block::Identity(IdentityBlock::new(&entry, Some(pid + 1000), Some(100)))
+    };
+    // Entry 0: generation 5 (pid 7) owned it when the reader looked, after
+    // ticket 100. Entry 1: generation 3 (pid 8). Entry 2: generation 2 (pid 12).
+    for block in [initial(0, 5, 7), initial(1, 3, 8), initial(2, 2, 12)] {
+        s.engine.apply_block(&block);
+    }
+    let mut at = |ticket, slot, pid, event: Event| {
+        let mut r = testing::buffer_record(event, pid, 0, DRAM, ticket, 1);
+        (r.ticket, r.process_slot) = (ticket, slot);
+        if event == Event::ProcessStart {
+            r.set_label(b"w");
+        }
+        s.push(r);
+    };
+    at(50, 0, 9, Event::Alloc); // an earlier owner's leftovers
+    at(60, 0, 7, Event::ProcessStart); // the owner the reader saw
+    at(120, 1, 11, Event::ProcessStart); // a later owner
+    at(130, 2, 12, Event::Alloc); // the owner the reader saw, its start consumed before
+    let keys: Vec<(String, u32, Option<u32>)> =
+        s.engine.processes().iter().map(|p| (p.key(), p.pid, p.host_pid)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("0.4".to_owned(), 9, None),
+            ("0.5".to_owned(), 7, Some(1007)),
+            ("1.4".to_owned(), 11, None),
+            ("2.2".to_owned(), 12, Some(1012)),
+        ]
+    );
+    assert_eq!(s.engine.process(ProcessId(0)).state, ProcState::Died, "replaced without an exit");
+}
+
+#[test]
+fn identity_blocks_name_the_process_with_its_pid_in_the_readers_namespace() {
+    let mut s = Stream::new();
+    s.start(1, 1, "w");
+    let mut entry = table_entry(1, 1, 1, "w");
+    entry.start_time = 777;
+    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&entry, Some(4321), None)));
+    // Another owner's identity (the same pid, the next generation) is not this one's.
+    let mut next = table_entry(1, 2, 1, "w");
+    next.start_time = 888;
+    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&next, Some(5555), None)));
+    let p = s.engine.process(s.id(1));
+    assert_eq!((p.host_pid, p.start_time), (Some(4321), Some(777)));
+    s.start(1, 1, "w");
+    let p = s.engine.process(s.id(1));
+    assert_eq!((p.key(), p.host_pid, p.start_time), ("1.2".to_owned(), Some(5555), Some(888)));
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use memtrack::{ProcessState, Snapshot};
 
-use crate::engine::{Anomaly, AnomalyCounts, Engine, Mark, ProcState};
+use crate::engine::{Anomaly, AnomalyCounts, Engine, Mark, ProcState, process_key};
 use crate::recording::LossBlock;
 
 /// Samples of usage kept per device: more than any terminal is wide.
@@ -77,7 +77,10 @@ impl Device {
 /// One writer process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessRow {
-    /// Process id.
+    /// Its `process` key (table entry and generation: unique, where pids
+    /// are not).
+    pub process: String,
+    /// Process id, as the writer saw it.
     pub pid: u32,
     /// Name (comm).
     pub name: String,
@@ -233,16 +236,25 @@ impl Model {
                     ProcessState::Exited => ProcState::Exited,
                     ProcessState::Died => ProcState::Died,
                 };
-                ProcessRow { pid: p.pid, name: p.name.clone(), state, live_bytes, live_buffers }
+                ProcessRow {
+                    process: process_key(p.slot, p.generation),
+                    pid: p.pid,
+                    name: p.name.clone(),
+                    state,
+                    live_bytes,
+                    live_buffers,
+                }
             })
             .collect();
-        for p in engine.processes().values() {
-            if p.pid == self.own_pid || rows.iter().any(|r| r.pid == p.pid) {
+        for p in engine.processes() {
+            let process = p.key();
+            if p.pid == self.own_pid || rows.iter().any(|r| r.process == process) {
                 continue;
             }
             let left =
                 |f: fn(&crate::engine::LiveBuffer) -> u64| p.died_with.iter().map(f).sum::<u64>() as i64;
             rows.push(ProcessRow {
+                process,
                 pid: p.pid,
                 name: p.name.clone(),
                 state: p.state,
@@ -255,7 +267,7 @@ impl Model {
             ProcState::Died => 1,
             ProcState::Exited => 2,
         };
-        rows.sort_by_key(|r| (rank(r.state), r.pid));
+        rows.sort_by(|a, b| (rank(a.state), a.pid, &a.process).cmp(&(rank(b.state), b.pid, &b.process)));
         self.processes = rows;
     }
 }

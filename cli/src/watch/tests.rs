@@ -53,7 +53,7 @@ fn snapshot(processes: Vec<ProcessInfo>, counters: Vec<LiveCounter>, capacities:
 fn busy() -> (Stream, Snapshot) {
     let mut s = Stream::new(1_000_000);
     s.labelled(Event::ProcessStart, 100, 0, "model");
-    s.labelled(Event::ProcessStart, 200, 0, "worker");
+    s.labelled(Event::ProcessStart, 200, 1, "worker");
     s.capacity(0, L1, 4 << 20);
     s.buffer(Event::Alloc, 100, 0, L1, 1, 1 << 20);
     s.buffer(Event::Alloc, 100, 0, L1, 2, 1 << 20);
@@ -64,7 +64,7 @@ fn busy() -> (Stream, Snapshot) {
     s.buffer(Event::Alloc, 200, 1, DRAM, 9, 3 << 20);
     s.buffer(Event::Free, 100, 0, L1, 77, 4096); // unknown free
     s.buffer(Event::Free, 100, 0, L1, 2, 512); // size mismatch
-    s.engine.process_died(200, s.now);
+    s.died(200);
     let table = snapshot(
         vec![
             process(0, 100, "model", ProcessState::Running),
@@ -173,10 +173,10 @@ fn processes_come_from_the_table_without_the_watch_itself() {
     let (mut s, table) = busy();
     // A process the stream saw that has left the table, and the watch's
     // own pid in the stream too.
-    s.labelled(Event::ProcessStart, 300, 0, "gone");
+    s.labelled(Event::ProcessStart, 300, 3, "gone");
     s.buffer(Event::Alloc, 300, 0, DRAM, 1, 4096);
-    s.engine.process_died(300, s.now);
-    s.labelled(Event::ProcessStart, OWN_PID, 0, "memtrack");
+    s.died(300);
+    s.labelled(Event::ProcessStart, OWN_PID, 2, "memtrack");
     let model = model_of(&s, &table, LossBlock::default());
     let rows: Vec<(u32, &str, ProcState, i64)> =
         model.processes.iter().map(|p| (p.pid, p.name.as_str(), p.state, p.live_bytes)).collect();
