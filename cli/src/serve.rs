@@ -40,6 +40,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::engine::process_key;
 use crate::units::kind_name;
 
 /// Where `serve` listens unless told otherwise (the port is in Prometheus's
@@ -69,7 +70,7 @@ pub struct ServeArgs {
     /// printed on stdout.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     listen: String,
-    /// Also export per-process series (labels pid and name).
+    /// Also export per-process series (labels process, pid and name).
     #[arg(long)]
     per_process: bool,
     /// Also consume the ring (as its one reader) through the state engine,
@@ -424,14 +425,19 @@ struct TypeLabel {
     r#type: &'static str,
 }
 
+/// A process: `process` (table entry and generation) tells processes
+/// apart, so no two series share a label set, whatever their pids (which
+/// repeat across PID namespaces).
 #[derive(Debug, EncodeLabelSet)]
 struct ProcessLabels {
+    process: String,
     pid: u32,
     name: String,
 }
 
 #[derive(Debug, EncodeLabelSet)]
 struct ProcessDeviceLabels {
+    process: String,
     pid: u32,
     name: String,
     device: u32,
@@ -570,6 +576,7 @@ impl Collector for SnapshotMetrics {
                 s.counters.iter().filter_map(|c| {
                     let p = process(c.process_slot)?;
                     let labels = ProcessDeviceLabels {
+                        process: process_key(p.slot, p.generation),
                         pid: p.pid,
                         name: p.name.clone(),
                         device: c.device_id,
@@ -586,7 +593,10 @@ impl Collector for SnapshotMetrics {
                 MetricType::Counter,
                 s.processes
                     .iter()
-                    .map(|p| (ProcessLabels { pid: p.pid, name: p.name.clone() }, counter(p.dropped))),
+                    .map(|p| {
+                        let process = process_key(p.slot, p.generation);
+                        (ProcessLabels { process, pid: p.pid, name: p.name.clone() }, counter(p.dropped))
+                    }),
             )?;
         }
         if let Some(engine) = &self.engine {

@@ -9,6 +9,8 @@ use clap::Args;
 use memtrack::{Ring, Snapshot, ring_path};
 use serde_json::json;
 
+use crate::engine::process_key;
+use crate::host_pid::host_pids;
 use crate::signals;
 use crate::units::{human_bytes, kind_name};
 
@@ -131,13 +133,32 @@ fn list_rings(out: &mut impl Write, json: bool, time_ns: Option<u64>) -> Result<
     Ok(())
 }
 
+/// The processes of `s` with their `process` keys and their pids in our
+/// PID namespace (where we can see them).
+fn identify(s: &Snapshot) -> Vec<(String, Option<u32>)> {
+    let wanted: Vec<(u32, u64)> = s.processes.iter().map(|p| (p.pid, p.start_time)).collect();
+    let keys = s.processes.iter().map(|p| process_key(p.slot, p.generation));
+    keys.zip(host_pids(&wanted)).collect()
+}
+
+/// Whether the consumer's pid is one of another PID namespace.
+fn reader_elsewhere(ring: &Ring) -> bool {
+    let own = memtrack::pid_namespace();
+    ring.reader_pid_namespace().is_some_and(|ns| own != 0 && ns != own)
+}
+
 fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
+    let key_of = |slot: u16| {
+        s.processes.iter().find(|p| p.slot == slot).map(|p| process_key(p.slot, p.generation))
+    };
     let pid_of = |slot: u16| s.processes.iter().find(|p| p.slot == slot).map_or(0, |p| p.pid);
+    let identities = identify(s);
     json!({
         "schema": "memtrack.status/1",
         "ring": ring.path(),
         "capacity": ring.capacity(),
         "reader_pid": s.reader_pid,
+        "reader_other_namespace": reader_elsewhere(ring),
         "records": {
             "delivered": s.progress.delivered,
             "dropped": s.dropped,
@@ -145,11 +166,13 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
             "lost_reader_died": s.progress.lost_reader_died,
         },
         "untracked_processes": s.untracked_processes,
-        "processes": s.processes.iter().map(|p| json!({
-            "pid": p.pid, "name": p.name, "state": p.state.name(), "dropped": p.dropped,
+        "processes": s.processes.iter().zip(&identities).map(|(p, (key, host_pid))| json!({
+            "process": key, "pid": p.pid, "host_pid": host_pid, "start_time": p.start_time,
+            "name": p.name, "state": p.state.name(), "dropped": p.dropped,
         })).collect::<Vec<_>>(),
         "usage": s.counters.iter().map(|c| json!({
-            "pid": pid_of(c.process_slot), "device_id": c.device_id, "kind": kind_name(c.kind),
+            "process": key_of(c.process_slot), "pid": pid_of(c.process_slot),
+            "device_id": c.device_id, "kind": kind_name(c.kind),
             "live_bytes": c.live_bytes, "live_buffers": c.live_buffers,
         })).collect::<Vec<_>>(),
         "capacities": s.capacities.iter().map(|c| json!({
@@ -161,6 +184,7 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
 fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
     writeln!(out, "ring {}  ({} slots)", ring.path().display(), ring.capacity())?;
     match s.reader_pid {
+        Some(pid) if reader_elsewhere(ring) => writeln!(out, "consumer pid {pid} of another PID namespace")?,
         Some(pid) => writeln!(out, "consumer pid {pid}")?,
         None => writeln!(out, "no consumer attached")?,
     }
@@ -185,12 +209,17 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
     if usage.is_empty() {
         writeln!(out, "{:>6}  (no live buffers)", "")?;
     }
-    writeln!(out, "\n{:>8}  {:<16} {:<8} {:>12} {:>8}", "pid", "name", "state", "used", "dropped")?;
-    for p in &s.processes {
+    writeln!(
+        out,
+        "\n{:>8}  {:>8} {:>8}  {:<16} {:<8} {:>12} {:>8}",
+        "process", "pid", "host pid", "name", "state", "used", "dropped"
+    )?;
+    for (p, (key, host_pid)) in s.processes.iter().zip(identify(s)) {
         let used: i64 = s.counters.iter().filter(|c| c.process_slot == p.slot).map(|c| c.live_bytes).sum();
+        let host_pid = host_pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
         writeln!(
             out,
-            "{:>8}  {:<16} {:<8} {:>12} {:>8}",
+            "{key:>8}  {:>8} {host_pid:>8}  {:<16} {:<8} {:>12} {:>8}",
             p.pid,
             p.name,
             p.state.name(),

@@ -214,8 +214,12 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     // records with codes the ring never carries are left out.
     assert_eq!(doc["records"], 7, "{doc}");
     let processes = doc["processes"].as_array().unwrap();
-    assert_eq!(processes.len(), 1, "no process forged from garbage blocks: {processes:?}");
+    // The writer, and the stranger its one record names (table entry 1000,
+    // which no table has): no process forged from the garbage blocks.
+    assert_eq!(processes.len(), 2, "no process forged from garbage blocks: {processes:?}");
     assert_eq!(processes[0]["name"], "hostile");
+    assert_eq!((&processes[1]["process"], &processes[1]["pid"]), (&"1000.1".into(), &4_000_000.into()));
+    assert_eq!(processes[1]["allocs"], 0);
     assert_eq!(doc["marks"][0]["label"], "after the garbage");
     assert_eq!(doc["anomalies"]["duplicate_allocs"], 0);
     assert_eq!(doc["anomalies"]["unknown_frees"], 2);

@@ -198,18 +198,23 @@ fn serve_per_process_adds_process_series_only_when_asked() {
     let server = Server::start(&ring.0, &["--per-process"]);
     let got = server.scrape();
     let pid = std::process::id();
-    let series = |name: &str, device: u32, kind: &str| {
+    // Both writers are this process (one pid); `process` (table entry and
+    // generation) tells them apart.
+    let series = |process: &str, name: &str, device: u32, kind: &str| {
         format!(
-            r#"memtrack_process_memory_used_bytes{{pid="{pid}",name="{name}",device="{device}",kind="{kind}"}}"#
+            r#"memtrack_process_memory_used_bytes{{process="{process}",pid="{pid}",name="{name}",device="{device}",kind="{kind}"}}"#
         )
     };
+    let dropped = |process: &str, name: &str| {
+        format!(r#"memtrack_process_records_dropped_total{{process="{process}",pid="{pid}",name="{name}"}}"#)
+    };
     let want = [
-        (series("model", 0, "DRAM"), 2000),
-        (series("model", 1, "L1"), 500),
-        (series("loader", 0, "DRAM"), 700),
-        (series("loader", 0, "KERNEL"), 300),
-        (format!(r#"memtrack_process_records_dropped_total{{pid="{pid}",name="model"}}"#), 4),
-        (format!(r#"memtrack_process_records_dropped_total{{pid="{pid}",name="loader"}}"#), 0),
+        (series("0.1", "model", 0, "DRAM"), 2000),
+        (series("0.1", "model", 1, "L1"), 500),
+        (series("1.1", "loader", 0, "DRAM"), 700),
+        (series("1.1", "loader", 0, "KERNEL"), 300),
+        (dropped("0.1", "model"), 4),
+        (dropped("1.1", "loader"), 0),
     ];
     let want: Vec<(&str, i64)> = want.iter().map(|(s, v)| (s.as_str(), *v)).collect();
     assert_samples(&got, &want);
