@@ -204,12 +204,14 @@ pub struct ProcessEntry {
     pub state: AtomicU32,
     /// Bumped by every new owner; low 20 bits are part of a claim's owner.
     pub generation: AtomicU32,
-    /// Process id.
+    /// Process id, in the process's own PID namespace.
     pub pid: AtomicU32,
-    /// Reserved, 0.
-    pub reserved: AtomicU32,
+    /// Inode of the process's PID namespace (low 32 bits; 0: unknown, as
+    /// from writers that left this reserved): which namespace `pid` is of.
+    pub pid_ns: AtomicU32,
     /// Start time from /proc/PID/stat (clock ticks since boot): with the
-    /// pid, a name for the process that survives pid reuse.
+    /// pid and its namespace, a name for the process that survives pid
+    /// reuse.
     pub start_time: AtomicU64,
     /// Ring clock when the process attached.
     pub attach_ticks: AtomicU64,

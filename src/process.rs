@@ -34,8 +34,10 @@ impl ProcessState {
 pub struct ProcessInfo {
     /// Table index.
     pub slot: u16,
-    /// Process id.
+    /// Process id, in the process's own PID namespace.
     pub pid: u32,
+    /// Its PID namespace (see [`pid_namespace`]), 0 if unknown.
+    pub pid_ns: u32,
     /// Name (comm), lossily decoded.
     pub name: String,
     /// Alive, exited or died.
@@ -85,6 +87,7 @@ impl Ring {
             let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
             entry.generation.store(generation, Ordering::Relaxed);
             entry.pid.store(std::process::id(), Ordering::Relaxed);
+            entry.pid_ns.store(pid_namespace(), Ordering::Relaxed);
             entry.start_time.store(own_start_time(), Ordering::Relaxed);
             entry.attach_ticks.store(attach_ticks, Ordering::Relaxed);
             entry.exit_ticks.store(0, Ordering::Relaxed);
@@ -149,6 +152,7 @@ impl Ring {
                 Some(ProcessInfo {
                     slot: index as u16,
                     pid: entry.pid.load(Ordering::Relaxed),
+                    pid_ns: entry.pid_ns.load(Ordering::Relaxed),
                     name: String::from_utf8_lossy(&name[..end]).into_owned(),
                     state,
                     start_time: entry.start_time.load(Ordering::Relaxed),

@@ -139,6 +139,7 @@ mod tests {
             start_time: 0,
             generation: 1,
             dropped: 0,
+            pid_ns: 0,
             attach_ticks: 0,
         }
     }

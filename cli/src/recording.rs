@@ -746,6 +746,7 @@ mod tests {
             start_time: 1,
             generation: 2,
             dropped: 3,
+            pid_ns: 0,
             attach_ticks: 4,
         };
         let blocks = [

@@ -207,8 +207,8 @@ impl Session {
         if new.is_empty() {
             return Ok(());
         }
-        let wanted: Vec<(u32, u64)> = new.iter().map(|p| (p.pid, p.start_time)).collect();
-        for (p, host_pid) in new.into_iter().zip(host_pids(&wanted)) {
+        let new: Vec<ProcessInfo> = new.into_iter().cloned().collect();
+        for (p, host_pid) in new.iter().zip(host_pids(&new)) {
             self.announced.insert((p.slot, p.generation));
             self.handle_block(Block::Identity(IdentityBlock::new(p, host_pid, initial_tail)))?;
         }

@@ -136,9 +136,8 @@ fn list_rings(out: &mut impl Write, json: bool, time_ns: Option<u64>) -> Result<
 /// The processes of `s` with their `process` keys and their pids in our
 /// PID namespace (where we can see them).
 fn identify(s: &Snapshot) -> Vec<(String, Option<u32>)> {
-    let wanted: Vec<(u32, u64)> = s.processes.iter().map(|p| (p.pid, p.start_time)).collect();
     let keys = s.processes.iter().map(|p| process_key(p.slot, p.generation));
-    keys.zip(host_pids(&wanted)).collect()
+    keys.zip(host_pids(&s.processes)).collect()
 }
 
 /// Whether the consumer's pid is one of another PID namespace.

@@ -61,6 +61,7 @@ fn table_entry(slot: u16, generation: u32, pid: u32, name: &str) -> memtrack::Pr
         start_time: 0,
         generation,
         dropped: 0,
+        pid_ns: 0,
         attach_ticks: 0,
     }
 }

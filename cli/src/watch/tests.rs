@@ -27,6 +27,7 @@ fn process(slot: u16, pid: u32, name: &str, state: ProcessState) -> ProcessInfo 
         start_time: 0,
         generation: 1,
         dropped: 0,
+        pid_ns: 0,
         attach_ticks: 0,
     }
 }
