@@ -272,3 +272,49 @@ fn new_rings_are_private_and_bad_capacities_refused() {
         assert!(!other.path().exists());
     }
 }
+
+#[test]
+fn unique_rings_have_names_of_their_own_and_only_their_own_file_is_removed() {
+    let prefix = format!("test-unique-{}", std::process::id());
+    let (a, b) = (Ring::create_unique(&prefix, small()).unwrap(), Ring::create_unique(&prefix, small()).unwrap());
+    let (path_a, path_b) = (a.path().to_path_buf(), b.path().to_path_buf());
+    let _cleanup = (TempRing(path_a.clone()), TempRing(path_b.clone()));
+    assert_ne!(path_a, path_b);
+    let name = path_a.file_name().unwrap().to_str().unwrap().to_owned();
+    let random = name.strip_prefix(&format!("memtrack-{prefix}-{}-", std::process::id())).unwrap();
+    assert_eq!(random.len(), 16, "{name}: 64 random bits");
+    assert!(random.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
+    // Someone else's file now at a's name (a's removed, a new ring made
+    // there): a's id does not remove it.
+    let id_a = a.file_id();
+    drop(a);
+    std::fs::remove_file(&path_a).unwrap();
+    let replacement = Ring::create(&path_a, small()).unwrap();
+    assert!(!memtrack::remove_ring_file(&path_a, id_a).unwrap(), "not the file a created");
+    assert!(path_a.exists());
+    // The file's own id removes it; a second time finds nothing.
+    assert!(memtrack::remove_ring_file(&path_a, replacement.file_id()).unwrap());
+    assert!(!path_a.exists());
+    assert!(!memtrack::remove_ring_file(&path_a, replacement.file_id()).unwrap());
+    assert!(memtrack::remove_ring_file(&path_b, b.file_id()).unwrap());
+}
+
+#[test]
+fn a_second_consumer_in_this_namespace_is_told_so() {
+    let tmp = TempRing::new("busy-ns");
+    let _ring = Ring::create(tmp.path(), small()).unwrap();
+    let _first = Consumer::attach(tmp.path()).unwrap();
+    let err = Consumer::attach(tmp.path()).unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::ReaderBusy { other_namespace: false, .. }), "{err}");
+    assert!(!err.to_string().contains("another PID namespace"), "{err}");
+}
+
+#[test]
+fn the_table_says_which_pid_namespace_a_writers_pid_is_of() {
+    let tmp = TempRing::new("pid-ns");
+    let writer = Writer::attach_named(Ring::create(tmp.path(), small()).unwrap(), b"w").unwrap();
+    let table = writer.ring().processes();
+    assert_eq!(table.len(), 1);
+    assert_eq!((table[0].pid, table[0].pid_ns), (std::process::id(), memtrack::pid_namespace()));
+    assert_ne!(table[0].pid_ns, 0, "this process's namespace is readable");
+}
