@@ -179,14 +179,17 @@ fn processes_come_from_the_table_without_the_watch_itself() {
     s.died(300);
     s.labelled(Event::ProcessStart, OWN_PID, 2, "memtrack");
     let model = model_of(&s, &table, LossBlock::default());
-    let rows: Vec<(u32, &str, ProcState, i64)> =
-        model.processes.iter().map(|p| (p.pid, p.name.as_str(), p.state, p.live_bytes)).collect();
+    let rows: Vec<(&str, u32, &str, ProcState, i64)> = model
+        .processes
+        .iter()
+        .map(|p| (p.process.as_str(), p.pid, p.name.as_str(), p.state, p.live_bytes))
+        .collect();
     assert_eq!(
         rows,
         [
-            (100, "model", ProcState::Running, 3 << 20),
-            (200, "worker", ProcState::Died, 3 << 20),
-            (300, "gone", ProcState::Died, 4096)
+            ("0.1", 100, "model", ProcState::Running, 3 << 20),
+            ("1.1", 200, "worker", ProcState::Died, 3 << 20),
+            ("3.1", 300, "gone", ProcState::Died, 4096)
         ]
     );
 }

@@ -298,9 +298,11 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
         return;
     }
     // Narrow: the name gets the buffers column's room.
-    let columns = if inner.width < 52 { 4 } else { 5 };
+    let columns = if inner.width < 60 { 5 } else { 6 };
     let rows = model.processes.iter().map(|p| {
         let mut cells = vec![
+            // The key: pids repeat across PID namespaces.
+            Line::from(p.process.clone()).right_aligned(),
             Line::from(p.pid.to_string()).right_aligned(),
             Line::from(p.name.clone()),
             Line::from(Span::styled(p.state.name(), state_style(p.state))),
@@ -311,6 +313,7 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
         Row::new(cells)
     });
     let mut widths = vec![
+        Constraint::Length(7),
         Constraint::Length(8),
         Constraint::Fill(1),
         Constraint::Length(7),
@@ -319,6 +322,7 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
     ];
     widths.truncate(columns);
     let mut header = vec![
+        Line::from("process").right_aligned(),
         Line::from("pid").right_aligned(),
         Line::from("name"),
         Line::from("state"),
