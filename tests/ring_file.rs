@@ -112,7 +112,9 @@ fn a_second_consumer_is_refused_with_the_first_ones_pid() {
     let _ring = Ring::create(tmp.path(), small()).unwrap();
     let first = Consumer::attach(tmp.path()).unwrap();
     let err = Consumer::attach(tmp.path()).expect_err("second consumer refused");
-    assert!(matches!(err.kind, ErrorKind::ReaderBusy { pid, other_namespace: false } if pid == std::process::id()));
+    assert!(
+        matches!(err.kind, ErrorKind::ReaderBusy { pid, other_namespace: false } if pid == std::process::id())
+    );
     assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
     drop(first);
     Consumer::attach(tmp.path()).expect("free again once the first detached");
@@ -276,7 +278,8 @@ fn new_rings_are_private_and_bad_capacities_refused() {
 #[test]
 fn unique_rings_have_names_of_their_own_and_only_their_own_file_is_removed() {
     let prefix = format!("test-unique-{}", std::process::id());
-    let (a, b) = (Ring::create_unique(&prefix, small()).unwrap(), Ring::create_unique(&prefix, small()).unwrap());
+    let (a, b) =
+        (Ring::create_unique(&prefix, small()).unwrap(), Ring::create_unique(&prefix, small()).unwrap());
     let (path_a, path_b) = (a.path().to_path_buf(), b.path().to_path_buf());
     let _cleanup = (TempRing(path_a.clone()), TempRing(path_b.clone()));
     assert_ne!(path_a, path_b);

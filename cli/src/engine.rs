@@ -484,10 +484,8 @@ impl Engine {
     /// or a generation the stream guessed wrong) the entry's latest owner
     /// if it has that pid; else a process the stream holds no record of.
     fn table_process(&mut self, slot: u16, generation: u32, pid: u32) -> ProcessId {
-        let exact = self
-            .processes
-            .iter()
-            .rposition(|p| p.slot == slot && p.generation == generation && p.pid == pid);
+        let exact =
+            self.processes.iter().rposition(|p| p.slot == slot && p.generation == generation && p.pid == pid);
         if let Some(index) = exact {
             return ProcessId(index as u32);
         }
@@ -513,7 +511,11 @@ impl Engine {
             self.initial.insert(identity.process_slot, *identity);
         }
         self.identities.insert(key, *identity);
-        for p in self.processes.iter_mut().filter(|p| (p.slot, p.generation, p.pid) == (key.0, key.1, identity.pid)) {
+        for p in self
+            .processes
+            .iter_mut()
+            .filter(|p| (p.slot, p.generation, p.pid) == (key.0, key.1, identity.pid))
+        {
             p.start_time = Some(identity.start_time);
             p.host_pid = identity.host_pid().or(p.host_pid);
             if p.name.is_empty() {

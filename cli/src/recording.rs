@@ -334,7 +334,13 @@ impl LossBlock {
 
 impl CounterBlock {
     /// One writer cell of process `p`.
-    pub fn new(p: &memtrack::ProcessInfo, device_id: u32, kind: u8, live_bytes: i64, live_buffers: i64) -> CounterBlock {
+    pub fn new(
+        p: &memtrack::ProcessInfo,
+        device_id: u32,
+        kind: u8,
+        live_bytes: i64,
+        live_buffers: i64,
+    ) -> CounterBlock {
         CounterBlock {
             live_bytes,
             live_buffers,
@@ -765,7 +771,10 @@ mod tests {
         assert_eq!((identity.initial(), identity.host_pid(), identity.tail), (true, Some(4242), 17));
         assert_eq!((identity.process_slot, identity.generation, identity.pid), (3, 2, 42));
         let Block::Identity(identity) = read[2] else { panic!("{read:?}") };
-        assert_eq!((identity.initial(), identity.host_pid(), identity.name()), (false, None, "victim".into()));
+        assert_eq!(
+            (identity.initial(), identity.host_pid(), identity.name()),
+            (false, None, "victim".into())
+        );
         let _ = std::fs::remove_file(&path);
     }
 

@@ -591,12 +591,10 @@ impl Collector for SnapshotMetrics {
                 "Records a process dropped because the ring was full.",
                 None,
                 MetricType::Counter,
-                s.processes
-                    .iter()
-                    .map(|p| {
-                        let process = process_key(p.slot, p.generation);
-                        (ProcessLabels { process, pid: p.pid, name: p.name.clone() }, counter(p.dropped))
-                    }),
+                s.processes.iter().map(|p| {
+                    let process = process_key(p.slot, p.generation);
+                    (ProcessLabels { process, pid: p.pid, name: p.name.clone() }, counter(p.dropped))
+                }),
             )?;
         }
         if let Some(engine) = &self.engine {

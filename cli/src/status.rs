@@ -147,9 +147,8 @@ fn reader_elsewhere(ring: &Ring) -> bool {
 }
 
 fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
-    let key_of = |slot: u16| {
-        s.processes.iter().find(|p| p.slot == slot).map(|p| process_key(p.slot, p.generation))
-    };
+    let key_of =
+        |slot: u16| s.processes.iter().find(|p| p.slot == slot).map(|p| process_key(p.slot, p.generation));
     let pid_of = |slot: u16| s.processes.iter().find(|p| p.slot == slot).map_or(0, |p| p.pid);
     let identities = identify(s);
     json!({

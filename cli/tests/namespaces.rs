@@ -162,7 +162,10 @@ fn two_recorders_in_two_namespaces_both_pid_1_keep_their_own_rings() {
         assert_eq!(report["lost"], 0);
         let processes = processes(report);
         assert_eq!(processes.len(), 1, "{processes:?}");
-        assert_eq!((&processes[0]["state"], &processes[0]["remaining_buffers"]), (&"exited".into(), &total.into()));
+        assert_eq!(
+            (&processes[0]["state"], &processes[0]["remaining_buffers"]),
+            (&"exited".into(), &total.into())
+        );
         let ring = report["ring"].as_str().unwrap();
         assert!(ring.starts_with("/dev/shm/memtrack-record-1-"), "the recorder was pid 1: {ring}");
         assert!(!Path::new(ring).exists(), "{ring} was left behind");
@@ -245,7 +248,19 @@ fn a_reused_pid_is_a_new_process_and_the_dead_one_stays_died() {
         writer().display()
     );
     let out = Command::new(env!("CARGO_BIN_EXE_memtrack"))
-        .args(["record", "-q", "-o", file.str(), "--", "unshare", "--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .args([
+            "record",
+            "-q",
+            "-o",
+            file.str(),
+            "--",
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+        ])
         .arg(&script)
         .env_remove("MEMTRACK_RING")
         .output()

@@ -28,7 +28,7 @@ impl HeapRing {
             loss: LossLine { dropped: AtomicU64::new(0), untracked_processes: AtomicU64::new(0) },
             reader: ReaderLine {
                 reader_pid: AtomicU32::new(0),
-                reserved: AtomicU32::new(0),
+                reader_pid_ns: AtomicU32::new(0),
                 progress_epoch: AtomicU64::new(0),
                 progress: [progress_copy(), progress_copy()],
             },

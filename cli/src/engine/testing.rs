@@ -45,7 +45,8 @@ impl Stream {
 
     /// The latest process with `pid`.
     pub(crate) fn id(&self, pid: u32) -> ProcessId {
-        let index = self.engine.processes().iter().rposition(|p| p.pid == pid).expect("a process with that pid");
+        let index =
+            self.engine.processes().iter().rposition(|p| p.pid == pid).expect("a process with that pid");
         ProcessId(index as u32)
     }
 

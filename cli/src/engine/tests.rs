@@ -301,10 +301,7 @@ fn one_pid_in_two_table_entries_is_two_processes() {
     let s = two_writers_with_one_pid();
     let processes: Vec<(String, u32, ProcState)> =
         s.engine.processes().iter().skip(1).map(|p| (p.key(), p.pid, p.state)).collect();
-    assert_eq!(
-        processes,
-        [("1.1".to_owned(), 2, ProcState::Exited), ("2.1".to_owned(), 2, ProcState::Died)]
-    );
+    assert_eq!(processes, [("1.1".to_owned(), 2, ProcState::Exited), ("2.1".to_owned(), 2, ProcState::Died)]);
     assert_eq!(s.engine.anomaly_counts(), AnomalyCounts::default(), "no invented duplicates");
     let totals = s.engine.remaining_by_process();
     let (exited, died) = (ProcessId(1), ProcessId(2));
