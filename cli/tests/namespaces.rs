@@ -406,3 +406,55 @@ impl Recorder {
         Recorder::start(ring, file)
     }
 }
+
+#[test]
+fn a_late_reader_names_an_entrys_owner_as_the_table_does() {
+    // No namespace needed: the question is which owner of a reused table
+    // entry records belong to when the reader never saw that owner start.
+    let ring = TempFile(ring_path(&format!("cli-ns-late-{}", std::process::id())));
+    let _ = std::fs::remove_file(ring.path());
+    Ring::create(ring.path(), memtrack::RingOptions { capacity: 1024 }).unwrap();
+    let attach =
+        |name: &[u8]| memtrack::Writer::attach_named(Ring::open(ring.path()).unwrap(), name).unwrap();
+    // Fill the table, then free entry 0: the next writer is its second owner.
+    let mut table: Vec<memtrack::Writer> =
+        (0..memtrack::format::MAX_PROCESSES).map(|_| attach(b"filler")).collect();
+    let first = table.remove(0);
+    assert_eq!(first.owner().slot, 0);
+    first.shutdown();
+    drop(first);
+    let second = attach(b"second");
+    assert_eq!((second.owner().slot, second.owner().generation), (0, 2));
+    // An earlier consumer took every start record, the second owner's too.
+    let mut earlier = memtrack::Consumer::attach(ring.path()).unwrap();
+    let mut buf = Vec::new();
+    earlier.drain(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
+    drop(earlier);
+    let buffer = |id| common::l1_buffer(id);
+    second.alloc(&buffer(1));
+    second.alloc(&buffer(2));
+    let file = TempFile::new("ns-late");
+    let recorder = Recorder::start(ring.path(), &file);
+    second.free(&buffer(1));
+    wait_until("the recorder took the free", || {
+        let s = second.ring().snapshot();
+        s.progress.committed >= s.tail
+    });
+    recorder.stop();
+
+    let report = report_json(&file);
+    let owner = processes(&report).into_iter().find(|p| p["allocs"] == 2).expect("the second owner");
+    assert_eq!(owner["process"], "0.2", "the generation the table gives: {owner}");
+    assert_eq!(
+        (&owner["name"], &owner["frees"], &owner["remaining_buffers"]),
+        (&"second".into(), &1.into(), &1.into())
+    );
+    assert_eq!(owner["host_pid"], std::process::id());
+    let status = memtrack(&["status", "--ring", ring.str(), "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let entry =
+        status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "second").cloned().unwrap();
+    assert_eq!(entry["process"], owner["process"], "status and report name it alike");
+    assert_eq!(report["anomalies"]["unknown_frees"], 0);
+    drop(table);
+}
