@@ -1,10 +1,11 @@
-//! Processes in PID namespaces (containers sharing the host's /dev/shm,
-//! `docker --ipc=host`), with `unshare --pid --fork --mount-proc` standing
-//! in for a container: writers that call themselves by one pid, pid reuse,
-//! recorders that are all pid 1, a consumer another namespace cannot name.
+//! Process identity across PID namespaces (containers sharing the host's
+//! /dev/shm, `docker --ipc=host`), with `unshare --pid --fork --mount-proc`
+//! standing in for a container: writers that call themselves by one pid,
+//! pid reuse, recorders that are all pid 1, a consumer another namespace
+//! cannot name; and a reader that attaches late to a reused table entry.
 //! The writers are `ffi_tests/ns_writer.c`, built with the system compiler
-//! against libmemtrack; every test needs root (for `unshare`) and says so
-//! and passes when it cannot have it.
+//! against libmemtrack; the namespace tests need root (for `unshare`), and
+//! without it say `SKIPPED` and check nothing.
 
 #[path = "../../tests/common/cc.rs"]
 mod cc;
