@@ -151,6 +151,10 @@ pub struct ProcessStats {
     pub slot: u16,
     /// Owner generation of the entry (see [`Engine::owner`]).
     pub generation: u32,
+    /// 0, or n > 0 for the n-th other process the engine was told has this
+    /// entry and generation (a table that contradicts a guess of the
+    /// stream's): keeps `key` unique.
+    variant: u32,
     /// Process id, as the writer saw it (in its own PID namespace).
     pub pid: u32,
     /// Its pid in the reader's PID namespace, where the reader found it.
@@ -179,9 +183,14 @@ pub struct ProcessStats {
 }
 
 impl ProcessStats {
-    /// The `process` key: see [`process_key`].
+    /// The `process` key: see [`process_key`]; unique within the stream
+    /// (`<entry>.<generation>.<n>` for the rare process whose entry and
+    /// generation another already has).
     pub fn key(&self) -> String {
-        process_key(self.slot, self.generation)
+        match self.variant {
+            0 => process_key(self.slot, self.generation),
+            n => format!("{}.{n}", process_key(self.slot, self.generation)),
+        }
     }
 }
 
@@ -311,7 +320,8 @@ pub struct Engine {
     processes: Vec<ProcessStats>,
     /// The process that owns each process-table entry at this point of the
     /// stream.
-    slot_owner: HashMap<u16, ProcessId>,
+    /// Indexed by entry (a vector: it is looked up for every record).
+    slot_owner: Vec<Option<ProcessId>>,
     /// The table as a reader attaching to a ring in use found it, per
     /// entry: which owner the stream's first records of that entry are of.
     initial: HashMap<u16, IdentityBlock>,
@@ -341,7 +351,7 @@ impl Engine {
             live: FastMap::default(),
             devices: BTreeMap::new(),
             processes: Vec::new(),
-            slot_owner: HashMap::new(),
+            slot_owner: Vec::new(),
             initial: HashMap::new(),
             identities: HashMap::new(),
             anomaly_counts: AnomalyCounts::default(),
@@ -429,7 +439,7 @@ impl Engine {
     fn owner(&mut self, record: &Record, time_ns: u64) -> ProcessId {
         let (slot, pid) = (record.process_slot, record.pid);
         let start = record.event == Event::ProcessStart as u8;
-        if let Some(&id) = self.slot_owner.get(&slot) {
+        if let Some(id) = self.owner_of_slot(slot) {
             let current = self.process_ref(id);
             if !start && current.pid == pid {
                 return id;
@@ -450,9 +460,11 @@ impl Engine {
     fn new_process(&mut self, slot: u16, generation: u32, pid: u32) -> ProcessId {
         let id = ProcessId(self.processes.len() as u32);
         let known = self.identities.get(&(slot, generation)).filter(|i| i.pid == pid);
+        let variant = self.processes.iter().filter(|p| (p.slot, p.generation) == (slot, generation)).count();
         self.processes.push(ProcessStats {
             slot,
             generation,
+            variant: variant as u32,
             pid,
             host_pid: known.and_then(|i| i.host_pid()),
             start_time: known.map(|i| i.start_time),
@@ -466,8 +478,20 @@ impl Engine {
             died_with: Vec::new(),
             end_time_ns: None,
         });
-        self.slot_owner.insert(slot, id);
+        self.set_owner_of_slot(slot, Some(id));
         id
+    }
+
+    fn owner_of_slot(&self, slot: u16) -> Option<ProcessId> {
+        self.slot_owner.get(slot as usize).copied().flatten()
+    }
+
+    fn set_owner_of_slot(&mut self, slot: u16, owner: Option<ProcessId>) {
+        let index = slot as usize;
+        if index >= self.slot_owner.len() {
+            self.slot_owner.resize(index + 1, None);
+        }
+        self.slot_owner[index] = owner;
     }
 
     fn process_ref(&self, id: ProcessId) -> &ProcessStats {
@@ -489,17 +513,13 @@ impl Engine {
         if let Some(index) = exact {
             return ProcessId(index as u32);
         }
-        match self.slot_owner.get(&slot) {
-            Some(&id) if self.process_ref(id).pid == pid => id,
-            _ => {
-                let previous = self.slot_owner.get(&slot).copied();
+        match self.owner_of_slot(slot) {
+            Some(id) if self.process_ref(id).pid == pid => id,
+            previous => {
                 let id = self.new_process(slot, generation, pid);
                 // Not the entry's owner in the stream's order: keep the
                 // owner its records name.
-                match previous {
-                    Some(previous) => self.slot_owner.insert(slot, previous),
-                    None => self.slot_owner.remove(&slot),
-                };
+                self.set_owner_of_slot(slot, previous);
                 id
             }
         }

@@ -394,3 +394,16 @@ fn identity_blocks_name_the_process_with_its_pid_in_the_readers_namespace() {
     let p = s.engine.process(s.id(1));
     assert_eq!((p.key(), p.host_pid, p.start_time), ("1.2".to_owned(), Some(5555), Some(888)));
 }
+
+#[test]
+fn process_keys_stay_unique_when_the_table_contradicts_the_stream() {
+    let mut s = Stream::new();
+    s.start(200, 1, "w");
+    // The table says entry 1's first owner was pid 300 (a start record the
+    // ring dropped, say): another process, another key.
+    s.engine.apply_block(&Block::Died(DiedBlock::new(&table_entry(1, 1, 300, "x"), 50)));
+    let keys: Vec<String> = s.engine.processes().iter().map(|p| p.key()).collect();
+    assert_eq!(keys, ["0.1", "1.1", "1.1.1"]);
+    assert_eq!(s.engine.process(s.id(300)).state, ProcState::Died);
+    assert_eq!(s.engine.process(s.id(200)).state, ProcState::Running);
+}
