@@ -386,34 +386,36 @@ impl Engine {
         self.records += 1;
         let time_ns = self.time.ns(record.timestamp);
         self.last_time_ns = self.last_time_ns.max(time_ns);
-        let event = record.event();
-        // Capacities belong to devices, not processes; unknown events (a
-        // newer writer's, in a live ring) to nobody.
-        if matches!(event, None | Some(Event::Capacity)) {
-            if event.is_some() {
+        let event = match record.event() {
+            // The record file parser refuses unknown events; a live ring
+            // may carry one from a newer writer: ignore it.
+            None => return,
+            // Capacities belong to devices, not to processes.
+            Some(Event::Capacity) => {
                 self.devices.entry((record.device_id, record.kind)).or_default().capacity = Some(record.size);
+                return;
             }
-            return;
-        }
+            Some(event) => event,
+        };
         let process = self.owner(record, time_ns);
         match event {
-            Some(Event::Alloc) => self.alloc(process, record, time_ns),
-            Some(Event::Free) => self.free(process, record, time_ns),
-            Some(Event::Mark) => self.mark(process, record, time_ns),
-            Some(Event::ProcessStart) => {
+            Event::Alloc => self.alloc(process, record, time_ns),
+            Event::Free => self.free(process, record, time_ns),
+            Event::Mark => self.mark(process, record, time_ns),
+            Event::ProcessStart => {
                 let name = String::from_utf8_lossy(record.label()).into_owned();
                 let p = self.process_mut(process);
                 p.name = name;
                 p.seen_start = true;
             }
-            Some(Event::ProcessExit) => {
+            Event::ProcessExit => {
                 let p = self.process_mut(process);
                 if p.state == ProcState::Running {
                     p.state = ProcState::Exited;
                     p.end_time_ns = Some(time_ns);
                 }
             }
-            Some(Event::Capacity) | None => unreachable!("handled above"),
+            Event::Capacity => {} // handled above
         }
     }
 
