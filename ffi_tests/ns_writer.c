@@ -7,8 +7,8 @@
  *   Names itself "w", allocates TOTAL buffers of 4096 bytes (device 0,
  *   DRAM, ids 1..TOTAL) through $MEMTRACK_RING, frees all but the first
  *   KEEP, prints "ready <pid>" (its pid in its own namespace), then ends:
- *     exit   after 300 ms, exit(0) (memtrack shuts down cleanly)
- *     kill   after 300 ms, SIGKILL itself (the process died; not as pid 1
+ *     exit   after 500 ms, exit(0) (memtrack shuts down cleanly)
+ *     kill   after 500 ms, SIGKILL itself (the process died; not as pid 1
  *            of a namespace, which no signal of its own can kill)
  *     hold   when stdin reaches end of file, exit(0)
  *   The pause lets a reader see it alive (and find its pid in the
@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    pause_ms(300);
+    pause_ms(500);
     if (strcmp(end, "kill") == 0) {
         raise(SIGKILL);
         CHECK(!"SIGKILL did not end this process (pid 1 of a namespace?)");
