@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Result;
 use clap::Args;
 use memtrack::format::{FLAG_ALIAS, kind};
-use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
+use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer};
 
 use crate::report::{self, Source};
 use crate::session::Session;
@@ -33,19 +33,21 @@ pub struct DemoArgs {
     json: bool,
 }
 
-/// Removes the demo ring however the demo ends.
-struct DemoRing(std::path::PathBuf);
+/// Removes the demo ring however the demo ends (the file it created, and
+/// no other: see `memtrack::remove_ring_file`).
+struct DemoRing(std::path::PathBuf, memtrack::FileId);
 
 impl Drop for DemoRing {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = memtrack::remove_ring_file(&self.0, self.1);
     }
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
-    let ring = DemoRing(ring_path(&format!("demo-{}", std::process::id())));
-    let _ = std::fs::remove_file(&ring.0);
-    let writer = Writer::attach_named(Ring::create(&ring.0, RingOptions::default())?, b"tt-metal-demo")?;
+    // A name of its own: demos in other PID namespaces may have our pid.
+    let created = Ring::create_unique("demo", RingOptions::default())?;
+    let ring = DemoRing(created.path().to_path_buf(), created.file_id());
+    let writer = Writer::attach_named(created, b"tt-metal-demo")?;
     let mut session = Session::start(&ring.0, None)?;
     let ids = AtomicU64::new(1);
     let mut workers_done = false;
