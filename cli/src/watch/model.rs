@@ -226,7 +226,9 @@ impl Model {
         let mut rows: Vec<ProcessRow> = snapshot
             .processes
             .iter()
-            .filter(|p| p.pid != self.own_pid)
+            // Our pid in our namespace (a writer in a container may have
+            // the same number).
+            .filter(|p| !(p.pid == self.own_pid && (p.pid_ns == 0 || p.pid_ns == memtrack::pid_namespace())))
             .map(|p| {
                 let cells = snapshot.counters.iter().filter(|c| c.process_slot == p.slot);
                 let (live_bytes, live_buffers) =
