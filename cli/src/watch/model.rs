@@ -102,6 +102,8 @@ pub struct Model {
     pub recording: Option<String>,
     /// The watch's own pid: never listed among the processes.
     own_pid: u32,
+    /// The watch's PID namespace, where `own_pid` is its pid.
+    own_pid_ns: u32,
     /// Devices in id order.
     pub devices: Vec<Device>,
     /// Processes: running first, then by pid.
@@ -132,6 +134,7 @@ impl Model {
             ring,
             recording,
             own_pid,
+            own_pid_ns: memtrack::pid_namespace(),
             devices: Vec::new(),
             processes: Vec::new(),
             records: 0,
@@ -228,7 +231,7 @@ impl Model {
             .iter()
             // Our pid in our namespace (a writer in a container may have
             // the same number).
-            .filter(|p| !(p.pid == self.own_pid && (p.pid_ns == 0 || p.pid_ns == memtrack::pid_namespace())))
+            .filter(|p| !(p.pid == self.own_pid && (p.pid_ns == 0 || p.pid_ns == self.own_pid_ns)))
             .map(|p| {
                 let cells = snapshot.counters.iter().filter(|c| c.process_slot == p.slot);
                 let (live_bytes, live_buffers) =
