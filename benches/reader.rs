@@ -98,7 +98,7 @@ fn drain_to_file(c: &mut Criterion) {
 fn write_report_input(path: &Path) {
     let ring = Temp(ring_path(&format!("bench-report-{}", std::process::id())));
     let _ = std::fs::remove_file(&ring.0);
-    let header = FileHeader::new(&Ring::create(&ring.0, RingOptions::default()).unwrap(), 0);
+    let header = FileHeader::new(&Ring::create(&ring.0, RingOptions::default()).unwrap(), 0, 0);
     let mut file = RecordWriter::create(path, &header).unwrap();
     let mut start = Record { pid: 1, event: Event::ProcessStart as u8, ..Default::default() };
     start.set_label(b"model");

@@ -66,11 +66,23 @@ ring="$tmp/ring"
 cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude ffi_tests/cmake/client.c -o "$tmp/client" \
     -L"$target_dir/release" -lmemtrack -Wl,-rpath,"$target_dir/release"
 # Each client writes 10 records (start, capacity, mark, 3 allocs, 1 free,
-# 2 allocs, exit); the ring holds 16 and has no consumer.
-MEMTRACK_CAPACITY=16 "$tmp/client" "$ring" 1 >/dev/null
-"$tmp/client" "$ring" 2 >/dev/null
+# 2 allocs, exit); the ring holds 16 and has no consumer. Clients 1 and 2
+# hold (before their exit record) until $tmp/hold is closed.
+mkfifo "$tmp/hold"
+MEMTRACK_CAPACITY=16 "$tmp/client" "$ring" 1 hold <"$tmp/hold" >"$tmp/client1.out" &
+pids+=($!)
+exec 3>"$tmp/hold"
+for _ in $(seq 100); do [ -e "$ring" ] && break; sleep 0.05; done
+"$tmp/client" "$ring" 2 hold <"$tmp/hold" >"$tmp/client2.out" 3>&- &
+pids+=($!)
+# Until both have made their allocations (each ends with its L1 buffer).
+for _ in $(seq 200); do
+    "$target_dir/release/memtrack" status --ring "$ring" --json 2>/dev/null \
+        | jq -e '[.usage[] | select(.kind == "L1")] | length == 2' >/dev/null && break
+    sleep 0.05
+done
 
-"$target_dir/release/memtrack" serve --ring "$ring" --listen 127.0.0.1:0 >"$tmp/serve.out" 2>"$tmp/serve.err" &
+"$target_dir/release/memtrack" serve --ring "$ring" --listen 127.0.0.1:0 >"$tmp/serve.out" 2>"$tmp/serve.err" 3>&- &
 pids+=($!)
 for _ in $(seq 100); do
     [ -s "$tmp/serve.out" ] && break
@@ -92,7 +104,7 @@ scrape_configs:
       - targets: ["$target"]
 EOF
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
-    --web.listen-address="127.0.0.1:$port" >"$tmp/prometheus.log" 2>&1 &
+    --web.listen-address="127.0.0.1:$port" >"$tmp/prometheus.log" 2>&1 3>&- &
 pids+=($!)
 api="http://127.0.0.1:$port/api/v1"
 
@@ -128,11 +140,11 @@ expect 'memtrack_device_memory_buffers{device="2",kind="DRAM"}' 3
 expect 'memtrack_device_memory_capacity_bytes{device="1",kind="DRAM"}' 1073741824
 expect 'sum(memtrack_device_memory_used_bytes)' 18384
 expect 'count(memtrack_device_memory_used_bytes)' 4
-expect 'memtrack_records_lost_total{reason="dropped"}' 4
+expect 'memtrack_records_lost_total{reason="dropped"}' 2
 expect 'memtrack_records_lost_total{reason="writer_died"}' 0
 expect 'memtrack_records_delivered_total' 0
-expect 'memtrack_processes{state="exited"}' 2
-expect 'memtrack_processes{state="running"}' 0
+expect 'memtrack_processes{state="exited"}' 0
+expect 'memtrack_processes{state="running"}' 2
 expect 'absent({__name__=~"memtrack_process_.*"})' 1  # no --per-process
 # The fill-level query of docs/PROMETHEUS.md (8 KiB of 1 GiB, scaled back).
 expect '(memtrack_device_memory_used_bytes{device="1",kind="DRAM"} / on(instance, device, kind) memtrack_device_memory_capacity_bytes) * 1073741824' 8192
@@ -147,10 +159,22 @@ got=$(jq -r '.data.memtrack_records_lost[0].type' <<<"$metadata")
 [ "$got" = counter ] || fail "metadata of memtrack_records_lost: '$got'"
 pass "memtrack_records_lost is a counter"
 
+# Clients that end hold no device memory: their usage leaves the device
+# series (which stay, at 0); their exit records are dropped.
+exec 3>&-
+wait "${pids[0]}" || fail "client 1 failed: $(cat "$tmp/client1.out")"
+wait "${pids[1]}" || fail "client 2 failed: $(cat "$tmp/client2.out")"
+expect 'memtrack_processes{state="exited"}' 2
+expect 'memtrack_device_memory_used_bytes{device="1",kind="DRAM"}' 0
+expect 'sum(memtrack_device_memory_used_bytes)' 0
+expect 'count(memtrack_device_memory_used_bytes)' 4
+expect 'memtrack_records_lost_total{reason="dropped"}' 4
+
 # A change in the ring reaches Prometheus on a later scrape: the third
-# client's records are all dropped (the ring is full), its counters are not.
+# client's records are all dropped (the ring is full), its counters are not
+# (a process that ended: its device series appears, at 0).
 "$tmp/client" "$ring" 3 >/dev/null
-expect 'memtrack_device_memory_used_bytes{device="3",kind="DRAM"}' 8192
+expect 'memtrack_device_memory_used_bytes{device="3",kind="DRAM"}' 0
 expect 'memtrack_records_lost_total{reason="dropped"}' 14
 expect 'memtrack_processes{state="exited"}' 3
 

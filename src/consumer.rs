@@ -128,6 +128,12 @@ impl Consumer {
         self.ring.view().caught_up(&self.cursor)
     }
 
+    /// The first ticket no writer has claimed yet: the records between
+    /// [`Consumer::progress`]'s `taken` and this are in the ring, waiting.
+    pub fn claimed_end(&self) -> u64 {
+        self.ring.view().claimed_end(&self.cursor)
+    }
+
     /// Sleeps when the last drain found the ring nearly empty, so the
     /// consumer stays well behind the writers instead of polling the slot
     /// a writer is about to fill, and costs next to nothing when idle.

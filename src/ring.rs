@@ -457,6 +457,23 @@ impl<'a> RingView<'a> {
         state.lap != self.lap(ticket) || state.phase == Phase::Empty
     }
 
+    /// The first ticket at or after the consumer's next one that no writer
+    /// has claimed yet: tickets below it were claimed before this call
+    /// (claims have no holes). At most one lap is probed.
+    pub(crate) fn claimed_end(&self, cursor: &Cursor) -> u64 {
+        let mut ticket = cursor.progress.taken;
+        for _ in 0..self.capacity() {
+            // Acquire: pairs with the writers' claim CAS (AcqRel), as in
+            // `caught_up`.
+            let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
+            if state.lap != self.lap(ticket) || state.phase == Phase::Empty {
+                break;
+            }
+            ticket = ticket.wrapping_add(1);
+        }
+        ticket
+    }
+
     /// Declares the last batch handed on.
     pub(crate) fn commit(&self, cursor: &mut Cursor) {
         let Taken { records, lost } = std::mem::take(&mut cursor.pending);

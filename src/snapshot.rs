@@ -23,6 +23,17 @@ pub struct LiveCounter {
     pub live_buffers: i64,
 }
 
+impl LiveCounter {
+    /// (bytes, buffers) this cell holds on the device: the counts, with a
+    /// negative one read as 0. A cell goes negative only through frees of
+    /// buffers its records never allocated (allocated before tracking
+    /// began, or a runtime bug): those are anomalies, and a negative byte
+    /// count in a usage sum would hide real usage of other processes.
+    pub fn held(&self) -> (u64, u64) {
+        (self.live_bytes.max(0) as u64, self.live_buffers.max(0) as u64)
+    }
+}
+
 /// A capacity set with `memtrack_set_capacity`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
@@ -56,21 +67,35 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Live (bytes, buffers) per (device, kind), summed over the processes
-    /// that are running or exited. A process that died no longer holds
-    /// device memory (its driver state went with it); its counters stay in
-    /// `counters`, under its own entry, until a new process takes it.
-    pub fn device_usage(&self) -> std::collections::BTreeMap<(u32, u8), (i64, i64)> {
-        let died = |slot: u16| {
-            self.processes.iter().any(|p| p.slot == slot && p.state == crate::process::ProcessState::Died)
-        };
+    /// Device memory held per (device, kind): the [`LiveCounter::held`]
+    /// bytes and buffers of the processes still running, summed. A process
+    /// that has ended, whether it exited or died, holds no device memory any
+    /// more (the driver released it with the process); what it never freed
+    /// stays in `counters`, under its own entry, as its leak, until a new
+    /// process takes the entry.
+    pub fn device_usage(&self) -> std::collections::BTreeMap<(u32, u8), (u64, u64)> {
         let mut usage = std::collections::BTreeMap::new();
-        for c in self.counters.iter().filter(|c| !died(c.process_slot)) {
-            let entry: &mut (i64, i64) = usage.entry((c.device_id, c.kind)).or_default();
-            entry.0 = entry.0.wrapping_add(c.live_bytes);
-            entry.1 = entry.1.wrapping_add(c.live_buffers);
+        for c in self.counters.iter().filter(|c| self.is_running(c.process_slot)) {
+            let (bytes, buffers) = c.held();
+            let entry: &mut (u64, u64) = usage.entry((c.device_id, c.kind)).or_default();
+            entry.0 = entry.0.saturating_add(bytes);
+            entry.1 = entry.1.saturating_add(buffers);
         }
         usage
+    }
+
+    /// Whether the process in table entry `slot` is running.
+    pub fn is_running(&self, slot: u16) -> bool {
+        self.processes.iter().any(|p| p.slot == slot && p.state == crate::process::ProcessState::Running)
+    }
+
+    /// (bytes, buffers) the process in table entry `slot` holds or, once
+    /// it has ended, left allocated: its [`LiveCounter::held`] cells summed.
+    pub fn process_usage(&self, slot: u16) -> (u64, u64) {
+        self.counters.iter().filter(|c| c.process_slot == slot).fold((0, 0), |(bytes, buffers), c| {
+            let held = c.held();
+            (bytes.saturating_add(held.0), buffers.saturating_add(held.1))
+        })
     }
 }
 
@@ -145,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn device_usage_leaves_out_processes_that_died() {
+    fn device_usage_counts_running_processes_and_never_goes_negative() {
         let counter = |process_slot, device_id, live_bytes| LiveCounter {
             process_slot,
             device_id,
@@ -159,7 +184,16 @@ mod tests {
                 process(1, ProcessState::Died),
                 process(2, ProcessState::Exited),
             ],
-            counters: vec![counter(0, 0, 100), counter(1, 0, 1000), counter(2, 0, 10), counter(1, 3, 5)],
+            counters: vec![
+                counter(0, 0, 100),
+                counter(1, 0, 1000),
+                counter(2, 0, 10),
+                counter(1, 3, 5),
+                // Frees of buffers allocated before tracking began.
+                LiveCounter { process_slot: 0, device_id: 1, kind: 0, live_bytes: -9000, live_buffers: -3 },
+                counter(0, 2, 7),
+                LiveCounter { process_slot: 0, device_id: 2, kind: 0, live_bytes: -9000, live_buffers: -3 },
+            ],
             capacities: Vec::new(),
             progress: Progress::default(),
             dropped: 0,
@@ -168,6 +202,10 @@ mod tests {
             tail: 0,
         };
         let usage: Vec<_> = snapshot.device_usage().into_iter().collect();
-        assert_eq!(usage, [((0, 0), (110, 2))]);
+        // Died (slot 1) and exited (slot 2) processes hold nothing; a
+        // negative cell holds nothing and takes nothing from the others.
+        assert_eq!(usage, [((0, 0), (100, 1)), ((1, 0), (0, 0)), ((2, 0), (7, 1))]);
+        assert_eq!(snapshot.process_usage(0), (107, 2));
+        assert_eq!(snapshot.process_usage(1), (1005, 2));
     }
 }

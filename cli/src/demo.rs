@@ -62,8 +62,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         Ok(())
     })?;
     writer.shutdown();
+    let origin_unix_ns = session.started_unix_ns();
     let engine = session.finish()?;
-    let source = Source { file: None, ring: ring.0.clone(), finished: true };
+    let source = Source { origin_unix_ns, file: None, ring: ring.0.clone(), finished: true };
     let mut out = std::io::stdout().lock();
     if args.json {
         use std::io::Write;

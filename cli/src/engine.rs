@@ -15,8 +15,23 @@
 //! * FREE with a nonzero size that differs from its ALLOC is a size
 //!   mismatch; the ALLOC's size is what leaves usage.
 //! * ALIAS buffers count in buffer numbers, not in bytes.
-//! * A process that dies takes its live buffers out of device usage; they
-//!   are listed as its remaining buffers.
+//! * A process that ends, whether it exits or dies, takes its live buffers
+//!   out of device usage; they are listed as its remaining buffers.
+//! * Usage is never negative: a free never takes away bytes the stream did
+//!   not add.
+//!
+//! A recording that starts mid-run (version 2 files, live sessions) opens
+//! with the writers' live counters: what each process held before its
+//! first record here. Those buffers count in usage from the start, though
+//! their ids are unknown; a free of an unknown buffer in such a cell
+//! releases one of them instead of being an anomaly. The records the ring
+//! already held when the reader attached (the backlog) are in those
+//! counters already, so the opening is settled only once they are read:
+//! opening = counters at attach - what the backlog did.
+//!
+//! Where records are missing (dropped, lost), the cells (process, device,
+//! kind) they may belong to are *uncertain*: their remaining buffers and
+//! anomalies may be artefacts of the loss, and reports say so.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -24,7 +39,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use memtrack::format::FLAG_ALIAS;
 use memtrack::{Event, Record};
 
-use crate::recording::{Block, DiedBlock, IdentityBlock, LossBlock, ProcessBlock, TimeBase};
+use crate::recording::{Block, DiedBlock, IdentityBlock, LossBlock, ProcessBlock, StartBlock, TimeBase};
 
 /// Details kept for at most this many anomalies (counts stay exact).
 pub const MAX_ANOMALY_DETAILS: usize = 1000;
@@ -122,6 +137,16 @@ pub struct KindStats {
     pub capacity: Option<u64>,
 }
 
+impl KindStats {
+    /// Records `live_bytes` as the peak if it is one.
+    fn note_peak(&mut self, time_ns: u64) {
+        if self.live_bytes > self.peak_bytes {
+            self.peak_bytes = self.live_bytes;
+            self.peak_time_ns = time_ns;
+        }
+    }
+}
+
 /// `running`, `exited` or `died`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcState {
@@ -171,13 +196,23 @@ pub struct ProcessStats {
     pub allocs: u64,
     /// FREE records that released a live buffer.
     pub frees: u64,
-    /// Records it dropped (from the process table, at the end).
+    /// Records it dropped while this recording could have held them (from
+    /// the process table at the end, less what it had dropped before a
+    /// recording with nothing waiting in the ring began).
     pub dropped: u64,
+    /// Records it had dropped when the recording started.
+    dropped_at_start: u64,
+    /// Whether the process table at the start of the recording lists it
+    /// (so its usage before the recording is in the opening).
+    pub in_start_table: bool,
+    /// Listed in the start table, its records not met yet: the stream's
+    /// first owner of its entry with its generation and pid is this one.
+    awaiting_records: bool,
     /// Whether the process table at the end of the recording lists it
     /// (so the writers' live counters there are its own).
     pub in_final_table: bool,
-    /// Buffers it left when it died, in key order.
-    pub died_with: Vec<LiveBuffer>,
+    /// Buffers it left when it ended (exited or died), in key order.
+    pub ended_with: Vec<LiveBuffer>,
     /// When it ended, ns since the ring's creation.
     pub end_time_ns: Option<u64>,
 }
@@ -257,6 +292,53 @@ pub struct Mark {
     pub usage: Vec<((u32, u8), (u64, u64))>,
 }
 
+/// One (process, device, kind): the unit of live counters and of
+/// uncertainty.
+pub type Cell = (ProcessId, u32, u8);
+
+/// Why a cell's remaining buffers and anomalies may be wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Uncertainty {
+    /// Its process dropped records (ring full).
+    Dropped,
+    /// A writer died holding a claim, and its process died.
+    WriterDied,
+    /// A consumer died holding records, of any process.
+    ReaderDied,
+    /// The writers' live counters at the end disagree with the records.
+    CountersDisagree,
+}
+
+impl Uncertainty {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Uncertainty::Dropped => "dropped",
+            Uncertainty::WriterDied => "writer_died",
+            Uncertainty::ReaderDied => "reader_died",
+            Uncertainty::CountersDisagree => "counters_disagree",
+        }
+    }
+}
+
+/// Where the stream started (version 2 files and live sessions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartInfo {
+    /// Whether writers were at work before the stream began: processes in
+    /// the table, or records a previous consumer took.
+    pub mid_run: bool,
+    /// The first ticket of the stream.
+    pub first_ticket: u64,
+    /// Records the ring held, untaken, when the reader attached.
+    pub backlog_records: u64,
+    /// Buffers live before the recording, by the opening.
+    pub opening_buffers: i64,
+    /// Bytes of those.
+    pub opening_bytes: i64,
+    /// Frees, during the recording, of buffers allocated before it.
+    pub opening_frees: u64,
+}
+
 /// Writers' and reader's view of one (process, device, kind) that disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterMismatch {
@@ -312,6 +394,27 @@ impl Hasher for SequentialKeyHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<SequentialKeyHasher>>;
 
+/// What a recording that started mid-run knows of the time before it.
+#[derive(Default)]
+struct Opening {
+    /// The start block; `None` for a stream that began with the ring.
+    start: Option<StartBlock>,
+    /// The writers' live counters when the reader attached.
+    at_attach: BTreeMap<Cell, (i64, i64)>,
+    /// Whether the backlog has been read and `before` computed.
+    settled: bool,
+    /// Usage before the first record of the stream: `at_attach` less the
+    /// backlog's records, as the writers count them.
+    before: BTreeMap<Cell, (i64, i64)>,
+    /// Of `before`, the buffers not yet freed: (bytes, buffers), counted in
+    /// usage while their process runs.
+    unfreed: BTreeMap<Cell, (i64, i64)>,
+    /// Unknown frees read in the backlog, held until `before` is known.
+    held_frees: Vec<(BufferKey, u64, u64)>,
+    /// Frees that released one of `before`'s buffers.
+    frees: u64,
+}
+
 /// The state engine.
 pub struct Engine {
     time: TimeBase,
@@ -335,6 +438,7 @@ pub struct Engine {
     records: u64,
     last_time_ns: u64,
     losses: LossBlock,
+    opening: Opening,
     writer_counters: BTreeMap<(ProcessId, u32, u8), (i64, i64)>,
     /// What the writers' live counters should read, record by record:
     /// every ALLOC adds and every FREE subtracts its own size and one
@@ -361,6 +465,7 @@ impl Engine {
             records: 0,
             last_time_ns: 0,
             losses: LossBlock::default(),
+            opening: Opening::default(),
             writer_counters: BTreeMap::new(),
             writer_view: FastMap::default(),
         }
@@ -370,19 +475,53 @@ impl Engine {
     pub fn apply_block(&mut self, block: &Block) {
         match block {
             Block::Record(record) => self.apply(record),
-            Block::Died(died) => self.died_block(died),
-            Block::Process(p) => self.process_table_entry(p),
             Block::Identity(identity) => self.identity(identity),
-            Block::Loss(loss) => self.losses = *loss,
-            Block::Counter(c) => {
+            Block::Process(p) if p.phase == ProcessBlock::AT_START => self.process_at_start(p),
+            Block::Opening(c) => {
                 let id = self.table_process(c.process_slot, c.generation, c.pid);
-                self.writer_counters.insert((id, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
+                let cell = self.opening.at_attach.entry((id, c.device_id, c.kind)).or_default();
+                *cell = (cell.0.wrapping_add(c.live_bytes), cell.1.wrapping_add(c.live_buffers));
+            }
+            Block::Start(start) => {
+                // After the opening blocks: with nothing waiting in the ring,
+                // they are the usage before the stream.
+                self.opening.start = Some(*start);
+                if !start.has_backlog() {
+                    self.settle_opening();
+                }
+            }
+            _ => {
+                // Blocks written after the stream: the backlog, if any, is read.
+                self.settle_opening();
+                match block {
+                    Block::Died(died) => self.died_block(died),
+                    Block::Process(p) => self.process_table_entry(p),
+                    Block::Loss(loss) => self.losses = *loss,
+                    Block::Counter(c) => {
+                        let id = self.table_process(c.process_slot, c.generation, c.pid);
+                        self.writer_counters.insert((id, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
+                    }
+                    _ => {}
+                }
             }
         }
     }
 
     /// Applies one ring record.
     pub fn apply(&mut self, record: &Record) {
+        let backlog_end = self.opening.start.map(|s| s.backlog_end);
+        if !self.opening.settled && backlog_end.is_none_or(|end| record.ticket >= end) {
+            self.settle_opening();
+        }
+        self.apply_record(record);
+        if !self.opening.settled && backlog_end == Some(record.ticket.wrapping_add(1)) {
+            // The backlog's last record: a live session may wait long for
+            // the next one.
+            self.settle_opening();
+        }
+    }
+
+    fn apply_record(&mut self, record: &Record) {
         self.records += 1;
         let time_ns = self.time.ns(record.timestamp);
         self.last_time_ns = self.last_time_ns.max(time_ns);
@@ -408,13 +547,7 @@ impl Engine {
                 p.name = name;
                 p.seen_start = true;
             }
-            Event::ProcessExit => {
-                let p = self.process_mut(process);
-                if p.state == ProcState::Running {
-                    p.state = ProcState::Exited;
-                    p.end_time_ns = Some(time_ns);
-                }
-            }
+            Event::ProcessExit => self.process_ended(process, ProcState::Exited, time_ns),
             Event::Capacity => {} // handled above
         }
     }
@@ -460,6 +593,17 @@ impl Engine {
     }
 
     fn new_process(&mut self, slot: u16, generation: u32, pid: u32) -> ProcessId {
+        // The start table's process of this entry, at its first record.
+        let awaited = self
+            .processes
+            .iter()
+            .position(|p| p.awaiting_records && (p.slot, p.generation, p.pid) == (slot, generation, pid));
+        if let Some(index) = awaited {
+            let id = ProcessId(index as u32);
+            self.process_mut(id).awaiting_records = false;
+            self.set_owner_of_slot(slot, Some(id));
+            return id;
+        }
         let id = ProcessId(self.processes.len() as u32);
         let known = self.identities.get(&(slot, generation)).filter(|i| i.pid == pid);
         let variant = self.processes.iter().filter(|p| (p.slot, p.generation) == (slot, generation)).count();
@@ -476,8 +620,11 @@ impl Engine {
             allocs: 0,
             frees: 0,
             dropped: 0,
+            dropped_at_start: 0,
+            in_start_table: false,
+            awaiting_records: false,
             in_final_table: false,
-            died_with: Vec::new(),
+            ended_with: Vec::new(),
             end_time_ns: None,
         });
         self.set_owner_of_slot(slot, Some(id));
@@ -593,10 +740,7 @@ impl Engine {
         stats.live_buffers += 1;
         if !alias {
             stats.live_bytes = stats.live_bytes.wrapping_add(record.size);
-            if stats.live_bytes > stats.peak_bytes {
-                stats.peak_bytes = stats.live_bytes;
-                stats.peak_time_ns = time_ns;
-            }
+            stats.note_peak(time_ns);
         }
     }
 
@@ -604,7 +748,7 @@ impl Engine {
         self.count_as_writers_do(process, record, -1);
         let key = Engine::key(process, record);
         let Some(live) = self.live.get_mut(&key) else {
-            self.anomaly(AnomalyKind::UnknownFree, key, time_ns, record.size, 0);
+            self.unknown_free(key, time_ns, record.size);
             return;
         };
         // The newest reference goes first.
@@ -628,6 +772,68 @@ impl Engine {
         }
     }
 
+    /// A free of a buffer the stream never allocated: one allocated before
+    /// the recording, if the opening says the cell had such buffers left,
+    /// else an anomaly.
+    fn unknown_free(&mut self, key: BufferKey, time_ns: u64, size: u64) {
+        let cell = (key.process, key.device_id, key.kind);
+        if !self.opening.settled {
+            // In the backlog: whether it was one of the opening's buffers
+            // is known once the backlog is read.
+            self.opening.held_frees.push((key, time_ns, size));
+        } else if self.opening.unfreed.get(&cell).is_some_and(|u| u.1 > 0) {
+            self.release_opening_buffer(cell, size);
+        } else {
+            self.anomaly(AnomalyKind::UnknownFree, key, time_ns, size, 0);
+        }
+    }
+
+    /// Computes the usage before the stream, once the backlog (the records
+    /// the ring held when the reader attached) is read, and puts it into
+    /// device usage. Runs once: at the backlog's last record, at the first
+    /// record after it, or at the first block after the stream.
+    fn settle_opening(&mut self) {
+        if self.opening.settled {
+            return;
+        }
+        self.opening.settled = true;
+        let at_attach = std::mem::take(&mut self.opening.at_attach);
+        for (&cell, &(bytes, buffers)) in &at_attach {
+            let backlog = self.writer_view.get(&cell).copied().unwrap_or_default();
+            let before = (bytes.wrapping_sub(backlog.0), buffers.wrapping_sub(backlog.1));
+            self.opening.before.insert(cell, before);
+            self.set_unfreed(cell, before);
+        }
+        self.opening.at_attach = at_attach;
+        for (key, time_ns, size) in std::mem::take(&mut self.opening.held_frees) {
+            self.unknown_free(key, time_ns, size);
+        }
+    }
+
+    fn release_opening_buffer(&mut self, cell: Cell, size: u64) {
+        let (bytes, buffers) = self.opening.unfreed.get(&cell).copied().unwrap_or_default();
+        self.opening.frees += 1;
+        self.process_mut(cell.0).frees += 1;
+        self.devices.entry((cell.1, cell.2)).or_default().frees += 1;
+        self.set_unfreed(cell, (bytes.wrapping_sub(size as i64).max(0), buffers - 1));
+    }
+
+    /// Sets the opening buffers of `cell` not yet freed, moving device
+    /// usage by the change while the cell's process runs (a negative count,
+    /// from records lost before the recording, counts as none).
+    fn set_unfreed(&mut self, cell: Cell, unfreed: (i64, i64)) {
+        let old = self.opening.unfreed.insert(cell, unfreed).unwrap_or_default();
+        if self.process_ref(cell.0).state != ProcState::Running {
+            return;
+        }
+        let time_ns = self.last_time_ns;
+        let stats = self.devices.entry((cell.1, cell.2)).or_default();
+        let held = |v: i64| v.max(0) as u64;
+        stats.live_bytes = stats.live_bytes.wrapping_sub(held(old.0)).wrapping_add(held(unfreed.0));
+        stats.live_buffers = stats.live_buffers.wrapping_sub(held(old.1)).wrapping_add(held(unfreed.1));
+        stats.note_peak(time_ns);
+    }
+
     fn mark(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
         let usage = self
             .devices
@@ -644,15 +850,29 @@ impl Engine {
         });
     }
 
-    /// Process `id` ended without shutting down: its live buffers leave
-    /// device usage and become its remaining buffers. A no-op for a
-    /// process that is no longer running.
+    /// Process `id` ended without shutting down at `time_ns`: see
+    /// [`Engine::process_ended`].
     pub fn process_died(&mut self, id: ProcessId, time_ns: u64) {
-        let process = self.process_mut(id);
-        if process.state != ProcState::Running {
+        self.process_ended(id, ProcState::Died, time_ns);
+    }
+
+    /// Process `id` ended, exiting or dying: its device memory went with
+    /// it, so its live buffers leave device usage and become its remaining
+    /// buffers (its leaks), and so do its opening buffers not yet freed. A
+    /// no-op for a process that is no longer running.
+    fn process_ended(&mut self, id: ProcessId, state: ProcState, time_ns: u64) {
+        if self.process_ref(id).state != ProcState::Running {
             return;
         }
-        process.state = ProcState::Died;
+        let cells: Vec<(Cell, (i64, i64))> =
+            self.opening.unfreed.iter().filter(|(c, _)| c.0 == id).map(|(&c, &v)| (c, v)).collect();
+        for (cell, unfreed) in cells {
+            // Out of usage while the process still counts as running.
+            self.set_unfreed(cell, (0, 0));
+            self.opening.unfreed.insert(cell, unfreed);
+        }
+        let process = self.process_mut(id);
+        process.state = state;
         process.end_time_ns = Some(time_ns);
         let mut orphans: Vec<LiveBuffer> = Vec::new();
         self.live.retain(|key, live| {
@@ -668,7 +888,28 @@ impl Engine {
             stats.live_buffers -= buffer.references() as u64;
             stats.live_bytes = stats.live_bytes.wrapping_sub(buffer.counted_bytes());
         }
-        self.process_mut(id).died_with = orphans;
+        self.process_mut(id).ended_with = orphans;
+    }
+
+    /// A process in the table when the recording started: it began before
+    /// the stream, and its first records there are its own (see
+    /// [`Engine::new_process`]).
+    fn process_at_start(&mut self, entry: &ProcessBlock) {
+        let name = entry.name();
+        let id = self.table_process(entry.process_slot, entry.generation, entry.pid);
+        let process = self.process_mut(id);
+        process.in_start_table = true;
+        process.awaiting_records = true;
+        process.dropped_at_start = entry.dropped;
+        process.start_time.get_or_insert(entry.start_time);
+        if process.name.is_empty() {
+            process.name = name;
+        }
+        match entry.state {
+            1 => self.process_ended(id, ProcState::Exited, 0),
+            2 => self.process_ended(id, ProcState::Died, 0),
+            _ => {}
+        }
     }
 
     fn died_block(&mut self, died: &DiedBlock) {
@@ -679,19 +920,22 @@ impl Engine {
     fn process_table_entry(&mut self, entry: &ProcessBlock) {
         let name = entry.name();
         let id = self.table_process(entry.process_slot, entry.generation, entry.pid);
+        // Drops before the recording attached fall into its stream only if
+        // the ring held records nobody had taken (see `LossBlock`).
+        let backlog = self.opening.start.is_some_and(|s| s.has_backlog());
         let process = self.process_mut(id);
-        process.dropped = entry.dropped;
+        let before = if backlog { 0 } else { process.dropped_at_start };
+        process.dropped = entry.dropped.saturating_sub(before);
         process.in_final_table = true;
         process.start_time.get_or_insert(entry.start_time);
         if process.name.is_empty() {
             process.name = name;
         }
-        if entry.state == 1 && process.state == ProcState::Running {
-            process.state = ProcState::Exited;
-        }
-        if entry.state == 2 {
-            let end = self.last_time_ns;
-            self.process_died(id, end);
+        let end = self.last_time_ns;
+        match entry.state {
+            1 => self.process_ended(id, ProcState::Exited, end),
+            2 => self.process_ended(id, ProcState::Died, end),
+            _ => {}
         }
     }
 
@@ -764,17 +1008,47 @@ impl Engine {
         &self.losses
     }
 
-    /// Buffers alive at this point (live processes' buffers plus those
-    /// dead processes left), in key order.
+    /// Buffers alive at this point (running processes' buffers plus those
+    /// ended processes left), in key order.
     pub fn remaining(&self) -> Vec<&LiveBuffer> {
         let mut remaining: Vec<&LiveBuffer> = self.live.values().collect();
-        remaining.extend(self.processes.iter().flat_map(|p| &p.died_with));
+        remaining.extend(self.processes.iter().flat_map(|p| &p.ended_with));
         remaining.sort_unstable_by_key(|b| b.key);
         remaining
     }
 
-    /// Live buffers indexed by process, for the remaining-buffer totals of
-    /// every process at once.
+    /// Buffers allocated before the recording started and not freed in it,
+    /// per cell: (bytes, buffers), their ids unknown. Empty for a recording
+    /// that began with the ring.
+    pub fn unidentified_remaining(&self) -> Vec<(Cell, (u64, u64))> {
+        self.opening
+            .unfreed
+            .iter()
+            .filter(|(_, u)| u.1 > 0)
+            .map(|(&cell, &(bytes, buffers))| (cell, (bytes.max(0) as u64, buffers as u64)))
+            .collect()
+    }
+
+    /// Where the recording started (`None` for a version 1 file).
+    pub fn start(&self) -> Option<StartInfo> {
+        let start = self.opening.start?;
+        let (opening_bytes, opening_buffers) = self
+            .opening
+            .before
+            .values()
+            .fold((0i64, 0i64), |(b, n), v| (b.wrapping_add(v.0.max(0)), n.wrapping_add(v.1.max(0))));
+        Some(StartInfo {
+            mid_run: start.first_ticket != 0 || self.processes.iter().any(|p| p.in_start_table),
+            first_ticket: start.first_ticket,
+            backlog_records: start.backlog_end.wrapping_sub(start.first_ticket),
+            opening_buffers,
+            opening_bytes,
+            opening_frees: self.opening.frees,
+        })
+    }
+
+    /// Remaining buffers and bytes per process: its [`Engine::remaining`]
+    /// buffers and its [`Engine::unidentified_remaining`] ones.
     pub fn remaining_by_process(&self) -> BTreeMap<ProcessId, (u64, u64)> {
         let mut totals: BTreeMap<ProcessId, (u64, u64)> = BTreeMap::new();
         for b in self.remaining() {
@@ -782,7 +1056,42 @@ impl Engine {
             entry.0 += b.references() as u64;
             entry.1 = entry.1.wrapping_add(b.counted_bytes());
         }
+        for ((process, _, _), (bytes, buffers)) in self.unidentified_remaining() {
+            let entry = totals.entry(process).or_default();
+            entry.0 += buffers;
+            entry.1 = entry.1.wrapping_add(bytes);
+        }
         totals
+    }
+
+    /// The cells whose remaining buffers and anomalies may be artefacts of
+    /// missing records, with the reason.
+    pub fn uncertain_cells(&self) -> BTreeMap<Cell, Uncertainty> {
+        let mut cells: BTreeMap<Cell, Uncertainty> = BTreeMap::new();
+        let known_cells = self
+            .writer_view
+            .keys()
+            .chain(self.opening.at_attach.keys())
+            .chain(self.writer_counters.keys())
+            .copied();
+        let losses = &self.losses;
+        for cell in known_cells {
+            let process = self.process_ref(cell.0);
+            let reason = if process.dropped > 0 {
+                Uncertainty::Dropped
+            } else if losses.lost_writer_died > 0 && process.state == ProcState::Died {
+                Uncertainty::WriterDied
+            } else if losses.lost_reader_died > 0 {
+                Uncertainty::ReaderDied
+            } else {
+                continue;
+            };
+            cells.insert(cell, reason);
+        }
+        for m in self.counter_mismatches() {
+            cells.entry((m.process, m.device_id, m.kind)).or_insert(Uncertainty::CountersDisagree);
+        }
+        cells
     }
 
     /// Where the writers' live counters (from the end of a recording)
@@ -790,10 +1099,17 @@ impl Engine {
     /// whose start this stream holds: records dropped, lost, or never
     /// written. Empty when they agree or when nothing can be compared.
     pub fn counter_mismatches(&self) -> Vec<CounterMismatch> {
-        let (reader, writers) = (&self.writer_view, &self.writer_counters);
+        // What the writers' counters should read: the usage before the
+        // stream plus what the stream's records did.
+        let mut reader: BTreeMap<Cell, (i64, i64)> = self.writer_view.iter().map(|(&k, &v)| (k, v)).collect();
+        for (&cell, &(bytes, buffers)) in &self.opening.before {
+            let entry = reader.entry(cell).or_default();
+            *entry = (entry.0.wrapping_add(bytes), entry.1.wrapping_add(buffers));
+        }
+        let (reader, writers) = (&reader, &self.writer_counters);
         let comparable = |id: ProcessId| {
             let p = self.process_ref(id);
-            p.seen_start && p.in_final_table
+            (p.seen_start || p.in_start_table) && p.in_final_table
         };
         let nonzero = |k: &&(ProcessId, u32, u8)| reader.get(*k).is_some_and(|&v| v != (0, 0));
         let mut keys: Vec<_> = reader.keys().filter(nonzero).chain(writers.keys()).copied().collect();

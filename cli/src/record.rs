@@ -96,8 +96,8 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
     };
     session.finish()?;
     if !args.quiet {
-        let (_, engine) = report::load(&args.output)?;
-        let source = Source { file: Some(args.output.clone()), ring: path.clone(), finished: true };
+        let (header, engine) = report::load(&args.output)?;
+        let source = Source::of_file(&args.output, &header, true);
         let mut err = std::io::stderr().lock();
         report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))?;
     }

@@ -1,4 +1,4 @@
-//! The record file (`.mtr`, format version 1): what `memtrack record`
+//! The record file (`.mtr`, format version 2): what `memtrack record`
 //! writes and `report` / `export` read.
 //!
 //! ```text
@@ -6,11 +6,18 @@
 //! block × n                   64 bytes each:
 //!   ring records                the ring's own `Record`s, unchanged
 //!   reader blocks               event code >= 0x80: what the reader observed
-//!                               (a process died, who a process is, loss
-//!                               totals, the process table and the writers'
-//!                               live counters at the end)
+//!                               (where the recording started and the ring's
+//!                               state then, a process died, who a process
+//!                               is, loss totals, the process table and the
+//!                               writers' live counters at the end)
 //! End block                   event 0x8F, the last block of a complete file
 //! ```
+//!
+//! Version 2 added the start of a recording (a `Start` block, the process
+//! table and the writers' live counters when the reader attached, and the
+//! ring clock at that moment in the header), so that a recording that
+//! begins mid-run starts from the truth. Version 1 files are read as
+//! recordings that began with the ring.
 //!
 //! Every block carries its event code at byte 58, where a `Record` has it,
 //! so a reader tells them apart without context. Nothing in a file is
@@ -30,7 +37,9 @@ use memtrack::{Event, Progress, Record};
 /// `"MTRECORD"`, little-endian.
 pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"MTRECORD");
 /// Version of this layout.
-pub const FILE_VERSION: u32 = 1;
+pub const FILE_VERSION: u32 = 2;
+/// The oldest version this reader reads.
+pub const OLDEST_FILE_VERSION: u32 = 1;
 /// Bytes of the file header.
 pub const FILE_HEADER_SIZE: usize = 256;
 /// Bytes of a block.
@@ -45,6 +54,8 @@ mod code {
     pub const LOSS: u8 = 0x82;
     pub const COUNTER: u8 = 0x83;
     pub const IDENTITY: u8 = 0x84;
+    pub const START: u8 = 0x85;
+    pub const OPENING: u8 = 0x86;
     pub const END: u8 = 0x8F;
 }
 
@@ -71,7 +82,10 @@ pub struct FileHeader {
     pub started_unix_ns: u64,
     /// Slots in the ring.
     pub ring_capacity: u64,
-    reserved: [u64; 7],
+    /// Ring clock when the recording started: the origin of every `time_ns`
+    /// in reports (0 in version 1 files: the ring's creation).
+    pub started_ticks: u64,
+    reserved: [u64; 6],
     /// The ring file's path, NUL-padded.
     ring_path: [u8; 128],
 }
@@ -80,7 +94,7 @@ const _: () = assert!(size_of::<FileHeader>() == FILE_HEADER_SIZE);
 
 impl FileHeader {
     /// A header for a recording of a ring with these properties.
-    pub fn new(ring: &memtrack::Ring, started_unix_ns: u64) -> FileHeader {
+    pub fn new(ring: &memtrack::Ring, started_unix_ns: u64, started_ticks: u64) -> FileHeader {
         let calibration = ring.calibration();
         let mut header = FileHeader {
             magic: FILE_MAGIC,
@@ -94,6 +108,7 @@ impl FileHeader {
             ring_created_unix_ns: ring.created_unix_ns(),
             started_unix_ns,
             ring_capacity: ring.capacity(),
+            started_ticks,
             ..Zeroable::zeroed()
         };
         let path = ring.path().as_os_str().as_encoded_bytes();
@@ -108,21 +123,34 @@ impl FileHeader {
         PathBuf::from(String::from_utf8_lossy(&self.ring_path[..end]).into_owned())
     }
 
-    /// Turns ring-clock ticks into ns since the ring's creation.
+    /// Turns ring-clock ticks into ns since the recording started (since
+    /// the ring's creation for a version 1 file).
     pub fn time_base(&self) -> TimeBase {
-        TimeBase::new(&Calibration {
+        TimeBase::new(&self.calibration()).starting_at(self.started_ticks)
+    }
+
+    /// The ring clock's calibration.
+    pub fn calibration(&self) -> Calibration {
+        Calibration {
             ticks: self.calibration_ticks,
             monotonic_ns: self.calibration_ns,
             ticks_per_second: self.ticks_per_second,
-        })
+        }
+    }
+
+    /// Wall clock at `time_ns` 0 of this recording's reports, ns since the
+    /// Unix epoch: when it started (version 2), else the ring's creation.
+    pub fn origin_unix_ns(&self) -> u64 {
+        if self.version >= 2 { self.started_unix_ns } else { self.ring_created_unix_ns }
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
         let reason = if self.magic != FILE_MAGIC {
             "not a memtrack record file (bad magic)".to_owned()
-        } else if self.version != FILE_VERSION {
+        } else if !(OLDEST_FILE_VERSION..=FILE_VERSION).contains(&self.version) {
             format!(
-                "record file version {} is not supported (this memtrack reads {FILE_VERSION})",
+                "record file version {} is not supported (this memtrack reads versions \
+                 {OLDEST_FILE_VERSION} to {FILE_VERSION})",
                 self.version
             )
         } else if self.header_size as usize != FILE_HEADER_SIZE || self.block_size as usize != BLOCK_SIZE {
@@ -136,10 +164,11 @@ impl FileHeader {
     }
 }
 
-/// Converts ring-clock ticks to nanoseconds since the ring's creation.
+/// Converts ring-clock ticks to nanoseconds since an origin: the start of
+/// a recording, or the ring's creation.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBase {
-    /// Ticks at the ring's creation.
+    /// Ticks at the origin.
     origin_ticks: u64,
     /// Nanoseconds per tick in 64.64 fixed point: multiplies per record
     /// instead of a 128-bit division.
@@ -160,7 +189,13 @@ impl TimeBase {
         }
     }
 
-    /// Nanoseconds since the ring's creation (0 for earlier stamps).
+    /// The same clock with its origin at `ticks` (kept if `ticks` is 0 or
+    /// earlier than the current origin).
+    pub fn starting_at(self, ticks: u64) -> TimeBase {
+        TimeBase { origin_ticks: self.origin_ticks.max(ticks), ..self }
+    }
+
+    /// Nanoseconds since the origin (0 for earlier stamps).
     #[inline]
     pub fn ns(&self, ticks: u64) -> u64 {
         // elapsed × rate >> 64, in two halves so no product overflows
@@ -191,14 +226,17 @@ pub struct ProcessBlock {
     event: u8,
     /// 0 running, 1 exited, 2 died.
     pub state: u8,
-    reserved: [u8; 4],
+    /// [`ProcessBlock::AT_END`] or [`ProcessBlock::AT_START`].
+    pub phase: u8,
+    reserved: [u8; 3],
 }
 
 /// Loss totals of this recording.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct LossBlock {
-    /// Records dropped by writers because the ring was full.
+    /// Records dropped by writers because the ring was full, while this
+    /// recording was attached.
     pub dropped: u64,
     /// Claims of writers that died before publishing.
     pub lost_writer_died: u64,
@@ -206,12 +244,38 @@ pub struct LossBlock {
     pub lost_reader_died: u64,
     /// Processes that found the process table full.
     pub untracked_processes: u64,
+    /// Records dropped before this recording attached that may belong to
+    /// its stream: the ring held records nobody had taken when it attached,
+    /// so drops since the last consumer left fall between them.
+    pub dropped_before_attach: u64,
+    reserved: [u8; 18],
+    event: u8,
+    reserved2: [u8; 5],
+}
+
+/// Where a recording started: written after the process table and the
+/// writers' live counters the reader found on attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct StartBlock {
+    /// Ring clock when the reader attached.
+    pub timestamp: u64,
+    /// The first ticket this recording takes (the previous consumer's
+    /// `taken`; 0 for a ring nobody consumed before).
+    pub first_ticket: u64,
+    /// Tickets below this were claimed before the reader attached: the
+    /// records the ring held then (the backlog). Their effect is already in
+    /// the opening counters.
+    pub backlog_end: u64,
+    /// Records the ring's writers had dropped before the reader attached.
+    pub dropped_before: u64,
     reserved: [u8; 26],
     event: u8,
     reserved2: [u8; 5],
 }
 
-/// One writer live-counter cell at the end, for the cross-check.
+/// One writer live-counter cell: at the end of a recording (for the
+/// cross-check), or when it started (`Block::Opening`: usage from before).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CounterBlock {
@@ -284,6 +348,10 @@ pub struct IdentityBlock {
 const IDENTITY_INITIAL: u8 = 1;
 
 const _: () = {
+    assert!(size_of::<StartBlock>() == BLOCK_SIZE);
+    assert!(std::mem::offset_of!(StartBlock, event) == EVENT_OFFSET);
+    assert!(std::mem::offset_of!(LossBlock, dropped_before_attach) == 32);
+    assert!(std::mem::offset_of!(ProcessBlock, phase) == 60);
     assert!(size_of::<IdentityBlock>() == BLOCK_SIZE);
     assert!(std::mem::offset_of!(IdentityBlock, event) == EVENT_OFFSET);
     assert!(std::mem::offset_of!(IdentityBlock, generation) == 48);
@@ -325,10 +393,15 @@ impl LossBlock {
         }
     }
 
+    /// Records dropped by writers, before the recording attached or after.
+    pub fn all_dropped(&self) -> u64 {
+        self.dropped.wrapping_add(self.dropped_before_attach)
+    }
+
     /// Everything this recording lost.
     pub fn total(&self) -> u64 {
         // Wrapping: a damaged file may hold any totals.
-        self.dropped.wrapping_add(self.lost_writer_died).wrapping_add(self.lost_reader_died)
+        self.all_dropped().wrapping_add(self.lost_writer_died).wrapping_add(self.lost_reader_died)
     }
 }
 
@@ -352,6 +425,26 @@ impl CounterBlock {
             event: code::COUNTER,
             ..Zeroable::zeroed()
         }
+    }
+}
+
+impl StartBlock {
+    /// A recording that attached at ring-clock `timestamp`.
+    pub fn new(timestamp: u64, first_ticket: u64, backlog_end: u64, dropped_before: u64) -> StartBlock {
+        StartBlock {
+            timestamp,
+            first_ticket,
+            backlog_end,
+            dropped_before,
+            event: code::START,
+            ..Zeroable::zeroed()
+        }
+    }
+
+    /// Whether the ring held records nobody had taken when the recording
+    /// attached.
+    pub fn has_backlog(&self) -> bool {
+        self.backlog_end != self.first_ticket
     }
 }
 
@@ -408,6 +501,11 @@ impl IdentityBlock {
 }
 
 impl ProcessBlock {
+    /// `phase`: the process table when the recording ended.
+    pub const AT_END: u8 = 0;
+    /// `phase`: the process table when the recording started.
+    pub const AT_START: u8 = 1;
+
     /// The process's name.
     pub fn name(&self) -> String {
         let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
@@ -452,17 +550,28 @@ pub enum Block {
     Counter(CounterBlock),
     /// Who a process is.
     Identity(IdentityBlock),
+    /// Where the recording started.
+    Start(StartBlock),
+    /// A writer live-counter cell when the recording started.
+    Opening(CounterBlock),
 }
 
 impl Block {
+    /// A writer live-counter cell as the recording found it on attaching.
+    pub fn opening(mut cell: CounterBlock) -> Block {
+        cell.event = code::OPENING;
+        Block::Opening(cell)
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Block::Record(r) => bytemuck::bytes_of(r),
             Block::Died(b) => bytemuck::bytes_of(b),
             Block::Process(b) => bytemuck::bytes_of(b),
             Block::Loss(b) => bytemuck::bytes_of(b),
-            Block::Counter(b) => bytemuck::bytes_of(b),
+            Block::Counter(b) | Block::Opening(b) => bytemuck::bytes_of(b),
             Block::Identity(b) => bytemuck::bytes_of(b),
+            Block::Start(b) => bytemuck::bytes_of(b),
         }
     }
 
@@ -474,6 +583,8 @@ impl Block {
             Block::Loss(_) => code::LOSS,
             Block::Counter(_) => code::COUNTER,
             Block::Identity(_) => code::IDENTITY,
+            Block::Start(_) => code::START,
+            Block::Opening(_) => code::OPENING,
         }
     }
 
@@ -490,6 +601,8 @@ impl Block {
             code::LOSS => Block::Loss(bytemuck::pod_read_unaligned(bytes)),
             code::COUNTER => Block::Counter(bytemuck::pod_read_unaligned(bytes)),
             code::IDENTITY => Block::Identity(bytemuck::pod_read_unaligned(bytes)),
+            code::START => Block::Start(bytemuck::pod_read_unaligned(bytes)),
+            code::OPENING => Block::Opening(bytemuck::pod_read_unaligned(bytes)),
             _ => return None,
         })
     }
@@ -763,6 +876,8 @@ mod tests {
             Block::Loss(LossBlock::new(5, &Progress { lost_writer_died: 1, ..Default::default() }, 0)),
             Block::Counter(CounterBlock::new(&victim, 1, 0, -5, 2)),
             Block::Process(ProcessBlock::from(&victim)),
+            Block::Start(StartBlock::new(5, 6, 7, 8)),
+            Block::opening(CounterBlock::new(&victim, 1, 0, 4096, 1)),
         ];
         write(&path, &blocks);
         let read = read_all(&path).unwrap();

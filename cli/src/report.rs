@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, ProcState, ProcessId};
+use crate::engine::{BufferKey, Cell, Engine, ProcState, ProcessId, Uncertainty};
 use crate::recording::{FileHeader, RecordReader};
 use crate::units::{human_bytes, human_ns, kind_name, red, use_colour};
 
@@ -36,6 +36,8 @@ pub struct ReportArgs {
 
 /// Where a report's data came from.
 pub struct Source {
+    /// Wall clock at `time_ns` 0, ns since the Unix epoch.
+    pub origin_unix_ns: u64,
     /// The record file, if any.
     pub file: Option<PathBuf>,
     /// The recorded ring.
@@ -46,7 +48,7 @@ pub struct Source {
 
 pub fn run(args: &ReportArgs) -> Result<()> {
     let (header, engine, finished) = load_with(&args.file, args.partial)?;
-    let source = Source { file: Some(args.file.clone()), ring: header.ring_path(), finished };
+    let source = Source::of_file(&args.file, &header, finished);
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", to_json(&engine, &source))?;
@@ -55,6 +57,18 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+impl Source {
+    /// The record file `file`, with header `header`.
+    pub fn of_file(file: &Path, header: &FileHeader, finished: bool) -> Source {
+        Source {
+            origin_unix_ns: header.origin_unix_ns(),
+            file: Some(file.to_owned()),
+            ring: header.ring_path(),
+            finished,
+        }
+    }
 }
 
 /// Reads a whole record file through the engine.
@@ -98,19 +112,40 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
     let counts = engine.anomaly_counts();
     let remaining_totals = engine.remaining_by_process();
     let key = |id: ProcessId| engine.process(id).key();
+    let uncertain = engine.uncertain_cells();
+    let is_uncertain = |key: &BufferKey| uncertain.contains_key(&(key.process, key.device_id, key.kind));
+    for &(_, device, kind) in uncertain.keys() {
+        if let Some(stats) = devices.get_mut(&device).and_then(|kinds| kinds.get_mut(&kind_name(kind))) {
+            stats["uncertain"] = json!(true);
+        }
+    }
     json!({
         "schema": REPORT_SCHEMA,
         "file": source.file,
         "finished": source.finished,
         "ring": source.ring,
+        "started_unix_ns": source.origin_unix_ns,
+        "start": engine.start().map(|s| json!({
+            "mid_run": s.mid_run,
+            "first_ticket": s.first_ticket,
+            "backlog_records": s.backlog_records,
+            "opening_buffers": s.opening_buffers,
+            "opening_bytes": s.opening_bytes,
+            "opening_frees": s.opening_frees,
+        })),
         "duration_ns": engine.last_time_ns(),
         "records": engine.records(),
         "lost": losses.total(),
         "lost_detail": {
-            "dropped": losses.dropped,
+            "dropped": losses.all_dropped(),
+            "dropped_before_attach": losses.dropped_before_attach,
             "writer_died": losses.lost_writer_died,
             "reader_died": losses.lost_reader_died,
         },
+        "uncertain": uncertain.iter().map(|(&(process, device, kind), reason)| json!({
+            "process": key(process), "pid": engine.process(process).pid,
+            "device_id": device, "kind": kind_name(kind), "reason": reason.name(),
+        })).collect::<Vec<_>>(),
         "untracked_processes": losses.untracked_processes,
         "devices": devices.into_iter().map(|(device, kinds)| json!({
             "device_id": device, "kinds": kinds,
@@ -124,6 +159,7 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
                 "process": key(a.key.process), "pid": a.key.pid,
                 "device_id": a.key.device_id, "kind": kind_name(a.key.kind),
                 "buffer_id": a.key.buffer_id, "size": a.size, "expected_size": a.expected_size,
+                "uncertain": is_uncertain(&a.key),
             })).collect::<Vec<_>>(),
         },
         "remaining": engine.remaining().iter().map(|b| json!({
@@ -131,6 +167,12 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
             "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
             "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
             "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
+            "uncertain": is_uncertain(&b.key),
+        })).collect::<Vec<_>>(),
+        "unidentified_remaining": engine.unidentified_remaining().iter().map(|&((process, device, kind), (bytes, buffers))| json!({
+            "process": key(process), "pid": engine.process(process).pid,
+            "device_id": device, "kind": kind_name(kind), "buffers": buffers, "bytes": bytes,
+            "uncertain": uncertain.contains_key(&(process, device, kind)),
         })).collect::<Vec<_>>(),
         "processes": engine.processes().iter().enumerate().map(|(id, p)| {
             let id = ProcessId(id as u32);
@@ -173,17 +215,39 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         writeln!(out, "{}", red(text, colour))?;
     }
     writeln!(out, "{} records over {}", engine.records(), human_ns(engine.last_time_ns()))?;
+    if let Some(start) = engine.start().filter(|s| s.mid_run) {
+        writeln!(
+            out,
+            "started mid-run: {} buffers ({}) were live before the recording began; {} of them freed during it",
+            start.opening_buffers,
+            human_bytes(start.opening_bytes),
+            start.opening_frees
+        )?;
+    }
     if losses.total() > 0 {
+        let before = match losses.dropped_before_attach {
+            0 => String::new(),
+            n => format!(", {n} of them before this recording attached"),
+        };
         let text = format!(
-            "LOST {} records: {} dropped (ring full), {} lost (writer died), {} lost (reader died)",
+            "LOST {} records: {} dropped (ring full{before}), {} lost (writer died), {} lost (reader died)",
             losses.total(),
-            losses.dropped,
+            losses.all_dropped(),
             losses.lost_writer_died,
             losses.lost_reader_died
         );
         writeln!(out, "{}", red(&text, colour))?;
     } else {
         writeln!(out, "0 records lost")?;
+    }
+    let uncertain = engine.uncertain_cells();
+    if !uncertain.is_empty() {
+        let text = format!(
+            "UNCERTAIN: records are missing for {} (process, device, kind) cells; their remaining buffers and \
+             anomalies are marked ? and may be artefacts of the loss",
+            uncertain.len()
+        );
+        writeln!(out, "{}", red(&text, colour))?;
     }
     if losses.untracked_processes > 0 {
         let text = format!("{} process(es) ran untracked (process table full)", losses.untracked_processes);
@@ -198,10 +262,11 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
     )?;
     for (&(device, kind), s) in engine.devices() {
         let capacity = s.capacity.map_or_else(|| "-".to_owned(), |c| human_bytes(c as i64));
+        let mark = if uncertain.keys().any(|c| (c.1, c.2) == (device, kind)) { "?" } else { "" };
         writeln!(
             out,
             "{device:>6}  {:<13} {:>11} {:>11} {capacity:>11} {:>8} {:>8} {:>8}",
-            kind_name(kind),
+            format!("{}{mark}", kind_name(kind)),
             human_bytes(s.live_bytes as i64),
             human_bytes(s.peak_bytes as i64),
             s.live_buffers,
@@ -231,7 +296,7 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         )?;
     }
 
-    write_remaining(out, engine)?;
+    write_remaining(out, engine, &uncertain)?;
 
     let counts = engine.anomaly_counts();
     writeln!(
@@ -240,11 +305,12 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         counts.unknown_frees, counts.duplicate_allocs, counts.size_mismatches
     )?;
     for a in engine.anomalies().iter().take(10) {
+        let mark = if uncertain.contains_key(&(a.key.process, a.key.device_id, a.key.kind)) { "?" } else { "" };
         writeln!(
             out,
             "  {:>12}  {:<16} process {} pid {} device {} {} buffer {} size {}",
             human_ns(a.time_ns),
-            a.kind.name(),
+            format!("{}{mark}", a.kind.name()),
             engine.process(a.key.process).key(),
             a.key.pid,
             a.key.device_id,
@@ -292,7 +358,22 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
 
 /// Remaining buffers grouped by process and device: the first few with
 /// sizes, then a count.
-fn write_remaining(out: &mut impl Write, engine: &Engine) -> Result<()> {
+fn write_remaining(out: &mut impl Write, engine: &Engine, uncertain: &BTreeMap<Cell, Uncertainty>) -> Result<()> {
+    let unidentified = engine.unidentified_remaining();
+    if !unidentified.is_empty() {
+        writeln!(out, "\nRemaining buffers allocated before the recording began (ids unknown)")?;
+        for ((process, device, kind), (bytes, buffers)) in unidentified {
+            let mark = if uncertain.contains_key(&(process, device, kind)) { " ?" } else { "" };
+            writeln!(
+                out,
+                "  process {} (pid {}) device {device} {:<13} {buffers} buffers, {}{mark}",
+                engine.process(process).key(),
+                engine.process(process).pid,
+                kind_name(kind),
+                human_bytes(bytes as i64)
+            )?;
+        }
+    }
     let remaining = engine.remaining();
     if remaining.is_empty() {
         writeln!(out, "\n0 remaining buffers")?;
@@ -311,9 +392,10 @@ fn write_remaining(out: &mut impl Write, engine: &Engine) -> Result<()> {
             writeln!(out, "  process {process} (pid {}) device {}", b.key.pid, b.key.device_id)?;
         }
         let alias = if b.flags & memtrack::format::FLAG_ALIAS != 0 { " (alias)" } else { "" };
+        let mark = if uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)) { " ?" } else { "" };
         writeln!(
             out,
-            "    {:<13} buffer {:<10} {:>11}  parent {:<8} address {:#x}{alias}",
+            "    {:<13} buffer {:<10} {:>11}  parent {:<8} address {:#x}{alias}{mark}",
             kind_name(b.key.kind),
             b.key.buffer_id,
             human_bytes(b.size as i64),

@@ -494,24 +494,24 @@ impl Collector for SnapshotMetrics {
         let s = &self.snapshot;
         // Usage per (device, kind) of the processes that did not die; every
         // (device, kind) seen so far keeps its series, at 0 once freed.
-        let mut usage: BTreeMap<(u32, u8), (i64, i64)> =
+        let mut usage: BTreeMap<(u32, u8), (u64, u64)> =
             self.devices.iter().map(|&key| (key, (0, 0))).collect();
         usage.extend(s.device_usage());
         family(
             &mut encoder,
             "memtrack_device_memory_used",
-            "Live bytes per device and kind, summed over the ring's processes that did not die (ALIAS buffers excluded).",
+            "Live bytes per device and kind held by the ring's running processes (ALIAS buffers excluded; never negative).",
             Some(&Unit::Bytes),
             MetricType::Gauge,
-            usage.iter().map(|(&key, &(bytes, _))| (DeviceLabels::new(key), gauge(bytes))),
+            usage.iter().map(|(&key, &(bytes, _))| (DeviceLabels::new(key), gauge(saturate(bytes)))),
         )?;
         family(
             &mut encoder,
             "memtrack_device_memory_buffers",
-            "Live buffers per device and kind, summed over the ring's processes (ALIAS buffers included).",
+            "Live buffers per device and kind held by the ring's running processes (ALIAS buffers included).",
             None,
             MetricType::Gauge,
-            usage.iter().map(|(&key, &(_, buffers))| (DeviceLabels::new(key), gauge(buffers))),
+            usage.iter().map(|(&key, &(_, buffers))| (DeviceLabels::new(key), gauge(saturate(buffers)))),
         )?;
         family(
             &mut encoder,
@@ -582,7 +582,7 @@ impl Collector for SnapshotMetrics {
                         device: c.device_id,
                         kind: kind_name(c.kind),
                     };
-                    Some((labels, gauge(c.live_bytes)))
+                    Some((labels, gauge(saturate(c.held().0))))
                 }),
             )?;
             family(

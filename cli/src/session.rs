@@ -12,7 +12,7 @@ use crate::engine::Engine;
 use crate::host_pid::host_pids;
 use crate::recording::{
     Block, CounterBlock, DiedBlock, FileHeader, IdentityBlock, LossBlock, ProcessBlock, RecordWriter,
-    TimeBase,
+    StartBlock, TimeBase,
 };
 
 /// How often the process table is read for processes that died.
@@ -34,6 +34,11 @@ pub struct Session {
     /// Loss counters when the session started; the session reports what
     /// was lost since.
     baseline: LossBlock,
+    /// Drops before the session attached that may fall into its stream
+    /// (see `LossBlock::dropped_before_attach`).
+    dropped_before_attach: u64,
+    /// Wall clock when the session attached, ns since the Unix epoch.
+    started_unix_ns: u64,
     /// Deaths seen in the table, not yet placed in the stream (they go in
     /// once every record the dead process wrote has been taken).
     pending_deaths: Vec<ProcessInfo>,
@@ -72,19 +77,29 @@ impl Session {
         let before = ring.snapshot();
         let baseline = LossBlock::new(before.dropped, &before.progress, before.untracked_processes);
         let consumer = Consumer::attach(ring_path)?;
-        let time = TimeBase::of_ring(consumer.ring());
+        let started_unix_ns = memtrack::clock::realtime_ns();
+        let started_ticks = consumer.ring().clock_source().now();
+        // Where the stream starts, then the writers' state: the table (who
+        // owns each entry, for the records of a ring in use: see
+        // `Engine::owner`) and the live counters (the usage before the
+        // stream: see `Engine::settle_opening`). In this order, every claim
+        // below `backlog_end` was made before the table was read; a hook
+        // that updates its counter cell before we read it and claims its
+        // ticket after `backlog_end` is counted twice in the opening (the
+        // cross-check at the end marks its cell uncertain). In the other
+        // order, every hook between the two reads would be.
+        let first_ticket = consumer.progress().taken;
+        let backlog_end = consumer.claimed_end();
+        let at_start = consumer.ring().snapshot();
+        let start = StartBlock::new(started_ticks, first_ticket, backlog_end, before.dropped);
+        let time = TimeBase::of_ring(consumer.ring()).starting_at(started_ticks);
         let file = match record_file {
             Some(path) => Some(RecordWriter::create(
                 path,
-                &FileHeader::new(consumer.ring(), memtrack::clock::realtime_ns()),
+                &FileHeader::new(consumer.ring(), started_unix_ns, started_ticks),
             )?),
             None => None,
         };
-        // Who owns each table entry now, for the records of a ring in use
-        // (see `Engine::owner`): the tail first, so every claim below it
-        // was made before the table was read.
-        let tail = consumer.ring().snapshot().tail;
-        let initial = consumer.ring().processes();
         let mut session = Session {
             consumer,
             engine: Engine::new(time),
@@ -92,13 +107,42 @@ impl Session {
             file,
             buf: Vec::with_capacity(BATCH),
             baseline,
+            dropped_before_attach: if start.has_backlog() { before.dropped } else { 0 },
+            started_unix_ns,
             pending_deaths: Vec::new(),
             reported_deaths: HashSet::new(),
             announced: HashSet::new(),
             last_poll: Instant::now() - PROCESS_POLL,
         };
-        session.announce(&initial, Some(tail))?;
+        session.announce(&at_start.processes, Some(backlog_end))?;
+        session.write_start(&at_start, start)?;
         Ok(session)
+    }
+
+    /// The opening of the stream: the process table and the writers' live
+    /// counters when the session attached, then where the stream starts.
+    fn write_start(&mut self, at_start: &memtrack::Snapshot, start: StartBlock) -> Result<()> {
+        for p in &at_start.processes {
+            let mut block = ProcessBlock::from(p);
+            block.phase = ProcessBlock::AT_START;
+            self.handle_block(Block::Process(block))?;
+            if p.state == ProcessState::Died {
+                // Ended before the stream: no death block later.
+                self.reported_deaths.insert((p.slot, p.generation));
+            }
+        }
+        for c in &at_start.counters {
+            let Some(p) = at_start.processes.iter().find(|p| p.slot == c.process_slot) else { continue };
+            let block = CounterBlock::new(p, c.device_id, c.kind, c.live_bytes, c.live_buffers);
+            self.handle_block(Block::opening(block))?;
+        }
+        self.handle_block(Block::Start(start))
+    }
+
+    /// Wall clock when the session attached (time 0 of its engine), ns
+    /// since the Unix epoch.
+    pub fn started_unix_ns(&self) -> u64 {
+        self.started_unix_ns
     }
 
     /// The ring.
@@ -241,10 +285,13 @@ impl Session {
         self.consumer.caught_up()
     }
 
-    /// Loss since the session started.
+    /// Loss since the session started, and drops before it that may fall
+    /// into its stream.
     pub fn losses(&self) -> LossBlock {
         let s = self.ring().snapshot();
-        LossBlock::new(s.dropped, &s.progress, s.untracked_processes).since(&self.baseline)
+        let mut losses = LossBlock::new(s.dropped, &s.progress, s.untracked_processes).since(&self.baseline);
+        losses.dropped_before_attach = self.dropped_before_attach;
+        losses
     }
 
     /// Drains what is left, writes the process table, loss totals and the

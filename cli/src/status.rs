@@ -171,7 +171,7 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
         "usage": s.counters.iter().map(|c| json!({
             "process": key_of(c.process_slot), "pid": pid_of(c.process_slot),
             "device_id": c.device_id, "kind": kind_name(c.kind),
-            "live_bytes": c.live_bytes, "live_buffers": c.live_buffers,
+            "live_bytes": c.held().0, "live_buffers": c.held().1,
         })).collect::<Vec<_>>(),
         "capacities": s.capacities.iter().map(|c| json!({
             "device_id": c.device_id, "kind": kind_name(c.kind), "bytes": c.bytes,
@@ -191,7 +191,7 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
         "records: {} delivered, {} dropped (ring full), {} lost (writer died), {} lost (consumer died)",
         s.progress.delivered, s.dropped, s.progress.lost_writer_died, s.progress.lost_reader_died
     )?;
-    // Usage per device and kind, of the processes that did not die.
+    // Device memory held per device and kind: running processes only.
     let usage = s.device_usage();
     writeln!(out, "\n{:>6}  {:<14} {:>12} {:>12} {:>8}", "device", "kind", "used", "total", "buffers")?;
     for ((device, kind), (bytes, buffers)) in &usage {
@@ -201,7 +201,7 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
             out,
             "{device:>6}  {:<14} {:>12} {total:>12} {buffers:>8}",
             kind_name(*kind),
-            human_bytes(*bytes)
+            human_bytes(*bytes as i64)
         )?;
     }
     if usage.is_empty() {
@@ -213,7 +213,8 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
         "process", "pid", "host pid", "name", "state", "used", "dropped"
     )?;
     for (p, (key, host_pid)) in s.processes.iter().zip(identify(s)) {
-        let used: i64 = s.counters.iter().filter(|c| c.process_slot == p.slot).map(|c| c.live_bytes).sum();
+        // A process that ended holds nothing; this is what it left (its leak).
+        let used = s.process_usage(p.slot).0 as i64;
         let host_pid = host_pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
         writeln!(
             out,

@@ -146,14 +146,17 @@ fn a_writer_killed_at_a_random_point_is_reported_died_with_its_buffers() {
             .map(|b| b["buffer_id"].as_u64().unwrap())
             .collect();
         assert_eq!(&remaining[..VICTIM_BUFFERS as usize], (1..=VICTIM_BUFFERS).collect::<Vec<_>>(), "{mode}");
-        // Device usage holds the survivor's leftovers, not the dead victim's.
+        // Both ended: device usage holds neither's leftovers; each one's
+        // are its remaining buffers.
         let device =
             |id: u64| report["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == id).cloned();
         let l1 = &device(0).unwrap()["kinds"]["L1"];
         assert_eq!((l1["live_bytes"].as_u64(), l1["live_buffers"].as_u64()), (Some(0), Some(0)), "{mode}");
         assert!(l1["peak_bytes"].as_u64().unwrap() >= 1000 * VICTIM_BUFFERS);
         let dram = &device(1).unwrap()["kinds"]["DRAM"];
-        assert_eq!(dram["live_bytes"], 100 * SURVIVOR_LEFT);
+        assert_eq!(dram["live_bytes"], 0);
+        assert!(dram["peak_bytes"].as_u64().unwrap() >= 100 * SURVIVOR_LEFT);
+        assert_eq!(survivor["remaining_bytes"], 100 * SURVIVOR_LEFT);
         // A parked claim is counted lost, once; a victim killed mid-hook
         // loses at most its one in-flight record.
         let writer_died = report["lost_detail"]["writer_died"].as_u64().unwrap();

@@ -47,3 +47,35 @@ fn status_of_a_bad_ring_is_one_line_and_exit_1() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains("shorter than a header"), "{stderr}");
 }
+
+#[test]
+fn status_usage_is_never_negative_and_leaves_out_ended_processes() {
+    let (path, writer) = ring_with_writer("cli-status-negative");
+    // Frees of buffers allocated before tracking: the writer's cell for
+    // device 5 goes negative.
+    for id in 100..103 {
+        writer.free(&memtrack::MemtrackBuffer { device_id: 5, ..l1_buffer(id) });
+    }
+    let status = |path: &std::path::Path| {
+        let out = memtrack(&["status", "--ring", path.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let doc = status(&path);
+    let cells = doc["usage"].as_array().unwrap();
+    assert!(cells.iter().all(|c| c["live_bytes"].as_i64().unwrap() >= 0), "{cells:?}");
+    let text = String::from_utf8(memtrack(&["status", "--ring", path.to_str().unwrap()]).stdout).unwrap();
+    let negative = |t: &str| {
+        t.split_whitespace().any(|w| w.starts_with('-') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    assert!(!negative(&text), "{text}");
+    assert!(text.contains("2.9 KiB") || text.contains("3000 B"), "the three live buffers: {text}");
+
+    // A process that exited holds no device memory; its leftovers stay its own.
+    writer.shutdown();
+    let text = String::from_utf8(memtrack(&["status", "--ring", path.to_str().unwrap()]).stdout).unwrap();
+    assert!(text.contains("(no live buffers)"), "{text}");
+    assert!(text.contains("exited"), "{text}");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}

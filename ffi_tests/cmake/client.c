@@ -6,6 +6,9 @@
  *   device D, DRAM: 8192 live bytes, 3 live buffers (one an ALIAS of 0 bytes)
  *   device D, L1:   1000 live bytes, 1 live buffer
  *   capacity of (D, DRAM): 1 GiB; the process exited cleanly.
+ *
+ * With a third argument "hold" it waits for end of file on stdin before
+ * shutting down, so a monitor sees it running with that usage.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -29,8 +32,8 @@ int main(int argc, char **argv) {
     int rc;
     uint64_t id;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s RING DEVICE\n", argv[0]);
+    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "hold") == 0)) {
+        fprintf(stderr, "usage: %s RING DEVICE [hold]\n", argv[0]);
         return 2;
     }
     ring = argv[1];
@@ -62,6 +65,10 @@ int main(int argc, char **argv) {
         memtrack_alloc_buffer(&alias);
     }
 
+    if (argc == 4) {
+        while (getchar() != EOF) {
+        }
+    }
     memtrack_shutdown();
     check(memtrack_enabled() == 0, "memtrack_enabled() == 0 after memtrack_shutdown");
     if (failures != 0) return 1;

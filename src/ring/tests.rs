@@ -118,6 +118,26 @@ fn caught_up_means_no_claimed_ticket_is_left() {
 }
 
 #[test]
+fn claimed_end_is_the_first_unclaimed_ticket_even_when_full() {
+    let ring = HeapRing::new(4);
+    let view = ring.view();
+    let mut cursor = view.attach_consumer();
+    let mut out = Vec::new();
+    assert_eq!(view.claimed_end(&cursor), 0);
+    let claim = view.claim(ALICE).unwrap();
+    assert_eq!(view.claimed_end(&cursor), 1, "claimed, not yet published");
+    claim.publish(&payload(0));
+    view.claim(BOB).unwrap().publish(&payload(1));
+    assert_eq!(view.claimed_end(&cursor), 2);
+    drain(view, &mut cursor, &mut out);
+    assert_eq!(view.claimed_end(&cursor), 2);
+    for i in 0..4 {
+        view.claim(BOB).unwrap().publish(&payload(i));
+    }
+    assert_eq!(view.claimed_end(&cursor), 6, "a full ring: one lap ahead of the consumer");
+}
+
+#[test]
 fn a_new_consumer_resumes_where_the_last_one_committed() {
     let ring = HeapRing::new(8);
     let view = ring.view();

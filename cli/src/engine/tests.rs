@@ -2,7 +2,7 @@
 
 use super::testing;
 use super::*;
-use crate::recording::{CounterBlock, DiedBlock, IdentityBlock};
+use crate::recording::{CounterBlock, DiedBlock, IdentityBlock, StartBlock};
 use memtrack::format::kind::{CB, DRAM, L1};
 
 /// The engine tests' stream: records 10 ns apart, from process 100
@@ -175,7 +175,7 @@ fn a_process_that_dies_leaves_usage_and_lists_its_buffers() {
     let victim = &s.engine.process(s.id(200));
     assert_eq!(victim.state, ProcState::Died);
     assert_eq!(victim.end_time_ns, Some(1000));
-    assert_eq!(victim.died_with.len(), 2);
+    assert_eq!(victim.ended_with.len(), 2);
     let dram = s.stats(0, DRAM);
     assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes), (10, 1, 1010));
     assert_eq!(s.engine.remaining().len(), 3, "its buffers are still listed as remaining");
@@ -307,9 +307,10 @@ fn one_pid_in_two_table_entries_is_two_processes() {
     let (exited, died) = (ProcessId(1), ProcessId(2));
     assert_eq!(totals[&exited], (3, 12288), "the exited one's leak is its own");
     assert_eq!(totals[&died], (1, 4096));
-    assert_eq!(s.engine.process(died).died_with.len(), 1);
-    // The exited process's buffers stay in device usage; the dead one's left.
-    assert_eq!((s.stats(0, DRAM).live_bytes, s.stats(0, DRAM).live_buffers), (12288, 3));
+    assert_eq!(s.engine.process(died).ended_with.len(), 1);
+    // Both ended: device usage holds neither's buffers.
+    assert_eq!((s.stats(0, DRAM).live_bytes, s.stats(0, DRAM).live_buffers), (0, 0));
+    assert_eq!(s.engine.process(exited).ended_with.len(), 3);
 }
 
 #[test]
@@ -321,7 +322,7 @@ fn a_reused_pid_in_a_reused_table_entry_is_a_new_process_and_the_old_one_died() 
     s.start(2, 1, "w");
     s.buffer(Event::Alloc, 2, 0, DRAM, 1, 4096);
     let first = &s.engine.processes()[1];
-    assert_eq!((first.key(), first.state, first.died_with.len()), ("1.1".to_owned(), ProcState::Died, 1));
+    assert_eq!((first.key(), first.state, first.ended_with.len()), ("1.1".to_owned(), ProcState::Died, 1));
     let second = &s.engine.processes()[2];
     assert_eq!((second.key(), second.state), ("1.2".to_owned(), ProcState::Running));
     assert_eq!(s.engine.anomaly_counts().duplicate_allocs, 0);
@@ -406,4 +407,128 @@ fn process_keys_stay_unique_when_the_table_contradicts_the_stream() {
     assert_eq!(keys, ["0.1", "1.1", "1.1.1"]);
     assert_eq!(s.engine.process(s.id(300)).state, ProcState::Died);
     assert_eq!(s.engine.process(s.id(200)).state, ProcState::Running);
+}
+
+/// Process 100's table entry (slot 0, generation 1), in `state`, having
+/// dropped `dropped`, as the table at the start or the end of a recording.
+fn table_block(state: memtrack::ProcessState, dropped: u64, phase: u8) -> Block {
+    let entry = memtrack::ProcessInfo { state, dropped, ..table_entry(0, 1, 100, "runtime") };
+    let mut block = ProcessBlock::from(&entry);
+    block.phase = phase;
+    Block::Process(block)
+}
+
+/// An engine for a recording that attached to a ring where process 100
+/// (entry 0, generation 1) was running and holding `opening` (bytes,
+/// buffers) of DRAM on device 0, with tickets `first..backlog_end` waiting.
+fn mid_run(opening: (i64, i64), first: u64, backlog_end: u64) -> Stream {
+    let mut s = Stream(testing::Stream::new(10));
+    let entry = table_entry(0, 1, 100, "runtime");
+    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&entry, None, Some(backlog_end))));
+    s.engine.apply_block(&table_block(memtrack::ProcessState::Running, 0, ProcessBlock::AT_START));
+    s.engine.apply_block(&Block::opening(CounterBlock::new(&entry, 0, DRAM, opening.0, opening.1)));
+    s.engine.apply_block(&Block::Start(StartBlock::new(0, first, backlog_end, 0)));
+    s
+}
+
+impl Stream {
+    /// A buffer record of process 100 with ticket `ticket`.
+    fn at_ticket(&mut self, ticket: u64, event: Event, id: u64, size: u64) {
+        self.push(Record { ticket, ..testing::buffer_record(event, 100, 0, DRAM, id, size) });
+    }
+}
+
+#[test]
+fn a_recording_that_starts_mid_run_opens_with_the_writers_usage() {
+    let mut s = mid_run((3000, 3), 50, 50);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes), (3000, 3, 3000), "before any record");
+    // Frees of buffers allocated before the recording release the opening.
+    s.at_ticket(50, Event::Free, 7, 1000);
+    assert_eq!(s.stats(0, DRAM).live_bytes, 2000);
+    s.at_ticket(51, Event::Alloc, 8, 500);
+    assert_eq!(s.stats(0, DRAM).live_bytes, 2500);
+    s.at_ticket(52, Event::Free, 9, 1000);
+    s.at_ticket(53, Event::Free, 10, 1000);
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 0);
+    // The opening had three: a fourth unknown free is an anomaly.
+    s.at_ticket(54, Event::Free, 11, 1000);
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 1);
+    assert_eq!(s.stats(0, DRAM).live_bytes, 500, "never below what the stream holds");
+    assert_eq!(s.stats(0, DRAM).frees, 3, "the opening's buffers were freed");
+    let start = s.engine.start().unwrap();
+    assert_eq!((start.mid_run, start.opening_buffers, start.opening_frees), (true, 3, 3));
+    assert!(s.engine.unidentified_remaining().is_empty());
+    assert_eq!(s.engine.processes().len(), 1, "the table's process is the records' one");
+    assert_eq!(s.engine.processes()[0].key(), "0.1");
+}
+
+#[test]
+fn the_backlog_is_in_the_opening_counters_already() {
+    // The counters at attach: buffer 1 (allocated in the backlog, 1000
+    // bytes) and one older buffer of 1000; buffer 9 (500 bytes, older too)
+    // was freed in the backlog.
+    let mut s = mid_run((2000, 2), 0, 2);
+    s.at_ticket(0, Event::Alloc, 1, 1000);
+    s.at_ticket(1, Event::Free, 9, 500);
+    s.at_ticket(2, Event::Alloc, 3, 10);
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers), (2010, 3), "counted once");
+    assert_eq!(s.engine.anomaly_counts().unknown_frees, 0, "buffer 9 was one of the older ones");
+    let id = s.id(100);
+    assert_eq!(s.engine.unidentified_remaining(), [((id, 0, DRAM), (1000, 1))]);
+    assert_eq!(s.engine.remaining_by_process()[&id], (3, 2010));
+}
+
+#[test]
+fn a_process_that_exits_leaves_device_usage_and_lists_its_leaks() {
+    let mut s = mid_run((4000, 4), 10, 10);
+    s.at_ticket(10, Event::Alloc, 1, 100);
+    s.push(Record { pid: 100, event: Event::ProcessExit as u8, ticket: 11, ..Default::default() });
+    let dram = s.stats(0, DRAM);
+    assert_eq!((dram.live_bytes, dram.live_buffers, dram.peak_bytes), (0, 0, 4100));
+    let id = s.id(100);
+    assert_eq!(s.engine.process(id).state, ProcState::Exited);
+    assert_eq!(s.engine.remaining().len(), 1);
+    assert_eq!(s.engine.unidentified_remaining(), [((id, 0, DRAM), (4000, 4))]);
+    assert_eq!(s.engine.remaining_by_process()[&id], (5, 4100));
+}
+
+#[test]
+fn records_missing_make_their_cells_uncertain() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 100);
+    s.start(200, 1, "other");
+    s.buffer(Event::Alloc, 200, 1, L1, 1, 100);
+    assert!(s.engine.uncertain_cells().is_empty());
+    // Process 100 dropped records: its cells, not process 200's.
+    s.engine.apply_block(&table_block(memtrack::ProcessState::Running, 3, ProcessBlock::AT_END));
+    let (runtime, other) = (s.id(100), s.id(200));
+    let cells: Vec<_> = s.engine.uncertain_cells().into_iter().collect();
+    assert_eq!(cells, [((runtime, 0, DRAM), Uncertainty::Dropped)]);
+    // A consumer that died with records of unknown processes: every cell.
+    let mut losses = LossBlock::default();
+    losses.lost_reader_died = 1;
+    s.engine.apply_block(&Block::Loss(losses));
+    let cells = s.engine.uncertain_cells();
+    assert_eq!(cells.get(&(other, 1, L1)), Some(&Uncertainty::ReaderDied));
+    assert_eq!(cells.get(&(runtime, 0, DRAM)), Some(&Uncertainty::Dropped));
+}
+
+#[test]
+fn drops_before_a_recording_without_backlog_are_not_its_own() {
+    let (running, at_start, at_end) =
+        (memtrack::ProcessState::Running, ProcessBlock::AT_START, ProcessBlock::AT_END);
+    let mut s = Stream(testing::Stream::new(10));
+    s.engine.apply_block(&table_block(running, 7, at_start));
+    s.engine.apply_block(&Block::Start(StartBlock::new(0, 40, 40, 7)));
+    s.at_ticket(40, Event::Alloc, 1, 100);
+    s.engine.apply_block(&table_block(running, 9, at_end));
+    assert_eq!(s.engine.processes()[0].dropped, 2, "the 7 came before its first record");
+    // With a backlog, they may fall into the stream: all of them count.
+    let mut s = Stream(testing::Stream::new(10));
+    s.engine.apply_block(&table_block(running, 7, at_start));
+    s.engine.apply_block(&Block::Start(StartBlock::new(0, 40, 56, 7)));
+    s.engine.apply_block(&table_block(running, 9, at_end));
+    assert_eq!(s.engine.processes()[0].dropped, 9);
 }

@@ -233,9 +233,8 @@ impl Model {
             // the same number).
             .filter(|p| !(p.pid == self.own_pid && (p.pid_ns == 0 || p.pid_ns == self.own_pid_ns)))
             .map(|p| {
-                let cells = snapshot.counters.iter().filter(|c| c.process_slot == p.slot);
-                let (live_bytes, live_buffers) =
-                    cells.fold((0, 0), |(b, n), c| (b + c.live_bytes, n + c.live_buffers));
+                let (live_bytes, live_buffers) = snapshot.process_usage(p.slot);
+                let (live_bytes, live_buffers) = (live_bytes as i64, live_buffers as i64);
                 let state = match p.state {
                     ProcessState::Running => ProcState::Running,
                     ProcessState::Exited => ProcState::Exited,
@@ -257,7 +256,7 @@ impl Model {
                 continue;
             }
             let left =
-                |f: fn(&crate::engine::LiveBuffer) -> u64| p.died_with.iter().map(f).sum::<u64>() as i64;
+                |f: fn(&crate::engine::LiveBuffer) -> u64| p.ended_with.iter().map(f).sum::<u64>() as i64;
             rows.push(ProcessRow {
                 process,
                 pid: p.pid,
