@@ -499,7 +499,8 @@ impl Engine {
                     Block::Loss(loss) => self.losses = *loss,
                     Block::Counter(c) => {
                         let id = self.table_process(c.process_slot, c.generation, c.pid);
-                        self.writer_counters.insert((id, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
+                        self.writer_counters
+                            .insert((id, c.device_id, c.kind), (c.live_bytes, c.live_buffers));
                     }
                     _ => {}
                 }

@@ -305,7 +305,8 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         counts.unknown_frees, counts.duplicate_allocs, counts.size_mismatches
     )?;
     for a in engine.anomalies().iter().take(10) {
-        let mark = if uncertain.contains_key(&(a.key.process, a.key.device_id, a.key.kind)) { "?" } else { "" };
+        let mark =
+            if uncertain.contains_key(&(a.key.process, a.key.device_id, a.key.kind)) { "?" } else { "" };
         writeln!(
             out,
             "  {:>12}  {:<16} process {} pid {} device {} {} buffer {} size {}",
@@ -358,7 +359,11 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
 
 /// Remaining buffers grouped by process and device: the first few with
 /// sizes, then a count.
-fn write_remaining(out: &mut impl Write, engine: &Engine, uncertain: &BTreeMap<Cell, Uncertainty>) -> Result<()> {
+fn write_remaining(
+    out: &mut impl Write,
+    engine: &Engine,
+    uncertain: &BTreeMap<Cell, Uncertainty>,
+) -> Result<()> {
     let unidentified = engine.unidentified_remaining();
     if !unidentified.is_empty() {
         writeln!(out, "\nRemaining buffers allocated before the recording began (ids unknown)")?;
@@ -392,7 +397,8 @@ fn write_remaining(out: &mut impl Write, engine: &Engine, uncertain: &BTreeMap<C
             writeln!(out, "  process {process} (pid {}) device {}", b.key.pid, b.key.device_id)?;
         }
         let alias = if b.flags & memtrack::format::FLAG_ALIAS != 0 { " (alias)" } else { "" };
-        let mark = if uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)) { " ?" } else { "" };
+        let mark =
+            if uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)) { " ?" } else { "" };
         writeln!(
             out,
             "    {:<13} buffer {:<10} {:>11}  parent {:<8} address {:#x}{alias}{mark}",
