@@ -151,6 +151,26 @@ impl Ring {
         }
     }
 
+    /// As [`Ring::open_or_create`], asking `options` only if the ring must
+    /// be created: a bad `MEMTRACK_CAPACITY` concerns only rings this
+    /// process makes, never attaching to one that exists.
+    ///
+    /// # Errors
+    /// As [`Ring::open_or_create`]; `options`' error when creating.
+    pub fn open_or_create_with(
+        path: &Path,
+        options: impl FnOnce() -> Result<RingOptions, Error>,
+    ) -> Result<Ring, Error> {
+        match Ring::open(path) {
+            Err(Error { kind: ErrorKind::Io { error, .. }, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ring::open_or_create(path, options()?)
+            }
+            other => other,
+        }
+    }
+
     /// Creates and links a new ring; `None` if `path` appeared meanwhile.
     fn create_new(path: &Path, options: RingOptions) -> Result<Option<Ring>, Error> {
         options.check(path)?;

@@ -1,7 +1,6 @@
 //! `memtrack export`: a record file as a Chrome trace-event JSON timeline
 //! (opens in ui.perfetto.dev and Tracy) or as CSV, one row per record.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
@@ -11,6 +10,7 @@ use memtrack::{Event, Record};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, ProcState};
+use crate::output::{Output, Protected};
 use crate::recording::{Block, RecordReader};
 use crate::units::kind_name;
 
@@ -34,26 +34,51 @@ pub struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum)]
     format: Format,
-    /// Output file (default: standard output).
+    /// Output file (default: standard output): a new file renamed into
+    /// place once complete; an existing one is kept as OUT.old. Never the
+    /// input, never a ring, never through a symbolic link.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
+    /// Also read a recording that did not finish (its reader was killed):
+    /// the records it holds.
+    #[arg(long)]
+    partial: bool,
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let mut reader = RecordReader::open(&args.file)?;
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(File::create(path).with_context(|| format!("memtrack: export file {}", path.display()))?)
-        }
-        None => Box::new(std::io::stdout().lock()),
+    let mut reader =
+        if args.partial { RecordReader::open_unfinished(&args.file)? } else { RecordReader::open(&args.file)? };
+    let Some(path) = &args.output else {
+        let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        write(args.format, &mut reader, &mut out)?;
+        return Ok(out.flush()?);
     };
-    let mut out = BufWriter::with_capacity(1 << 20, out);
-    match args.format {
-        Format::Perfetto => perfetto(&mut reader, &mut out)?,
-        Format::Csv => csv(&mut reader, &mut out)?,
+    let input = Protected::of(&args.file, "the input");
+    let mut out = BufWriter::with_capacity(1 << 20, Output::create(path, input.as_slice())?);
+    let written = write(args.format, &mut reader, &mut out)
+        .and_then(|()| out.flush().with_context(|| format!("memtrack: output file {}", path.display())));
+    // Without flushing again: after a failure, only the temporary file matters.
+    let (output, _) = out.into_parts();
+    match written {
+        // Complete: in place; else nothing half-written is left behind.
+        Ok(()) => {
+            if let Some(replaced) = output.commit()? {
+                eprintln!("{replaced}");
+            }
+            Ok(())
+        }
+        Err(error) => {
+            output.discard();
+            Err(error)
+        }
     }
-    out.flush()?;
-    Ok(())
+}
+
+fn write(format: Format, reader: &mut RecordReader, out: &mut impl Write) -> Result<()> {
+    match format {
+        Format::Perfetto => perfetto(reader, out),
+        Format::Csv => csv(reader, out),
+    }
 }
 
 fn csv(reader: &mut RecordReader, out: &mut impl Write) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod engine;
 pub mod export;
 pub mod host_pid;
+pub mod output;
 pub mod record;
 pub mod recording;
 pub mod report;

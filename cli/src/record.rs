@@ -12,9 +12,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use memtrack::{FileId, Ring, RingOptions, ring_path};
 
+use crate::output::{Output, Protected};
 use crate::report::{self, Source};
 use crate::session::Session;
-use crate::signals;
+use crate::signals::{self, Received};
 use crate::units::use_colour;
 
 /// How often to ask whether every writer has ended once CMD has.
@@ -29,7 +30,9 @@ const WAIT_NOTE: Duration = Duration::from_secs(2);
                         memtrack record -o run.mtr --ring prod --duration 60\n  memtrack report run.mtr"
 )]
 pub struct RecordArgs {
-    /// Record file to write.
+    /// Record file to write: a new file renamed into place at the end; an
+    /// existing one is kept as FILE.old. A device or FIFO is written in
+    /// place. Never a ring, never through a symbolic link.
     #[arg(short, long, default_value = "memtrack.mtr", value_name = "FILE")]
     output: PathBuf,
     /// Ring name (/dev/shm/memtrack-NAME) or path. With a command, the
@@ -84,59 +87,110 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         }
     };
     signals::install();
-    let mut session = Session::recorder(&path, &args.output)?;
+    // Checked (and a temporary file made) before the command starts: a
+    // refused output must not cost a run.
+    let protected = Protected::of(&path, "the ring being recorded");
+    let mut output = Output::create(&args.output, protected.as_slice())?;
+    let mut session = match Session::consumer_for_recording(&path) {
+        Ok(session) => session,
+        Err(error) => {
+            output.discard();
+            return Err(error);
+        }
+    };
     let status = if args.command.is_empty() {
+        if let Err(error) = output.connect(|| signals::take().is_none()) {
+            output.discard();
+            return Err(error);
+        }
+        session.write_into(output);
         consume_until_stopped(&mut session, duration)?;
         None
     } else {
-        let child = spawn(&args.command, &path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&args.output);
-        })?;
-        Some(consume_while_running(&mut session, child)?)
+        let child = match spawn(&args.command, &path) {
+            Ok(child) => child,
+            Err(error) => {
+                output.discard();
+                // The shell's codes: 127 not found, 126 found but not runnable.
+                let code = if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+                eprintln!("memtrack: cannot run {}: {error}", args.command[0].to_string_lossy());
+                return Ok(code);
+            }
+        };
+        Some(consume_while_running(&mut session, child, output)?)
     };
-    session.finish()?;
+    let code = status.map_or(0, exit_code);
+    if let Err(error) = session.finish() {
+        // The command ran to its end regardless; say how it ended too.
+        let ended = match status {
+            Some(status) => format!(" (the command exited with status {code}{})", signal_note(status)),
+            None => String::new(),
+        };
+        eprintln!("{error:#}{ended}");
+        return Ok(if code == 0 { 1 } else { code });
+    }
     if !args.quiet {
         let (header, engine) = report::load(&args.output)?;
         let source = Source::of_file(&args.output, &header, true);
         let mut err = std::io::stderr().lock();
         report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))?;
     }
-    Ok(status.map_or(0, exit_code))
+    Ok(code)
 }
 
-fn spawn(command: &[OsString], ring: &Path) -> Result<Child> {
+/// `, killed by signal N` when the command died of a signal.
+fn signal_note(status: ExitStatus) -> String {
+    status.signal().map_or_else(String::new, |s| format!(", killed by signal {s}"))
+}
+
+fn spawn(command: &[OsString], ring: &Path) -> std::io::Result<Child> {
     // Orphaned descendants of CMD (a forked worker that outlives its
     // parent) are re-parented to us, so we can wait for them too: they may
     // attach to the ring after CMD itself has exited.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    Command::new(&command[0])
-        .args(&command[1..])
-        .env("MEMTRACK_RING", ring)
-        .spawn()
-        .with_context(|| format!("cannot run {}", command[0].to_string_lossy()))
+    Command::new(&command[0]).args(&command[1..]).env("MEMTRACK_RING", ring).spawn()
 }
 
 /// `perf record` style: until CMD, its descendants and every process
-/// attached to the ring have ended and the ring is drained. Ctrl-C reaches CMD through the
-/// terminal; SIGTERM and SIGHUP sent to memtrack are passed on to CMD.
-fn consume_while_running(session: &mut Session, mut child: Child) -> Result<ExitStatus> {
+/// attached to the ring have ended and the ring is drained, whatever
+/// happens to the output: a failing one is counted, not abandoned with the
+/// command. SIGINT, SIGTERM and SIGHUP are passed on to CMD, unless the
+/// terminal sent them to CMD already (to the whole foreground group).
+fn consume_while_running(session: &mut Session, mut child: Child, mut output: Output) -> Result<ExitStatus> {
     let mut status = None;
+    // A FIFO is opened only now that CMD runs (a reader may come later);
+    // meanwhile the ring holds CMD's records. A signal stops the wait: the
+    // recording goes on without an output, counting what it cannot keep.
+    if let Err(error) = output.connect(|| match signals::take_received() {
+        Some(signal) => {
+            forward(signal, &child);
+            false
+        }
+        None => true,
+    }) {
+        eprintln!("{error:#}; recording on without an output until the command ends");
+    }
+    session.write_into(output);
     let mut last_check = Instant::now();
     let mut said_waiting = false;
+    let mut said_failed = false;
     let mut exited_at = None;
     loop {
         let handled = session.poll()?;
-        let signal = signals::take();
-        match (signal, status) {
-            (Some(signal), None) if signal != libc::SIGINT => {
-                // SAFETY: kill has no memory-safety preconditions; the pid
-                // is our child's, which we have not yet reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-            }
+        if !said_failed && let Some(failure) = session.output_failure() {
+            said_failed = true;
+            eprintln!(
+                "memtrack: cannot write the record file: {}; draining the ring until the command ends, counting \
+                 what is not kept",
+                failure.error
+            );
+        }
+        match (signals::take_received(), status) {
+            (Some(signal), None) => forward(signal, &child),
             // CMD is gone and the user wants to stop waiting for the rest.
             (Some(_), Some(status)) => return Ok(status),
-            _ => {}
+            (None, _) => {}
         }
         if status.is_none() {
             status = child.try_wait().context("cannot wait for the command")?;
@@ -159,6 +213,16 @@ fn consume_while_running(session: &mut Session, mut child: Child) -> Result<Exit
             }
         }
         session.pause_if_idle(handled);
+    }
+}
+
+/// Passes `signal` on to CMD, unless the terminal sent it to CMD's whole
+/// process group already (a second SIGINT would interrupt its cleanup).
+fn forward(signal: Received, child: &Child) {
+    if !signal.sent_to_group {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // child's, which we have not yet reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal.number) };
     }
 }
 

@@ -25,7 +25,7 @@
 //! or an unknown event code is an error naming the file.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +33,8 @@ use bytemuck::{Pod, Zeroable};
 use memtrack::clock::Calibration;
 use memtrack::format::RECORD_SIZE;
 use memtrack::{Event, Progress, Record};
+
+use crate::output::Output;
 
 /// `"MTRECORD"`, little-endian.
 pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"MTRECORD");
@@ -90,7 +92,7 @@ pub struct FileHeader {
     ring_path: [u8; 128],
 }
 
-const _: () = assert!(size_of::<FileHeader>() == FILE_HEADER_SIZE);
+const _: () = assert!(size_of::<FileHeader>() == FILE_HEADER_SIZE && FILE_HEADER_SIZE.is_multiple_of(BLOCK_SIZE));
 
 impl FileHeader {
     /// A header for a recording of a ring with these properties.
@@ -609,75 +611,186 @@ impl Block {
 }
 
 /// Writes a record file; call [`RecordWriter::finish`] to complete it.
+///
+/// A write that fails (a full file system, `/dev/full`, a FIFO whose
+/// reader left) does not stop the recording: the writer remembers the
+/// first error, keeps nothing more, and counts the ring records it could
+/// not keep, so the caller can go on draining the ring and waiting for its
+/// command, and report the loss at the end ([`RecordWriter::failure`]).
 pub struct RecordWriter {
-    out: BufWriter<File>,
-    path: PathBuf,
+    out: Output,
+    /// Bytes handed to us, not yet written.
+    pending: Vec<u8>,
     /// Ring records left out because their event code is not one a ring
     /// carries: garbage a writer put in the ring. Kept, they would read
     /// back as reader blocks (a forged death or loss total) or as the end
     /// of the file.
     skipped: u64,
+    /// Bytes written so far (the header included): where `pending`
+    /// starts in the stream.
+    written: u64,
+    failure: Option<OutputFailure>,
 }
 
+/// Why a record file stopped taking data, and what it could not keep.
+#[derive(Debug)]
+pub struct OutputFailure {
+    /// The first write error.
+    pub error: std::io::Error,
+    /// Ring records not written from then on.
+    pub records_not_kept: u64,
+}
+
+/// Bytes gathered before a write: fewer system calls for small blocks.
+const PENDING_LIMIT: usize = 1 << 20;
+
 impl RecordWriter {
-    /// Creates (truncates) `path` and writes the header.
+    /// Creates `path` safely (see [`crate::output`]) and writes the header.
+    ///
+    /// # Errors
+    /// The file cannot be created.
     pub fn create(path: &Path, header: &FileHeader) -> Result<RecordWriter> {
-        let file = File::create(path).with_context(|| format!("memtrack: record file {}", path.display()))?;
+        Ok(RecordWriter::new(Output::create(path, &[])?, header))
+    }
+
+    /// Writes the header into `out`.
+    pub fn new(out: Output, header: &FileHeader) -> RecordWriter {
         let mut writer =
-            RecordWriter { out: BufWriter::with_capacity(1 << 20, file), path: path.to_owned(), skipped: 0 };
-        writer.write_bytes(bytemuck::bytes_of(header))?;
-        Ok(writer)
+            RecordWriter { out, pending: Vec::with_capacity(PENDING_LIMIT), skipped: 0, written: 0, failure: None };
+        writer.write_bytes(bytemuck::bytes_of(header));
+        writer
+    }
+
+    /// The destination file.
+    pub fn path(&self) -> &Path {
+        self.out.path()
+    }
+
+    /// Why writing stopped, if it did.
+    pub fn failure(&self) -> Option<&OutputFailure> {
+        self.failure.as_ref()
     }
 
     /// Appends ring records.
-    pub fn records(&mut self, records: &[Record]) -> Result<()> {
+    pub fn records(&mut self, records: &[Record]) {
         let is_ring_event = |r: &Record| Event::from_code(r.event).is_some();
         if records.iter().all(is_ring_event) {
             return self.write_bytes(bytemuck::cast_slice(records));
         }
         for record in records {
             if is_ring_event(record) {
-                self.write_bytes(bytemuck::bytes_of(record))?;
+                self.write_bytes(bytemuck::bytes_of(record));
             } else {
                 self.skipped += 1;
             }
         }
-        Ok(())
     }
 
     /// Appends one block.
-    pub fn block(&mut self, block: Block) -> Result<()> {
+    pub fn block(&mut self, block: Block) {
         let mut bytes = [0u8; BLOCK_SIZE];
         bytes.copy_from_slice(block.bytes());
         bytes[EVENT_OFFSET] = block.code();
         self.write_bytes(&bytes)
     }
 
-    /// Hands everything written so far to the kernel.
-    pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().with_context(|| format!("memtrack: record file {}", self.path.display()))
+    /// Hands everything appended so far to the kernel (or, after a
+    /// failure, counts it as not kept).
+    pub fn flush(&mut self) {
+        if self.failure.is_some() {
+            self.count_not_kept(0);
+            return;
+        }
+        let mut written = 0;
+        while written < self.pending.len() {
+            match self.out.write(&self.pending[written..]) {
+                Ok(0) => {
+                    self.fail(std::io::Error::from(std::io::ErrorKind::WriteZero), written);
+                    return;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(e, written);
+                    return;
+                }
+            }
+        }
+        self.written += written as u64;
+        self.pending.clear();
     }
 
-    /// Writes the end block and flushes the file to disk.
-    pub fn finish(mut self) -> Result<()> {
+    /// Writes the end block and makes the file complete: synced, and
+    /// renamed into place. Returns a line saying what it replaced, if
+    /// anything.
+    ///
+    /// # Errors
+    /// A write failed earlier or now (the incomplete file is put in place
+    /// when it holds anything, see [`Output::keep_partial`]), or the file
+    /// could not be synced or renamed.
+    pub fn finish(mut self) -> Result<Option<String>> {
         if self.skipped > 0 {
             eprintln!(
                 "memtrack: record file {}: left out {} ring records with an unknown event code (garbage written \
                  into the ring)",
-                self.path.display(),
+                self.path().display(),
                 self.skipped
             );
         }
         let mut end = [0u8; BLOCK_SIZE];
         end[EVENT_OFFSET] = code::END;
-        self.write_bytes(&end)?;
-        let context = || format!("memtrack: record file {}", self.path.display());
-        self.out.flush().with_context(context)?;
-        self.out.get_ref().sync_all().with_context(context)
+        self.write_bytes(&end);
+        self.flush();
+        match self.failure.take() {
+            None => self.out.commit(),
+            Some(failure) => {
+                let path = self.path().display().to_string();
+                if let Some(note) = self.out.keep_partial() {
+                    eprintln!("{note}");
+                }
+                bail!(
+                    "memtrack: record file {path}: cannot write: {}; {} records not kept",
+                    failure.error,
+                    failure.records_not_kept
+                )
+            }
+        }
     }
 
-    fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).with_context(|| format!("memtrack: record file {}", self.path.display()))
+    /// Gives up the file: nothing appears at (or changes at) its path.
+    pub fn discard(self) {
+        self.out.discard();
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= PENDING_LIMIT {
+            self.flush();
+        }
+    }
+
+    fn fail(&mut self, error: std::io::Error, written: usize) {
+        self.failure = Some(OutputFailure { error, records_not_kept: 0 });
+        self.count_not_kept(written);
+    }
+
+    /// Counts the ring records in `pending` from byte `written` on (a
+    /// block cut short counts whole) and drops the bytes. `pending` starts
+    /// on a block boundary of the stream (the header is 4 blocks long and
+    /// only whole blocks follow it); the header holds no records.
+    fn count_not_kept(&mut self, written: usize) {
+        let stream_start = self.written;
+        let records = (0..self.pending.len())
+            .step_by(BLOCK_SIZE)
+            .filter(|&at| stream_start + at as u64 >= FILE_HEADER_SIZE as u64 && at + BLOCK_SIZE > written)
+            .filter(|&at| self.pending.get(at + EVENT_OFFSET).is_some_and(|&code| code < 0x80))
+            .count() as u64;
+        // The stream position the next bytes would have had.
+        self.written += self.pending.len() as u64;
+        if let Some(failure) = &mut self.failure {
+            failure.records_not_kept += records;
+        }
+        self.pending.clear();
     }
 }
 
@@ -811,7 +924,7 @@ mod tests {
     fn write(path: &Path, blocks: &[Block]) {
         let mut w = RecordWriter::create(path, &header()).unwrap();
         for b in blocks {
-            w.block(*b).unwrap();
+            w.block(*b);
         }
         w.finish().unwrap();
     }
@@ -823,6 +936,22 @@ mod tests {
             out.push(b);
         }
         Ok(out)
+    }
+
+    #[test]
+    fn a_failing_output_counts_the_records_it_could_not_keep() {
+        let mut w = RecordWriter::create(Path::new("/dev/full"), &header()).unwrap();
+        let record = |ticket| Record { ticket, event: Event::Alloc as u8, ..Zeroable::zeroed() };
+        w.records(&[record(1), record(2)]);
+        w.block(Block::Died(DiedBlock::new(7, 0, 1)));
+        w.flush();
+        let failure = w.failure().unwrap();
+        assert_eq!(failure.error.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(failure.records_not_kept, 2, "the header and the reader block are not records");
+        w.records(&[record(3)]);
+        w.flush();
+        let error = w.finish().unwrap_err();
+        assert!(format!("{error:#}").contains("3 records not kept"), "{error:#}");
     }
 
     #[test]

@@ -10,9 +10,10 @@ use memtrack::{Consumer, ProcessInfo, ProcessState, Record, Ring, RingOptions};
 
 use crate::engine::Engine;
 use crate::host_pid::host_pids;
+use crate::output::{Output, Protected};
 use crate::recording::{
-    Block, CounterBlock, DiedBlock, FileHeader, IdentityBlock, LossBlock, ProcessBlock, RecordWriter,
-    StartBlock, TimeBase,
+    Block, CounterBlock, DiedBlock, FileHeader, IdentityBlock, LossBlock, OutputFailure, ProcessBlock,
+    RecordWriter, StartBlock, TimeBase,
 };
 
 /// How often the process table is read for processes that died.
@@ -39,6 +40,12 @@ pub struct Session {
     dropped_before_attach: u64,
     /// Wall clock when the session attached, ns since the Unix epoch.
     started_unix_ns: u64,
+    /// Ring clock then.
+    started_ticks: u64,
+    /// The blocks that open the stream (the table and counters found on
+    /// attaching, the start block), kept until the record file, which may
+    /// be opened after attaching, has them.
+    prologue: Option<Vec<Block>>,
     /// Deaths seen in the table, not yet placed in the stream (they go in
     /// once every record the dead process wrote has been taken).
     pending_deaths: Vec<ProcessInfo>,
@@ -56,9 +63,26 @@ impl Session {
     ///
     /// # Errors
     /// The ring cannot be opened or created, another consumer is attached,
-    /// or the file cannot be created.
+    /// or the file is refused or cannot be created (see [`crate::output`]).
     pub fn start(ring_path: &Path, record_file: Option<&Path>) -> Result<Session> {
-        Session::attach(ring_path, record_file, true)
+        let mut session = Session::attach(ring_path, true, true)?;
+        if let Some(path) = record_file {
+            session.record_into(path)?;
+        }
+        Ok(session)
+    }
+
+    /// As [`Session::start`], for a ring that must exist already (`watch`:
+    /// a typo must not make a new ring nobody writes to).
+    ///
+    /// # Errors
+    /// As [`Session::start`]; a missing ring is an error.
+    pub fn start_existing(ring_path: &Path, record_file: Option<&Path>) -> Result<Session> {
+        let mut session = Session::attach(ring_path, false, true)?;
+        if let Some(path) = record_file {
+            session.record_into(path)?;
+        }
+        Ok(session)
     }
 
     /// As [`Session::start`], writing `record_file` without feeding the
@@ -67,11 +91,67 @@ impl Session {
     /// # Errors
     /// As [`Session::start`].
     pub fn recorder(ring_path: &Path, record_file: &Path) -> Result<Session> {
-        Session::attach(ring_path, Some(record_file), false)
+        let mut session = Session::attach(ring_path, true, false)?;
+        session.record_into(record_file)?;
+        Ok(session)
     }
 
-    fn attach(ring_path: &Path, record_file: Option<&Path>, analyse: bool) -> Result<Session> {
-        let ring = Ring::open_or_create(ring_path, RingOptions::from_env(ring_path)?)?;
+    /// Attaches as the consumer of the ring at `ring_path` (created if
+    /// missing), without a file yet: `record` opens its output after
+    /// starting the command (a FIFO must not hold the command back) and
+    /// hands it over with [`Session::write_into`]. The engine stays empty.
+    ///
+    /// # Errors
+    /// As [`Session::start`].
+    pub fn consumer_for_recording(ring_path: &Path) -> Result<Session> {
+        Session::attach(ring_path, true, false)
+    }
+
+    /// Starts writing everything consumed from now on into `path`,
+    /// which must not be the ring itself (see [`crate::output`]).
+    ///
+    /// # Errors
+    /// The file is refused or cannot be created.
+    pub fn record_into(&mut self, path: &Path) -> Result<()> {
+        let protected = Protected::of(self.ring().path(), "the ring being read");
+        let output = Output::create(path, protected.as_slice())?;
+        self.write_into(output);
+        Ok(())
+    }
+
+    /// Starts writing everything consumed from now on into `output`,
+    /// after the blocks that open the stream.
+    pub fn write_into(&mut self, output: Output) {
+        let header = FileHeader::new(self.ring(), self.started_unix_ns, self.started_ticks);
+        let mut file = RecordWriter::new(output, &header);
+        for block in self.prologue.take().unwrap_or_default() {
+            file.block(block);
+        }
+        self.file = Some(file);
+    }
+
+    /// Why the record file stopped taking data, if it did (the session
+    /// goes on consuming; [`Session::finish`] returns the error).
+    pub fn output_failure(&self) -> Option<&OutputFailure> {
+        self.file.as_ref().and_then(RecordWriter::failure)
+    }
+
+    fn attach(ring_path: &Path, create: bool, analyse: bool) -> Result<Session> {
+        let ring = if create {
+            Ring::open_or_create_with(ring_path, || RingOptions::from_env(ring_path))?
+        } else {
+            Ring::open(ring_path).map_err(|e| {
+                if is_missing(&e) {
+                    anyhow::anyhow!(
+                        "memtrack: ring {}: no such ring (start the workload with MEMTRACK_RING set first; \
+                         `memtrack status` lists the rings)",
+                        ring_path.display()
+                    )
+                } else {
+                    e.into()
+                }
+            })?
+        };
         // Before attaching: attaching counts what a killed predecessor lost,
         // and this session reports that.
         let before = ring.snapshot();
@@ -93,22 +173,17 @@ impl Session {
         let at_start = consumer.ring().snapshot();
         let start = StartBlock::new(started_ticks, first_ticket, backlog_end, before.dropped);
         let time = TimeBase::of_ring(consumer.ring()).starting_at(started_ticks);
-        let file = match record_file {
-            Some(path) => Some(RecordWriter::create(
-                path,
-                &FileHeader::new(consumer.ring(), started_unix_ns, started_ticks),
-            )?),
-            None => None,
-        };
         let mut session = Session {
             consumer,
             engine: Engine::new(time),
             analyse,
-            file,
+            file: None,
             buf: Vec::with_capacity(BATCH),
             baseline,
             dropped_before_attach: if start.has_backlog() { before.dropped } else { 0 },
             started_unix_ns,
+            started_ticks,
+            prologue: Some(Vec::new()),
             pending_deaths: Vec::new(),
             reported_deaths: HashSet::new(),
             announced: HashSet::new(),
@@ -157,11 +232,14 @@ impl Session {
     }
 
     /// Takes what the ring holds now, and notices processes that died.
-    /// Returns the records handled.
+    /// Returns the records handled. A record file that fails does not stop
+    /// the session: see [`Session::output_failure`].
     ///
     /// # Errors
-    /// Writing the record file failed.
+    /// None today; callers stop on one.
     pub fn poll(&mut self) -> Result<usize> {
+        // From the first record on, blocks go to the file or nowhere.
+        self.prologue = None;
         let mut handled = 0;
         loop {
             let mut buf = std::mem::take(&mut self.buf);
@@ -196,15 +274,15 @@ impl Session {
     }
 
     fn flush(&mut self) -> Result<()> {
-        match &mut self.file {
-            Some(file) => file.flush(),
-            None => Ok(()),
+        if let Some(file) = &mut self.file {
+            file.flush();
         }
+        Ok(())
     }
 
     fn handle(&mut self, records: &[Record]) -> Result<()> {
         if let Some(file) = &mut self.file {
-            file.records(records)?;
+            file.records(records);
         }
         if self.analyse {
             for record in records {
@@ -215,8 +293,10 @@ impl Session {
     }
 
     fn handle_block(&mut self, block: Block) -> Result<()> {
-        if let Some(file) = &mut self.file {
-            file.block(block)?;
+        match (&mut self.file, &mut self.prologue) {
+            (Some(file), _) => file.block(block),
+            (None, Some(prologue)) => prologue.push(block),
+            (None, None) => {}
         }
         if self.analyse {
             self.engine.apply_block(&block);
@@ -314,9 +394,16 @@ impl Session {
             let block = CounterBlock::new(p, c.device_id, c.kind, c.live_bytes, c.live_buffers);
             self.handle_block(Block::Counter(block))?;
         }
-        if let Some(file) = self.file.take() {
-            file.finish()?;
+        if let Some(file) = self.file.take()
+            && let Some(replaced) = file.finish()?
+        {
+            eprintln!("{replaced}");
         }
         Ok(self.engine)
     }
+}
+
+/// Whether `error` says the ring file does not exist.
+fn is_missing(error: &memtrack::Error) -> bool {
+    matches!(&error.kind, memtrack::ErrorKind::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
 }

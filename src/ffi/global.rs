@@ -155,7 +155,7 @@ fn attach(path: PathBuf) -> Attach {
     match open_writer(&path) {
         Ok(writer) => {
             // Release: pairs with the Acquire load in `writer`.
-            STATE.store(Box::into_raw(Box::new(writer)), Ordering::Release);
+            STATE.store(leak_writer_for_process_lifetime(writer), Ordering::Release);
             Attach::Attached
         }
         Err(error) => {
@@ -169,8 +169,17 @@ fn attach(path: PathBuf) -> Attach {
     }
 }
 
+/// Moves the process's writer to the heap for good: another thread may
+/// still be inside a hook when `memtrack_shutdown` runs, so it must outlive
+/// every hook call. Never inlined, so that LeakSanitizer sees this frame in
+/// every build profile: `ffi_tests/lsan.supp` names it.
+#[inline(never)]
+fn leak_writer_for_process_lifetime(writer: Writer) -> *mut Writer {
+    Box::into_raw(Box::new(writer))
+}
+
 fn open_writer(path: &std::path::Path) -> Result<Writer, Error> {
-    let ring = Ring::open_or_create(path, RingOptions::from_env(path)?)?;
+    let ring = Ring::open_or_create_with(path, || RingOptions::from_env(path))?;
     Writer::attach(ring)
 }
 
