@@ -14,6 +14,7 @@ pub mod output;
 pub mod record;
 pub mod recording;
 pub mod report;
+pub mod ring_arg;
 pub mod serve;
 pub mod session;
 pub mod signals;

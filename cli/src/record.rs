@@ -14,6 +14,7 @@ use memtrack::{FileId, Ring, RingOptions, ring_path};
 
 use crate::output::{Output, Protected};
 use crate::report::{self, Source};
+use crate::ring_arg;
 use crate::session::Session;
 use crate::signals::{self, Received};
 use crate::units::use_colour;
@@ -71,7 +72,7 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         None => None,
     };
     let (path, _private) = match (&args.ring, args.command.is_empty()) {
-        (Some(name), _) => (ring_path(name), None),
+        (Some(name), _) => (ring_arg::resolve(Some(name))?, None),
         (None, false) => {
             // A name of its own (`record-<pid>-<random>`, created
             // exclusively): recorders in other PID namespaces sharing
@@ -81,10 +82,7 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
             let path = ring.path().to_path_buf();
             (path.clone(), Some(PrivateRing(path, ring.file_id())))
         }
-        (None, true) => {
-            let name = std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned());
-            (ring_path(&name), None)
-        }
+        (None, true) => (ring_arg::resolve(None)?, None),
     };
     signals::install();
     // Checked (and a temporary file made) before the command starts: a

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{BufferKey, Cell, Engine, ProcState, ProcessId, Uncertainty};
 use crate::recording::{FileHeader, RecordReader};
-use crate::units::{human_bytes, human_ns, kind_name, red, use_colour};
+use crate::units::{human_bytes, human_ns, kind_name, printable, printable_path, red, use_colour};
 
 /// JSON schema name and version of `report --json`.
 pub const REPORT_SCHEMA: &str = "memtrack.report/1";
@@ -206,8 +206,10 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
 pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour: bool) -> Result<()> {
     let losses = engine.losses();
     match &source.file {
-        Some(file) => writeln!(out, "memtrack report: {} (ring {})", file.display(), source.ring.display())?,
-        None => writeln!(out, "memtrack report: ring {}", source.ring.display())?,
+        Some(file) => {
+            writeln!(out, "memtrack report: {} (ring {})", printable_path(file), printable_path(&source.ring))?
+        }
+        None => writeln!(out, "memtrack report: ring {}", printable_path(&source.ring))?,
     }
     if !source.finished {
         let text = "UNFINISHED recording: its reader stopped before the end, so the process table, \
@@ -237,8 +239,11 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
             losses.lost_reader_died
         );
         writeln!(out, "{}", red(&text, colour))?;
-    } else {
+    } else if source.finished {
         writeln!(out, "0 records lost")?;
+    } else {
+        // The loss totals are among the blocks written at the end.
+        writeln!(out, "{}", red("records lost: unknown (the loss totals are written when a recording finishes)", colour))?;
     }
     let uncertain = engine.uncertain_cells();
     if !uncertain.is_empty() {
@@ -291,7 +296,7 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
             "{:>8}  {:>8} {host_pid:>8}  {:<16} {state:<8} {buffers:>10} {:>12}",
             p.key(),
             p.pid,
-            p.name,
+            printable(&p.name),
             human_bytes(bytes as i64)
         )?;
     }
@@ -330,7 +335,7 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
                 out,
                 "  {:>12}  {:<36} {} in use",
                 human_ns(m.time_ns),
-                m.label,
+                printable(&m.label),
                 human_bytes(used as i64)
             )?;
         }

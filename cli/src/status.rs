@@ -6,17 +6,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use memtrack::{Ring, Snapshot, ring_path};
+use memtrack::{Ring, Snapshot};
 use serde_json::json;
 
 use crate::engine::process_key;
 use crate::host_pid::host_pids;
-use crate::signals;
-use crate::units::{human_bytes, kind_name};
+use crate::units::{human_bytes, kind_name, printable, printable_path};
+use crate::{ring_arg, signals};
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// Ring name (file /dev/shm/memtrack-NAME) or path. Default: list rings.
+    /// Ring name (file /dev/shm/memtrack-NAME) or path. Default:
+    /// $MEMTRACK_RING if set, else the list of rings in /dev/shm.
     #[arg(long, value_name = "NAME")]
     ring: Option<String>,
     /// One JSON document instead of text (one per line with --interval).
@@ -29,8 +30,13 @@ pub struct StatusArgs {
 
 pub fn run(args: &StatusArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let ring = match &args.ring {
-        Some(name) => Some(Ring::open(&ring_path(name))?),
+    // Without --ring: $MEMTRACK_RING's ring if set, else the list.
+    let name = match &args.ring {
+        Some(name) => Some(name.clone()),
+        None => ring_arg::from_env()?,
+    };
+    let ring = match name {
+        Some(name) => Some(open(&name)?),
         None => None,
     };
     let Some(interval) = args.interval.map(Duration::from_millis) else {
@@ -59,6 +65,22 @@ pub fn run(args: &StatusArgs) -> Result<()> {
             writeln!(out)?;
         }
     }
+}
+
+/// The ring called `name`, or why not; a record file given by mistake
+/// (by path, or by a file name that is not a ring's) is named as one.
+fn open(name: &str) -> Result<Ring> {
+    let path = ring_arg::resolve(Some(name))?;
+    Ring::open(&path).map_err(|error| {
+        match [path.as_path(), std::path::Path::new(name)].into_iter().find(|p| ring_arg::is_record_file(p)) {
+            Some(file) => anyhow::anyhow!(
+                "memtrack: {} is a record file, not a ring (read it with `memtrack report {}`)",
+                file.display(),
+                file.display()
+            ),
+            None => error.into(),
+        }
+    })
 }
 
 /// One snapshot of `ring` (or the list of rings), stamped with `time_ns`
@@ -127,7 +149,7 @@ fn list_rings(out: &mut impl Write, json: bool, time_ns: Option<u64>) -> Result<
         writeln!(out, "no rings in {}", memtrack::SHM_DIR)?;
     } else {
         for name in rings {
-            writeln!(out, "{name}")?;
+            writeln!(out, "{}", printable(&name))?;
         }
     }
     Ok(())
@@ -180,7 +202,7 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
 }
 
 fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
-    writeln!(out, "ring {}  ({} slots)", ring.path().display(), ring.capacity())?;
+    writeln!(out, "ring {}  ({} slots)", printable_path(ring.path()), ring.capacity())?;
     match s.reader_pid {
         Some(pid) if reader_elsewhere(ring) => writeln!(out, "consumer pid {pid} of another PID namespace")?,
         Some(pid) => writeln!(out, "consumer pid {pid}")?,
@@ -220,7 +242,7 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
             out,
             "{key:>8}  {:>8} {host_pid:>8}  {:<16} {:<8} {:>12} {:>8}",
             p.pid,
-            p.name,
+            printable(&p.name),
             p.state.name(),
             human_bytes(used),
             p.dropped

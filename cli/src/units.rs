@@ -1,6 +1,51 @@
 //! How numbers and names look in human output.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use memtrack::format::kind;
+
+/// `text` safe to print on a terminal: every control character (C0, DEL,
+/// C1: ESC, OSC, newlines), every bidirectional-override character, and
+/// the backslash that would make the escapes ambiguous, written as a Rust
+/// escape (`\x1b`, `\n`, `\u{9b}`, `\\`). Process names and mark labels
+/// come from the writers: one holding `ESC ]52;...` would otherwise write
+/// the reader's clipboard, `ESC c` clear its screen, a newline fake a row.
+/// Every text output passes writer-supplied names through this.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || c == '\\' || is_bidi_control(c);
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x80 && unsafe_char(c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters that reorder the text around them (U+202A..U+202E,
+/// U+2066..U+2069): a label could make a line read differently than it is.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A path, [`printable`].
+pub fn printable_path(path: &std::path::Path) -> String {
+    printable(&path.to_string_lossy()).into_owned()
+}
 
 /// The report name of a kind code (`KIND_<n>` for codes without one).
 pub fn kind_name(code: u8) -> String {
@@ -52,5 +97,20 @@ mod tests {
         assert_eq!(human_ns(3_200_000), "3.2 ms");
         assert_eq!(kind_name(5), "CB");
         assert_eq!(kind_name(9), "KIND_9");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert!(matches!(printable("model-1 ünï"), Cow::Borrowed("model-1 ünï")));
+        assert_eq!(printable("a\x1b]52;c;aGk=\x07b"), "a\\x1b]52;c;aGk=\\x07b");
+        assert_eq!(printable("x\ny\rz\t"), "x\\ny\\rz\\t");
+        assert_eq!(printable("\x7f\u{9b}2J"), "\\x7f\\u{9b}2J");
+        assert_eq!(printable("\x00"), "\\x00");
+        assert_eq!(printable("a\\x1b"), "a\\\\x1b", "a backslash cannot forge an escape");
+        assert_eq!(printable("\u{202e}txt"), "\\u{202e}txt");
+        for c in (0..=0x10ffffu32).filter_map(char::from_u32) {
+            let out = printable(&c.to_string()).into_owned();
+            assert!(!out.chars().any(|c| c.is_control()), "{c:?} -> {out:?}");
+        }
     }
 }

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use memtrack::ring_path;
 use ratatui::DefaultTerminal;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::session::Session;
-use crate::signals;
+use crate::{ring_arg, signals};
 use model::Model;
 
 #[derive(Args)]
@@ -27,7 +26,7 @@ use model::Model;
                   `memtrack status --ring NAME --interval MS` (or `memtrack record`).")]
 pub struct WatchArgs {
     /// Ring name (/dev/shm/memtrack-NAME) or path. Default: $MEMTRACK_RING,
-    /// else "default". Created if missing.
+    /// else "default". It must exist (start the workload first).
     #[arg(long, value_name = "NAME")]
     ring: Option<String>,
     /// Refresh the screen every MS milliseconds.
@@ -45,14 +44,11 @@ pub fn run(args: &WatchArgs) -> Result<()> {
              (--json for machine output) or `memtrack record`"
         );
     }
-    let name = match &args.ring {
-        Some(name) => name.clone(),
-        None => std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned()),
-    };
-    let path = ring_path(&name);
-    // Attach before taking over the terminal: a refusal (another consumer,
-    // a corrupt ring) prints as the usual one-line error.
-    let mut session = Session::start(&path, args.record.as_deref())?;
+    let path = ring_arg::resolve(args.ring.as_deref())?;
+    // Attach before taking over the terminal: a refusal (no such ring,
+    // another consumer, a corrupt ring) prints as the usual one-line error.
+    // Attach only: a mistyped name must not make a ring nobody writes to.
+    let mut session = Session::start_existing(&path, args.record.as_deref())?;
     signals::install();
     let recording = args.record.as_ref().map(|f| f.display().to_string());
     let mut model = Model::new(path.display().to_string(), recording, std::process::id(), Instant::now());

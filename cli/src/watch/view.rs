@@ -17,7 +17,7 @@ use ratatui::widgets::{Block, Borders, LineGauge, Paragraph, Row, Sparkline, Tab
 
 use super::model::{Device, KindRow, Model};
 use crate::engine::{Anomaly, AnomalyKind, ProcState};
-use crate::units::{human_bytes, human_ns, kind_name};
+use crate::units::{human_bytes, human_ns, kind_name, printable};
 
 /// Below this width the anomalies and marks are stacked, not side by side.
 const SIDE_BY_SIDE: u16 = 160;
@@ -138,10 +138,10 @@ fn header(model: &Model) -> Line<'static> {
         "memtrack watch".bold(),
         format!("  {}", rate(model.rate)).into(),
         format!("  {} records", model.records).into(),
-        format!("  ring {}", model.ring).into(),
+        format!("  ring {}", printable(&model.ring)).into(),
     ];
     if let Some(file) = &model.recording {
-        spans.push(format!("  recording {file}").into());
+        spans.push(format!("  recording {}", printable(file)).into());
     }
     spans.push("  q quits".dim());
     Line::from(spans)
@@ -304,7 +304,7 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
             // The key: pids repeat across PID namespaces.
             Line::from(p.process.clone()).right_aligned(),
             Line::from(p.pid.to_string()).right_aligned(),
-            Line::from(p.name.clone()),
+            Line::from(printable(&p.name).into_owned()),
             Line::from(Span::styled(p.state.name(), state_style(p.state))),
             Line::from(human_bytes(p.live_bytes)).right_aligned(),
             Line::from(p.live_buffers.to_string()).right_aligned(),
@@ -408,7 +408,7 @@ fn render_marks(frame: &mut Frame, area: Rect, model: &Model) {
             let live: u64 = m.usage.iter().map(|(_, (bytes, _))| bytes).sum();
             Line::from(vec![
                 format!("{:>9} ", human_ns(m.time_ns)).dim(),
-                Span::styled(m.label.clone(), Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
+                Span::styled(printable(&m.label).into_owned(), Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
                 format!(" pid {}  {} live", m.pid, human_bytes(live as i64)).into(),
             ])
         })

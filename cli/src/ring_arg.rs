@@ -1,0 +1,45 @@
+//! Which ring a command works on: `--ring NAME`, else `$MEMTRACK_RING`,
+//! else "default", with the same rules as the library (`memtrack_init`):
+//! an empty name is refused, never turned into `/dev/shm/memtrack-`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use memtrack::ring_path;
+
+/// `$MEMTRACK_RING`, if set.
+///
+/// # Errors
+/// It is set but empty.
+pub fn from_env() -> Result<Option<String>> {
+    match std::env::var_os("MEMTRACK_RING") {
+        None => Ok(None),
+        Some(name) if name.is_empty() => {
+            bail!("memtrack: MEMTRACK_RING is set but empty; name a ring or unset it")
+        }
+        Some(name) => Ok(Some(name.to_string_lossy().into_owned())),
+    }
+}
+
+/// The ring file of `--ring` if given, else of `$MEMTRACK_RING`, else of
+/// "default".
+///
+/// # Errors
+/// The name given is empty.
+pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
+    let name = match arg {
+        Some("") => bail!("memtrack: --ring needs a name (an empty one names no ring)"),
+        Some(name) => name.to_owned(),
+        None => from_env()?.unwrap_or_else(|| "default".to_owned()),
+    };
+    Ok(ring_path(&name))
+}
+
+/// Whether `path` starts with a record file's magic: a user who gives a
+/// recording where a ring belongs is told so, not "corrupt header".
+pub fn is_record_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && u64::from_le_bytes(magic) == crate::recording::FILE_MAGIC
+}
