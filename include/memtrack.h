@@ -151,7 +151,8 @@ extern "C" {
  * Attaches this process to a ring, creating it if needed.
  *
  * `ring` names the ring: NULL means `$MEMTRACK_RING`, or "default" if that
- * is unset. A name without '/' is the file `/dev/shm/memtrack-<name>`; a
+ * is unset. An empty name (or an empty `$MEMTRACK_RING`) is
+ * `MEMTRACK_ERR_INVALID`. A name without '/' is the file `/dev/shm/memtrack-<name>`; a
  * name with '/' is a path. Idempotent: once attached, returns 0.
  *
  * Returns 0 on success, else a negative `MEMTRACK_ERR_*` code; on error one

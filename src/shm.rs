@@ -29,6 +29,10 @@ pub const SHM_DIR: &str = "/dev/shm";
 /// Prefix of ring files in [`SHM_DIR`].
 pub const RING_FILE_PREFIX: &str = "memtrack-";
 
+/// Bytes of a ring's file name kept in its temporary name while it is
+/// made: with the pid and a timestamp, well under `NAME_MAX` (255).
+const TEMP_PREFIX_MAX: usize = 200;
+
 /// The file of the ring called `name`: a name without '/' is
 /// `/dev/shm/memtrack-<name>`; a name with '/' is a path.
 pub fn ring_path(name: &str) -> PathBuf {
@@ -53,11 +57,29 @@ impl Default for RingOptions {
 }
 
 impl RingOptions {
-    /// The defaults, with `MEMTRACK_CAPACITY` (records) if set.
+    /// The defaults, with `MEMTRACK_CAPACITY` (records) if set; checks
+    /// `MEMTRACK_CLOCK` too. Both concern only a ring this process
+    /// creates: callers ask for them only then ([`Ring::open_or_create_with`]).
     ///
     /// # Errors
-    /// `ErrorKind::Config` if `MEMTRACK_CAPACITY` is not a valid capacity.
+    /// `ErrorKind::Config` if `MEMTRACK_CAPACITY` is not a valid capacity or
+    /// `MEMTRACK_CLOCK` is neither `monotonic` nor `tsc`.
     pub fn from_env(path: &Path) -> Result<RingOptions, Error> {
+        // Read by `ClockSource::detect` when the ring is made; checked
+        // here, where every setting of a new ring is, so a typo is one
+        // line rather than silently the default.
+        if let Some(clock) = std::env::var_os("MEMTRACK_CLOCK")
+            && clock != "monotonic"
+            && clock != "tsc"
+        {
+            return Err(Error::new(
+                path,
+                ErrorKind::Config(format!(
+                    "MEMTRACK_CLOCK={:?} is neither \"monotonic\" nor \"tsc\" (the default: the TSC where invariant)",
+                    clock.to_string_lossy()
+                )),
+            ));
+        }
         let Some(value) = std::env::var_os("MEMTRACK_CAPACITY") else { return Ok(RingOptions::default()) };
         let text = value.to_string_lossy();
         let capacity = text.trim().parse::<u64>().map_err(|_| {
@@ -177,14 +199,17 @@ impl Ring {
         let size = file_size(options.capacity);
         let file_name =
             path.file_name().ok_or_else(|| Error::new(path, ErrorKind::Config("not a file name".into())))?;
-        // The pid alone is not unique where PID namespaces share /dev/shm.
-        let tmp = path.with_file_name(format!(
-            ".{}.{}.{:016x}.tmp",
-            file_name.to_string_lossy(),
-            std::process::id(),
-            random_u64()
+        // Short whatever the ring's name: a name that fits must not fail
+        // on its temporary name (NAME_MAX is 255 bytes); random, since the
+        // pid alone is not unique where PID namespaces share /dev/shm.
+        let mut prefix = file_name.as_bytes().to_vec();
+        prefix.truncate(TEMP_PREFIX_MAX);
+        let tmp = path.with_file_name(std::ffi::OsStr::from_bytes(
+            &[b".", &prefix[..], format!(".{}.{:016x}.tmp", std::process::id(), random_u64()).as_bytes()].concat(),
         ));
-        let file = open_file(&tmp, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+        // Errors name the ring, not the temporary file.
+        let file = open_file(&tmp, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
+            .map_err(|e| Error { path: path.to_path_buf(), ..e })?;
         let result = (|| {
             // Exactly 0600 whatever the umask says.
             // SAFETY: a valid descriptor we own.

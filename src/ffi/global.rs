@@ -86,7 +86,17 @@ fn attach_lazily() -> Option<&'static Writer> {
     }
     let forked_from = FORKED_FROM.load(Ordering::Acquire);
     let path = if forked_from.is_null() {
-        std::env::var_os("MEMTRACK_RING").map(|name| ring_path(&name.to_string_lossy()))
+        match std::env::var_os("MEMTRACK_RING") {
+            // As `memtrack_init("")`: an empty name names no ring (and
+            // must not become the file `/dev/shm/memtrack-`).
+            Some(name) if name.is_empty() => {
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    let _ = writeln!(std::io::stderr(), "memtrack: MEMTRACK_RING is set but empty; running untracked");
+                }
+                None
+            }
+            name => name.map(|name| ring_path(&name.to_string_lossy())),
+        }
     } else {
         // SAFETY: FORKED_FROM holds a leaked writer of the parent.
         Some(unsafe { &*forked_from }.ring().path().to_path_buf())

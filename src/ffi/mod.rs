@@ -68,7 +68,8 @@ fn boundary<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 /// Attaches this process to a ring, creating it if needed.
 ///
 /// `ring` names the ring: NULL means `$MEMTRACK_RING`, or "default" if that
-/// is unset. A name without '/' is the file `/dev/shm/memtrack-<name>`; a
+/// is unset. An empty name (or an empty `$MEMTRACK_RING`) is
+/// `MEMTRACK_ERR_INVALID`. A name without '/' is the file `/dev/shm/memtrack-<name>`; a
 /// name with '/' is a path. Idempotent: once attached, returns 0.
 ///
 /// Returns 0 on success, else a negative `MEMTRACK_ERR_*` code; on error one
@@ -81,7 +82,11 @@ fn boundary<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 pub unsafe extern "C" fn memtrack_init(ring: *const c_char) -> c_int {
     boundary(MEMTRACK_ERR_INTERNAL, || {
         let name = if ring.is_null() {
-            std::env::var("MEMTRACK_RING").unwrap_or_else(|_| "default".to_owned())
+            match std::env::var("MEMTRACK_RING") {
+                // As `memtrack_init("")`.
+                Ok(name) if name.is_empty() => return MEMTRACK_ERR_INVALID,
+                name => name.unwrap_or_else(|_| "default".to_owned()),
+            }
         } else {
             // SAFETY: the caller passes a NUL-terminated string.
             match unsafe { CStr::from_ptr(ring) }.to_str() {
