@@ -2,11 +2,13 @@
 //! truncation, never through a symbolic link, never over a ring or over
 //! the command's own input.
 //!
-//! A regular destination is written into a new temporary file beside it
-//! (`O_EXCL`, same directory, so same file system) and renamed into place
-//! when complete, like `perf record`: a file already at the destination
-//! is kept as `DEST.old` (replacing an earlier `.old`), and the command
-//! says so. Until the rename, the destination is untouched: a writer still
+//! A regular destination is written into a new file beside it,
+//! `DEST.PID-N.unfinished` (`O_EXCL`, same directory, so same file system),
+//! and renamed into place when complete. A file already at the destination
+//! is kept as `DEST.old` (replacing an earlier `.old`, as `perf record`
+//! keeps `perf.data.old`), and the command says so. A command that fails
+//! removes its `.unfinished` file; one killed by SIGKILL cannot, and its
+//! recording stays readable there with `report --partial`. Until the rename, the destination is untouched: a writer still
 //! mapping a ring at that name keeps its pages (no SIGBUS), and a reader
 //! of the old file reads the old file.
 //!
@@ -42,6 +44,8 @@ enum Target {
     InPlace { file: File },
     /// A FIFO with no reader yet: [`Output::connect`] opens it.
     Fifo,
+    /// Committed (or kept): nothing left to clean up.
+    Done,
 }
 
 /// One output file being written.
@@ -189,50 +193,44 @@ impl Output {
     ///
     /// # Errors
     /// Syncing or renaming failed; the temporary file is removed.
-    pub fn commit(self) -> Result<Option<String>> {
+    pub fn commit(mut self) -> Result<Option<String>> {
         let context = || format!("memtrack: output file {}", self.dest.display());
         match &self.target {
             Target::Replace { temp, file } => {
-                let result = file.sync_all().with_context(context).and_then(|()| self.rename_into_place(temp));
-                if result.is_err() {
-                    let _ = std::fs::remove_file(temp);
-                }
-                result
+                file.sync_all().with_context(context)?;
+                let replaced = self.rename_into_place(temp)?;
+                self.target = Target::Done;
+                Ok(replaced)
             }
-            Target::InPlace { .. } | Target::Fifo => Ok(None),
+            Target::InPlace { .. } | Target::Fifo | Target::Done => Ok(None),
         }
     }
 
     /// Puts what was written in place although it is incomplete (the
     /// output failed mid-way; `report --partial` reads it). Returns a
     /// line saying what happened, if anything.
-    pub fn keep_partial(self) -> Option<String> {
+    pub fn keep_partial(mut self) -> Option<String> {
         let Target::Replace { temp, file } = &self.target else { return None };
         let holds = file.metadata().map_or(0, |m| m.len());
         if holds < crate::recording::FILE_HEADER_SIZE as u64 {
-            let _ = std::fs::remove_file(temp);
-            return None;
+            return None; // Dropped: removed.
         }
         let _ = file.sync_all();
-        match self.rename_into_place(temp) {
-            Ok(replaced) => Some(format!(
+        let note = match self.rename_into_place(temp) {
+            Ok(replaced) => format!(
                 "memtrack: kept the incomplete recording ({holds} bytes) as {}{}",
                 self.dest.display(),
                 replaced.map_or_else(String::new, |r| format!("; {r}"))
-            )),
-            Err(error) => {
-                let _ = std::fs::remove_file(temp);
-                Some(format!("{error:#}"))
-            }
-        }
+            ),
+            Err(error) => return Some(format!("{error:#}")),
+        };
+        self.target = Target::Done;
+        Some(note)
     }
 
-    /// Removes the temporary file: nothing at the destination changes.
-    pub fn discard(self) {
-        if let Target::Replace { temp, .. } = &self.target {
-            let _ = std::fs::remove_file(temp);
-        }
-    }
+    /// Removes the temporary file: nothing at the destination changes
+    /// (dropping an `Output` does the same).
+    pub fn discard(self) {}
 
     fn rename_into_place(&self, temp: &Path) -> Result<Option<String>> {
         let context = || format!("memtrack: output file {}", self.dest.display());
@@ -260,6 +258,16 @@ impl Output {
         match &mut self.target {
             Target::Replace { file, .. } | Target::InPlace { file } => Ok(file),
             Target::Fifo => Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "no reader on the FIFO")),
+            Target::Done => Err(std::io::Error::other("already complete")),
+        }
+    }
+}
+
+impl Drop for Output {
+    /// An output neither committed nor kept leaves nothing behind.
+    fn drop(&mut self) {
+        if let Target::Replace { temp, .. } = &self.target {
+            let _ = std::fs::remove_file(temp);
         }
     }
 }
@@ -303,15 +311,16 @@ fn is_ring_file(path: &Path) -> bool {
     (&file).read_exact(&mut magic).is_ok() && u64::from_le_bytes(magic) == memtrack::format::MAGIC
 }
 
-/// A new file beside `dest`, `.NAME.PID.N.tmp`, created exclusively.
+/// A new file beside `dest`, `NAME.PID-N.unfinished`, created exclusively.
+/// Visible on purpose: a recorder killed by SIGKILL (no handler runs)
+/// leaves its records there, and `report --partial` reads them.
 fn create_temp(dest: &Path) -> std::io::Result<(PathBuf, File)> {
     let name = dest.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
     let mut prefix = name.as_bytes().to_vec();
     prefix.truncate(TEMP_PREFIX_MAX);
     for n in 0u32.. {
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(&prefix);
-        temp_name.extend_from_slice(format!(".{}.{n}.tmp", std::process::id()).as_bytes());
+        let mut temp_name = prefix.clone();
+        temp_name.extend_from_slice(format!(".{}-{n}.unfinished", std::process::id()).as_bytes());
         let temp = dest.with_file_name(OsString::from_vec(temp_name));
         // O_EXCL | O_CREAT: never an existing file, never through a link.
         match std::fs::OpenOptions::new()

@@ -213,12 +213,14 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     let mut recorder = spawn(&first);
     attached(recorder.id());
     let mut killed_at = None;
+    let mut first_pid = 0;
     for id in 0..events {
         writer.alloc(&MemtrackBuffer { buffer_id: id, size: 1, ..Default::default() });
         if id % 512 == 0 {
             std::thread::sleep(Duration::from_micros(100));
         }
         if id == events / 4 + seed % (events / 2) && killed_at.is_none() {
+            first_pid = recorder.id();
             recorder.kill().unwrap(); // SIGKILL, mid-stream
             recorder.wait().unwrap();
             // What the ring says the dead recorder took and handed on.
@@ -240,10 +242,19 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     let out = recorder.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // The first file is incomplete, and says so in one line.
-    let refused = memtrack(&["report", first.str()]);
+    // SIGKILL let the first recorder neither finish nor rename its file:
+    // what it wrote is in FILE.PID-0.unfinished, incomplete, and says so
+    // in one line.
+    assert!(!first.0.exists(), "an unfinished recording never takes the destination's name");
+    let unfinished = TempFile(first.0.with_file_name(format!(
+        "{}.{}-0.unfinished",
+        first.0.file_name().unwrap().to_str().unwrap(),
+        first_pid
+    )));
+    let refused = memtrack(&["report", unfinished.str()]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("did not finish"));
+    let first = unfinished;
     let report = report_json(&second);
     let after = writer.ring().snapshot();
     // The second recorder holds exactly the tickets from where the first
