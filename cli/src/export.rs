@@ -46,8 +46,11 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let mut reader =
-        if args.partial { RecordReader::open_unfinished(&args.file)? } else { RecordReader::open(&args.file)? };
+    let mut reader = if args.partial {
+        RecordReader::open_unfinished(&args.file)?
+    } else {
+        RecordReader::open(&args.file)?
+    };
     let Some(path) = &args.output else {
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         write(args.format, &mut reader, &mut out)?;

@@ -132,13 +132,25 @@ impl Output {
             let old = old_path(dest);
             if let Ok(old_meta) = std::fs::symlink_metadata(&old) {
                 if old_meta.is_dir() {
-                    return Err(fail(format!("{} (where the existing file would be kept) is a directory", old.display())));
+                    return Err(fail(format!(
+                        "{} (where the existing file would be kept) is a directory",
+                        old.display()
+                    )));
                 }
-                check_not_protected(&old_meta, &format!("{} (where the existing file would be kept) ", old.display()), protected).map_err(fail)?;
+                check_not_protected(
+                    &old_meta,
+                    &format!("{} (where the existing file would be kept) ", old.display()),
+                    protected,
+                )
+                .map_err(fail)?;
             }
         }
         let (temp, file) = create_temp(dest).with_context(context)?;
-        Ok(Output { dest: dest.to_owned(), target: Target::Replace { temp, file }, replaces: existing.is_some() })
+        Ok(Output {
+            dest: dest.to_owned(),
+            target: Target::Replace { temp, file },
+            replaces: existing.is_some(),
+        })
     }
 
     fn in_place(dest: &Path, meta: &std::fs::Metadata) -> Result<Output> {
@@ -180,7 +192,10 @@ impl Output {
                 return Ok(());
             }
             if !keep_waiting() {
-                bail!("memtrack: output file {}: no process opened the FIFO for reading", self.dest.display());
+                bail!(
+                    "memtrack: output file {}: no process opened the FIFO for reading",
+                    self.dest.display()
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -247,7 +262,10 @@ impl Output {
                 }
                 // Removed meanwhile: nothing to keep.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("{}: cannot keep it as {}", context(), old.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("{}: cannot keep it as {}", context(), old.display()));
+                }
             }
         }
         std::fs::rename(temp, &self.dest).with_context(context)?;
@@ -257,7 +275,9 @@ impl Output {
     fn file(&mut self) -> std::io::Result<&mut File> {
         match &mut self.target {
             Target::Replace { file, .. } | Target::InPlace { file } => Ok(file),
-            Target::Fifo => Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "no reader on the FIFO")),
+            Target::Fifo => {
+                Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "no reader on the FIFO"))
+            }
             Target::Done => Err(std::io::Error::other("already complete")),
         }
     }
@@ -290,7 +310,11 @@ pub fn old_path(dest: &Path) -> PathBuf {
 }
 
 /// `subject` is "" for the destination itself, else the file named.
-fn check_not_protected(meta: &std::fs::Metadata, subject: &str, protected: &[Protected]) -> Result<(), String> {
+fn check_not_protected(
+    meta: &std::fs::Metadata,
+    subject: &str,
+    protected: &[Protected],
+) -> Result<(), String> {
     match protected.iter().find(|p| p.is(meta)) {
         Some(p) => Err(format!("{subject}is {}; choose another output file", p.what)),
         None => Ok(()),
@@ -300,10 +324,8 @@ fn check_not_protected(meta: &std::fs::Metadata, subject: &str, protected: &[Pro
 /// Whether `path` starts with a ring's magic (opened without following
 /// links and without blocking, read only).
 fn is_ring_file(path: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    let Ok(file) =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
     else {
         return false;
     };
@@ -347,7 +369,9 @@ fn open_in_place(dest: &Path) -> Result<Option<File>> {
     // below, so a link swapped for a regular file meanwhile is refused
     // before anything is written.
     // SAFETY: a NUL-terminated path; no mode (no O_CREAT).
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) };
+    let fd = unsafe {
+        libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+    };
     if fd < 0 {
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() == Some(libc::ENXIO) {

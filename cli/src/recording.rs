@@ -92,7 +92,8 @@ pub struct FileHeader {
     ring_path: [u8; 128],
 }
 
-const _: () = assert!(size_of::<FileHeader>() == FILE_HEADER_SIZE && FILE_HEADER_SIZE.is_multiple_of(BLOCK_SIZE));
+const _: () =
+    assert!(size_of::<FileHeader>() == FILE_HEADER_SIZE && FILE_HEADER_SIZE.is_multiple_of(BLOCK_SIZE));
 
 impl FileHeader {
     /// A header for a recording of a ring with these properties.
@@ -655,8 +656,13 @@ impl RecordWriter {
 
     /// Writes the header into `out`.
     pub fn new(out: Output, header: &FileHeader) -> RecordWriter {
-        let mut writer =
-            RecordWriter { out, pending: Vec::with_capacity(PENDING_LIMIT), skipped: 0, written: 0, failure: None };
+        let mut writer = RecordWriter {
+            out,
+            pending: Vec::with_capacity(PENDING_LIMIT),
+            skipped: 0,
+            written: 0,
+            failure: None,
+        };
         writer.write_bytes(bytemuck::bytes_of(header));
         writer
     }

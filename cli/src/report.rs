@@ -206,9 +206,12 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
 pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour: bool) -> Result<()> {
     let losses = engine.losses();
     match &source.file {
-        Some(file) => {
-            writeln!(out, "memtrack report: {} (ring {})", printable_path(file), printable_path(&source.ring))?
-        }
+        Some(file) => writeln!(
+            out,
+            "memtrack report: {} (ring {})",
+            printable_path(file),
+            printable_path(&source.ring)
+        )?,
         None => writeln!(out, "memtrack report: ring {}", printable_path(&source.ring))?,
     }
     if !source.finished {
@@ -243,7 +246,11 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         writeln!(out, "0 records lost")?;
     } else {
         // The loss totals are among the blocks written at the end.
-        writeln!(out, "{}", red("records lost: unknown (the loss totals are written when a recording finishes)", colour))?;
+        writeln!(
+            out,
+            "{}",
+            red("records lost: unknown (the loss totals are written when a recording finishes)", colour)
+        )?;
     }
     let uncertain = engine.uncertain_cells();
     if !uncertain.is_empty() {

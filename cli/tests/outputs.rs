@@ -152,7 +152,8 @@ fn an_output_that_is_the_ring_is_refused_and_its_writers_keep_running() {
     let _ = std::fs::remove_file(&other.0);
     Ring::create(&other.0, RingOptions { capacity: 64 }).unwrap();
     // A hard link must be on the ring's file system.
-    let hard = TempFile(Path::new(memtrack::SHM_DIR).join(format!("mt-test-hard-link-{}", std::process::id())));
+    let hard =
+        TempFile(Path::new(memtrack::SHM_DIR).join(format!("mt-test-hard-link-{}", std::process::id())));
     let _ = std::fs::remove_file(&hard.0);
     std::fs::hard_link(&path, &hard.0).unwrap();
     let hard = hard.0.clone();
@@ -201,7 +202,8 @@ fn export_refuses_its_own_input_and_keeps_an_existing_file_as_old() {
     let link = dir.join("run-link.mtr");
     std::fs::hard_link(&file, &link).unwrap();
     for (format, output) in [("csv", &file), ("perfetto", &file), ("csv", &link)] {
-        let out = memtrack(&["export", file.to_str().unwrap(), "--format", format, "-o", output.to_str().unwrap()]);
+        let out =
+            memtrack(&["export", file.to_str().unwrap(), "--format", format, "-o", output.to_str().unwrap()]);
         let text = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{text}");
         assert!(text.contains("is the input"), "{text}");
@@ -222,7 +224,8 @@ fn export_refuses_its_own_input_and_keeps_an_existing_file_as_old() {
     std::fs::write(&victim, b"precious").unwrap();
     let planted = dir.join("planted.csv");
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
-    let out = memtrack(&["export", file.to_str().unwrap(), "--format", "csv", "-o", planted.to_str().unwrap()]);
+    let out =
+        memtrack(&["export", file.to_str().unwrap(), "--format", "csv", "-o", planted.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
@@ -245,7 +248,8 @@ fn export_of_an_unfinished_recording_leaves_nothing_unless_partial() {
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..256 + 30 * 64 + 10]).unwrap();
     let json = dir.join("run.json");
-    let out = memtrack(&["export", file.to_str().unwrap(), "--format", "perfetto", "-o", json.to_str().unwrap()]);
+    let out =
+        memtrack(&["export", file.to_str().unwrap(), "--format", "perfetto", "-o", json.to_str().unwrap()]);
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("--partial"), "{text}");
@@ -267,9 +271,10 @@ fn export_of_an_unfinished_recording_leaves_nothing_unless_partial() {
 #[test]
 fn record_into_dev_full_drains_waits_for_the_command_and_fails() {
     // The command says which ring it was given, then runs the helper.
-    let mut args: Vec<String> = ["record", "-o", "/dev/full", "--", "sh", "-c", "echo \"$MEMTRACK_RING\"; exec \"$@\"", "sh"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut args: Vec<String> =
+        ["record", "-o", "/dev/full", "--", "sh", "-c", "echo \"$MEMTRACK_RING\"; exec \"$@\"", "sh"]
+            .map(str::to_owned)
+            .to_vec();
     args.extend(helper_command());
     let out = Command::new(env!("CARGO_BIN_EXE_memtrack"))
         .args(&args)
@@ -337,7 +342,8 @@ fn a_fifo_output_does_not_hold_the_command_back() {
     // The command leaves a mark as soon as it runs; nobody reads the FIFO
     // until then.
     let script = format!("touch {} && exec \"$@\"", started.display());
-    let mut args: Vec<String> = vec!["record".into(), "-o".into(), fifo.to_str().unwrap().into(), "--quiet".into()];
+    let mut args: Vec<String> =
+        vec!["record".into(), "-o".into(), fifo.to_str().unwrap().into(), "--quiet".into()];
     args.extend(["--".into(), "sh".into(), "-c".into(), script, "sh".into()]);
     args.append(&mut helper);
     let child = Command::new(env!("CARGO_BIN_EXE_memtrack"))
@@ -466,7 +472,12 @@ fn smaller_ring_name_and_setting_rules() {
     let bare = Path::new("/dev/shm/memtrack-");
     let _ = std::fs::remove_file(bare);
     let mut helper = Command::new(&helper_command()[0]);
-    let out = helper.args(&helper_command()[1..]).env(ROLE, "empty-ring").env("MEMTRACK_RING", "").output().unwrap();
+    let out = helper
+        .args(&helper_command()[1..])
+        .env(ROLE, "empty-ring")
+        .env("MEMTRACK_RING", "")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!bare.exists(), "no /dev/shm/memtrack-");
     let warning = stderr(&out);

@@ -91,7 +91,10 @@ fn attach_lazily() -> Option<&'static Writer> {
             // must not become the file `/dev/shm/memtrack-`).
             Some(name) if name.is_empty() => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
-                    let _ = writeln!(std::io::stderr(), "memtrack: MEMTRACK_RING is set but empty; running untracked");
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "memtrack: MEMTRACK_RING is set but empty; running untracked"
+                    );
                 }
                 None
             }

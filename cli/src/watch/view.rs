@@ -408,7 +408,10 @@ fn render_marks(frame: &mut Frame, area: Rect, model: &Model) {
             let live: u64 = m.usage.iter().map(|(_, (bytes, _))| bytes).sum();
             Line::from(vec![
                 format!("{:>9} ", human_ns(m.time_ns)).dim(),
-                Span::styled(printable(&m.label).into_owned(), Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    printable(&m.label).into_owned(),
+                    Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
+                ),
                 format!(" pid {}  {} live", m.pid, human_bytes(live as i64)).into(),
             ])
         })
