@@ -102,7 +102,7 @@ fn write_report_input(path: &Path) {
     let mut file = RecordWriter::create(path, &header).unwrap();
     let mut start = Record { pid: 1, event: Event::ProcessStart as u8, ..Default::default() };
     start.set_label(b"model");
-    file.records(&[start]).unwrap();
+    file.records(&[start]);
     let live = REPORT_RECORDS / 10;
     let mut chunk = Vec::with_capacity(4096);
     let mut ticket = 1;
@@ -122,13 +122,13 @@ fn write_report_input(path: &Path) {
                 });
                 ticket += 1;
                 if chunk.len() == chunk.capacity() {
-                    file.records(&chunk).unwrap();
+                    file.records(&chunk);
                     chunk.clear();
                 }
             }
         }
     }
-    file.records(&chunk).unwrap();
+    file.records(&chunk);
     file.finish().unwrap();
 }
 
