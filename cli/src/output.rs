@@ -174,6 +174,12 @@ impl Output {
         &self.dest
     }
 
+    /// Whether the output becomes a regular file (one that can be read
+    /// back once committed), not a device or FIFO.
+    pub fn is_file(&self) -> bool {
+        matches!(self.target, Target::Replace { .. })
+    }
+
     /// Whether the destination is a FIFO no reader has opened yet.
     pub fn waiting_for_reader(&self) -> bool {
         matches!(self.target, Target::Fifo)

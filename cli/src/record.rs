@@ -89,7 +89,9 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
     // refused output must not cost a run.
     let protected = Protected::of(&path, "the ring being recorded");
     let mut output = Output::create(&args.output, protected.as_slice())?;
-    let mut session = match Session::consumer_for_recording(&path) {
+    // A device or FIFO cannot be read back for the summary: analyse live.
+    let read_back = output.is_file();
+    let mut session = match Session::consumer_for_recording(&path, !read_back) {
         Ok(session) => session,
         Err(error) => {
             output.discard();
@@ -118,18 +120,27 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         Some(consume_while_running(&mut session, child, output)?)
     };
     let code = status.map_or(0, exit_code);
-    if let Err(error) = session.finish() {
-        // The command ran to its end regardless; say how it ended too.
-        let ended = match status {
-            Some(status) => format!(" (the command exited with status {code}{})", signal_note(status)),
-            None => String::new(),
-        };
-        eprintln!("{error:#}{ended}");
-        return Ok(if code == 0 { 1 } else { code });
-    }
+    let origin_unix_ns = session.started_unix_ns();
+    let engine = match session.finish() {
+        Ok(engine) => engine,
+        Err(error) => {
+            // The command ran to its end regardless; say how it ended too.
+            let ended = match status {
+                Some(status) => format!(" (the command exited with status {code}{})", signal_note(status)),
+                None => String::new(),
+            };
+            eprintln!("{error:#}{ended}");
+            return Ok(if code == 0 { 1 } else { code });
+        }
+    };
     if !args.quiet {
-        let (header, engine) = report::load(&args.output)?;
-        let source = Source::of_file(&args.output, &header, true);
+        let (engine, source) = if read_back {
+            let (header, engine) = report::load(&args.output)?;
+            (engine, Source::of_file(&args.output, &header, true))
+        } else {
+            let source = Source { origin_unix_ns, file: Some(args.output.clone()), ring: path.clone(), finished: true };
+            (engine, source)
+        };
         let mut err = std::io::stderr().lock();
         report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))?;
     }

@@ -99,12 +99,13 @@ impl Session {
     /// Attaches as the consumer of the ring at `ring_path` (created if
     /// missing), without a file yet: `record` opens its output after
     /// starting the command (a FIFO must not hold the command back) and
-    /// hands it over with [`Session::write_into`]. The engine stays empty.
+    /// hands it over with [`Session::write_into`]. The engine stays empty
+    /// unless `analyse` (an output that cannot be read back).
     ///
     /// # Errors
     /// As [`Session::start`].
-    pub fn consumer_for_recording(ring_path: &Path) -> Result<Session> {
-        Session::attach(ring_path, true, false)
+    pub fn consumer_for_recording(ring_path: &Path, analyse: bool) -> Result<Session> {
+        Session::attach(ring_path, true, analyse)
     }
 
     /// Starts writing everything consumed from now on into `path`,
@@ -233,10 +234,12 @@ impl Session {
 
     /// Takes what the ring holds now, and notices processes that died.
     /// Returns the records handled. A record file that fails does not stop
-    /// the session: see [`Session::output_failure`].
+    /// the session (see [`Session::output_failure`]), so neither does it
+    /// make this fail.
     ///
     /// # Errors
-    /// None today; callers stop on one.
+    /// None at present; the `Result` leaves room for a sink that must stop
+    /// the session.
     pub fn poll(&mut self) -> Result<usize> {
         // From the first record on, blocks go to the file or nowhere.
         self.prologue = None;

@@ -376,3 +376,19 @@ fn rates_read_naturally() {
     assert_eq!(rate(12_500.0), "12.5k records/s");
     assert_eq!(rate(3_100_000.0), "3.1M records/s");
 }
+
+#[test]
+fn escapes_in_names_labels_and_the_ring_path_reach_the_screen_escaped() {
+    let mut s = Stream::new(1_000_000);
+    s.labelled(Event::ProcessStart, 100, 0, "w\x1b]0;x\x07");
+    s.labelled(Event::Mark, 100, 0, "m\x1b]52;c;eA==\x07\nz");
+    let table = snapshot(vec![process(0, 100, "w\x1b]0;x\x07", ProcessState::Running)], vec![], vec![]);
+    let start = Instant::now();
+    let mut model = Model::new("/dev/shm/memtrack-\x1b[2J".into(), None, OWN_PID, start);
+    model.sample(&s.engine, LossBlock::default(), &table, start + Duration::from_millis(250));
+    let screen = text(&draw(&model, 120, 30));
+    assert!(!screen.contains(|c: char| c.is_control() && c != '\n'), "{screen:?}");
+    assert!(screen.contains("w\\x1b]0;x\\x07"), "{screen}");
+    assert!(screen.contains("m\\x1b]52;c;eA==\\x07\\nz"), "{screen}");
+    assert!(screen.contains("memtrack-\\x1b[2J"), "{screen}");
+}
