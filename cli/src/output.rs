@@ -52,8 +52,8 @@ enum Target {
 pub struct Output {
     dest: PathBuf,
     target: Target,
-    /// `dest` existed as a regular file (or a link to one that we do not
-    /// follow is refused, so: a regular file) and will become `DEST.old`.
+    /// A regular file was at `dest` (the only kind replaced: links are
+    /// refused); it becomes `DEST.old` at commit.
     replaces: bool,
 }
 

@@ -134,15 +134,24 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         }
     };
     if !args.quiet {
-        let (engine, source) = if read_back {
-            let (header, engine) = report::load(&args.output)?;
-            (engine, Source::of_file(&args.output, &header, true))
-        } else {
-            let source = Source { origin_unix_ns, file: Some(args.output.clone()), ring: path.clone(), finished: true };
-            (engine, source)
-        };
-        let mut err = std::io::stderr().lock();
-        report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))?;
+        // The file is complete; a summary that cannot be shown is an
+        // error, but the exit status stays the command's when it failed.
+        let summary = (|| {
+            let (engine, source) = if read_back {
+                let (header, engine) = report::load(&args.output)?;
+                (engine, Source::of_file(&args.output, &header, true))
+            } else {
+                let source =
+                    Source { origin_unix_ns, file: Some(args.output.clone()), ring: path.clone(), finished: true };
+                (engine, source)
+            };
+            let mut err = std::io::stderr().lock();
+            report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))
+        })();
+        if let Err(error) = summary {
+            eprintln!("{error:#}");
+            return Ok(if code == 0 { 1 } else { code });
+        }
     }
     Ok(code)
 }
