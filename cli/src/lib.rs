@@ -3,7 +3,10 @@
 //! records: `record` drains a ring into a record file (`recording`) through
 //! a `session`; `report` and `export` read one back; `watch`, `demo` and
 //! `serve --consume` run a session live. `status` and `serve` read the
-//! writers' live counters without consuming.
+//! writers' live counters without consuming. Every file the commands write
+//! goes through `output` (a new file renamed into place, never a ring or
+//! the input); every writer-supplied name they print, through
+//! `units::printable`.
 
 pub mod bench;
 pub mod demo;
