@@ -300,7 +300,10 @@ fn shutdown_twice_while_threads_are_in_hooks_then_events_after_it() {
     let tmp = TempRing::new("shutdown");
     Ring::create(tmp.path(), RingOptions { capacity: 1 << 16 }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
-    let mut child = spawn("shutdown-race", &tmp, &[]);
+    // Hooks wait for room rather than drop (the exit record included) when
+    // this reader is off the CPU a while: the machine may be busy, and a
+    // release build fills the ring in well under a millisecond.
+    let mut child = spawn("shutdown-race", &tmp, &[("MEMTRACK_WAIT_US", "1000000".to_owned())]);
     let mut records = Vec::new();
     consume_until_exit(&mut consumer, &mut child, &mut records);
     assert!(child.wait().unwrap().success());
