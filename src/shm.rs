@@ -205,7 +205,8 @@ impl Ring {
         let mut prefix = file_name.as_bytes().to_vec();
         prefix.truncate(TEMP_PREFIX_MAX);
         let tmp = path.with_file_name(std::ffi::OsStr::from_bytes(
-            &[b".", &prefix[..], format!(".{}.{:016x}.tmp", std::process::id(), random_u64()).as_bytes()].concat(),
+            &[b".", &prefix[..], format!(".{}.{:016x}.tmp", std::process::id(), random_u64()).as_bytes()]
+                .concat(),
         ));
         // Errors name the ring, not the temporary file.
         let file = open_file(&tmp, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)

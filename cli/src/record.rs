@@ -141,8 +141,12 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
                 let (header, engine) = report::load(&args.output)?;
                 (engine, Source::of_file(&args.output, &header, true))
             } else {
-                let source =
-                    Source { origin_unix_ns, file: Some(args.output.clone()), ring: path.clone(), finished: true };
+                let source = Source {
+                    origin_unix_ns,
+                    file: Some(args.output.clone()),
+                    ring: path.clone(),
+                    finished: true,
+                };
                 (engine, source)
             };
             let mut err = std::io::stderr().lock();

@@ -949,7 +949,7 @@ mod tests {
         let mut w = RecordWriter::create(Path::new("/dev/full"), &header()).unwrap();
         let record = |ticket| Record { ticket, event: Event::Alloc as u8, ..Zeroable::zeroed() };
         w.records(&[record(1), record(2)]);
-        w.block(Block::Died(DiedBlock::new(7, 0, 1)));
+        w.block(Block::Start(StartBlock::new(1, 0, 0, 0)));
         w.flush();
         let failure = w.failure().unwrap();
         assert_eq!(failure.error.raw_os_error(), Some(libc::ENOSPC));
