@@ -9,10 +9,10 @@
 //! opens the new one; while it is missing, scrapes get a 503 and one line
 //! naming the ring and the reason.
 //!
-//! The HTTP side is a plain `std::net` loop on one thread: one request per
-//! connection, read and write timeouts, no keep-alive. A scrape is a few
-//! microseconds of reading shared memory; Prometheus scrapes every few
-//! seconds at most.
+//! The HTTP side ([`http`]) is hyper on a one-thread tokio runtime: every
+//! connection is its own task with its own deadlines, so an idle or slow
+//! client never delays another one's scrape. A scrape is a few microseconds
+//! of reading shared memory, done under the [`Exporter`]'s lock.
 //!
 //! **`--consume`.** Allocation and free counts, peaks and anomaly counts
 //! exist only for a reader that consumes the ring. With `--consume`, a
@@ -23,9 +23,11 @@
 //! `memtrack_frees_total`, `memtrack_device_memory_peak_bytes` and
 //! `memtrack_anomalies_total`.
 
+mod http;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,17 +48,6 @@ use crate::units::kind_name;
 /// Where `serve` listens unless told otherwise (the port is in Prometheus's
 /// default port allocations list for exporters).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
-
-/// How long one client may take to send its request or read the answer;
-/// the loop serves one connection at a time.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest request head (request line and headers) read.
-const MAX_REQUEST_HEAD: u64 = 16 * 1024;
-
-/// How long, and how much, a closing connection's input is discarded.
-const LINGER: Duration = Duration::from_millis(200);
-const MAX_LINGER_BYTES: u64 = 64 * 1024;
 
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -96,14 +87,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     writeln!(out, "memtrack serve: ring {} on http://{address}/metrics", exporter.source.path.display())?;
     out.flush()?;
     drop(out);
-    for stream in listener.incoming() {
-        let result = stream.and_then(|stream| exporter.serve_connection(stream));
-        if let Err(error) = result {
-            // A client that went away or timed out: say so and serve the next.
-            eprintln!("memtrack serve: connection: {error}");
-        }
-    }
-    Ok(())
+    http::serve(listener, exporter)
 }
 
 /// How often the consuming thread refreshes the totals scrapes see.
@@ -270,44 +254,11 @@ impl Exporter {
         Ok(body)
     }
 
-    /// Reads one request from `stream` and answers it.
-    fn serve_connection(&mut self, stream: TcpStream) -> std::io::Result<()> {
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let request = read_request_head(&stream)?;
-        let response = match request {
-            None => Response::text(400, "Bad Request", "bad request\n".into()),
-            Some(request) => self.respond(&request),
-        };
-        let head_only = response.head_only;
-        let mut stream = stream;
-        write!(
-            stream,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
-            response.status,
-            response.reason,
-            response.content_type,
-            response.body.len(),
-            if response.status == 405 { "Allow: GET, HEAD\r\n" } else { "" },
-        )?;
-        if !head_only {
-            stream.write_all(response.body.as_bytes())?;
-        }
-        stream.flush()?;
-        // Lingering close: closing with unread input (a request body, the
-        // rest of a bad request) would reset the connection and could
-        // destroy the response before the client reads it. Half-close, then
-        // discard what the client still sends, for a short while.
-        stream.shutdown(Shutdown::Write)?;
-        stream.set_read_timeout(Some(LINGER))?;
-        let _ = std::io::copy(&mut (&stream).take(MAX_LINGER_BYTES), &mut std::io::sink());
-        Ok(())
-    }
-
+    /// The answer to one request.
     fn respond(&mut self, request: &Request) -> Response {
         let path = request.target.split('?').next().unwrap_or("");
         let method_ok = request.method == "GET" || request.method == "HEAD";
-        let mut response = match (path, method_ok) {
+        match (path, method_ok) {
             ("/metrics", true) => {
                 let openmetrics = request.accept.contains("application/openmetrics-text");
                 match self.scrape(openmetrics) {
@@ -318,7 +269,7 @@ impl Exporter {
                         } else {
                             prometheus_client::encoding::prometheus_text::CONTENT_TYPE
                         };
-                        Response { status: 200, reason: "OK", content_type, body, head_only: false }
+                        Response { status: 200, content_type, body }
                     }
                     Err(error) => {
                         let line = format!("{error:#}");
@@ -328,73 +279,39 @@ impl Exporter {
                             eprintln!("{line}");
                             self.last_error = Some(line.clone());
                         }
-                        Response::text(503, "Service Unavailable", line + "\n")
+                        Response::text(503, line + "\n")
                     }
                 }
             }
             ("/", true) => Response::text(
                 200,
-                "OK",
                 format!("memtrack serve: ring {}\nmetrics: /metrics\n", self.source.path.display()),
             ),
-            ("/metrics" | "/", false) => {
-                Response::text(405, "Method Not Allowed", "method not allowed\n".into())
-            }
-            _ => Response::text(404, "Not Found", "not found: try /metrics\n".into()),
-        };
-        response.head_only = request.method == "HEAD";
-        response
+            ("/metrics" | "/", false) => Response::text(405, "method not allowed\n".into()),
+            _ => Response::text(404, "not found: try /metrics\n".into()),
+        }
     }
 }
 
+/// What [`Exporter::respond`] needs of a request.
 struct Request {
     method: String,
+    /// The path and query.
     target: String,
     /// The Accept header, lowercased ("" if none).
     accept: String,
 }
 
+/// An answer, before HTTP framing (HEAD answers lose their body there).
 struct Response {
     status: u16,
-    reason: &'static str,
     content_type: &'static str,
     body: String,
-    head_only: bool,
 }
 
 impl Response {
-    fn text(status: u16, reason: &'static str, body: String) -> Response {
-        Response { status, reason, content_type: "text/plain; charset=utf-8", body, head_only: false }
-    }
-}
-
-/// Reads the request line and headers; `None` if they are not HTTP/1.x.
-fn read_request_head(stream: &TcpStream) -> std::io::Result<Option<Request>> {
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST_HEAD));
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut words = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (words.next(), words.next(), words.next()) else {
-        return Ok(None);
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Ok(None);
-    }
-    let mut request = Request { method: method.to_owned(), target: target.to_owned(), accept: String::new() };
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(None); // The head ended without its blank line.
-        }
-        let header = line.trim_end_matches(['\r', '\n']);
-        if header.is_empty() {
-            return Ok(Some(request));
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.trim().eq_ignore_ascii_case("accept")
-        {
-            request.accept = value.trim().to_ascii_lowercase();
-        }
+    fn text(status: u16, body: String) -> Response {
+        Response { status, content_type: "text/plain; charset=utf-8", body }
     }
 }
 

@@ -2,7 +2,7 @@
 //! ephemeral port, a real ring written with `memtrack::Writer`, scraped over
 //! TCP, every value checked exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl Server {
         Server { child, address }
     }
 
-    /// Sends one request; returns (status, headers, body).
+    /// Sends one request; returns (status, lowercased head, body).
     fn request(&self, request_line: &str, accept: &str) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -50,14 +50,15 @@ impl Server {
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head.to_owned(), body.to_owned())
+        // Header names are case-insensitive (hyper writes them lowercase).
+        (status, head.to_ascii_lowercase(), body.to_owned())
     }
 
     /// Scrapes /metrics as Prometheus does; returns `series -> value`.
     fn scrape(&self) -> BTreeMap<String, String> {
         let (status, head, body) = self.request("GET /metrics HTTP/1.1", OPENMETRICS);
         assert_eq!(status, 200, "{head}\n{body}");
-        assert!(head.contains("Content-Type: application/openmetrics-text; version=1.0.0"), "{head}");
+        assert!(head.contains("content-type: application/openmetrics-text; version=1.0.0"), "{head}");
         assert!(body.ends_with("# EOF\n"), "{body}");
         samples(&body)
     }
@@ -234,13 +235,13 @@ fn serve_speaks_http_and_both_text_formats() {
     // Without an OpenMetrics Accept header: the Prometheus text format 0.0.4.
     let (status, head, body) = server.request("GET /metrics HTTP/1.1", "*/*");
     assert_eq!(status, 200, "{head}");
-    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
     assert!(!body.contains("# EOF"), "{body}");
     assert!(body.contains("# TYPE memtrack_records_lost_total counter\n"), "{body}");
     assert_eq!(samples(&body)[r#"memtrack_device_memory_used_bytes{device="2",kind="TRACE"}"#], "4096");
     let length: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .find_map(|l| l.strip_prefix("content-length: "))
         .expect("Content-Length")
         .parse()
         .unwrap();
@@ -262,7 +263,7 @@ fn serve_speaks_http_and_both_text_formats() {
     assert_eq!(server.request("GET /other HTTP/1.1", "*/*").0, 404);
     let (status, head, _) = server.request("POST /metrics HTTP/1.1", "*/*");
     assert_eq!(status, 405);
-    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    assert!(head.contains("allow: get, head"), "{head}");
     assert_eq!(server.request("GET / HTTP/1.1", "*/*").0, 200);
     assert_eq!(server.request("NONSENSE", "*/*").0, 400);
     // A client that hangs up without a request does not stop the server.
@@ -365,4 +366,249 @@ fn serve_consume_adds_the_engine_totals() {
     drop(server);
     let plain = Server::start(&ring.0, &[]);
     assert!(!plain.scrape().contains_key(r#"memtrack_allocations_total{device="2",kind="L1"}"#));
+}
+
+/// Whether `stream` is still open with nothing to read: the server neither
+/// answered nor closed it.
+fn open_and_unanswered(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let result = stream.peek(&mut byte);
+    stream.set_nonblocking(false).unwrap();
+    matches!(result, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[test]
+fn serve_an_idle_or_slow_client_never_delays_another_scrape() {
+    let ring = TempRing::new("idle");
+    let writer = Writer::attach_named(ring.create(), b"model").unwrap();
+    writer.alloc(&buffer(1, 4096, 0, kind::DRAM, 0));
+    let server = Server::start(&ring.0, &[]);
+
+    // An idle connection (sends nothing), a slow one (half a request line),
+    // and one that sends a request and never reads the answer.
+    let idle = TcpStream::connect(&server.address).unwrap();
+    let mut slow = TcpStream::connect(&server.address).unwrap();
+    slow.write_all(b"GET /met").unwrap();
+    let mut deaf = TcpStream::connect(&server.address).unwrap();
+    write!(deaf, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+
+    // Several scrapes are answered while the idle and slow connections are
+    // still open and unanswered: they were not served one after another
+    // (the old one-connection-at-a-time loop answered these only after the
+    // idle client's 5 s timeout had closed it).
+    for _ in 0..5 {
+        assert_samples(
+            &server.scrape(),
+            &[(r#"memtrack_device_memory_used_bytes{device="0",kind="DRAM"}"#, 4096)],
+        );
+    }
+    assert!(open_and_unanswered(&idle), "the idle connection was closed or answered before the scrapes");
+    assert!(open_and_unanswered(&slow), "the slow connection was closed or answered before the scrapes");
+
+    // The idle and slow clients are not kept forever: the server closes them
+    // (hyper answers 408 or just closes) after its header timeout (5 s).
+    for (name, mut stream) in [("idle", idle), ("slow", slow)] {
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut rest = Vec::new();
+        let result = stream.read_to_end(&mut rest);
+        assert!(result.is_ok(), "{name}: not closed by the server: {result:?}");
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.is_empty() || rest.starts_with("HTTP/1.1 408"), "{name}: {rest}");
+    }
+    drop(deaf);
+}
+
+#[test]
+fn serve_answers_many_concurrent_scrapes() {
+    let ring = TempRing::new("concurrent");
+    let writer = Writer::attach_named(ring.create(), b"model").unwrap();
+    writer.alloc(&buffer(1, 777, 3, kind::L1, 0));
+    let server = Server::start(&ring.0, &[]);
+    // 32 idle connections held open while 8 threads scrape 10 times each.
+    let idle: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(&server.address).unwrap()).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..10 {
+                    let got = server.scrape();
+                    assert_eq!(got[r#"memtrack_device_memory_used_bytes{device="3",kind="L1"}"#], "777");
+                }
+            });
+        }
+    });
+    assert!(idle.iter().all(open_and_unanswered));
+}
+
+/// Identifiers (`[A-Za-z_][A-Za-z0-9_]*`) of a PromQL expression outside its
+/// string literals, each with what follows it (spaces skipped).
+fn promql_tokens(expr: &str) -> Vec<(String, Option<char>)> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '[' {
+            // A range: `[5m]`, `[$__rate_interval]`.
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == '$' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = chars[i..].iter().copied().find(|c| !c.is_whitespace());
+            if !word.starts_with('$') {
+                tokens.push((word, next));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    tokens
+}
+
+/// The metric names and the label names a PromQL expression uses: labels in
+/// `by (...)`, `on (...)`, selectors `{label=...}` and `label_values(m, label)`.
+fn promql_names(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let tokens = promql_tokens(expr);
+    let mut metrics = BTreeSet::new();
+    let mut labels = BTreeSet::new();
+    let mut grouping = false;
+    for (word, next) in &tokens {
+        if word.starts_with("memtrack_") {
+            metrics.insert(word.clone());
+            grouping = false;
+        } else if matches!(word.as_str(), "by" | "on" | "without" | "ignoring") && *next == Some('(') {
+            grouping = true;
+        } else if grouping {
+            labels.insert(word.clone());
+            if *next == Some(')') {
+                grouping = false;
+            }
+        } else if matches!(next, Some('=' | '!')) {
+            labels.insert(word.clone()); // A selector's label matcher.
+        }
+    }
+    // label_values(metric{...}, label): the last argument.
+    if let Some(arguments) = expr.trim().strip_prefix("label_values(").and_then(|a| a.strip_suffix(')')) {
+        labels.insert(arguments.rsplit(',').next().unwrap().trim().to_owned());
+    }
+    (metrics, labels)
+}
+
+/// Every string value under a key named `key`, anywhere in `value`.
+fn strings_under(value: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::String(s) if k == key => out.push(s.clone()),
+                    _ => strings_under(v, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| strings_under(v, key, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn promql_names_finds_metrics_and_labels() {
+    let (metrics, labels) = promql_names(
+        r#"sum by (device, kind) (rate(memtrack_frees_total{instance=~"$instance", kind!="L1 by (x)"}[$__rate_interval])) / on (job) memtrack_x"#,
+    );
+    assert_eq!(metrics, ["memtrack_frees_total", "memtrack_x"].map(String::from).into());
+    assert_eq!(labels, ["device", "kind", "instance", "job"].map(String::from).into());
+    let (metrics, labels) = promql_names("label_values(memtrack_a{instance=~\"$instance\"}, device)");
+    assert_eq!(metrics, ["memtrack_a".to_owned()].into());
+    assert_eq!(labels, ["instance", "device"].map(String::from).into());
+}
+
+#[test]
+fn grafana_dashboard_queries_only_metrics_and_labels_serve_exports() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/memtrack.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(dashboard["uid"], "memtrack");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut exprs = Vec::new();
+    strings_under(&dashboard["panels"], "expr", &mut exprs);
+    for variable in dashboard["templating"]["list"].as_array().expect("templating") {
+        if variable["type"] == "query" {
+            exprs.push(variable["query"]["query"].as_str().expect("a query variable's query").to_owned());
+        }
+    }
+    let mut legends = Vec::new();
+    strings_under(&dashboard["panels"], "legendFormat", &mut legends);
+    assert!(exprs.len() >= 15, "{exprs:#?}");
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        assert!(panel["targets"].as_array().is_some_and(|t| !t.is_empty()), "no query in {panel}");
+        assert!(panel["gridPos"]["w"].as_u64().is_some() && panel["title"].is_string(), "{panel}");
+    }
+
+    // A ring with everything the dashboard shows: usage with a capacity, L1,
+    // processes; serve with --per-process and --consume for their series.
+    let ring = TempRing::new("grafana");
+    let model =
+        Writer::attach_named(Ring::create(&ring.0, RingOptions { capacity: 1024 }).unwrap(), b"model")
+            .unwrap();
+    model.set_capacity(0, kind::DRAM, 1 << 30);
+    model.alloc(&buffer(1, 4096, 0, kind::DRAM, 0));
+    model.alloc(&buffer(2, 512, 0, kind::L1, 0));
+    model.free(&buffer(9, 512, 0, kind::L1, 0)); // an anomaly
+    let server = Server::start(&ring.0, &["--per-process", "--consume"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, _, body) = server.request("GET /metrics HTTP/1.1", "*/*");
+        assert_eq!(status, 200);
+        if body.contains("memtrack_allocations_total{") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "the consumed totals never appeared:\n{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // metric name -> label names of its samples.
+    let mut exported: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (series, _) in samples(&body) {
+        let (name, labels) = series.split_once('{').unwrap_or((&series, ""));
+        let entry = exported.entry(name.to_owned()).or_default();
+        for pair in labels.trim_end_matches('}').split(',').filter(|p| !p.is_empty()) {
+            entry.insert(pair.split_once('=').unwrap().0.to_owned());
+        }
+    }
+    let target_labels = ["instance", "job"]; // Added by Prometheus.
+    for expr in &exprs {
+        let (metrics, labels) = promql_names(expr);
+        assert!(!metrics.is_empty(), "no memtrack metric in {expr:?}");
+        for metric in &metrics {
+            assert!(exported.contains_key(metric), "{expr:?} uses {metric}, not in /metrics:\n{body}");
+        }
+        for label in labels.iter().filter(|l| !target_labels.contains(&l.as_str())) {
+            assert!(
+                metrics.iter().any(|m| exported[m].contains(label)),
+                "{expr:?} uses label {label}, which none of {metrics:?} has"
+            );
+        }
+    }
+    // Legends name labels that exist on some exported series.
+    let all_labels: BTreeSet<&String> = exported.values().flatten().collect();
+    for legend in &legends {
+        for part in legend.split("{{").skip(1) {
+            let label = part.split("}}").next().unwrap().trim().to_owned();
+            assert!(
+                all_labels.contains(&label) || target_labels.contains(&label.as_str()),
+                "legend {legend:?}"
+            );
+        }
+    }
 }
