@@ -38,7 +38,7 @@ pub use crate::{
     ffi::MemtrackBuffer,
     process::{ProcessInfo, ProcessState, pid_namespace},
     shm::{FileId, RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, remove_ring_file, ring_path},
-    snapshot::{Capacity, LiveCounter, Snapshot},
+    snapshot::{Attachments, Capacity, LiveCounter, Snapshot},
     writer::{DEFAULT_FULL_WAIT, Writer},
 };
 pub use format::{Event, Record};

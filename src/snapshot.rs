@@ -99,7 +99,35 @@ impl Snapshot {
     }
 }
 
+/// Who holds a ring open for tracking, from the OFD locks the kernel drops
+/// when a process dies (never from pids, which are reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attachments {
+    /// A consumer holds the reader lock.
+    pub reader: bool,
+    /// Process-table entries whose lock is held: writers alive, including
+    /// ones that shut down tracking but have not ended.
+    pub writers: usize,
+}
+
+impl Attachments {
+    /// Nobody tracks into or reads this ring: removing its file loses
+    /// nothing a live process would still write or read.
+    pub fn is_unused(&self) -> bool {
+        !self.reader && self.writers == 0
+    }
+}
+
 impl Ring {
+    /// Which locks of the ring are held by other open file descriptions
+    /// (this attachment's own locks never count).
+    pub fn attachments(&self) -> Attachments {
+        Attachments {
+            reader: self.is_locked(crate::format::READER_LOCK_OFFSET),
+            writers: (0..MAX_PROCESSES).filter(|&i| self.is_locked(crate::process::lock_offset(i))).count(),
+        }
+    }
+
     /// Reads a snapshot of the ring's tables and counters.
     pub fn snapshot(&self) -> Snapshot {
         let processes = self.processes();

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod demo;
 pub mod engine;
 pub mod export;
+pub mod gc;
 pub mod host_pid;
 pub mod output;
 pub mod record;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use memtrack_cli::{bench, demo, export, record, report, serve, status, watch};
+use memtrack_cli::{bench, demo, export, gc, record, report, serve, status, watch};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +34,9 @@ enum Command {
     /// Snapshot of a ring from its live counters, without consuming it
     /// (like nvidia-smi). Without --ring, lists the rings in /dev/shm.
     Status(status::StatusArgs),
+    /// List rings no live process writes or reads (from their locks);
+    /// --force removes them.
+    Gc(gc::GcArgs),
     /// Live view of a ring (consumes it): usage per device and kind,
     /// processes, event rate, losses, anomalies and marks. q quits.
     Watch(watch::WatchArgs),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::BenchRow(args) => bench::run_row(&args).map(|()| 0),
         Command::Demo(args) => demo::run(&args).map(|()| 0),
         Command::Export(args) => export::run(&args).map(|()| 0),
+        Command::Gc(args) => gc::run(&args).map(|()| 0),
         Command::Report(args) => report::run(&args).map(|()| 0),
         Command::Serve(args) => serve::run(&args).map(|()| 0),
         Command::Status(args) => status::run(&args).map(|()| 0),

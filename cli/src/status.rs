@@ -1,5 +1,8 @@
 //! `memtrack status`: what a ring's writers report right now, once or
-//! every `--interval` milliseconds until Ctrl-C.
+//! every `--interval` milliseconds (`-l` seconds) until Ctrl-C; as text, a
+//! JSON document, or one CSV / JSON line per device and kind (`query`).
+
+mod query;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -26,10 +29,27 @@ pub struct StatusArgs {
     /// Repeat every MS milliseconds until Ctrl-C.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     interval: Option<u64>,
+    /// Repeat every SECONDS until Ctrl-C (as nvidia-smi -l).
+    #[arg(short = 'l', long = "loop", value_name = "SECONDS", conflicts_with = "interval",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    loop_seconds: Option<u64>,
+    /// text (default), csv, csv,noheader or json: with csv and json, one
+    /// line per ring, device and kind (json: one object per line), numbers
+    /// in bytes. Without --ring, every ring in /dev/shm.
+    #[arg(long, value_name = "FORMAT", conflicts_with = "json")]
+    format: Option<String>,
+    /// Fields of --format csv|json, comma-separated, from timestamp, ring,
+    /// device, kind, used, total, free, percent, buffers.
+    #[arg(long, value_name = "FIELDS", default_value = query::DEFAULT_QUERY)]
+    query: String,
 }
 
 pub fn run(args: &StatusArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let rows = match args.format.as_deref().map(query::parse_format).transpose()?.flatten() {
+        Some(format) => Some((format, query::parse_query(&args.query)?)),
+        None => None,
+    };
     // Without --ring: $MEMTRACK_RING's ring if set, else the list.
     let name = match &args.ring {
         Some(name) => Some(name.clone()),
@@ -39,13 +59,23 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         Some(name) => Some(open(&name)?),
         None => None,
     };
-    let Some(interval) = args.interval.map(Duration::from_millis) else {
-        return show(&mut out, ring.as_ref(), args.json, None);
+    let mut first = true;
+    let mut show_once = |out: &mut std::io::StdoutLock, time_ns: Option<u64>| {
+        let shown = match &rows {
+            Some((format, fields)) => show_rows(out, ring.as_ref(), *format, fields, first),
+            None => show(out, ring.as_ref(), args.json, time_ns),
+        };
+        first = false;
+        shown
+    };
+    let interval = args.interval.map(Duration::from_millis).or(args.loop_seconds.map(Duration::from_secs));
+    let Some(interval) = interval else {
+        return show_once(&mut out, None);
     };
     signals::install();
     let mut next = Instant::now();
     loop {
-        show(&mut out, ring.as_ref(), args.json, Some(memtrack::clock::realtime_ns()))?;
+        show_once(&mut out, Some(memtrack::clock::realtime_ns()))?;
         // Each snapshot reaches a pipe as soon as it is taken.
         out.flush()?;
         next += interval;
@@ -61,7 +91,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         }
         // Slower than the interval (a stalled pipe): do not catch up.
         next = next.max(Instant::now());
-        if !args.json {
+        if !args.json && rows.is_none() {
             writeln!(out)?;
         }
     }
@@ -81,6 +111,31 @@ fn open(name: &str) -> Result<Ring> {
             None => error.into(),
         }
     })
+}
+
+/// One line per ring, device and kind: of `ring`, or of every ring in
+/// /dev/shm that opens (one that does not is named on stderr and skipped).
+fn show_rows(
+    out: &mut impl Write,
+    ring: Option<&Ring>,
+    format: query::RowFormat,
+    fields: &[query::Field],
+    first: bool,
+) -> Result<()> {
+    let timestamp = local_time(memtrack::clock::realtime_ns());
+    let mut rows = Vec::new();
+    match ring {
+        Some(ring) => rows.extend(query::rows(ring, &ring.snapshot())),
+        None => {
+            for name in ring_names()? {
+                match Ring::open(&memtrack::ring_path(&name)) {
+                    Ok(ring) => rows.extend(query::rows(&ring, &ring.snapshot())),
+                    Err(error) => eprintln!("memtrack: {error}"),
+                }
+            }
+        }
+    }
+    query::write_rows(out, format, fields, &rows, &timestamp, first)
 }
 
 /// One snapshot of `ring` (or the list of rings), stamped with `time_ns`
@@ -104,7 +159,7 @@ fn show(out: &mut impl Write, ring: Option<&Ring>, json: bool, time_ns: Option<u
 }
 
 /// `2026-11-25 11:54:59.250` in local time.
-fn local_time(unix_ns: u64) -> String {
+pub(crate) fn local_time(unix_ns: u64) -> String {
     let seconds = (unix_ns / 1_000_000_000) as libc::time_t;
     let millis = unix_ns / 1_000_000 % 1000;
     // SAFETY: localtime_r only writes the `tm` it is given and reads the
@@ -127,13 +182,19 @@ fn local_time(unix_ns: u64) -> String {
     )
 }
 
-fn list_rings(out: &mut impl Write, json: bool, time_ns: Option<u64>) -> Result<()> {
+/// The names of the rings in /dev/shm (`memtrack-NAME` files), sorted.
+pub(crate) fn ring_names() -> Result<Vec<String>> {
     let mut rings: Vec<String> = std::fs::read_dir(memtrack::SHM_DIR)
         .with_context(|| format!("cannot list {}", memtrack::SHM_DIR))?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.strip_prefix(memtrack::RING_FILE_PREFIX).map(str::to_owned))
         .collect();
     rings.sort();
+    Ok(rings)
+}
+
+fn list_rings(out: &mut impl Write, json: bool, time_ns: Option<u64>) -> Result<()> {
+    let rings = ring_names()?;
     if json {
         let mut doc = json!({ "schema": "memtrack.rings/1", "rings": rings });
         if let Some(ns) = time_ns {

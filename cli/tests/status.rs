@@ -79,3 +79,103 @@ fn status_usage_is_never_negative_and_leaves_out_ended_processes() {
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn status_csv_and_json_lines_one_per_device_and_kind() {
+    let (path, writer) = ring_with_writer("cli-status-csv");
+    writer.set_capacity(2, kind::L1, 10_000); // 3000 used: 30.0 %
+    writer.alloc(&memtrack::MemtrackBuffer {
+        buffer_id: 9,
+        size: 512,
+        device_id: 0,
+        kind: kind::DRAM,
+        ..Default::default()
+    });
+    writer.set_capacity(1, kind::L1, 1 << 20); // a capacity, nothing used
+    let ring = path.to_str().unwrap();
+
+    let out = memtrack(&["status", "--ring", ring, "--format", "csv"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "device,kind,used,total,percent\n0,DRAM,512,,\n1,L1,0,1048576,0.0\n2,L1,3000,10000,30.0\n"
+    );
+
+    let out = memtrack(&[
+        "status",
+        "--ring",
+        ring,
+        "--format",
+        "csv,noheader",
+        "--query",
+        "kind,free,buffers,ring",
+    ]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("DRAM,,1,{ring}\nL1,1048576,0,{ring}\nL1,7000,3,{ring}\n")
+    );
+
+    let out = memtrack(&[
+        "status",
+        "--ring",
+        ring,
+        "--format",
+        "json",
+        "--query",
+        "device,kind,used,total,percent",
+    ]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines[2],
+        serde_json::json!({"device": 2, "kind": "L1", "used": 3000, "total": 10000, "percent": 30.0})
+    );
+    assert_eq!(lines[0]["total"], serde_json::Value::Null);
+
+    // Without --ring: every ring in /dev/shm, this one among them.
+    let out = memtrack(&["status", "--format", "csv", "--query", "ring,device,kind,used"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l == format!("{ring},2,L1,3000")), "{text}");
+
+    // Bad fields and formats: one line naming them, exit 1.
+    for (args, reason) in
+        [(&["--query", "used,nope"][..], "unknown field \"nope\""), (&["--format", "xml"][..], "\"xml\"")]
+    {
+        let mut all = vec!["status", "--ring", ring];
+        all.extend_from_slice(args);
+        if !all.contains(&"--format") {
+            all.extend_from_slice(&["--format", "csv"]);
+        }
+        let out = memtrack(&all);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.lines().count() == 1 && stderr.contains(reason), "{stderr}");
+    }
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn status_loop_repeats_with_one_csv_header_until_interrupted() {
+    let (path, writer) = ring_with_writer("cli-status-loop");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_memtrack"))
+        .args(["status", "--ring", path.to_str().unwrap(), "--format", "csv", "-l", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(lines.next().unwrap().unwrap());
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    seen.extend(lines.map(Result::unwrap));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(seen[0], "device,kind,used,total,percent");
+    assert!(seen[1..].iter().all(|l| l == "2,L1,3000,,"), "{seen:?}");
+    assert!(seen.len() >= 3);
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
