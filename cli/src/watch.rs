@@ -21,7 +21,8 @@ use crate::{ring_arg, signals};
 use model::Model;
 
 #[derive(Args)]
-#[command(after_help = "Keys: q, Esc or Ctrl-C quit.\n\nExamples:\n  memtrack watch\n  \
+#[command(after_help = "Keys: q, Esc or Ctrl-C quit; Up/Down (or k/j) scroll the devices by one, \
+                  PgUp/PgDn (or Space) by a page, Home/End to the first/last.\n\nExamples:\n  memtrack watch\n  \
                   memtrack watch --ring prod --record prod.mtr\n\nWithout a terminal, use \
                   `memtrack status --ring NAME --interval MS` (or `memtrack record`).")]
 pub struct WatchArgs {
@@ -73,6 +74,9 @@ fn show(
     interval: Duration,
 ) -> Result<()> {
     let mut next_sample = Instant::now();
+    // The scroll position (first device on screen) and how many the last
+    // frame showed (a page).
+    let mut shown = view::Shown { first: 0, count: 1 };
     loop {
         let handled = session.poll()?;
         model.count(handled);
@@ -96,6 +100,12 @@ fn show(
             }
             match event::read()? {
                 Event::Key(key) if quits(&key) => return Ok(()),
+                Event::Key(key) => {
+                    if let Some(first) = scrolled(&key, shown, model.devices.len()) {
+                        shown.first = first;
+                        redraw = true;
+                    }
+                }
                 Event::Resize(..) => redraw = true,
                 _ => {}
             }
@@ -104,7 +114,7 @@ fn show(
             return Ok(());
         }
         if redraw {
-            terminal.draw(|frame| view::render(frame, model))?;
+            terminal.draw(|frame| shown = view::render(frame, model, shown.first))?;
         }
         // Keep draining at the consumer's pace: the pause is at most 1 ms.
         session.pause_if_idle(handled);
@@ -119,6 +129,27 @@ fn terminal_hung_up() -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let ready = unsafe { libc::poll(&mut stdin, 1, 0) };
     ready > 0 && stdin.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+/// The first device to show after `key`, if it scrolls: by one (Up/Down,
+/// k/j), by a page (PgUp/PgDn, Space), to either end (Home/End).
+fn scrolled(key: &KeyEvent, shown: view::Shown, devices: usize) -> Option<usize> {
+    if key.kind != KeyEventKind::Press {
+        return None;
+    }
+    let page = shown.count.max(1);
+    let first = shown.first;
+    let wanted = match key.code {
+        KeyCode::Down | KeyCode::Char('j') => first + 1,
+        KeyCode::Up | KeyCode::Char('k') => first.saturating_sub(1),
+        KeyCode::PageDown | KeyCode::Char(' ') => first + page,
+        KeyCode::PageUp => first.saturating_sub(page),
+        KeyCode::Home | KeyCode::Char('g') => 0,
+        KeyCode::End | KeyCode::Char('G') => devices.saturating_sub(page),
+        _ => return None,
+    };
+    // The last page ends with the last device.
+    Some(wanted.min(devices.saturating_sub(page)))
 }
 
 /// `q`, Esc and Ctrl-C (raw mode turns it into a key).

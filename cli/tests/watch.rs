@@ -122,3 +122,148 @@ fn status_interval_must_be_positive() {
     let out = memtrack().args(["watch", "--interval", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A tmux server of its own (socket `-L`), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Tmux {
+        Tmux { socket: format!("memtrack-test-{tag}-{}", std::process::id()) }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .env("LANG", "C.UTF-8")
+            .output()
+            .expect("tmux must be installed (.ci/run installs it)")
+    }
+
+    /// The screen of session `s`, one string per row.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "s"]).stdout).into_owned()
+    }
+
+    /// Waits (at most 30 s) until the screen holds `text`; returns it.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < deadline, "never showed {text:?}:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// "devices A–B of N" in the header: (A, B, N).
+fn device_range(screen: &str) -> (usize, usize, usize) {
+    let header = screen.lines().next().unwrap_or("");
+    let rest = header.split("devices ").nth(1).unwrap_or_else(|| panic!("no device range: {header}"));
+    let (range, rest) = rest.split_once(" of ").unwrap();
+    let (a, b) = range.split_once('\u{2013}').unwrap();
+    let n = rest.split_whitespace().next().unwrap();
+    (a.parse().unwrap(), b.parse().unwrap(), n.parse().unwrap())
+}
+
+#[test]
+fn watch_in_tmux_pages_through_32_devices_at_80x24_and_160x48() {
+    use memtrack::format::kind;
+    use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer};
+
+    for (width, height) in [(80u16, 24u16), (160, 48)] {
+        let path = ring_path(&format!("cli-watch-tmux-{width}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let writer =
+            Writer::attach_named(Ring::create(&path, RingOptions { capacity: 1024 }).unwrap(), b"model")
+                .unwrap();
+        for device in 0..32 {
+            writer.set_capacity(device, kind::DRAM, 12 << 30);
+            writer.set_capacity(device, kind::L1, 1_536 << 10);
+            for (id, kind, size) in
+                [(1, kind::DRAM, 260 << 20), (2, kind::L1, 1 << 20), (3, kind::CB, 64 << 10)]
+            {
+                writer.alloc(&MemtrackBuffer {
+                    buffer_id: id,
+                    size,
+                    device_id: device,
+                    kind,
+                    ..Default::default()
+                });
+            }
+        }
+        writer.free(&MemtrackBuffer {
+            buffer_id: 99,
+            size: 64,
+            device_id: 5,
+            kind: kind::L1,
+            ..Default::default()
+        });
+        writer.mark(b"layer-1");
+
+        let tmux = Tmux::new(&format!("{width}"));
+        let command =
+            format!("{} watch --ring {} --interval 100", env!("CARGO_BIN_EXE_memtrack"), path.display());
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "s",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            &command,
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let screen = tmux.wait_for("marks (1)");
+        println!("{width}x{height}:\n{screen}");
+        let (first, last, total) = device_range(&screen);
+        assert_eq!((first, total), (1, 32), "{screen}");
+        assert!(last < 32, "{screen}");
+        assert!(screen.lines().count() <= height as usize);
+        assert!(screen.lines().all(|l| l.chars().count() <= width as usize), "{screen}");
+        // Every kind with a capacity as used / total, L1 included.
+        assert!(screen.contains("1.0 MiB / 1.5 MiB"), "{screen}");
+        assert!(screen.contains("260.0 MiB / 12.0 GiB"), "{screen}");
+        // The panels are shortened, not dropped.
+        for panel in ["processes (1)", "model", "anomalies (1)", "unknown_free", "marks (1)", "layer-1"] {
+            assert!(screen.contains(panel), "{panel} at {width}x{height}:\n{screen}");
+        }
+
+        // PgDn: the next page starts after the last device shown.
+        tmux.run(&["send-keys", "-t", "s", "PageDown"]);
+        let screen = tmux.wait_for(&format!("devices {}\u{2013}", last + 1));
+        assert!(screen.contains(&format!("device {last} ")), "{screen}");
+        // End: the last page ends with device 31; Up moves one back.
+        tmux.run(&["send-keys", "-t", "s", "End"]);
+        let screen = tmux.wait_for("\u{2013}32 of 32");
+        assert!(screen.contains("device 31 "), "{screen}");
+        let (end_first, _, _) = device_range(&screen);
+        tmux.run(&["send-keys", "-t", "s", "Up"]);
+        tmux.wait_for(&format!("devices {}\u{2013}", end_first - 1));
+        tmux.run(&["send-keys", "-t", "s", "Home"]);
+        tmux.wait_for("devices 1\u{2013}");
+
+        // q quits: the session ends with it.
+        tmux.run(&["send-keys", "-t", "s", "q"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tmux.run(&["has-session", "-t", "s"]).status.success() {
+            assert!(std::time::Instant::now() < deadline, "watch did not quit on q");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(writer);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -1,10 +1,10 @@
 //! What the screen shows, sampled from a session once per interval: the
-//! engine's usage per device and kind (with a history per device for the
-//! sparkline), the process table, the record rate, losses, the latest
+//! engine's usage per device and kind (with a history per device and kind
+//! for the sparklines), the process table, the record rate, losses, the latest
 //! anomalies and marks. Plain data, so the view can be tested without a
 //! ring or a terminal.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use memtrack::{ProcessState, Snapshot};
@@ -12,7 +12,8 @@ use memtrack::{ProcessState, Snapshot};
 use crate::engine::{Anomaly, AnomalyCounts, Engine, Mark, ProcState, process_key};
 use crate::recording::LossBlock;
 
-/// Samples of usage kept per device: more than any terminal is wide.
+/// Samples of usage kept per device and kind: more than any terminal is
+/// wide.
 pub const HISTORY: usize = 512;
 
 /// Anomalies and marks kept for the screen, newest first.
@@ -45,16 +46,18 @@ impl KindRow {
     }
 }
 
-/// One device: its kinds and its usage over time.
+/// One device: its kinds and their usage over time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Device {
     /// Device id.
     pub device_id: u32,
     /// Kinds seen on it (or given a capacity), in code order.
     pub kinds: Vec<KindRow>,
-    /// Live bytes of all kinds at each sample, oldest first, at most
-    /// [`HISTORY`].
-    pub history: VecDeque<u64>,
+    /// Per kind: live bytes at each sample, oldest first, at most
+    /// [`HISTORY`]. Each kind has its own, so that each sparkline is
+    /// scaled to its own kind (L1's megabytes are not lost beside DRAM's
+    /// gigabytes).
+    pub history: BTreeMap<u8, VecDeque<u64>>,
 }
 
 impl Device {
@@ -215,11 +218,13 @@ impl Model {
             self.devices.last_mut().expect("pushed above").kinds.push(row);
         }
         for device in &mut self.devices {
-            if device.history.len() == HISTORY {
-                device.history.pop_front();
+            for row in &device.kinds {
+                let history = device.history.entry(row.kind).or_default();
+                if history.len() == HISTORY {
+                    history.pop_front();
+                }
+                history.push_back(row.live_bytes);
             }
-            let live = device.live_bytes();
-            device.history.push_back(live);
         }
     }
 

@@ -8,6 +8,7 @@ use memtrack::{Capacity, Event, LiveCounter, ProcessInfo, ProcessState, Progress
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 
 use super::model::{HISTORY, KindRow, LATEST, Model};
@@ -91,7 +92,11 @@ fn model_of(stream: &Stream, table: &Snapshot, losses: LossBlock) -> Model {
 
 fn draw(model: &Model, width: u16, height: u16) -> Buffer {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|frame| render(frame, model)).unwrap();
+    terminal
+        .draw(|frame| {
+            render(frame, model, 0);
+        })
+        .unwrap();
     terminal.backend().buffer().clone()
 }
 
@@ -146,7 +151,9 @@ fn model_takes_usage_from_the_engine_and_capacities_from_either_source() {
     // the ring's table only.
     let d1 = &model.devices[1];
     assert_eq!((d1.kinds[0].live_bytes, d1.kinds[0].capacity), (0, Some(1 << 30)));
-    assert_eq!(d0.history, [3 << 20]);
+    // A history per kind, each its own.
+    assert_eq!(d0.history[&DRAM], [2 << 20]);
+    assert_eq!(d0.history[&L1], [1 << 20]);
     assert_eq!(model.records, s.engine.records());
     assert!((model.rate - 2000.0).abs() < 1e-6, "500 records in 250 ms: {}", model.rate);
 }
@@ -199,8 +206,14 @@ fn history_is_bounded_and_kept_per_device_across_samples() {
     let (mut s, table) = busy();
     let start = Instant::now();
     let mut model = Model::new("r".into(), None, OWN_PID, start);
-    let history =
-        |model: &Model, id: u32| model.devices.iter().find(|d| d.device_id == id).map(|d| d.history.clone());
+    // Device `id`'s L1 history.
+    let history = |model: &Model, id: u32| {
+        model
+            .devices
+            .iter()
+            .find(|d| d.device_id == id)
+            .map(|d| d.history[&L1].iter().copied().collect::<Vec<_>>())
+    };
     for i in 0..HISTORY + 10 {
         if i == 5 {
             // A device that appears later gets a history of its own.
@@ -218,8 +231,8 @@ fn history_is_bounded_and_kept_per_device_across_samples() {
     let d0 = history(&model, 0).unwrap();
     assert_eq!(d0.len(), HISTORY);
     // Oldest first: the free at sample 300 shows near the end.
-    let before = 3 << 20;
-    let after = 2 << 20;
+    let before = 1 << 20;
+    let after = 0;
     assert_eq!(d0.iter().filter(|&&b| b == before).count(), 300 - 10);
     assert_eq!(d0.iter().filter(|&&b| b == after).count(), HISTORY + 10 - 300);
     assert_eq!((d0[0], d0[HISTORY - 1]), (before, after));
@@ -252,7 +265,7 @@ fn screen_shows_devices_kinds_processes_anomalies_and_marks() {
     let lines = lines(&buf);
     let screen = lines.join("\n");
     println!("{screen}");
-    assert!(screen.contains("ring /dev/shm/memtrack-test"), "{screen}");
+    assert!(lines[0].contains("ring test  "), "a ring in /dev/shm by its name: {screen}");
     assert!(screen.contains("2.0k records/s"), "{screen}");
     assert!(screen.contains("device 0"), "{screen}");
     assert!(screen.contains("device 1"), "{screen}");
@@ -260,7 +273,8 @@ fn screen_shows_devices_kinds_processes_anomalies_and_marks() {
     assert!(line_with(&lines, "L1 ").contains("1.0 MiB / 4.0 MiB"), "{screen}");
     assert!(line_with(&lines, "DRAM ").contains("2.0 MiB (peak 8.0 MiB)"), "{screen}");
     assert!(line_with(&lines, "device 1").contains("0 B / 1.0 GiB"), "{screen}");
-    assert!(screen.contains("usage"), "sparkline row: {screen}");
+    // Each kind row ends with its sparkline (one sample so far).
+    assert!(line_with(&lines, "L1 ").trim_end().ends_with(['\u{2584}', '\u{2585}']), "{screen}");
     // Processes with their state, not the watch itself.
     let model_row = line_with(&lines, " model ");
     assert!(
@@ -333,40 +347,171 @@ fn an_empty_ring_says_so() {
 }
 
 #[test]
-fn a_small_terminal_drops_panels_and_never_panics() {
+fn a_small_terminal_shortens_panels_and_never_panics() {
     let (mut s, table) = busy();
     for m in 0..5 {
         s.labelled(Event::Mark, 100, 0, &format!("m{m}"));
     }
     let model = model_of(&s, &table, LossBlock::new(4, &Progress::default(), 1));
-    for width in [0, 1, 2, 5, 10, 20, 39, 40, 41, 69, 70, 80, 200] {
+    for width in [0, 1, 2, 5, 10, 20, 39, 40, 41, 69, 70, 79, 80, 200] {
         for height in [0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 60] {
-            let buf = draw(&model, width, height);
-            let plan = Plan::new(buf.area, &model);
-            let used = plan.header
-                + plan.losses
-                + plan.devices.iter().map(|(k, s)| k + s).sum::<u16>()
-                + plan.processes
-                + plan.events;
-            assert!(used <= height, "{width}x{height}: {plan:?}");
+            for first in [0, 1, 5] {
+                let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+                terminal
+                    .draw(|frame| {
+                        render(frame, &model, first);
+                    })
+                    .unwrap();
+                let plan = Plan::new(Rect::new(0, 0, width, height), &model, first);
+                let used = plan.header
+                    + plan.losses
+                    + plan.devices.iter().sum::<u16>()
+                    + plan.processes
+                    + plan.events;
+                assert!(used <= height, "{width}x{height}: {plan:?}");
+                assert!(plan.first <= 1, "clamped to the last device: {plan:?}");
+            }
         }
     }
-    // 40x12: the header, the losses and the devices' kinds stay; what
-    // does not fit is left out whole.
+    // 40x12: the header, the losses, a device, and the processes,
+    // anomalies and marks shortened, not left out.
     let buf = draw(&model, 40, 12);
     let screen = text(&buf);
     println!("{screen}");
-    println!("{}", text(&draw(&model, 60, 20)));
     assert!(screen.contains("memtrack watch"), "{screen}");
     assert!(screen.contains("dropped 4"), "{screen}");
-    assert!(
-        screen.contains("device 0") && screen.contains("L1") && screen.contains("1.0 MiB / 4.0 MiB"),
-        "{screen}"
-    );
-    assert!(screen.contains("device 1"), "{screen}");
-    assert!(screen.contains("processes"), "{screen}");
-    let plan = Plan::new(buf.area, &model);
-    assert_eq!(plan.devices, [(3, 0), (2, 0)], "no room for sparklines: {plan:?}");
+    assert!(screen.contains("device 0") && screen.contains("1.0 MiB / 4.0 MiB"), "{screen}");
+    for panel in ["processes (2", "anomalies (2)", "marks (6)"] {
+        assert!(screen.contains(panel), "{panel}: {screen}");
+    }
+}
+
+/// 32 devices of three kinds each (DRAM 12 GiB, L1 1.5 MiB, L1_SMALL with
+/// no capacity), a writer, an anomaly and marks.
+fn galaxy() -> Model {
+    let mut s = Stream::new(1_000_000);
+    s.labelled(Event::ProcessStart, 100, 0, "model");
+    let mut capacities = Vec::new();
+    for device in 0..32 {
+        s.capacity(device, DRAM, 12 << 30);
+        s.capacity(device, L1, 1_536 << 10);
+        capacities.push(Capacity { device_id: device, kind: DRAM, bytes: 12 << 30 });
+        capacities.push(Capacity { device_id: device, kind: L1, bytes: 1_536 << 10 });
+        s.buffer(Event::Alloc, 100, device, DRAM, 1, 260 << 20);
+        s.buffer(Event::Alloc, 100, device, L1, 2, 1_536 << 10);
+        s.buffer(Event::Alloc, 100, device, memtrack::format::kind::L1_SMALL, 3, 4096);
+    }
+    s.buffer(Event::Free, 100, 5, L1, 99, 64); // unknown free
+    for m in 0..3 {
+        s.labelled(Event::Mark, 100, 0, &format!("layer-{m}"));
+    }
+    let table = snapshot(vec![process(0, 100, "model", ProcessState::Running)], vec![], capacities);
+    model_of(&s, &table, LossBlock::default())
+}
+
+fn draw_from(model: &Model, width: u16, height: u16, first: usize) -> (Buffer, super::view::Shown) {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    let mut shown = None;
+    terminal.draw(|frame| shown = Some(render(frame, model, first))).unwrap();
+    (terminal.backend().buffer().clone(), shown.unwrap())
+}
+
+#[test]
+fn many_devices_scroll_and_say_which_are_shown() {
+    let model = galaxy();
+    for (width, height) in [(80, 24), (160, 48)] {
+        let (buf, shown) = draw_from(&model, width, height, 0);
+        let screen = text(&buf);
+        println!("{width}x{height}:\n{screen}");
+        assert!(shown.count >= 1 && shown.count < 32, "{shown:?}");
+        let range = format!("devices 1\u{2013}{} of 32", shown.count);
+        assert!(lines(&buf)[0].contains(&range), "{range}: {screen}");
+        assert!(lines(&buf)[0].contains("q quits"), "{screen}");
+        for device in 0..shown.count {
+            assert!(screen.contains(&format!("device {device} ")), "device {device}: {screen}");
+        }
+        assert!(!screen.contains(&format!("device {} ", shown.count)), "{screen}");
+        // Every kind with a capacity as used / total; without, used and peak.
+        assert!(line_with(&lines(&buf), "L1 ").contains("1.5 MiB / 1.5 MiB"), "{screen}");
+        assert!(line_with(&lines(&buf), "DRAM ").contains("260.0 MiB / 12.0 GiB"), "{screen}");
+        assert!(line_with(&lines(&buf), "L1_SMALL").contains("4.0 KiB (peak 4.0 KiB)"), "{screen}");
+        // The panels are there, shortened.
+        for panel in ["processes (1)", "anomalies (1)", "marks (3)", "model", "unknown_free", "layer-2"] {
+            assert!(screen.contains(panel), "{panel} at {width}x{height}: {screen}");
+        }
+
+        // The next page starts where this one ended; the last one ends
+        // with device 31.
+        let (buf, next) = draw_from(&model, width, height, shown.first + shown.count);
+        let screen = text(&buf);
+        assert_eq!(next.first, shown.count);
+        assert!(screen.contains(&format!("device {} ", shown.count)), "{screen}");
+        let (buf, last) = draw_from(&model, width, height, 32 - shown.count);
+        let screen = text(&buf);
+        assert!(screen.contains("device 31 "), "{screen}");
+        let range = format!("devices {}\u{2013}32 of 32", 32 - shown.count + 1);
+        assert!(lines(&buf)[0].contains(&range), "{range}: {screen}");
+        assert_eq!(last.first + last.count, 32);
+    }
+}
+
+#[test]
+fn each_sparkline_is_scaled_to_its_own_kind() {
+    let mut s = Stream::new(1_000_000);
+    s.capacity(0, DRAM, 12 << 30);
+    s.capacity(0, L1, 1_536 << 10);
+    s.buffer(Event::Alloc, 100, 0, DRAM, 1, 260 << 20);
+    s.buffer(Event::Alloc, 100, 0, L1, 2, 1 << 20);
+    let start = Instant::now();
+    let mut model = Model::new("r".into(), None, OWN_PID, start);
+    let empty = snapshot(vec![], vec![], vec![]);
+    let sample = |model: &mut Model, s: &Stream, i: u64| {
+        model.sample(&s.engine, LossBlock::default(), &empty, start + Duration::from_millis(i))
+    };
+    sample(&mut model, &s, 1);
+    s.buffer(Event::Alloc, 100, 0, L1, 3, 512 << 10); // L1 full: 1.5 of 1.5 MiB
+    sample(&mut model, &s, 2);
+    s.buffer(Event::Free, 100, 0, L1, 3, 512 << 10);
+    s.buffer(Event::Free, 100, 0, L1, 2, 1 << 20);
+    sample(&mut model, &s, 3);
+    let (buf, _) = draw_from(&model, 120, 24, 0);
+    let lines = lines(&buf);
+    // L1: 1 MiB, 1.5 MiB (its peak: a full block), then 0 — newest at the
+    // right. Scaled to DRAM + L1 capacity, all three would be blank.
+    let l1 = line_with(&lines, "L1 ");
+    assert!(l1.ends_with("\u{2585}\u{2588} "), "{l1:?}");
+    // DRAM holds 2 % of its 12 GiB, unchanged: a full block of its own
+    // peak, not a blank line.
+    let dram = line_with(&lines, "DRAM ").trim_end();
+    assert!(dram.ends_with("\u{2588}\u{2588}\u{2588}"), "{dram:?}");
+    assert!(line_with(&lines, "DRAM ").contains("260.0 MiB / 12.0 GiB"));
+}
+
+#[test]
+fn the_header_shortens_the_ring_path_before_leaving_things_out() {
+    let mut model = galaxy();
+    assert!(lines(&draw_from(&model, 160, 48, 0).0)[0].contains("ring test  "));
+    model.ring = "/tmp/elsewhere".into();
+    assert!(lines(&draw_from(&model, 160, 48, 0).0)[0].contains("ring /tmp/elsewhere  "));
+    model.ring =
+        format!("{}/{}{}", memtrack::SHM_DIR, memtrack::RING_FILE_PREFIX, "long-ring-name-".repeat(8));
+    let (buf, _) = draw_from(&model, 80, 24, 0);
+    let header = lines(&buf)[0].clone();
+    for part in [
+        "memtrack watch",
+        "devices 1\u{2013}",
+        "of 32",
+        "PgUp PgDn",
+        "q quits",
+        "ring \u{2026}",
+        "-ring-name-",
+    ] {
+        assert!(header.contains(part), "{part}: {header}");
+    }
+    assert!(!header.contains("/dev/shm"), "a ring in /dev/shm is shown by its name: {header}");
+    let (buf, _) = draw_from(&model, 34, 24, 0);
+    let header = lines(&buf)[0].clone();
+    assert!(header.starts_with("memtrack watch  devices 1"), "{header}");
 }
 
 #[test]

@@ -1,44 +1,62 @@
-//! Drawing a [`Model`]: a pure function of the model and the frame size.
+//! Drawing a [`Model`]: a pure function of the model, the frame size and
+//! the first device to show (the scroll position).
 //!
-//! Top to bottom: a header (ring, records, rate), the loss counters, one
-//! section per device (a bar per kind, then a usage sparkline), the
-//! processes, and the latest anomalies and marks. Every section gets whole
-//! rows from [`Plan`], which hands the screen out in order of importance
-//! and leaves out what does not fit, so a small terminal shows less rather
-//! than a garbled screen (and no widget is ever given a rectangle outside
-//! the frame, which ratatui would panic on).
+//! Top to bottom: a header (what is shown, the keys, rate, records, ring),
+//! the loss counters, one section per device (a row per kind: its bar, used
+//! / total or used and peak, buffers, and a sparkline of its own history
+//! scaled to its own peak), the processes, and the latest
+//! anomalies and marks. Every section gets whole rows from [`Plan`]: the
+//! processes, anomalies and marks keep at least their title and one line
+//! whatever the size (they shorten, never vanish), the devices get what is
+//! left from the scroll position on, and the header says which devices are
+//! on screen ("devices 1-15 of 32"). No widget is ever given a rectangle
+//! outside the frame, which ratatui would panic on.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::symbols;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, LineGauge, Paragraph, Row, Sparkline, Table};
+use ratatui::widgets::{Block, Borders, LineGauge, Paragraph, RenderDirection, Row, Sparkline, Table};
 
 use super::model::{Device, KindRow, Model};
 use crate::engine::{Anomaly, AnomalyKind, ProcState};
 use crate::units::{human_bytes, human_ns, kind_name, printable};
 
-/// Below this width the anomalies and marks are stacked, not side by side.
+/// From this width on, the anomalies and marks are side by side.
 const SIDE_BY_SIDE: u16 = 160;
 
-/// Rows of a sparkline, first and (room permitting) in full.
-const SPARK_MIN: u16 = 2;
-const SPARK_MAX: u16 = 4;
+/// Below this width, kind rows have no sparkline.
+const SPARK_FROM_WIDTH: u16 = 60;
 
-/// Draws `model` over the whole frame.
-pub fn render(frame: &mut Frame, model: &Model) {
+/// Widest sparkline (samples shown).
+const SPARK_MAX_WIDTH: u16 = 48;
+
+/// Which devices a frame showed, for the next scroll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shown {
+    /// Index (in `Model::devices`) of the first device on screen.
+    pub first: usize,
+    /// Devices on screen, at least 1 when there are any.
+    pub count: usize,
+}
+
+/// Draws `model` over the whole frame, devices from index `first` on
+/// (clamped to the last device); returns which devices it showed.
+pub fn render(frame: &mut Frame, model: &Model, first: usize) -> Shown {
     let area = frame.area();
-    let plan = Plan::new(area, model);
+    let plan = Plan::new(area, model, first);
+    let shown = Shown { first: plan.first, count: plan.devices.len() };
     let mut rows = Rows { area, y: area.y };
 
-    frame.render_widget(Paragraph::new(header(model)), rows.take(plan.header));
+    frame.render_widget(Paragraph::new(header(model, shown, area.width)), rows.take(plan.header));
     frame.render_widget(Paragraph::new(losses(model, area.width)), rows.take(plan.losses));
-    for (device, &(kinds, spark)) in model.devices.iter().zip(&plan.devices) {
-        render_device(frame, rows.take(kinds + spark), device, spark);
+    for (device, &height) in model.devices[plan.first..].iter().zip(&plan.devices) {
+        render_device(frame, rows.take(height), device);
     }
     render_processes(frame, rows.take(plan.processes), model);
     render_events(frame, rows.take(plan.events), model);
+    shown
 }
 
 /// Rows of the screen per section; 0 leaves a section out.
@@ -48,8 +66,10 @@ pub struct Plan {
     pub header: u16,
     /// The loss line.
     pub losses: u16,
-    /// Per device: (title and kind rows, sparkline rows).
-    pub devices: Vec<(u16, u16)>,
+    /// Index of the first device shown.
+    pub first: usize,
+    /// Per device shown, from `first` on: its title and kind rows.
+    pub devices: Vec<u16>,
     /// Title, column names and process rows.
     pub processes: u16,
     /// Anomalies and marks.
@@ -60,11 +80,8 @@ pub struct Plan {
 struct Budget(u16);
 
 impl Budget {
-    /// Up to `want` rows, or none if fewer than `min` are left.
-    fn take(&mut self, want: u16, min: u16) -> u16 {
-        if self.0 < min.max(1) {
-            return 0;
-        }
+    /// Up to `want` rows.
+    fn take(&mut self, want: u16) -> u16 {
         let got = want.min(self.0);
         self.0 -= got;
         got
@@ -72,45 +89,56 @@ impl Budget {
 }
 
 impl Plan {
-    /// Hands out the rows of `area`: header, losses, each device's kinds,
-    /// a few processes, a few events, sparklines, then the rest of the
-    /// processes and events, then taller sparklines.
-    pub fn new(area: Rect, model: &Model) -> Plan {
+    /// Hands out the rows of `area`: the header and the losses; the least
+    /// the processes and the events need (a title and one line each); as
+    /// many whole devices as fit from `first` on (the first one cut short
+    /// if even it does not fit); then the rest of the processes and events.
+    pub fn new(area: Rect, model: &Model, first: usize) -> Plan {
+        let first = first.min(model.devices.len().saturating_sub(1));
         let mut budget = Budget(area.height);
-        let header = budget.take(1, 1);
-        let losses = budget.take(1, 1);
-        let mut devices: Vec<(u16, u16)> =
-            model.devices.iter().map(|d| (budget.take(rows(1 + d.kinds.len()), 2), 0)).collect();
-        // Title, column names and one row (or "no processes").
-        let process_rows = rows(model.processes.len().max(1));
-        let mut processes = budget.take(3, 3);
-        let (wanted_events, min_events) = event_rows(area.width, model);
-        let mut events = budget.take(min_events, min_events);
-        for (kinds, spark) in &mut devices {
-            if *kinds > 0 {
-                *spark = budget.take(SPARK_MIN, SPARK_MIN);
+        let header = budget.take(1);
+        let losses = budget.take(1);
+        let events_min = if area.width >= SIDE_BY_SIDE { 2 } else { 4 };
+        let panels_min = 2 + events_min;
+        let device_rows = |d: &Device| rows(1 + d.kinds.len());
+        // The devices get what the panels' least leaves, but at least the
+        // first device's title and one kind.
+        let first_min = model.devices.get(first).map_or(0, |d| device_rows(d).min(2));
+        let for_devices = budget.0.saturating_sub(panels_min).max(first_min.min(budget.0));
+        let mut devices_budget = Budget(for_devices);
+        let mut devices = Vec::new();
+        for device in &model.devices[first.min(model.devices.len())..] {
+            let want = device_rows(device);
+            if want <= devices_budget.0 {
+                devices.push(devices_budget.take(want));
+            } else {
+                if devices.is_empty() && devices_budget.0 > 0 {
+                    devices.push(devices_budget.take(want)); // Cut short.
+                }
+                break;
             }
         }
-        if processes > 0 {
-            processes += budget.take(process_rows - 1, 1);
+        budget.0 -= for_devices - devices_budget.0;
+        let processes_want = 2 + rows(model.processes.len().max(1));
+        let events_want = event_rows(area.width, model);
+        let mut processes = budget.take(2);
+        let mut events = budget.take(events_min);
+        processes += budget.take(processes_want.saturating_sub(processes));
+        events += budget.take(events_want.saturating_sub(events));
+        if processes == 1 {
+            processes = 0; // A title alone says nothing; give it back.
+            budget.0 += 1;
+            events += budget.take(events_want.saturating_sub(events));
         }
-        if events > 0 {
-            events += budget.take(wanted_events - events, 1);
-        }
-        for (_, spark) in &mut devices {
-            if *spark > 0 {
-                *spark += budget.take(SPARK_MAX - SPARK_MIN, 1);
-            }
-        }
-        Plan { header, losses, devices, processes, events }
+        Plan { header, losses, first, devices, processes, events }
     }
 }
 
-/// Rows the anomalies and marks want, and the fewest worth showing.
-fn event_rows(width: u16, model: &Model) -> (u16, u16) {
+/// Rows the anomalies and marks want.
+fn event_rows(width: u16, model: &Model) -> u16 {
     let anomalies = rows(model.anomalies.len().max(1));
     let marks = rows(model.marks.len().max(1));
-    if width >= SIDE_BY_SIDE { (1 + anomalies.max(marks), 2) } else { (2 + anomalies + marks, 2) }
+    if width >= SIDE_BY_SIDE { 1 + anomalies.max(marks) } else { 2 + anomalies + marks }
 }
 
 fn rows(n: usize) -> u16 {
@@ -133,17 +161,93 @@ impl Rows {
     }
 }
 
-fn header(model: &Model) -> Line<'static> {
-    let mut spans = vec![
-        "memtrack watch".bold(),
-        format!("  {}", rate(model.rate)).into(),
-        format!("  {} records", model.records).into(),
-        format!("  ring {}", printable(&model.ring)).into(),
-    ];
-    if let Some(file) = &model.recording {
-        spans.push(format!("  recording {}", printable(file)).into());
+/// One header item: shown in display order, kept in priority order.
+struct Item {
+    priority: u8,
+    text: String,
+    style: Style,
+    /// May be cut from the left (a path) rather than left out.
+    shortenable: bool,
+}
+
+/// `memtrack watch  devices 1-15 of 32  ↑↓ PgUp PgDn  q quits  ring NAME
+/// 2.0k records/s  1234 records`: what does not fit `width` is left out from
+/// the least important on; a long ring path is cut from the left.
+fn header(model: &Model, shown: Shown, width: u16) -> Line<'static> {
+    let total = model.devices.len();
+    let mut items = vec![Item {
+        priority: 0,
+        text: "memtrack watch".into(),
+        style: Style::new().bold(),
+        shortenable: false,
+    }];
+    if total > 0 {
+        let range = if shown.count == 0 {
+            format!("devices 0 of {total}")
+        } else {
+            format!("devices {}\u{2013}{} of {total}", shown.first + 1, shown.first + shown.count)
+        };
+        items.push(Item { priority: 1, text: range, style: Style::new().bold(), shortenable: false });
+        if shown.count < total {
+            items.push(Item {
+                priority: 3,
+                text: "\u{2191}\u{2193} PgUp PgDn".into(),
+                style: Style::new().dim(),
+                shortenable: false,
+            });
+        }
     }
-    spans.push("  q quits".dim());
+    items.push(Item { priority: 2, text: "q quits".into(), style: Style::new().dim(), shortenable: false });
+    // A ring in /dev/shm by its name, as --ring takes it.
+    let shm_prefix = format!("{}/{}", memtrack::SHM_DIR, memtrack::RING_FILE_PREFIX);
+    let ring = model.ring.strip_prefix(&shm_prefix).unwrap_or(&model.ring);
+    items.push(Item { priority: 4, text: format!("ring {}", printable(ring)), style: Style::new(), shortenable: true });
+    items.push(Item { priority: 5, text: rate(model.rate), style: Style::new(), shortenable: false });
+    items.push(Item {
+        priority: 6,
+        text: format!("{} records", model.records),
+        style: Style::new(),
+        shortenable: false,
+    });
+    if let Some(file) = &model.recording {
+        items.push(Item {
+            priority: 7,
+            text: format!("recording {}", printable(file)),
+            style: Style::new(),
+            shortenable: true,
+        });
+    }
+    const GAP: usize = 2;
+    let width = width as usize;
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].priority);
+    let mut keep_item = vec![false; items.len()];
+    let mut used = 0;
+    for i in order {
+        let item = &mut items[i];
+        let gap = if used == 0 { 0 } else { GAP };
+        let len = item.text.chars().count();
+        if used + gap + len <= width {
+            keep_item[i] = true;
+            used += gap + len;
+        } else if item.shortenable && width.saturating_sub(used + gap) >= 16 {
+            // `ring …end-of-the-name`: the first word stays.
+            let room = width - used - gap;
+            let (word, rest) = item.text.split_once(' ').unwrap_or(("", &item.text));
+            let keep = room - word.chars().count() - 2; // The space and the ellipsis.
+            let tail: String = rest.chars().skip(rest.chars().count().saturating_sub(keep)).collect();
+            item.text = format!("{word} \u{2026}{tail}");
+            keep_item[i] = true;
+            used += gap + item.text.chars().count();
+        }
+    }
+    let mut spans = Vec::new();
+    for (item, _) in items.into_iter().zip(keep_item).filter(|(_, k)| *k) {
+        if !spans.is_empty() {
+            spans.push(Span::raw("  "));
+        }
+        spans.push(Span::styled(item.text, item.style));
+    }
     Line::from(spans)
 }
 
@@ -192,7 +296,7 @@ fn section(title: Line<'_>) -> Block<'_> {
     Block::new().borders(Borders::TOP).title(title).border_style(Style::new().dim())
 }
 
-fn render_device(frame: &mut Frame, area: Rect, device: &Device, spark: u16) {
+fn render_device(frame: &mut Frame, area: Rect, device: &Device) {
     if area.is_empty() {
         return;
     }
@@ -215,22 +319,9 @@ fn render_device(frame: &mut Frame, area: Rect, device: &Device, spark: u16) {
     // The numbers in one column, so the bars line up.
     let texts: Vec<String> = device.kinds.iter().map(kind_text).collect();
     let text_width = texts.iter().map(|t| t.chars().count()).max().unwrap_or(0);
-    let [kinds, history] = Layout::vertical([Constraint::Fill(1), Constraint::Length(spark)]).areas(inner);
-    for ((row, kind), text) in kinds.rows().zip(&device.kinds).zip(&texts) {
-        render_kind(frame, row, kind, label_width, &format!("{text:<text_width$}"));
-    }
-    if !history.is_empty() {
-        let [label, line] =
-            Layout::horizontal([Constraint::Length(rows(label_width + 1)), Constraint::Fill(1)])
-                .areas(history);
-        frame.render_widget(Paragraph::new("usage".dim()), label);
-        let shown = device.history.len().saturating_sub(line.width as usize);
-        let data: Vec<u64> = device.history.iter().skip(shown).copied().collect();
-        let mut sparkline = Sparkline::default().data(&data).style(Style::new().fg(Color::Cyan));
-        if let Some(total) = device.capacity().filter(|&t| t > 0) {
-            sparkline = sparkline.max(total);
-        }
-        frame.render_widget(sparkline, line);
+    for ((row, kind), text) in inner.rows().zip(&device.kinds).zip(&texts) {
+        let history = device.history.get(&kind.kind);
+        render_kind(frame, row, kind, history, label_width, &format!("{text:<text_width$}"));
     }
 }
 
@@ -249,13 +340,25 @@ fn kind_text(kind: &KindRow) -> String {
     format!(" {amount}  {}", buffers(kind.live_buffers))
 }
 
-/// `L1     ━━━━━━━━────────  1.0 MiB / 2.0 MiB  3 buffers`; the bar goes
-/// first when the row is narrow.
-fn render_kind(frame: &mut Frame, area: Rect, kind: &KindRow, label_width: usize, text: &str) {
+/// `L1     ━━━━━━━━────────  1.0 MiB / 2.0 MiB  3 buffers  ▁▂▄▆█`: the
+/// sparkline is this kind's own history, scaled to its total (else its
+/// peak); the bar goes first when the row is narrow, then the sparkline.
+fn render_kind(
+    frame: &mut Frame,
+    area: Rect,
+    kind: &KindRow,
+    history: Option<&std::collections::VecDeque<u64>>,
+    label_width: usize,
+    text: &str,
+) {
     let label = format!("{:<label_width$}", kind_name(kind.kind));
-    let bar_width = (area.width as usize).saturating_sub(label_width + 1 + text.chars().count());
+    let spark_width = if area.width >= SPARK_FROM_WIDTH { (area.width / 4).min(SPARK_MAX_WIDTH) } else { 0 };
+    let [main, spark] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(spark_width)]).spacing(1).areas(area);
+    render_spark(frame, spark, kind, history);
+    let bar_width = (main.width as usize).saturating_sub(label_width + 1 + text.chars().count());
     if bar_width < 8 {
-        frame.render_widget(Paragraph::new(format!("{label}{text}")), area);
+        frame.render_widget(Paragraph::new(format!("{label}{text}")), main);
         return;
     }
     let fill = kind.fill();
@@ -266,7 +369,7 @@ fn render_kind(frame: &mut Frame, area: Rect, kind: &KindRow, label_width: usize
         _ => Color::Cyan,
     };
     let [bar, numbers] =
-        Layout::horizontal([Constraint::Fill(1), Constraint::Length(rows(text.chars().count()))]).areas(area);
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(rows(text.chars().count()))]).areas(main);
     let gauge = LineGauge::default()
         .label(label)
         .ratio(fill)
@@ -276,6 +379,27 @@ fn render_kind(frame: &mut Frame, area: Rect, kind: &KindRow, label_width: usize
         .unfilled_style(Style::new().dim());
     frame.render_widget(gauge, bar);
     frame.render_widget(Paragraph::new(text), numbers);
+}
+
+/// The newest samples of one kind that fit, newest at the right, scaled to
+/// the kind's own peak: each kind's ups and downs show whatever its total
+/// and whatever the other kinds hold (the bar beside it shows used/total).
+fn render_spark(
+    frame: &mut Frame,
+    area: Rect,
+    kind: &KindRow,
+    history: Option<&std::collections::VecDeque<u64>>,
+) {
+    let Some(history) = history.filter(|_| !area.is_empty()) else { return };
+    // Newest first, drawn from the right edge leftwards.
+    let data: Vec<u64> = history.iter().rev().take(area.width as usize).copied().collect();
+    let scale = kind.peak_bytes.max(data.iter().copied().max().unwrap_or(0));
+    let sparkline = Sparkline::default()
+        .data(&data)
+        .max(scale.max(1))
+        .direction(RenderDirection::RightToLeft)
+        .style(Style::new().fg(Color::Cyan));
+    frame.render_widget(sparkline, area);
 }
 
 fn state_style(state: ProcState) -> Style {
@@ -290,7 +414,16 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
     if area.is_empty() {
         return;
     }
-    let block = section(Line::from(format!(" processes ({}) ", model.processes.len()).bold()));
+    let total = model.processes.len();
+    // The column names only when a process row fits below them.
+    let with_header = area.height >= 3;
+    let fit = (area.height as usize).saturating_sub(if with_header { 2 } else { 1 });
+    let title = if fit < total {
+        format!(" processes ({total}, {fit} shown) ")
+    } else {
+        format!(" processes ({total}) ")
+    };
+    let block = section(Line::from(title.bold()));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if model.processes.is_empty() {
@@ -331,7 +464,9 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
     ];
     header.truncate(columns);
     let header = Row::new(header).style(Style::new().dim());
-    frame.render_widget(Table::new(rows, widths).header(header), inner);
+    let table = Table::new(rows, widths);
+    let table = if with_header { table.header(header) } else { table };
+    frame.render_widget(table, inner);
 }
 
 fn render_events(frame: &mut Frame, area: Rect, model: &Model) {
@@ -342,9 +477,10 @@ fn render_events(frame: &mut Frame, area: Rect, model: &Model) {
         let [a, m] = Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).spacing(1).areas(area);
         (a, m)
     } else if area.height >= 4 {
-        // Stacked: the anomalies get their rows first, the marks the rest.
+        // Stacked: the anomalies get their rows first, the marks the rest
+        // (at least a title and one line each).
         let wanted = 1 + rows(model.anomalies.len().max(1));
-        let first = wanted.min(area.height - 2);
+        let first = wanted.min(area.height - 2).max(2);
         let [a, m] = Layout::vertical([Constraint::Length(first), Constraint::Fill(1)]).areas(area);
         (a, m)
     } else {
