@@ -439,6 +439,8 @@ pub struct Engine {
     last_time_ns: u64,
     losses: LossBlock,
     opening: Opening,
+    /// The process of the last record applied.
+    last_process: Option<ProcessId>,
     writer_counters: BTreeMap<(ProcessId, u32, u8), (i64, i64)>,
     /// What the writers' live counters should read, record by record:
     /// every ALLOC adds and every FREE subtracts its own size and one
@@ -466,6 +468,7 @@ impl Engine {
             last_time_ns: 0,
             losses: LossBlock::default(),
             opening: Opening::default(),
+            last_process: None,
             writer_counters: BTreeMap::new(),
             writer_view: FastMap::default(),
         }
@@ -538,6 +541,7 @@ impl Engine {
             Some(event) => event,
         };
         let process = self.owner(record, time_ns);
+        self.last_process = Some(process);
         match event {
             Event::Alloc => self.alloc(process, record, time_ns),
             Event::Free => self.free(process, record, time_ns),
@@ -982,6 +986,12 @@ impl Engine {
     /// The process `id`.
     pub fn process(&self, id: ProcessId) -> &ProcessStats {
         self.process_ref(id)
+    }
+
+    /// The process of the last record applied (a capacity record, of no
+    /// process, leaves it as it was).
+    pub fn last_process(&self) -> Option<ProcessId> {
+        self.last_process
     }
 
     /// Anomaly counts.

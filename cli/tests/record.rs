@@ -245,27 +245,20 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
     let events = doc["traceEvents"].as_array().unwrap();
     let named = |name: &str| events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == name);
     assert!(named("device 0") && named("device 1"), "device tracks are named");
-    // Device 0 DRAM: 5 allocs then 4 frees, each in its own sample unless
-    // two fell in one microsecond; the last sample is the final usage.
+    // Device 0 DRAM: 5 allocs then 4 frees; the last sample is the final
+    // usage (cli/tests/export.rs checks the timeline in depth).
     let device0_pid =
         events.iter().find(|e| e["ph"] == "M" && e["args"]["name"] == "device 0").unwrap()["pid"].clone();
     let samples: Vec<u64> = events
         .iter()
-        .filter(|e| e["ph"] == "C" && e["pid"] == device0_pid && e["name"] == "DRAM bytes")
+        .filter(|e| e["ph"] == "C" && e["pid"] == device0_pid && e["name"] == "DRAM")
         .map(|e| e["args"]["bytes"].as_u64().unwrap())
         .collect();
-    assert!(!samples.is_empty() && samples.len() <= 9, "{samples:?}");
+    assert!(!samples.is_empty(), "{samples:?}");
     assert_eq!(*samples.last().unwrap(), 1008);
-    assert!(samples.iter().all(|&b| b <= 1000 + 1002 + 1004 + 1006 + 1008));
-    let instants = |cat: &str| events.iter().filter(|e| e["ph"] == "i" && e["cat"] == cat).count();
-    assert_eq!((instants("mark"), instants("anomaly"), instants("remaining")), (1, 1, 2));
-    let mut last_ts = 0.0;
-    for e in events.iter().filter(|e| e["ph"] == "C") {
-        let ts = e["ts"].as_f64().unwrap();
-        assert!(ts >= 0.0);
-        last_ts = f64::max(last_ts, ts);
-    }
-    assert!(last_ts > 0.0, "timestamps are in microseconds since the ring began");
+    let slices = |cat: &str| events.iter().filter(|e| e["ph"] == "X" && e["cat"] == cat).count();
+    assert_eq!((slices("phase"), slices("buffer"), slices("buffer,leak")), (1, 8, 2));
+    assert_eq!(events.iter().filter(|e| e["ph"] == "i" && e["cat"] == "anomaly").count(), 1);
 
     let out = memtrack(&["export", file.0.to_str().unwrap(), "--format", "csv"]);
     assert!(out.status.success());

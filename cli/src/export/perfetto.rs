@@ -1,0 +1,731 @@
+//! `memtrack export --format perfetto`: a record file as a Chrome
+//! trace-event JSON timeline, for ui.perfetto.dev (and chrome://tracing).
+//!
+//! What is in it, and the rules that keep it truthful:
+//!
+//! * **Time**: every `ts` is wall-clock microseconds since the Unix epoch
+//!   (with three decimals: nanoseconds): the ring's creation time
+//!   (`created_unix_ns`, taken with the clock calibration) plus the
+//!   record's calibrated ring-clock time. So the trace lines up with
+//!   other traces of the same machine (Tracy, the tt-metal profiler).
+//! * **Usage counters**, one track per device and kind, named `<KIND>
+//!   bytes` under a `device N` process (Perfetto names a counter track
+//!   "event name + argument key"). Samples are bucketed per microsecond
+//!   (`--bucket-us`), but a bucket keeps its highest and lowest value and
+//!   its last one, each at its own time: no peak and no trough is lost, and
+//!   the last value of every bucket is exact. A `<KIND> capacity bytes` track where a writer
+//!   set a capacity.
+//! * **Buffer lifetimes** as slices from allocation to free, on lanes
+//!   (threads `<KIND> buffers`, `<KIND> buffers 2`, ...) under the device so
+//!   that overlapping buffers never overlap on one track. The rule: with
+//!   at most [`ALL_SLICES_UP_TO`] buffers in the recording, every one;
+//!   with more, every buffer still alive at the end (up to
+//!   [`LEAKED_UP_TO`], the largest first) and the [`LARGEST_PER_TRACK`]
+//!   largest freed buffers of each device and kind. Buffers alive at the
+//!   end run to the end of the trace and are named `leak: ...` (category
+//!   `buffer,leak`, argument `leaked: true`); the buffers of a process that
+//!   died end at its death (`freed_by: "process died"`).
+//! * **Phases**: each mark starts a phase that lasts until the same
+//!   process's next mark (or the end of the trace): a slice on that
+//!   process's `phases` thread. The record format has no scopes.
+//! * Anomalies and process deaths as instant events on the process.
+//!
+//! `otherData` holds the ring, the clock origin and the slice rule applied.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::io::Write;
+
+use anyhow::Result;
+use memtrack::Event;
+use serde_json::{Value, json};
+
+use crate::engine::{BufferKey, Engine, ProcState, ProcessId};
+use crate::recording::{Block, RecordReader};
+use crate::units::{human_bytes, kind_name};
+
+/// Every buffer lifetime is a slice in recordings with at most this many
+/// buffers.
+pub const ALL_SLICES_UP_TO: usize = 20_000;
+
+/// In larger recordings: the largest freed buffers kept per device and kind.
+pub const LARGEST_PER_TRACK: usize = 200;
+
+/// In larger recordings: buffers alive at the end kept (the largest).
+pub const LEAKED_UP_TO: usize = 20_000;
+
+/// Devices are shown as processes with these ids, far above any real pid
+/// (pid_max is at most 2^22).
+const DEVICE_PID_BASE: u64 = 1 << 30;
+
+/// Synthetic thread ids (lanes, phases) are handed out from here: unique
+/// across the trace, as Perfetto keys threads by tid.
+const TID_BASE: u64 = 1 << 31;
+
+/// Writes the timeline of `reader` to `out`, counters bucketed by
+/// `bucket_ns` (at most three samples per bucket and track).
+pub fn write(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) -> Result<()> {
+    let header = *reader.header();
+    let time = header.time_base();
+    // Time 0 of `time`: the recording's start (version 2), else the ring's creation.
+    let clock = Clock { origin_unix_ns: header.origin_unix_ns() };
+    let mut engine = Engine::new(time);
+    let mut trace = Trace::start(out)?;
+    let mut timeline = Timeline { bucket_ns: bucket_ns.max(1), ..Timeline::default() };
+    while let Some(block) = reader.next_block()? {
+        let anomalies_before = engine.anomalies().len();
+        let marks_before = engine.marks().len();
+        let died_before = died_count(&engine);
+        engine.apply_block(&block);
+        if let Block::Record(record) = &block {
+            let t = time.ns(record.timestamp);
+            let key = BufferKey {
+                process: engine.last_process().unwrap_or(ProcessId(u32::MAX)),
+                pid: record.pid,
+                device_id: record.device_id,
+                kind: record.kind,
+                buffer_id: record.buffer_id,
+            };
+            match record.event() {
+                Some(Event::Alloc) => {
+                    let open = Open {
+                        start_ns: t,
+                        size: record.size,
+                        parent_id: record.parent_id,
+                        address: record.address,
+                        flags: record.flags,
+                    };
+                    timeline.open.entry(key).or_default().push(open);
+                    timeline.sample(&mut trace, &clock, &engine, (record.device_id, record.kind), t)?;
+                }
+                Some(Event::Free) => {
+                    if let Some(stack) = timeline.open.get_mut(&key)
+                        && let Some(open) = stack.pop()
+                    {
+                        if stack.is_empty() {
+                            timeline.open.remove(&key);
+                        }
+                        timeline.lifetimes.add(Lifetime { key, open, end_ns: t, end: End::Freed });
+                        timeline.sample(&mut trace, &clock, &engine, (record.device_id, record.kind), t)?;
+                    }
+                }
+                Some(Event::Capacity) => {
+                    let track = (record.device_id, record.kind);
+                    timeline.name_device(&mut trace, record.device_id)?;
+                    trace.counter(&clock, track, "capacity", t, record.size)?;
+                    timeline.capacities.insert(track, record.size);
+                }
+                Some(Event::ProcessStart) => {
+                    let name = format!("{} ({})", String::from_utf8_lossy(record.label()), record.pid);
+                    trace.metadata("process_name", record.pid as u64, None, json!({ "name": name }))?;
+                }
+                _ => {}
+            }
+        }
+        if died_count(&engine) != died_before {
+            timeline.after_deaths(&mut trace, &clock, &engine)?;
+        }
+        for mark in &engine.marks()[marks_before..] {
+            timeline.mark(&mut trace, &clock, mark.pid, &mark.label, mark.time_ns)?;
+        }
+        for a in &engine.anomalies()[anomalies_before..] {
+            let name = format!("{} {} buffer {}", a.kind.name(), kind_name(a.key.kind), a.key.buffer_id);
+            let args = json!({
+                "device_id": a.key.device_id, "kind": kind_name(a.key.kind), "buffer_id": a.key.buffer_id,
+                "size": a.size, "expected_size": a.expected_size,
+            });
+            trace.instant(&clock, &name, "anomaly", a.key.pid as u64, a.time_ns, args)?;
+        }
+    }
+    let (rule, buffers) = timeline.finish(&mut trace, &clock, &engine)?;
+    let other = json!({
+        "memtrack": {
+            "ring": header.ring_path(),
+            "ring_created_unix_ns": header.ring_created_unix_ns,
+            "recording_started_unix_ns": header.started_unix_ns,
+            "timestamps": "wall clock: microseconds since the Unix epoch",
+            "buffer_slices": rule,
+            "buffers": buffers,
+        }
+    });
+    trace.finish(&other)
+}
+
+fn died_count(engine: &Engine) -> usize {
+    engine.processes().iter().filter(|p| p.state == ProcState::Died).count()
+}
+
+/// Turns ns since the ring's creation into trace timestamps.
+struct Clock {
+    origin_unix_ns: u64,
+}
+
+impl Clock {
+    /// Wall-clock microseconds with nanosecond decimals, as JSON number text.
+    fn ts(&self, ns: u64) -> String {
+        micros(self.origin_unix_ns.saturating_add(ns))
+    }
+}
+
+/// `ns` as microseconds with three decimals: `1234.567`.
+fn micros(ns: u64) -> String {
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+/// A buffer reference not yet freed.
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    start_ns: u64,
+    size: u64,
+    parent_id: u64,
+    address: u64,
+    flags: u8,
+}
+
+/// How a lifetime ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Freed,
+    /// Alive at the end of the recording.
+    Leaked,
+    /// Its process died.
+    Died,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Lifetime {
+    key: BufferKey,
+    open: Open,
+    end_ns: u64,
+    end: End,
+}
+
+impl Lifetime {
+    /// Larger first; among equals, the earlier.
+    fn rank(&self) -> (u64, Reverse<u64>, Reverse<BufferKey>) {
+        (self.open.size, Reverse(self.open.start_ns), Reverse(self.key))
+    }
+}
+
+/// A lifetime ordered by [`Lifetime::rank`], for the heaps.
+struct Ranked(Lifetime);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.rank() == other.0.rank()
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.rank().cmp(&other.0.rank())
+    }
+}
+
+/// The freed lifetimes kept: all of them while there are few, then the
+/// largest per (device, kind).
+#[derive(Default)]
+struct Lifetimes {
+    /// Buffer lifetimes seen (freed, leaked and died).
+    seen: u64,
+    /// Every freed lifetime, until there are more than [`ALL_SLICES_UP_TO`].
+    all: Vec<Lifetime>,
+    /// Past that: per (device, kind), a min-heap of the largest.
+    largest: Option<Largest>,
+}
+
+impl Lifetimes {
+    fn add(&mut self, lifetime: Lifetime) {
+        self.seen += 1;
+        match &mut self.largest {
+            None if self.all.len() < ALL_SLICES_UP_TO => self.all.push(lifetime),
+            None => {
+                let mut largest = BTreeMap::new();
+                for l in std::mem::take(&mut self.all).into_iter().chain([lifetime]) {
+                    keep_largest(&mut largest, l);
+                }
+                self.largest = Some(largest);
+            }
+            Some(largest) => keep_largest(largest, lifetime),
+        }
+    }
+
+    /// Whether every lifetime is kept (the recording has few buffers).
+    fn keeps_all(&self, still_open: usize) -> bool {
+        self.largest.is_none() && self.all.len() + still_open <= ALL_SLICES_UP_TO
+    }
+
+    /// The slice rule applied, in words.
+    fn rule(&self, keeps_all: bool) -> String {
+        if keeps_all {
+            format!("all {} buffers (recordings of at most {ALL_SLICES_UP_TO} show them all)", self.seen)
+        } else {
+            format!(
+                "{} buffers, more than {ALL_SLICES_UP_TO}: every buffer alive at the end (the {LEAKED_UP_TO} \
+                 largest) and the {LARGEST_PER_TRACK} largest freed buffers of each device and kind",
+                self.seen
+            )
+        }
+    }
+
+    /// The freed lifetimes kept.
+    fn freed(self) -> Vec<Lifetime> {
+        match self.largest {
+            None => self.all,
+            Some(largest) => largest.into_values().flat_map(|heap| heap.into_iter().map(|r| r.0.0)).collect(),
+        }
+    }
+}
+
+/// Per (device, kind): a min-heap of the largest freed lifetimes.
+type Largest = BTreeMap<(u32, u8), BinaryHeap<Reverse<Ranked>>>;
+
+fn keep_largest(largest: &mut Largest, lifetime: Lifetime) {
+    let heap = largest.entry((lifetime.key.device_id, lifetime.key.kind)).or_default();
+    heap.push(Reverse(Ranked(lifetime)));
+    if heap.len() > LARGEST_PER_TRACK {
+        heap.pop(); // The smallest.
+    }
+}
+
+/// One counter track's current bucket: its highest, lowest and last
+/// (time, value).
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    index: u64,
+    high: (u64, u64),
+    low: (u64, u64),
+    last: (u64, u64),
+}
+
+impl Bucket {
+    fn new(index: u64, t: u64, value: u64) -> Bucket {
+        Bucket { index, high: (t, value), low: (t, value), last: (t, value) }
+    }
+
+    fn add(&mut self, t: u64, value: u64) {
+        if value > self.high.1 {
+            self.high = (t, value);
+        }
+        if value < self.low.1 {
+            self.low = (t, value);
+        }
+        self.last = (t, value);
+    }
+
+    /// The samples to write, in time order, one per distinct time.
+    fn samples(&self) -> Vec<(u64, u64)> {
+        let mut samples = vec![self.high, self.low, self.last];
+        samples.sort_by_key(|&(t, _)| t);
+        // Several at one time: the last one written there is the value.
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(3);
+        for (t, v) in samples {
+            match out.last_mut() {
+                Some(previous) if previous.0 == t => {
+                    *previous = if t == self.last.0 { self.last } else { (t, v) }
+                }
+                _ => out.push((t, v)),
+            }
+        }
+        out
+    }
+}
+
+/// What the export tracks besides the engine.
+#[derive(Default)]
+struct Timeline {
+    /// Counter bucket width.
+    bucket_ns: u64,
+    /// Buffer references not yet freed, newest last.
+    open: HashMap<BufferKey, Vec<Open>>,
+    lifetimes: Lifetimes,
+    /// Per (device, kind): the counter bucket being filled.
+    buckets: BTreeMap<(u32, u8), Bucket>,
+    /// The last live bytes written or buffered per track.
+    values: BTreeMap<(u32, u8), u64>,
+    capacities: BTreeMap<(u32, u8), u64>,
+    named_devices: std::collections::BTreeSet<u32>,
+    /// Per process: its current phase (label, start).
+    phases: BTreeMap<u32, (String, u64)>,
+    /// Per process: the tid of its phases track.
+    phase_tids: BTreeMap<u32, u64>,
+    next_tid: u64,
+}
+
+impl Timeline {
+    fn tid(&mut self) -> u64 {
+        self.next_tid += 1;
+        TID_BASE + self.next_tid
+    }
+
+    fn name_device(&mut self, trace: &mut Trace<impl Write>, device: u32) -> Result<()> {
+        if self.named_devices.insert(device) {
+            let pid = DEVICE_PID_BASE + device as u64;
+            trace.metadata("process_name", pid, None, json!({ "name": format!("device {device}") }))?;
+            trace.metadata("process_sort_index", pid, None, json!({ "sort_index": device }))?;
+        }
+        Ok(())
+    }
+
+    /// The track's usage changed at `t`: into its bucket, writing the
+    /// previous bucket out when `t` starts a new one.
+    fn sample(
+        &mut self,
+        trace: &mut Trace<impl Write>,
+        clock: &Clock,
+        engine: &Engine,
+        track: (u32, u8),
+        t: u64,
+    ) -> Result<()> {
+        let Some(stats) = engine.devices().get(&track) else { return Ok(()) };
+        self.name_device(trace, track.0)?;
+        let value = stats.live_bytes;
+        self.values.insert(track, value);
+        match self.buckets.get_mut(&track) {
+            Some(bucket) if bucket.index == t / self.bucket_ns => bucket.add(t, value),
+            Some(bucket) => {
+                for (t, v) in bucket.samples() {
+                    trace.counter(clock, track, "", t, v)?;
+                }
+                *bucket = Bucket::new(t / self.bucket_ns, t, value);
+            }
+            None => {
+                self.buckets.insert(track, Bucket::new(t / self.bucket_ns, t, value));
+            }
+        }
+        Ok(())
+    }
+
+    /// A process died: its usage left the devices (sample the tracks that
+    /// changed) and its open buffers end now.
+    fn after_deaths(&mut self, trace: &mut Trace<impl Write>, clock: &Clock, engine: &Engine) -> Result<()> {
+        let changed: Vec<(u32, u8)> = engine
+            .devices()
+            .iter()
+            .filter(|(track, s)| self.values.get(track).is_some_and(|&v| v != s.live_bytes))
+            .map(|(&track, _)| track)
+            .collect();
+        let t = engine.last_time_ns();
+        for track in changed {
+            self.sample(trace, clock, engine, track, t)?;
+        }
+        let dead: Vec<BufferKey> = self
+            .open
+            .keys()
+            .filter(|k| engine.processes().get(k.process.0 as usize).is_some_and(|p| p.state == ProcState::Died))
+            .copied()
+            .collect();
+        for key in dead {
+            let end_ns = engine.process(key.process).end_time_ns.unwrap_or(t);
+            for open in self.open.remove(&key).unwrap_or_default() {
+                self.lifetimes.add(Lifetime { key, open, end_ns, end: End::Died });
+            }
+        }
+        Ok(())
+    }
+
+    /// A mark: the process's previous phase ends, a new one starts.
+    fn mark(
+        &mut self,
+        trace: &mut Trace<impl Write>,
+        clock: &Clock,
+        pid: u32,
+        label: &str,
+        t: u64,
+    ) -> Result<()> {
+        if let Some((previous, start)) = self.phases.insert(pid, (label.to_owned(), t)) {
+            self.phase(trace, clock, pid, &previous, start, t)?;
+        }
+        Ok(())
+    }
+
+    fn phase(
+        &mut self,
+        trace: &mut Trace<impl Write>,
+        clock: &Clock,
+        pid: u32,
+        label: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
+        let tid = match self.phase_tids.get(&pid) {
+            Some(&tid) => tid,
+            None => {
+                let tid = self.tid();
+                self.phase_tids.insert(pid, tid);
+                trace.metadata("thread_name", pid as u64, Some(tid), json!({ "name": "phases" }))?;
+                tid
+            }
+        };
+        let slice = Slice { name: label, cat: "phase", pid: pid as u64, tid, start, end };
+        trace.slice(clock, &slice, json!({ "mark": label }))
+    }
+
+    /// Writes what is left: the last counter buckets, the capacities to the
+    /// end, the buffer lifetimes on lanes, the open phases, deaths. Returns
+    /// the slice rule applied and the number of buffer lifetimes.
+    fn finish(
+        mut self,
+        trace: &mut Trace<impl Write>,
+        clock: &Clock,
+        engine: &Engine,
+    ) -> Result<(String, u64)> {
+        let end = engine.last_time_ns();
+        for (&track, bucket) in &self.buckets {
+            for (t, v) in bucket.samples() {
+                trace.counter(clock, track, "", t, v)?;
+            }
+        }
+        for (&track, &bytes) in &self.capacities {
+            trace.counter(clock, track, "capacity", end, bytes)?;
+        }
+        for (pid, (label, start)) in std::mem::take(&mut self.phases) {
+            self.phase(trace, clock, pid, &label, start, end)?;
+        }
+        for p in engine.processes().iter().filter(|p| p.state == ProcState::Died) {
+            let name = format!("process {} died", p.pid);
+            let args = json!({ "process": p.key(), "buffers_left": p.ended_with.len() });
+            trace.instant(clock, &name, "process", p.pid as u64, p.end_time_ns.unwrap_or(end), args)?;
+        }
+
+        // Lifetimes: alive at the end (leaked), then the freed ones kept.
+        let still_open: usize = self.open.values().map(Vec::len).sum();
+        let keeps_all = self.lifetimes.keeps_all(still_open);
+        let mut leaked: Vec<Lifetime> = std::mem::take(&mut self.open)
+            .into_iter()
+            .flat_map(|(key, stack)| {
+                stack.into_iter().map(move |open| Lifetime { key, open, end_ns: end, end: End::Leaked })
+            })
+            .collect();
+        self.lifetimes.seen += leaked.len() as u64;
+        if !keeps_all && leaked.len() > LEAKED_UP_TO {
+            leaked.sort_by_key(|l| Reverse(l.rank()));
+            leaked.truncate(LEAKED_UP_TO);
+        }
+        let lifetimes = std::mem::take(&mut self.lifetimes);
+        let (rule, seen) = (lifetimes.rule(keeps_all), lifetimes.seen);
+        let mut all = lifetimes.freed();
+        all.extend(leaked);
+        self.lanes(trace, clock, all)?;
+        Ok((rule, seen))
+    }
+
+    /// Puts lifetimes on lanes, per device and kind, so that none overlap
+    /// on one lane, and writes them.
+    fn lanes(&mut self, trace: &mut Trace<impl Write>, clock: &Clock, mut all: Vec<Lifetime>) -> Result<()> {
+        all.sort_by_key(|l| (l.key.device_id, l.key.kind, l.open.start_ns, l.end_ns));
+        let mut i = 0;
+        while i < all.len() {
+            let track = (all[i].key.device_id, all[i].key.kind);
+            let j = i + all[i..].iter().take_while(|l| (l.key.device_id, l.key.kind) == track).count();
+            self.name_device(trace, track.0)?;
+            // Lanes by (free from, lane index): the earliest free lane first.
+            let mut free: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+            let mut tids: Vec<u64> = Vec::new();
+            for l in &all[i..j] {
+                let lane = match free.peek() {
+                    Some(&Reverse((from, lane))) if from <= l.open.start_ns => {
+                        free.pop();
+                        lane
+                    }
+                    _ => {
+                        let lane = tids.len();
+                        let tid = self.tid();
+                        tids.push(tid);
+                        let pid = DEVICE_PID_BASE + track.0 as u64;
+                        let kind = kind_name(track.1);
+                        let name = if lane == 0 {
+                            format!("{kind} buffers")
+                        } else {
+                            format!("{kind} buffers {}", lane + 1)
+                        };
+                        trace.metadata("thread_name", pid, Some(tid), json!({ "name": name }))?;
+                        let sort = u64::from(track.1) * 100_000 + lane as u64;
+                        trace.metadata("thread_sort_index", pid, Some(tid), json!({ "sort_index": sort }))?;
+                        lane
+                    }
+                };
+                free.push(Reverse((l.end_ns, lane)));
+                self.buffer_slice(trace, clock, l, tids[lane])?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    fn buffer_slice(
+        &self,
+        trace: &mut Trace<impl Write>,
+        clock: &Clock,
+        l: &Lifetime,
+        tid: u64,
+    ) -> Result<()> {
+        let what = format!(
+            "{} buffer {} ({})",
+            kind_name(l.key.kind),
+            l.key.buffer_id,
+            human_bytes(l.open.size as i64)
+        );
+        let (name, cat) = match l.end {
+            End::Leaked => (format!("leak: {what}"), "buffer,leak"),
+            End::Died | End::Freed => (what, "buffer"),
+        };
+        let freed_by = match l.end {
+            End::Freed => "free",
+            End::Leaked => "never freed (alive at the end of the recording)",
+            End::Died => "process died",
+        };
+        let args = json!({
+            "pid": l.key.pid, "device_id": l.key.device_id, "kind": kind_name(l.key.kind),
+            "buffer_id": l.key.buffer_id, "size": l.open.size, "parent_id": l.open.parent_id,
+            "address": format!("{:#x}", l.open.address), "flags": l.open.flags,
+            "leaked": l.end == End::Leaked, "freed_by": freed_by,
+        });
+        let pid = DEVICE_PID_BASE + l.key.device_id as u64;
+        let slice = Slice { name: &name, cat, pid, tid, start: l.open.start_ns, end: l.end_ns };
+        trace.slice(clock, &slice, args)
+    }
+}
+
+/// A complete (`X`) event.
+struct Slice<'a> {
+    name: &'a str,
+    cat: &'a str,
+    pid: u64,
+    tid: u64,
+    /// ns since the ring's creation.
+    start: u64,
+    end: u64,
+}
+
+/// `{"displayTimeUnit":"ns","traceEvents":[...],"otherData":{...}}`,
+/// written one event at a time (timestamps as exact decimal text, which
+/// serde_json's f64 would round).
+struct Trace<'a, W: Write> {
+    out: &'a mut W,
+    first: bool,
+}
+
+impl<'a, W: Write> Trace<'a, W> {
+    fn start(out: &'a mut W) -> Result<Self> {
+        out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
+        Ok(Trace { out, first: true })
+    }
+
+    fn separator(&mut self) -> Result<()> {
+        if !self.first {
+            self.out.write_all(b",\n")?;
+        }
+        self.first = false;
+        Ok(())
+    }
+
+    /// `name` as a JSON string.
+    fn string(text: &str) -> String {
+        Value::from(text).to_string()
+    }
+
+    fn metadata(&mut self, name: &str, pid: u64, tid: Option<u64>, args: Value) -> Result<()> {
+        self.separator()?;
+        let tid = tid.map_or_else(String::new, |t| format!(",\"tid\":{t}"));
+        write!(self.out, "{{\"ph\":\"M\",\"name\":\"{name}\",\"pid\":{pid}{tid},\"args\":{args}}}")?;
+        Ok(())
+    }
+
+    /// A counter sample: track `<KIND> bytes` (or `<KIND> capacity bytes`).
+    fn counter(
+        &mut self,
+        clock: &Clock,
+        (device, kind): (u32, u8),
+        what: &str,
+        t: u64,
+        bytes: u64,
+    ) -> Result<()> {
+        self.separator()?;
+        let name = if what.is_empty() { kind_name(kind) } else { format!("{} {what}", kind_name(kind)) };
+        let pid = DEVICE_PID_BASE + device as u64;
+        write!(
+            self.out,
+            "{{\"ph\":\"C\",\"name\":{},\"pid\":{pid},\"ts\":{},\"args\":{{\"bytes\":{bytes}}}}}",
+            Trace::<W>::string(&name),
+            clock.ts(t)
+        )?;
+        Ok(())
+    }
+
+    fn slice(&mut self, clock: &Clock, s: &Slice, args: Value) -> Result<()> {
+        self.separator()?;
+        write!(
+            self.out,
+            "{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{},\"dur\":{},\"args\":{args}}}",
+            Trace::<W>::string(s.name),
+            s.cat,
+            s.pid,
+            s.tid,
+            clock.ts(s.start),
+            micros(s.end.saturating_sub(s.start))
+        )?;
+        Ok(())
+    }
+
+    /// A process-scoped instant event.
+    fn instant(&mut self, clock: &Clock, name: &str, cat: &str, pid: u64, t: u64, args: Value) -> Result<()> {
+        self.separator()?;
+        write!(
+            self.out,
+            "{{\"ph\":\"i\",\"s\":\"p\",\"name\":{},\"cat\":\"{cat}\",\"pid\":{pid},\"tid\":{pid},\"ts\":{},\"args\":{args}}}",
+            Trace::<W>::string(name),
+            clock.ts(t)
+        )?;
+        Ok(())
+    }
+
+    fn finish(self, other: &Value) -> Result<()> {
+        write!(self.out, "\n],\"otherData\":{other}}}\n")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_keeps_its_peak_its_trough_and_its_last_value() {
+        let mut b = Bucket::new(1, 1000, 10);
+        b.add(1100, 8192); // A short peak...
+        b.add(1200, 0); // ...gone within the microsecond.
+        b.add(1300, 5);
+        assert_eq!(b.samples(), [(1100, 8192), (1200, 0), (1300, 5)]);
+        let b = Bucket::new(0, 7, 3);
+        assert_eq!(b.samples(), [(7, 3)]);
+    }
+
+    #[test]
+    fn timestamps_are_exact_decimal_microseconds() {
+        let clock = Clock { origin_unix_ns: 1_764_473_000_123_456_789 };
+        assert_eq!(clock.ts(0), "1764473000123456.789");
+        assert_eq!(clock.ts(211), "1764473000123457.000");
+        assert_eq!(micros(5), "0.005");
+    }
+
+    #[test]
+    fn many_lifetimes_keep_the_largest_per_track() {
+        let mut lifetimes = Lifetimes::default();
+        let key = |id| BufferKey { pid: 1, device_id: 0, kind: 0, buffer_id: id };
+        let open = |size| Open { start_ns: 0, size, parent_id: 0, address: 0, flags: 0 };
+        for id in 0..(ALL_SLICES_UP_TO as u64 + 500) {
+            lifetimes.add(Lifetime { key: key(id), open: open(id), end_ns: 1, end: End::Freed });
+        }
+        assert!(!lifetimes.keeps_all(0));
+        let kept = lifetimes.freed();
+        assert_eq!(kept.len(), LARGEST_PER_TRACK);
+        let smallest = kept.iter().map(|l| l.open.size).min().unwrap();
+        assert_eq!(smallest, ALL_SLICES_UP_TO as u64 + 500 - LARGEST_PER_TRACK as u64);
+    }
+}
