@@ -1,6 +1,8 @@
-//! `memtrack report`: the analysis of a record file, as text or as one
-//! JSON document (schema `memtrack.report/1`). `record` prints the same
-//! text when it finishes.
+//! `memtrack report`: the analysis of a record file, as text, as one
+//! JSON document (schema `memtrack.report/1`) or as a page ([`html`]).
+//! `record` prints the same text when it finishes.
+
+mod html;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,6 +29,10 @@ pub struct ReportArgs {
     /// One JSON document (schema memtrack.report/1) instead of text.
     #[arg(long)]
     json: bool,
+    /// Write a self-contained HTML page (charts per device, sortable leak,
+    /// anomaly and process tables) to FILE instead of printing.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    html: Option<PathBuf>,
     /// Also read a recording that did not finish (its reader was killed):
     /// the records it holds, without the final process table, loss totals
     /// and cross-check.
@@ -47,6 +53,11 @@ pub struct Source {
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
+    if let Some(page) = &args.html {
+        html::write(&args.file, args.partial, page)?;
+        eprintln!("memtrack report: wrote {}", page.display());
+        return Ok(());
+    }
     let (header, engine, finished) = load_with(&args.file, args.partial)?;
     let source = Source::of_file(&args.file, &header, finished);
     let mut out = std::io::stdout().lock();
