@@ -159,6 +159,31 @@ got=$(jq -r '.data.memtrack_records_lost[0].type' <<<"$metadata")
 [ "$got" = counter ] || fail "metadata of memtrack_records_lost: '$got'"
 pass "memtrack_records_lost is a counter"
 
+# Every query of the Grafana dashboard (docs/grafana/memtrack.json), with
+# its variables filled in as Grafana would, is valid PromQL for this
+# Prometheus; those over series a plain `serve` exports return data (the
+# ones that need --consume or --per-process may be empty here).
+dashboard="$(dirname "$0")/../docs/grafana/memtrack.json"
+mapfile -t exprs < <(jq -r '.panels[] | .targets[]? | .expr' "$dashboard")
+[ "${#exprs[@]}" -ge 15 ] || fail "only ${#exprs[@]} queries in $dashboard"
+for expr in "${exprs[@]}"; do
+    promql=$(sed -e 's/\$instance/.*/g; s/\$device/.*/g; s/\$__rate_interval/1m/g; s/\$__range/5m/g' <<<"$expr")
+    found=""
+    for _ in $(seq 20); do
+        found=$(curl -fsS -G "$api/query" --data-urlencode "query=$promql" \
+            | jq -r 'if .status != "success" then "error" else (.data.result | length) end') || found="error"
+        [ -n "$found" ] || found="error"
+        [ "$found" = error ] && break
+        [ "$found" != 0 ] && break
+        sleep 0.5
+    done
+    [ "$found" = error ] && fail "dashboard query rejected by Prometheus: $promql"
+    if [ "$found" = 0 ] && ! grep -qE 'memtrack_(allocations|frees|anomalies|device_memory_peak|process_)' <<<"$promql"; then
+        fail "dashboard query returned nothing: $promql"
+    fi
+done
+pass "the ${#exprs[@]} queries of docs/grafana/memtrack.json run in Prometheus"
+
 # Clients that end hold no device memory: their usage leaves the device
 # series (which stay, at 0); their exit records are dropped.
 exec 3>&-
