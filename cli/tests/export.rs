@@ -514,3 +514,155 @@ fn perfetto_timeline_of_many_buffers_keeps_the_leaked_and_the_largest() {
     assert_eq!(samples.iter().map(|s| s.1).max(), Some(MANY));
     assert_eq!(samples.last().unwrap().1, fine.last().unwrap().1);
 }
+
+/// Decodes a Perfetto protobuf trace with Perfetto's own published schema
+/// (the `perfetto_trace_pb2` module of PyPI's `perfetto` package, which
+/// `.ci/run` installs into `target/pyperfetto`; `MEMTRACK_PERFETTO_PYTHON`
+/// names another directory) and summarises it as JSON: per track its
+/// descriptor, per event its kind, track, time, name, value, annotations.
+fn decode_with_perfetto_schema(trace: &Path) -> Value {
+    let python_path = std::env::var("MEMTRACK_PERFETTO_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyperfetto").to_owned());
+    let script = r#"
+import json, sys
+from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
+trace = pb.Trace()
+trace.ParseFromString(open(sys.argv[1], "rb").read())
+tracks, events = {}, []
+for p in trace.packet:
+    if p.HasField("track_descriptor"):
+        d = p.track_descriptor
+        tracks[str(d.uuid)] = {
+            "name": d.name, "parent": str(d.parent_uuid) if d.HasField("parent_uuid") else None,
+            "pid": d.process.pid if d.HasField("process") else None,
+            "process_name": d.process.process_name if d.HasField("process") else None,
+            "unit": pb.CounterDescriptor.Unit.Name(d.counter.unit) if d.HasField("counter") else None,
+        }
+    elif p.HasField("track_event"):
+        e = p.track_event
+        events.append({
+            "type": pb.TrackEvent.Type.Name(e.type), "track": str(e.track_uuid), "ts": p.timestamp,
+            "name": e.name, "value": e.counter_value, "categories": list(e.categories),
+            "args": {a.name: (a.string_value if a.HasField("string_value") else
+                              a.bool_value if a.HasField("bool_value") else
+                              a.uint_value if a.HasField("uint_value") else a.int_value)
+                     for a in e.debug_annotations},
+            "sequence": p.trusted_packet_sequence_id,
+        })
+json.dump({"tracks": tracks, "events": events}, sys.stdout)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(trace)
+        .env("PYTHONPATH", &python_path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "decoding with Perfetto's schema failed (is `perfetto` installed in {python_path}? .ci/run does it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn perfetto_proto_decodes_with_perfettos_schema_and_holds_the_json_timeline() {
+    let file = TempFile::new("export-proto");
+    let out = record("timeline", file.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = export_file(&file, &[]);
+    let proto = TempFile::new("export-proto-trace");
+    let out = memtrack(&["export", file.str(), "--format", "perfetto-proto", "-o", proto.str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decoded = decode_with_perfetto_schema(proto.path());
+    let tracks = decoded["tracks"].as_object().unwrap();
+    let decoded_events = decoded["events"].as_array().unwrap();
+    assert!(decoded_events.iter().all(|e| e["sequence"] == 1));
+
+    // The process (device) a track belongs to, by name.
+    let process_of = |uuid: &str| -> String {
+        let track = &tracks[uuid];
+        let parent = track["parent"].as_str().map_or(uuid, |p| p);
+        tracks[parent]["process_name"].as_str().unwrap_or("").to_owned()
+    };
+    // Counters: per (device, track name) the highest and the last value,
+    // exactly as in the JSON form.
+    let mut counters: BTreeMap<(String, String), (i64, i64, u64)> = BTreeMap::new();
+    for e in decoded_events.iter().filter(|e| e["type"] == "TYPE_COUNTER") {
+        let uuid = e["track"].as_str().unwrap();
+        assert_eq!(tracks[uuid]["unit"], "UNIT_SIZE_BYTES");
+        let key = (process_of(uuid), tracks[uuid]["name"].as_str().unwrap().to_owned());
+        let (value, ts) = (e["value"].as_i64().unwrap(), e["ts"].as_u64().unwrap());
+        let entry = counters.entry(key).or_insert((value, value, ts));
+        entry.0 = entry.0.max(value);
+        if ts >= entry.2 {
+            (entry.1, entry.2) = (value, ts);
+        }
+    }
+    let json_counters = events_of_json_counters(&json);
+    assert_eq!(counters.len(), json_counters.len(), "{counters:?}\n{json_counters:?}");
+    for ((device, name), (high, last, _)) in &counters {
+        let samples = &json_counters[&(device.clone(), name.clone())];
+        assert_eq!(*high as u64, samples.iter().map(|s| s.1).max().unwrap(), "{device} {name}");
+        assert_eq!(*last as u64, samples.last().unwrap().1, "{device} {name}");
+    }
+    assert!(counters.contains_key(&("device 2".to_owned(), "TRACE bytes".to_owned())));
+    assert_eq!(counters[&("device 2".to_owned(), "TRACE bytes".to_owned())].0, 8192);
+
+    // Slices: a begin and an end each, the same names as the JSON slices,
+    // leaks marked; times in nanoseconds of the same wall clock.
+    let begins: Vec<&Value> = decoded_events.iter().filter(|e| e["type"] == "TYPE_SLICE_BEGIN").collect();
+    let ends = decoded_events.iter().filter(|e| e["type"] == "TYPE_SLICE_END").count();
+    assert_eq!(begins.len(), ends);
+    let mut proto_names: Vec<String> =
+        begins.iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
+    let mut json_names: Vec<String> = events(&json)
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    proto_names.sort();
+    json_names.sort();
+    assert_eq!(proto_names, json_names);
+    let leaks: Vec<&&Value> =
+        begins.iter().filter(|e| e["categories"] == serde_json::json!(["buffer", "leak"])).collect();
+    assert_eq!(leaks.len(), 3);
+    assert!(leaks.iter().all(|e| e["args"]["leaked"] == true));
+    let lanes: BTreeSet<&str> =
+        begins.iter().map(|e| tracks[e["track"].as_str().unwrap()]["name"].as_str().unwrap()).collect();
+    assert!(lanes.contains("DRAM buffers") && lanes.contains("phases"), "{lanes:?}");
+    let first_json = events(&json)
+        .iter()
+        .filter(|e| e["ph"] != "M")
+        .map(|e| e["ts"].as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    let first_proto = decoded_events.iter().map(|e| e["ts"].as_u64().unwrap()).min().unwrap();
+    assert!((first_proto as f64 / 1000.0 - first_json).abs() < 1.0, "{first_proto} ns vs {first_json} us");
+    let instants: BTreeSet<&str> = decoded_events
+        .iter()
+        .filter(|e| e["type"] == "TYPE_INSTANT")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(instants.contains("unknown_free L1 buffer 999"), "{instants:?}");
+}
+
+/// The JSON form's counters: (device process name, "<name> bytes") ->
+/// samples in time order.
+fn events_of_json_counters(doc: &Value) -> BTreeMap<(String, String), Vec<(f64, u64)>> {
+    let names: BTreeMap<u64, String> = events(doc)
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "process_name")
+        .map(|e| (e["pid"].as_u64().unwrap(), e["args"]["name"].as_str().unwrap().to_owned()))
+        .collect();
+    let mut out: BTreeMap<(String, String), Vec<(f64, u64)>> = BTreeMap::new();
+    for e in events(doc).iter().filter(|e| e["ph"] == "C") {
+        let key =
+            (names[&e["pid"].as_u64().unwrap()].clone(), format!("{} bytes", e["name"].as_str().unwrap()));
+        out.entry(key).or_default().push((e["ts"].as_f64().unwrap(), e["args"]["bytes"].as_u64().unwrap()));
+    }
+    for samples in out.values_mut() {
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}

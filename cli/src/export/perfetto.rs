@@ -1,5 +1,7 @@
 //! `memtrack export --format perfetto`: a record file as a Chrome
-//! trace-event JSON timeline, for ui.perfetto.dev (and chrome://tracing).
+//! trace-event JSON timeline, for ui.perfetto.dev (and chrome://tracing);
+//! `--format perfetto-proto` writes the same timeline through another
+//! [`Sink`], [`super::perfetto_proto`].
 //!
 //! What is in it, and the rules that keep it truthful:
 //!
@@ -62,15 +64,24 @@ const DEVICE_PID_BASE: u64 = 1 << 30;
 /// across the trace, as Perfetto keys threads by tid.
 const TID_BASE: u64 = 1 << 31;
 
-/// Writes the timeline of `reader` to `out`, counters bucketed by
-/// `bucket_ns` (at most three samples per bucket and track).
-pub fn write(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) -> Result<()> {
+/// Writes the timeline of `reader` to `out` as trace-event JSON, counters
+/// bucketed by `bucket_ns` (at most three samples per bucket and track).
+pub fn write_json(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) -> Result<()> {
+    let clock = Clock { origin_unix_ns: reader.header().origin_unix_ns() };
+    let trace = Trace::start(out, clock)?;
+    write_with(reader, trace, bucket_ns)
+}
+
+/// As [`write_json`], as a Perfetto protobuf trace ([`super::perfetto_proto`]).
+pub fn write_proto(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) -> Result<()> {
+    let origin = reader.header().origin_unix_ns();
+    write_with(reader, super::perfetto_proto::ProtoTrace::new(out, origin), bucket_ns)
+}
+
+fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -> Result<()> {
     let header = *reader.header();
     let time = header.time_base();
-    // Time 0 of `time`: the recording's start (version 2), else the ring's creation.
-    let clock = Clock { origin_unix_ns: header.origin_unix_ns() };
     let mut engine = Engine::new(time);
-    let mut trace = Trace::start(out)?;
     let mut timeline = Timeline { bucket_ns: bucket_ns.max(1), ..Timeline::default() };
     while let Some(block) = reader.next_block()? {
         let anomalies_before = engine.anomalies().len();
@@ -96,7 +107,7 @@ pub fn write(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) ->
                         flags: record.flags,
                     };
                     timeline.open.entry(key).or_default().push(open);
-                    timeline.sample(&mut trace, &clock, &engine, (record.device_id, record.kind), t)?;
+                    timeline.sample(&mut trace, &engine, (record.device_id, record.kind), t)?;
                 }
                 Some(Event::Free) => {
                     if let Some(stack) = timeline.open.get_mut(&key)
@@ -106,13 +117,13 @@ pub fn write(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) ->
                             timeline.open.remove(&key);
                         }
                         timeline.lifetimes.add(Lifetime { key, open, end_ns: t, end: End::Freed });
-                        timeline.sample(&mut trace, &clock, &engine, (record.device_id, record.kind), t)?;
+                        timeline.sample(&mut trace, &engine, (record.device_id, record.kind), t)?;
                     }
                 }
                 Some(Event::Capacity) => {
                     let track = (record.device_id, record.kind);
                     timeline.name_device(&mut trace, record.device_id)?;
-                    trace.counter(&clock, track, "capacity", t, record.size)?;
+                    trace.counter(track, "capacity", t, record.size)?;
                     timeline.capacities.insert(track, record.size);
                 }
                 Some(Event::ProcessStart) => {
@@ -123,10 +134,10 @@ pub fn write(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) ->
             }
         }
         if died_count(&engine) != died_before {
-            timeline.after_deaths(&mut trace, &clock, &engine)?;
+            timeline.after_deaths(&mut trace, &engine)?;
         }
         for mark in &engine.marks()[marks_before..] {
-            timeline.mark(&mut trace, &clock, mark.pid, &mark.label, mark.time_ns)?;
+            timeline.mark(&mut trace, mark.pid, &mark.label, mark.time_ns)?;
         }
         for a in &engine.anomalies()[anomalies_before..] {
             let name = format!("{} {} buffer {}", a.kind.name(), kind_name(a.key.kind), a.key.buffer_id);
@@ -134,10 +145,10 @@ pub fn write(reader: &mut RecordReader, out: &mut impl Write, bucket_ns: u64) ->
                 "device_id": a.key.device_id, "kind": kind_name(a.key.kind), "buffer_id": a.key.buffer_id,
                 "size": a.size, "expected_size": a.expected_size,
             });
-            trace.instant(&clock, &name, "anomaly", a.key.pid as u64, a.time_ns, args)?;
+            trace.instant(&name, "anomaly", a.key.pid as u64, a.time_ns, args)?;
         }
     }
-    let (rule, buffers) = timeline.finish(&mut trace, &clock, &engine)?;
+    let (rule, buffers) = timeline.finish(&mut trace, &engine)?;
     let other = json!({
         "memtrack": {
             "ring": header.ring_path(),
@@ -363,9 +374,9 @@ impl Timeline {
         TID_BASE + self.next_tid
     }
 
-    fn name_device(&mut self, trace: &mut Trace<impl Write>, device: u32) -> Result<()> {
+    fn name_device(&mut self, trace: &mut impl Sink, device: u32) -> Result<()> {
         if self.named_devices.insert(device) {
-            let pid = DEVICE_PID_BASE + device as u64;
+            let pid = device_pid(device);
             trace.metadata("process_name", pid, None, json!({ "name": format!("device {device}") }))?;
             trace.metadata("process_sort_index", pid, None, json!({ "sort_index": device }))?;
         }
@@ -374,14 +385,7 @@ impl Timeline {
 
     /// The track's usage changed at `t`: into its bucket, writing the
     /// previous bucket out when `t` starts a new one.
-    fn sample(
-        &mut self,
-        trace: &mut Trace<impl Write>,
-        clock: &Clock,
-        engine: &Engine,
-        track: (u32, u8),
-        t: u64,
-    ) -> Result<()> {
+    fn sample(&mut self, trace: &mut impl Sink, engine: &Engine, track: (u32, u8), t: u64) -> Result<()> {
         let Some(stats) = engine.devices().get(&track) else { return Ok(()) };
         self.name_device(trace, track.0)?;
         let value = stats.live_bytes;
@@ -390,7 +394,7 @@ impl Timeline {
             Some(bucket) if bucket.index == t / self.bucket_ns => bucket.add(t, value),
             Some(bucket) => {
                 for (t, v) in bucket.samples() {
-                    trace.counter(clock, track, "", t, v)?;
+                    trace.counter(track, "", t, v)?;
                 }
                 *bucket = Bucket::new(t / self.bucket_ns, t, value);
             }
@@ -403,7 +407,7 @@ impl Timeline {
 
     /// A process died: its usage left the devices (sample the tracks that
     /// changed) and its open buffers end now.
-    fn after_deaths(&mut self, trace: &mut Trace<impl Write>, clock: &Clock, engine: &Engine) -> Result<()> {
+    fn after_deaths(&mut self, trace: &mut impl Sink, engine: &Engine) -> Result<()> {
         let changed: Vec<(u32, u8)> = engine
             .devices()
             .iter()
@@ -412,7 +416,7 @@ impl Timeline {
             .collect();
         let t = engine.last_time_ns();
         for track in changed {
-            self.sample(trace, clock, engine, track, t)?;
+            self.sample(trace, engine, track, t)?;
         }
         let dead: Vec<BufferKey> = self
             .open
@@ -430,29 +434,14 @@ impl Timeline {
     }
 
     /// A mark: the process's previous phase ends, a new one starts.
-    fn mark(
-        &mut self,
-        trace: &mut Trace<impl Write>,
-        clock: &Clock,
-        pid: u32,
-        label: &str,
-        t: u64,
-    ) -> Result<()> {
+    fn mark(&mut self, trace: &mut impl Sink, pid: u32, label: &str, t: u64) -> Result<()> {
         if let Some((previous, start)) = self.phases.insert(pid, (label.to_owned(), t)) {
-            self.phase(trace, clock, pid, &previous, start, t)?;
+            self.phase(trace, pid, &previous, start, t)?;
         }
         Ok(())
     }
 
-    fn phase(
-        &mut self,
-        trace: &mut Trace<impl Write>,
-        clock: &Clock,
-        pid: u32,
-        label: &str,
-        start: u64,
-        end: u64,
-    ) -> Result<()> {
+    fn phase(&mut self, trace: &mut impl Sink, pid: u32, label: &str, start: u64, end: u64) -> Result<()> {
         let tid = match self.phase_tids.get(&pid) {
             Some(&tid) => tid,
             None => {
@@ -463,34 +452,29 @@ impl Timeline {
             }
         };
         let slice = Slice { name: label, cat: "phase", pid: pid as u64, tid, start, end };
-        trace.slice(clock, &slice, json!({ "mark": label }))
+        trace.slice(&slice, json!({ "mark": label }))
     }
 
     /// Writes what is left: the last counter buckets, the capacities to the
     /// end, the buffer lifetimes on lanes, the open phases, deaths. Returns
     /// the slice rule applied and the number of buffer lifetimes.
-    fn finish(
-        mut self,
-        trace: &mut Trace<impl Write>,
-        clock: &Clock,
-        engine: &Engine,
-    ) -> Result<(String, u64)> {
+    fn finish(mut self, trace: &mut impl Sink, engine: &Engine) -> Result<(String, u64)> {
         let end = engine.last_time_ns();
         for (&track, bucket) in &self.buckets {
             for (t, v) in bucket.samples() {
-                trace.counter(clock, track, "", t, v)?;
+                trace.counter(track, "", t, v)?;
             }
         }
         for (&track, &bytes) in &self.capacities {
-            trace.counter(clock, track, "capacity", end, bytes)?;
+            trace.counter(track, "capacity", end, bytes)?;
         }
         for (pid, (label, start)) in std::mem::take(&mut self.phases) {
-            self.phase(trace, clock, pid, &label, start, end)?;
+            self.phase(trace, pid, &label, start, end)?;
         }
         for p in engine.processes().iter().filter(|p| p.state == ProcState::Died) {
             let name = format!("process {} died", p.pid);
             let args = json!({ "process": p.key(), "buffers_left": p.ended_with.len() });
-            trace.instant(clock, &name, "process", p.pid as u64, p.end_time_ns.unwrap_or(end), args)?;
+            trace.instant(&name, "process", p.pid as u64, p.end_time_ns.unwrap_or(end), args)?;
         }
 
         // Lifetimes: alive at the end (leaked), then the freed ones kept.
@@ -511,13 +495,13 @@ impl Timeline {
         let (rule, seen) = (lifetimes.rule(keeps_all), lifetimes.seen);
         let mut all = lifetimes.freed();
         all.extend(leaked);
-        self.lanes(trace, clock, all)?;
+        self.lanes(trace, all)?;
         Ok((rule, seen))
     }
 
     /// Puts lifetimes on lanes, per device and kind, so that none overlap
     /// on one lane, and writes them.
-    fn lanes(&mut self, trace: &mut Trace<impl Write>, clock: &Clock, mut all: Vec<Lifetime>) -> Result<()> {
+    fn lanes(&mut self, trace: &mut impl Sink, mut all: Vec<Lifetime>) -> Result<()> {
         all.sort_by_key(|l| (l.key.device_id, l.key.kind, l.open.start_ns, l.end_ns));
         let mut i = 0;
         while i < all.len() {
@@ -537,7 +521,7 @@ impl Timeline {
                         let lane = tids.len();
                         let tid = self.tid();
                         tids.push(tid);
-                        let pid = DEVICE_PID_BASE + track.0 as u64;
+                        let pid = device_pid(track.0);
                         let kind = kind_name(track.1);
                         let name = if lane == 0 {
                             format!("{kind} buffers")
@@ -551,20 +535,14 @@ impl Timeline {
                     }
                 };
                 free.push(Reverse((l.end_ns, lane)));
-                self.buffer_slice(trace, clock, l, tids[lane])?;
+                self.buffer_slice(trace, l, tids[lane])?;
             }
             i = j;
         }
         Ok(())
     }
 
-    fn buffer_slice(
-        &self,
-        trace: &mut Trace<impl Write>,
-        clock: &Clock,
-        l: &Lifetime,
-        tid: u64,
-    ) -> Result<()> {
+    fn buffer_slice(&self, trace: &mut impl Sink, l: &Lifetime, tid: u64) -> Result<()> {
         let what = format!(
             "{} buffer {} ({})",
             kind_name(l.key.kind),
@@ -586,21 +564,38 @@ impl Timeline {
             "address": format!("{:#x}", l.open.address), "flags": l.open.flags,
             "leaked": l.end == End::Leaked, "freed_by": freed_by,
         });
-        let pid = DEVICE_PID_BASE + l.key.device_id as u64;
+        let pid = device_pid(l.key.device_id);
         let slice = Slice { name: &name, cat, pid, tid, start: l.open.start_ns, end: l.end_ns };
-        trace.slice(clock, &slice, args)
+        trace.slice(&slice, args)
     }
 }
 
-/// A complete (`X`) event.
-struct Slice<'a> {
-    name: &'a str,
-    cat: &'a str,
-    pid: u64,
-    tid: u64,
+/// A complete event: a slice from `start` to `end`.
+pub(super) struct Slice<'a> {
+    pub name: &'a str,
+    /// Comma-separated categories.
+    pub cat: &'a str,
+    pub pid: u64,
+    pub tid: u64,
     /// ns since the ring's creation.
-    start: u64,
-    end: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Where the timeline goes: trace-event JSON ([`Trace`]) or a Perfetto
+/// protobuf trace. Times are ns since the ring's creation; pids and tids
+/// as in the JSON form (devices and lanes are synthetic ids).
+pub(super) trait Sink {
+    /// A `process_name`, `process_sort_index`, `thread_name` or
+    /// `thread_sort_index` metadata event.
+    fn metadata(&mut self, name: &str, pid: u64, tid: Option<u64>, args: Value) -> Result<()>;
+    /// A usage sample of track `<KIND> bytes` (or `<KIND> <what> bytes`).
+    fn counter(&mut self, track: (u32, u8), what: &str, t: u64, bytes: u64) -> Result<()>;
+    fn slice(&mut self, slice: &Slice, args: Value) -> Result<()>;
+    /// A process-scoped instant event.
+    fn instant(&mut self, name: &str, cat: &str, pid: u64, t: u64, args: Value) -> Result<()>;
+    /// Ends the trace; `other` says how it was made.
+    fn finish(self, other: &Value) -> Result<()>;
 }
 
 /// `{"displayTimeUnit":"ns","traceEvents":[...],"otherData":{...}}`,
@@ -609,12 +604,13 @@ struct Slice<'a> {
 struct Trace<'a, W: Write> {
     out: &'a mut W,
     first: bool,
+    clock: Clock,
 }
 
 impl<'a, W: Write> Trace<'a, W> {
-    fn start(out: &'a mut W) -> Result<Self> {
+    fn start(out: &'a mut W, clock: Clock) -> Result<Self> {
         out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
-        Ok(Trace { out, first: true })
+        Ok(Trace { out, first: true, clock })
     }
 
     fn separator(&mut self) -> Result<()> {
@@ -624,12 +620,24 @@ impl<'a, W: Write> Trace<'a, W> {
         self.first = false;
         Ok(())
     }
+}
 
-    /// `name` as a JSON string.
-    fn string(text: &str) -> String {
-        Value::from(text).to_string()
-    }
+/// `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    Value::from(text).to_string()
+}
 
+/// The track name of a usage counter: `DRAM`, `DRAM capacity`.
+pub(super) fn counter_name(kind: u8, what: &str) -> String {
+    if what.is_empty() { kind_name(kind) } else { format!("{} {what}", kind_name(kind)) }
+}
+
+/// The pid under which device `device` is shown.
+pub(super) fn device_pid(device: u32) -> u64 {
+    DEVICE_PID_BASE + device as u64
+}
+
+impl<W: Write> Sink for Trace<'_, W> {
     fn metadata(&mut self, name: &str, pid: u64, tid: Option<u64>, args: Value) -> Result<()> {
         self.separator()?;
         let tid = tid.map_or_else(String::new, |t| format!(",\"tid\":{t}"));
@@ -637,50 +645,40 @@ impl<'a, W: Write> Trace<'a, W> {
         Ok(())
     }
 
-    /// A counter sample: track `<KIND> bytes` (or `<KIND> capacity bytes`).
-    fn counter(
-        &mut self,
-        clock: &Clock,
-        (device, kind): (u32, u8),
-        what: &str,
-        t: u64,
-        bytes: u64,
-    ) -> Result<()> {
+    fn counter(&mut self, (device, kind): (u32, u8), what: &str, t: u64, bytes: u64) -> Result<()> {
         self.separator()?;
-        let name = if what.is_empty() { kind_name(kind) } else { format!("{} {what}", kind_name(kind)) };
-        let pid = DEVICE_PID_BASE + device as u64;
         write!(
             self.out,
-            "{{\"ph\":\"C\",\"name\":{},\"pid\":{pid},\"ts\":{},\"args\":{{\"bytes\":{bytes}}}}}",
-            Trace::<W>::string(&name),
-            clock.ts(t)
+            "{{\"ph\":\"C\",\"name\":{},\"pid\":{},\"ts\":{},\"args\":{{\"bytes\":{bytes}}}}}",
+            json_string(&counter_name(kind, what)),
+            device_pid(device),
+            self.clock.ts(t)
         )?;
         Ok(())
     }
 
-    fn slice(&mut self, clock: &Clock, s: &Slice, args: Value) -> Result<()> {
+    fn slice(&mut self, s: &Slice, args: Value) -> Result<()> {
         self.separator()?;
         write!(
             self.out,
             "{{\"ph\":\"X\",\"name\":{},\"cat\":\"{}\",\"pid\":{},\"tid\":{},\"ts\":{},\"dur\":{},\"args\":{args}}}",
-            Trace::<W>::string(s.name),
+            json_string(s.name),
             s.cat,
             s.pid,
             s.tid,
-            clock.ts(s.start),
+            self.clock.ts(s.start),
             micros(s.end.saturating_sub(s.start))
         )?;
         Ok(())
     }
 
-    /// A process-scoped instant event.
-    fn instant(&mut self, clock: &Clock, name: &str, cat: &str, pid: u64, t: u64, args: Value) -> Result<()> {
+    fn instant(&mut self, name: &str, cat: &str, pid: u64, t: u64, args: Value) -> Result<()> {
         self.separator()?;
         write!(
             self.out,
             "{{\"ph\":\"i\",\"s\":\"p\",\"name\":{},\"cat\":\"{cat}\",\"pid\":{pid},\"tid\":{pid},\"ts\":{},\"args\":{args}}}",
-            Trace::<W>::string(name),
-            clock.ts(t)
+            json_string(name),
+            self.clock.ts(t)
         )?;
         Ok(())
     }
