@@ -464,13 +464,14 @@ fn perfetto_timeline_keeps_every_peak_lifetime_leak_and_phase_at_wall_clock_time
 
     // Wall-clock time: every timestamp lies within the test's run, and the
     // first phase starts where the report's first mark is, counted from
-    // the ring's creation.
+    // the recording's start (`started_unix_ns`).
     for e in events(&doc).iter().filter(|e| e["ph"] != "M") {
         let ts = e["ts"].as_f64().unwrap();
         assert!(ts >= before_us - 1.0 && ts <= after_us + 1.0, "{ts} not in [{before_us}, {after_us}]: {e}");
     }
-    let created = doc["otherData"]["memtrack"]["ring_created_unix_ns"].as_u64().unwrap();
-    let first_mark_us = (created + marks[0]["time_ns"].as_u64().unwrap()) as f64 / 1000.0;
+    let started = report["started_unix_ns"].as_u64().unwrap();
+    assert_eq!(doc["otherData"]["memtrack"]["recording_started_unix_ns"], started);
+    let first_mark_us = (started + marks[0]["time_ns"].as_u64().unwrap()) as f64 / 1000.0;
     assert!((phases[0]["ts"].as_f64().unwrap() - first_mark_us).abs() < 1.0);
     assert!(doc["otherData"]["memtrack"]["buffer_slices"].as_str().unwrap().starts_with("all "));
 

@@ -245,8 +245,10 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
     let events = doc["traceEvents"].as_array().unwrap();
     let named = |name: &str| events.iter().any(|e| e["ph"] == "M" && e["args"]["name"] == name);
     assert!(named("device 0") && named("device 1"), "device tracks are named");
-    // Device 0 DRAM: 5 allocs then 4 frees; the last sample is the final
-    // usage (cli/tests/export.rs checks the timeline in depth).
+    // Device 0 DRAM: 5 allocs then 4 frees, then the process exits: the
+    // last samples are the 1008 bytes it left, then 0 (an ended process
+    // holds no device memory; cli/tests/export.rs checks the timeline in
+    // depth).
     let device0_pid =
         events.iter().find(|e| e["ph"] == "M" && e["args"]["name"] == "device 0").unwrap()["pid"].clone();
     let samples: Vec<u64> = events
@@ -255,7 +257,7 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
         .map(|e| e["args"]["bytes"].as_u64().unwrap())
         .collect();
     assert!(!samples.is_empty(), "{samples:?}");
-    assert_eq!(*samples.last().unwrap(), 1008);
+    assert_eq!(samples[samples.len() - 2..], [1008, 0], "{samples:?}");
     let slices = |cat: &str| events.iter().filter(|e| e["ph"] == "X" && e["cat"] == cat).count();
     assert_eq!((slices("phase"), slices("buffer"), slices("buffer,leak")), (1, 8, 2));
     assert_eq!(events.iter().filter(|e| e["ph"] == "i" && e["cat"] == "anomaly").count(), 1);

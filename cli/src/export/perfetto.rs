@@ -86,7 +86,7 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
     while let Some(block) = reader.next_block()? {
         let anomalies_before = engine.anomalies().len();
         let marks_before = engine.marks().len();
-        let died_before = died_count(&engine);
+        let ended_before = ended_count(&engine);
         engine.apply_block(&block);
         if let Block::Record(record) = &block {
             let t = time.ns(record.timestamp);
@@ -133,7 +133,7 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
                 _ => {}
             }
         }
-        if died_count(&engine) != died_before {
+        if ended_count(&engine) != ended_before {
             timeline.after_deaths(&mut trace, &engine)?;
         }
         for mark in &engine.marks()[marks_before..] {
@@ -162,8 +162,9 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
     trace.finish(&other)
 }
 
-fn died_count(engine: &Engine) -> usize {
-    engine.processes().iter().filter(|p| p.state == ProcState::Died).count()
+/// Processes that ended (exited or died): each one's usage left the devices.
+fn ended_count(engine: &Engine) -> usize {
+    engine.processes().iter().filter(|p| p.state != ProcState::Running).count()
 }
 
 /// Turns ns since the ring's creation into trace timestamps.
@@ -405,8 +406,9 @@ impl Timeline {
         Ok(())
     }
 
-    /// A process died: its usage left the devices (sample the tracks that
-    /// changed) and its open buffers end now.
+    /// A process ended: its usage left the devices (sample the tracks that
+    /// changed); if it died, its open buffers end now (an exited one's run
+    /// to the end of the trace, as leaks).
     fn after_deaths(&mut self, trace: &mut impl Sink, engine: &Engine) -> Result<()> {
         let changed: Vec<(u32, u8)> = engine
             .devices()
@@ -421,7 +423,9 @@ impl Timeline {
         let dead: Vec<BufferKey> = self
             .open
             .keys()
-            .filter(|k| engine.processes().get(k.process.0 as usize).is_some_and(|p| p.state == ProcState::Died))
+            .filter(|k| {
+                engine.processes().get(k.process.0 as usize).is_some_and(|p| p.state == ProcState::Died)
+            })
             .copied()
             .collect();
         for key in dead {
@@ -715,7 +719,7 @@ mod tests {
     #[test]
     fn many_lifetimes_keep_the_largest_per_track() {
         let mut lifetimes = Lifetimes::default();
-        let key = |id| BufferKey { pid: 1, device_id: 0, kind: 0, buffer_id: id };
+        let key = |id| BufferKey { process: ProcessId(0), pid: 1, device_id: 0, kind: 0, buffer_id: id };
         let open = |size| Open { start_ns: 0, size, parent_id: 0, address: 0, flags: 0 };
         for id in 0..(ALL_SLICES_UP_TO as u64 + 500) {
             lifetimes.add(Lifetime { key: key(id), open: open(id), end_ns: 1, end: End::Freed });

@@ -201,7 +201,12 @@ fn header(model: &Model, shown: Shown, width: u16) -> Line<'static> {
     // A ring in /dev/shm by its name, as --ring takes it.
     let shm_prefix = format!("{}/{}", memtrack::SHM_DIR, memtrack::RING_FILE_PREFIX);
     let ring = model.ring.strip_prefix(&shm_prefix).unwrap_or(&model.ring);
-    items.push(Item { priority: 4, text: format!("ring {}", printable(ring)), style: Style::new(), shortenable: true });
+    items.push(Item {
+        priority: 4,
+        text: format!("ring {}", printable(ring)),
+        style: Style::new(),
+        shortenable: true,
+    });
     items.push(Item { priority: 5, text: rate(model.rate), style: Style::new(), shortenable: false });
     items.push(Item {
         priority: 6,
