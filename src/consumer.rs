@@ -179,6 +179,9 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.ring.header().control.reader.reader_pid.store(0, Ordering::Relaxed);
         self.ring.header().control.reader.reader_pid_ns.store(0, Ordering::Relaxed);
+        // Writers sleeping for space look at `reader_pid` when they wake,
+        // and drop instead of waiting out their timeout.
+        self.ring.view().wake_writers();
         self.ring.unlock(READER_LOCK_OFFSET);
     }
 }

@@ -15,7 +15,7 @@
 //! Alignment and padding are spelled out (`align(128)`), not taken from the
 //! target's cache-line size, so the layout is the same on every architecture.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, PAYLOAD_WORDS, PayloadCell};
+use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering, PAYLOAD_WORDS, PayloadCell};
 use bytemuck::{Pod, Zeroable};
 
 // Records are shared as native words and read back as bytes; the format
@@ -163,6 +163,21 @@ pub struct ReaderLine {
     pub progress: [ProgressCopy; 2],
 }
 
+/// Where writers that found the ring full sleep until the consumer frees
+/// slots (see `ring`, "waiting for space").
+///
+/// Added after version 1 was released, in bytes that were zero and unused
+/// there, so it needs no new version: a writer built before it never
+/// registers (the consumer then never wakes anyone), and a consumer built
+/// before it never wakes (the writer's sleep then ends at its timeout).
+#[repr(C, align(128))]
+pub struct WaitLine {
+    /// Writers registered as about to sleep or sleeping on `wake`.
+    pub waiters: AtomicU32,
+    /// The futex word: bumped by the consumer before it wakes the sleepers.
+    pub wake: FutexWord,
+}
+
 /// The part of the header the ring protocol works on.
 #[repr(C)]
 pub struct RingControl {
@@ -172,6 +187,8 @@ pub struct RingControl {
     pub loss: LossLine,
     /// Consumer identity and progress.
     pub reader: ReaderLine,
+    /// Writers waiting for space, and their futex.
+    pub wait: WaitLine,
 }
 
 /// The header at offset 0.
@@ -491,7 +508,11 @@ const _: () = {
     assert!(size_of::<ClockCalibration>() == 128);
     assert!(size_of::<ProgressCopy>() == 40);
     assert!(offset_of!(ReaderLine, progress) == 16);
-    assert!(size_of::<RingControl>() == 384);
+    assert!(size_of::<RingControl>() == 512);
+    assert!(size_of::<WaitLine>() == 128);
+    assert!(offset_of!(RingControl, wait) == 384);
+    assert!(offset_of!(Header, control) + offset_of!(RingControl, wait) == 640);
+    assert!(offset_of!(WaitLine, wake) == 4);
     assert!(offset_of!(Header, clock) == 128);
     assert!(offset_of!(Header, control) == 256);
     assert!(offset_of!(RingControl, loss) == 128);

@@ -33,10 +33,29 @@
 //! its writer when the ring is full) or lost (a dead writer's claim, or a
 //! dead consumer's untaken batch, counted by the consumer).
 //!
+//! **Waiting for space.** A writer that finds the ring full while a
+//! consumer is attached may wait for it ([`RingView::wait_for_space`]), on
+//! a futex in the shared file rather than spinning, so that it leaves the
+//! CPU to the consumer. The handshake is Dekker's: the writer registers in
+//! `waiters`, issues a SeqCst fence and looks for a slot (and for the
+//! consumer) once more before it sleeps; the consumer frees slots, issues a
+//! SeqCst fence and looks at `waiters` ([`RingView::wake_writers`]). The
+//! fences guarantee that at least one side sees the other: either the
+//! writer finds the freed slot, or the consumer finds the writer registered
+//! and wakes it. The writer read the futex word *before* registering and the
+//! consumer changes it before waking, so a wake-up that comes between the
+//! writer's last look and its sleep makes the kernel refuse the sleep: no
+//! wake-up is lost. With no writer registered, the consumer's cost is the
+//! fence and one load per batch, and no system call; a writer that finds a
+//! free slot never comes here. Every sleep has a timeout, because a consumer
+//! killed or stopped wakes no one (see `writer` for the bounds).
+//!
 //! This module owns no memory: it works over a [`RingControl`] and slots
 //! that live in the shared file, or on the heap under loom.
 
 use crate::format::{ProgressCopy, Record, RingControl, Slot};
+use std::time::Duration;
+
 use crate::sync::{Ordering, PAYLOAD_WORDS, fence, prefetch, wait_hint};
 
 /// Bits of a claim owner that hold the process-table index.
@@ -307,6 +326,56 @@ impl<'a> RingView<'a> {
         self.control.loss.dropped.load(Ordering::Relaxed)
     }
 
+    // ---- waiting for space (module doc, "waiting for space") -----------
+
+    /// Whether a consumer says it is attached. A consumer that died without
+    /// detaching still says so; only its lock tells (see `writer`).
+    pub(crate) fn consumer_attached(&self) -> bool {
+        self.control.reader.reader_pid.load(Ordering::Relaxed) != 0
+    }
+
+    /// One round of a writer's wait for a full ring: registers as a waiter,
+    /// looks for a slot once more, and unless it found one or the consumer
+    /// detached, sleeps until the consumer frees slots or `timeout` passes;
+    /// then looks once more. The caller decides how many rounds to wait.
+    pub(crate) fn wait_for_space(&self, owner: Owner, timeout: Duration) -> Result<Claim<'a>, Full> {
+        let wait = &self.control.wait;
+        // Before registering: any wake-up meant for us changes it after
+        // this, and the kernel then refuses to sleep on the old value.
+        let seen = wait.wake.load(Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `wake_writers`, so that
+        // our read of `seen` happens before the bump that wakes us.
+        wait.waiters.fetch_add(1, Ordering::Release);
+        // SeqCst fence: pairs with the one in `wake_writers`. Either the
+        // consumer sees our registration, or we see its freed slots (and its
+        // detaching) in the looks below.
+        fence(Ordering::SeqCst);
+        let claim = self.claim(owner);
+        if claim.is_err() && self.consumer_attached() {
+            wait.wake.wait(seen, timeout);
+        }
+        wait.waiters.fetch_sub(1, Ordering::Relaxed);
+        claim.or_else(|Full| self.claim(owner))
+    }
+
+    /// Wakes the writers sleeping in [`RingView::wait_for_space`], if any:
+    /// the consumer calls it after it freed slots or detached. Costs a
+    /// fence and a load, and no system call, when no writer waits.
+    pub(crate) fn wake_writers(&self) {
+        let wait = &self.control.wait;
+        // SeqCst fence: pairs with the one in `wait_for_space`; orders our
+        // freeing stores (or detaching) before the load of `waiters`.
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the Release registration in `wait_for_space`.
+        if wait.waiters.load(Ordering::Acquire) != 0 {
+            // Relaxed: the futex compares the value itself; the bump only
+            // has to come after the waiter's read of it, which the
+            // Release/Acquire pair above guarantees.
+            wait.wake.bump(Ordering::Relaxed);
+            wait.wake.wake_all();
+        }
+    }
+
     // ---- the consumer's progress ---------------------------------------
 
     /// A consistent copy of the consumer's progress; safe to call from any
@@ -382,6 +451,9 @@ impl<'a> RingView<'a> {
                     .store(SlotState::empty(lap.wrapping_add(1)).encode(), Ordering::Release);
             }
         }
+        // Writers may have slept on a consumer that died: they would wake at
+        // their timeout, but they need not wait that long.
+        self.wake_writers();
         Cursor { progress, pending: Taken::default() }
     }
 
@@ -441,6 +513,7 @@ impl<'a> RingView<'a> {
             // stores; pairs with the Acquire load in `claim`.
             self.slot(t).state.store(next_lap.encode(), Ordering::Release);
         }
+        self.wake_writers();
         cursor.pending = taken;
         taken
     }

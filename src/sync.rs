@@ -99,3 +99,111 @@ pub(crate) fn prefetch<T>(address: *const T) {
     #[cfg(any(loom, not(target_arch = "x86_64")))]
     let _ = address;
 }
+
+/// A 32-bit word threads of *different processes* can sleep on: the
+/// writers' wait for space in a full ring (see `ring`, "waiting for space").
+///
+/// In production it is a plain `AtomicU32` in the shared file (same size
+/// and layout) used as a shared (not `FUTEX_PRIVATE`) Linux futex, so a
+/// `FUTEX_WAKE` by the consumer reaches writers in other processes that map
+/// the same file. Under loom it is a mutex and condition variable that
+/// behave as a futex does: `wait` checks the value and goes to sleep
+/// atomically with respect to `wake_all`, so loom can prove that no wake-up
+/// is lost. (Loom ignores timeouts: a model whose waiter could only leave
+/// by timing out deadlocks, which is how the models catch a lost wake-up.)
+#[cfg(not(loom))]
+#[repr(transparent)]
+pub struct FutexWord(AtomicU32);
+
+#[cfg(not(loom))]
+impl FutexWord {
+    #[cfg(test)]
+    pub(crate) const fn new(value: u32) -> Self {
+        Self(AtomicU32::new(value))
+    }
+
+    /// The current value.
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> u32 {
+        self.0.load(order)
+    }
+
+    /// Changes the value, so that sleepers that have not yet slept don't.
+    #[inline]
+    pub(crate) fn bump(&self, order: Ordering) {
+        self.0.fetch_add(1, order);
+    }
+
+    /// Sleeps while the word holds `expected`, until `wake_all`, `timeout`
+    /// or a signal, whichever comes first. Returns at once if the word no
+    /// longer holds `expected` (the kernel compares and sleeps atomically).
+    pub(crate) fn wait(&self, expected: u32, timeout: std::time::Duration) {
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the word is a live, aligned u32 for the whole call (we
+        // hold `&self`); FUTEX_WAIT only reads it. Not FUTEX_PRIVATE: the
+        // waker may be another process mapping the same file. Errors
+        // (EAGAIN: value changed; ETIMEDOUT; EINTR) all mean "look again",
+        // which every caller does.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.0.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &timeout as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+
+    /// Wakes every thread sleeping in [`FutexWord::wait`] on this word, in
+    /// any process.
+    pub(crate) fn wake_all(&self) {
+        // SAFETY: as in `wait`; FUTEX_WAKE does not access the word.
+        unsafe {
+            libc::syscall(libc::SYS_futex, self.0.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        }
+    }
+}
+
+/// The loom twin of the production futex word; see there.
+#[cfg(loom)]
+pub struct FutexWord {
+    value: AtomicU32,
+    sleepers: loom::sync::Mutex<()>,
+    wakeups: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl FutexWord {
+    pub(crate) fn new(value: u32) -> Self {
+        Self { value: AtomicU32::new(value), sleepers: loom::sync::Mutex::new(()), wakeups: loom::sync::Condvar::new() }
+    }
+
+    pub(crate) fn load(&self, order: Ordering) -> u32 {
+        self.value.load(order)
+    }
+
+    pub(crate) fn bump(&self, order: Ordering) {
+        self.value.fetch_add(1, order);
+    }
+
+    pub(crate) fn wait(&self, expected: u32, _timeout: std::time::Duration) {
+        // The kernel compares under its hash-bucket lock, which `wake_all`
+        // also takes: a bump before the wake is seen here, or the wake
+        // finds us asleep.
+        let sleepers = self.sleepers.lock().unwrap();
+        if self.value.load(Ordering::Relaxed) == expected {
+            drop(self.wakeups.wait(sleepers).unwrap());
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        let _sleepers = self.sleepers.lock().unwrap();
+        self.wakeups.notify_all();
+    }
+}

@@ -18,11 +18,25 @@ use crate::ring::Owner;
 use crate::shm::Ring;
 use crate::sync::{AtomicU64, Ordering, PAYLOAD_WORDS};
 
-/// Default bounded wait for space when the ring is full and a consumer is
-/// attached (`MEMTRACK_WAIT_US` overrides it). 3 ms: with 1 ms, a reader
-/// briefly off the CPU on a busy 2-core machine cost 7–26 records per 10^8
-/// (`cargo bench --bench hook`, `memtrack bench`); with 3 ms, 0–3.
+/// Default time a hook that found the ring full waits for an attached
+/// consumer that makes *no progress* before it drops the record
+/// (`MEMTRACK_WAIT_US` overrides it; 0 never waits). While the consumer
+/// keeps taking records the hook keeps waiting, up to [`MAX_FULL_WAIT`].
+/// 3 ms: with 1 ms, a reader briefly off the CPU on a busy 2-core machine
+/// cost 7–26 records per 10^8 (`cargo bench --bench hook`, `memtrack
+/// bench`); with 3 ms, 0–3.
 pub const DEFAULT_FULL_WAIT: Duration = Duration::from_micros(3000);
+
+/// The longest a hook waits for space in all, even while the consumer
+/// makes progress: a bound for a writer that keeps losing the slots the
+/// consumer frees to other writers. Never reached in the measurements of
+/// docs/PERFORMANCE.md. A larger `MEMTRACK_WAIT_US` raises it to that.
+pub const MAX_FULL_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest one futex sleep lasts before the writer looks at the
+/// consumer's progress itself: a consumer built before the wait line
+/// existed makes progress but never wakes anyone.
+const WAIT_SLICE: Duration = Duration::from_micros(500);
 
 /// A process's writer on one ring. Share it between threads by reference.
 #[derive(Debug)]
@@ -174,34 +188,66 @@ impl Writer {
         }
     }
 
-    /// The ring was full. With a consumer attached, wait (bounded) for it to
-    /// free a slot; with none, or after the wait, drop and count.
+    /// The ring was full. With a consumer attached and not stalled, wait
+    /// for it to free a slot (see [`Writer::wait_for_space`]); with none, or
+    /// when the wait gives up, drop and count.
     #[cold]
     #[inline(never)]
     fn push_full(&self, payload: &[u64; PAYLOAD_WORDS]) {
         let view = self.ring.view();
-        let reader_pid = &self.ring.header().control.reader.reader_pid;
-        if reader_pid.load(Ordering::Relaxed) != 0 && !self.consumer_stalled(view.progress().taken) {
-            let start = Instant::now();
-            let backoff = crossbeam_utils::Backoff::new();
-            while start.elapsed() < self.full_wait {
-                if let Ok(claim) = view.claim(self.registration.owner) {
-                    return claim.publish(payload);
-                }
-                backoff.snooze();
-            }
-            let taken = view.progress().taken;
-            if self.stall_taken.swap(taken, Ordering::Relaxed) != taken {
-                self.stall_since.store(self.clock.now(), Ordering::Relaxed);
-            }
-            // If the consumer is dead, say so, so that no writer waits for it.
-            if !self.ring.is_locked(READER_LOCK_OFFSET) {
-                let pid = reader_pid.load(Ordering::Relaxed);
-                let _ = reader_pid.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+        if view.consumer_attached() && !self.consumer_stalled(view.progress().taken) {
+            if let Some(claim) = self.wait_for_space() {
+                return claim.publish(payload);
             }
         }
         view.count_drop();
         self.ring.process_entry(self.registration.index).dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits for a free slot, asleep on the ring's futex (woken by the
+    /// consumer after each batch it takes), for as long as the consumer
+    /// makes progress: gives up after `full_wait` without progress (a
+    /// consumer stopped, dead, or detached), or after [`MAX_FULL_WAIT`] in
+    /// all (this writer kept losing the freed slots to others).
+    fn wait_for_space(&self) -> Option<crate::ring::Claim<'_>> {
+        let view = self.ring.view();
+        let started = Instant::now();
+        let mut taken = view.progress().taken;
+        let mut progressed = started;
+        loop {
+            let now = Instant::now();
+            let budget = self
+                .full_wait
+                .saturating_sub(now - progressed)
+                .min(MAX_FULL_WAIT.max(self.full_wait).saturating_sub(now - started));
+            if budget.is_zero() {
+                break;
+            }
+            if let Ok(claim) = view.wait_for_space(self.registration.owner, budget.min(WAIT_SLICE)) {
+                return Some(claim);
+            }
+            if !view.consumer_attached() {
+                return None;
+            }
+            let now_taken = view.progress().taken;
+            if now_taken != taken {
+                (taken, progressed) = (now_taken, Instant::now());
+            }
+        }
+        if progressed.elapsed() < self.full_wait {
+            return None; // Out of total time, but the consumer is alive and well.
+        }
+        // No progress for `full_wait`: start (or continue) the stall clock.
+        if self.stall_taken.swap(taken, Ordering::Relaxed) != taken {
+            self.stall_since.store(self.clock.now(), Ordering::Relaxed);
+        }
+        // If the consumer is dead, say so, so that no writer waits for it.
+        if !self.ring.is_locked(READER_LOCK_OFFSET) {
+            let reader_pid = &self.ring.header().control.reader.reader_pid;
+            let pid = reader_pid.load(Ordering::Relaxed);
+            let _ = reader_pid.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        None
     }
 
     /// Whether the consumer has taken nothing (its `taken` is still

@@ -233,3 +233,133 @@ fn loom_caught_up_after_a_writer_stops_means_its_records_were_taken() {
         assert_eq!(out.len(), 3);
     });
 }
+
+// ---- waiting for space: the futex handshake ------------------------------
+//
+// Loom's futex (`sync::FutexWord`) sleeps until woken and ignores timeouts,
+// so a writer whose wake-up was lost sleeps for ever and loom reports the
+// deadlock: these models prove the handshake needs no timeout to make
+// progress. The timeouts are for consumers that die or stop, which wake no
+// one; a writer's reaction to them is tested with real processes
+// (`consumer_killed_or_stopped_costs_a_bounded_wait` in tests/ and
+// `writer.rs`).
+
+/// Pushes `values` as a writer with a consumer attached does: on a full
+/// ring, waits for space while the consumer stays attached, else drops
+/// and counts. Returns how many were dropped.
+fn push_or_wait(view: RingView<'_>, owner: Owner, values: &[u64]) -> usize {
+    let mut dropped = 0;
+    for &v in values {
+        let claim = loop {
+            if let Ok(claim) = view.claim(owner) {
+                break Some(claim);
+            }
+            if !view.consumer_attached() {
+                break None;
+            }
+            if let Ok(claim) = view.wait_for_space(owner, std::time::Duration::MAX) {
+                break Some(claim);
+            }
+        };
+        match claim {
+            Some(claim) => claim.publish(&payload(v)),
+            None => {
+                view.count_drop();
+                dropped += 1;
+            }
+        }
+    }
+    dropped
+}
+
+fn attach(ring: &HeapRing) {
+    ring.control.reader.reader_pid.store(1, Ordering::Relaxed);
+}
+
+/// No lost wake-up: a writer that outruns a live consumer (three records
+/// through two slots) always gets its slot; none is dropped.
+#[test]
+fn loom_a_waiting_writer_is_always_woken() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(2));
+        attach(&ring);
+        let writer = {
+            let ring = ring.clone();
+            thread::spawn(move || push_or_wait(ring.view(), A, &[10, 11, 12]))
+        };
+        let view = ring.view();
+        let mut cursor = view.attach_consumer();
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            view.take(&mut cursor, 1, &mut out, |_, _| false);
+            view.commit(&mut cursor);
+            thread::yield_now();
+        }
+        assert_eq!(writer.join().unwrap(), 0, "a live consumer costs no record");
+        let values: Vec<u64> = out.iter().map(|r| r.timestamp).collect();
+        assert_eq!(values, [10, 11, 12]);
+        assert_eq!(ring.control.wait.waiters.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// As above with two writers competing for the slots the consumer frees:
+/// a writer that loses a slot to the other goes back to sleep and is
+/// still woken.
+#[test]
+fn loom_two_waiting_writers_are_always_woken() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(2));
+        attach(&ring);
+        let writers: Vec<_> = [(A, [10, 11]), (B, [20, 21])]
+            .into_iter()
+            .map(|(owner, values)| {
+                let ring = ring.clone();
+                thread::spawn(move || push_or_wait(ring.view(), owner, &values))
+            })
+            .collect();
+        let view = ring.view();
+        let mut cursor = view.attach_consumer();
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            view.take(&mut cursor, 2, &mut out, |_, _| false);
+            view.commit(&mut cursor);
+            thread::yield_now();
+        }
+        // The last record may sit in the ring only: take it after the joins.
+        let dropped: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        view.take(&mut cursor, 2, &mut out, |_, _| false);
+        view.commit(&mut cursor);
+        assert_eq!(dropped, 0, "a live consumer costs no record");
+        check_stream(&out, 4);
+    });
+}
+
+/// No wait on a consumer that is gone: a consumer that detaches at any
+/// moment (its successor would count what it took) never leaves a writer
+/// asleep, and every record is delivered or counted dropped.
+#[test]
+fn loom_no_writer_sleeps_on_a_detached_consumer() {
+    loom::model(|| {
+        let ring = Arc::new(HeapRing::new(2));
+        attach(&ring);
+        let writer = {
+            let ring = ring.clone();
+            thread::spawn(move || push_or_wait(ring.view(), A, &[10, 11, 12, 13]))
+        };
+        let view = ring.view();
+        let mut cursor = view.attach_consumer();
+        let mut out = Vec::new();
+        view.take(&mut cursor, 2, &mut out, |_, _| false);
+        view.commit(&mut cursor);
+        // Detaching, as `Consumer::drop` does.
+        ring.control.reader.reader_pid.store(0, Ordering::Relaxed);
+        view.wake_writers();
+        let dropped = writer.join().unwrap();
+        // What is left in the ring, for the next consumer.
+        let mut rest = Vec::new();
+        view.take(&mut cursor, 4, &mut rest, |_, _| false);
+        view.commit(&mut cursor);
+        assert_eq!(out.len() + rest.len() + dropped, 4, "attempted = delivered + dropped");
+        assert_eq!(view.dropped() as usize, dropped);
+    });
+}

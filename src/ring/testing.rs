@@ -1,7 +1,7 @@
 //! Heap-backed rings for the protocol's unit tests and loom models.
 
-use crate::format::{LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine};
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::format::{LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine};
+use crate::sync::{AtomicU32, AtomicU64, FutexWord};
 
 use super::RingView;
 
@@ -32,6 +32,7 @@ impl HeapRing {
                 progress_epoch: AtomicU64::new(0),
                 progress: [progress_copy(), progress_copy()],
             },
+            wait: WaitLine { waiters: AtomicU32::new(0), wake: FutexWord::new(0) },
         };
         HeapRing { control, slots: (0..capacity).map(|_| Slot::new()).collect() }
     }
