@@ -8,8 +8,19 @@
 //! is destroyed; several threads. Two bugs are planted: one mesh buffer
 //! whose device buffers are never freed (tracking only when `owns_data_`),
 //! and one buffer deallocated twice (no guard in `mark_as_deallocated`).
+//!
+//! The report is the same on every run (but for times and the pid), so a
+//! newcomer's first answer does not change when they run it again:
+//! - no record can be lost: the ring is sized to hold every record of the
+//!   run, so even a reader that gets no CPU until the workload ends (a busy
+//!   machine) misses nothing;
+//! - buffer ids come from per-thread ranges, not from a counter the threads
+//!   race on;
+//! - the threads allocate, meet at a barrier, then free, so each peak is
+//!   reached with every thread's buffers live, whatever the interleaving.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::Barrier;
 
 use anyhow::Result;
 use clap::Args;
@@ -45,14 +56,14 @@ impl Drop for DemoRing {
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     // A name of its own: demos in other PID namespaces may have our pid.
-    let created = Ring::create_unique("demo", RingOptions::default())?;
+    let options = RingOptions { capacity: ring_capacity(args.iterations) };
+    let created = Ring::create_unique("demo", options)?;
     let ring = DemoRing(created.path().to_path_buf(), created.file_id());
     let writer = Writer::attach_named(created, b"tt-metal-demo")?;
     let mut session = Session::start(&ring.0, None)?;
-    let ids = AtomicU64::new(1);
     let mut workers_done = false;
     std::thread::scope(|s| -> Result<()> {
-        let workload = s.spawn(|| run_workload(&writer, &ids, args.iterations));
+        let workload = s.spawn(|| run_workload(&writer, args.iterations));
         // The reader runs beside the workload, as `memtrack record` would.
         while !workers_done {
             workers_done = workload.is_finished();
@@ -75,16 +86,31 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_workload(writer: &Writer, ids: &AtomicU64, iterations: u64) {
+/// Records one workload thread writes per iteration, at most: a mesh
+/// buffer (backing + one per device, each allocated and freed) and a
+/// program (two circular buffers and a kernel binary per device).
+const RECORDS_PER_ITERATION: u64 = 2 * (1 + DEVICES as u64) + 2 * 3 * DEVICES as u64;
+
+/// A ring that holds every record of the run (up to the largest ring):
+/// what makes the demo's report independent of when its reader runs.
+fn ring_capacity(iterations: u64) -> u64 {
+    let records = THREADS * iterations.saturating_add(1).saturating_mul(RECORDS_PER_ITERATION) + 64 + 4 * DEVICES as u64;
+    records.next_power_of_two().clamp(memtrack::format::DEFAULT_CAPACITY, memtrack::format::MAX_CAPACITY)
+}
+
+fn run_workload(writer: &Writer, iterations: u64) {
     for device in 0..DEVICES {
         writer.set_capacity(device, kind::DRAM, 12 << 30);
         writer.set_capacity(device, kind::L1, 1464 << 10);
     }
     writer.mark(b"init");
+    let barrier = Barrier::new(THREADS as usize);
     std::thread::scope(|s| {
         for thread in 0..THREADS {
+            let barrier = &barrier;
             s.spawn(move || {
-                let model = Model { writer, ids };
+                // Ids of thread t start at (t + 1) << 32: the same on every run.
+                let model = Model { writer, barrier, next_id: Cell::new((thread + 1) << 32) };
                 for i in 0..iterations {
                     // Thread 0's first mesh buffer hits the owns_data_ bug.
                     let leak = thread == 0 && i == 0;
@@ -100,15 +126,19 @@ fn run_workload(writer: &Writer, ids: &AtomicU64, iterations: u64) {
     writer.mark(b"teardown");
 }
 
-/// tt_metal's objects, reduced to the hooks they call.
+/// tt_metal's objects, reduced to the hooks they call, on one thread.
 struct Model<'a> {
     writer: &'a Writer,
-    ids: &'a AtomicU64,
+    /// Every thread's buffers are live at once here (deterministic peaks).
+    barrier: &'a Barrier,
+    next_id: Cell<u64>,
 }
 
 impl Model<'_> {
     fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::Relaxed)
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
     }
 
     fn buffer(id: u64, parent: u64, device: u32, kind: u8, size: u64, flags: u8) -> MemtrackBuffer {
@@ -137,6 +167,7 @@ impl Model<'_> {
             })
             .collect();
         devices.iter().for_each(|b| self.writer.alloc(b));
+        self.barrier.wait();
         if !owns_data_bug {
             devices.iter().for_each(|b| self.writer.free(b));
         }
@@ -155,6 +186,7 @@ impl Model<'_> {
             owned.push(Self::buffer(self.next_id(), program, device, kind::KERNEL, 24 << 10, 0));
         }
         owned.iter().for_each(|b| self.writer.alloc(b));
+        self.barrier.wait();
         owned.iter().for_each(|b| self.writer.free(b));
     }
 

@@ -273,11 +273,33 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
     assert_eq!(rows.iter().filter(|r| r.contains(",alloc,")).count(), 10);
 }
 
+/// The report without what legitimately changes between runs: times
+/// (`*_ns`), pids and the ring's path (named after the pid).
+fn without_times_and_pids(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(key, _)| !(key.ends_with("_ns") || key == "pid" || key == "ring"))
+                .map(|(key, v)| (key, without_times_and_pids(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_times_and_pids).collect()),
+        other => other,
+    }
+}
+
+/// One test, not two: the last check looks for any demo ring left in
+/// /dev/shm, which a demo running in a parallel test would fail.
 #[test]
-fn demo_finds_the_planted_leak_and_double_free() {
-    let out = memtrack(&["demo", "--iterations", "50", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+fn demo_finds_the_planted_leak_and_double_free_the_same_way_every_run() {
+    let reports: Vec<Value> = (0..5)
+        .map(|_| {
+            let out = memtrack(&["demo", "--json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let report = &reports[0];
     assert_eq!(report["lost"], 0);
     assert_eq!(report["anomalies"]["unknown_frees"], 1);
     let remaining = report["remaining"].as_array().unwrap();
@@ -295,6 +317,10 @@ fn demo_finds_the_planted_leak_and_double_free() {
     }
     assert_eq!(report["devices"].as_array().unwrap().len(), 8);
     assert_eq!(report["cross_check"]["mismatches"].as_array().unwrap().len(), 0);
+    let first = without_times_and_pids(report.clone());
+    for (run, other) in reports.iter().enumerate().skip(1) {
+        assert_eq!(without_times_and_pids(other.clone()), first, "run {run} differs from run 0");
+    }
     let leftover = std::fs::read_dir("/dev/shm")
         .unwrap()
         .filter_map(|e| e.ok())

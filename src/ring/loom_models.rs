@@ -237,9 +237,10 @@ fn loom_caught_up_after_a_writer_stops_means_its_records_were_taken() {
 // ---- waiting for space: the futex handshake ------------------------------
 //
 // Loom's futex (`sync::FutexWord`) sleeps until woken and ignores timeouts,
-// so a writer whose wake-up was lost sleeps for ever and loom reports the
-// deadlock: these models prove the handshake needs no timeout to make
-// progress. The timeouts are for consumers that die or stop, which wake no
+// so a writer whose wake-up was lost sleeps for ever, and the model fails
+// (the consumer spins for a record that never comes: "exceeded maximum
+// number of branches"; seen by deleting the writer's SeqCst fence). These
+// models prove the handshake needs no timeout to make progress. The timeouts are for consumers that die or stop, which wake no
 // one; a writer's reaction to them is tested with real processes
 // (`consumer_killed_or_stopped_costs_a_bounded_wait` in tests/ and
 // `writer.rs`).
