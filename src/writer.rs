@@ -22,11 +22,13 @@ use crate::sync::{AtomicU64, Ordering, PAYLOAD_WORDS};
 /// consumer that makes *no progress* before it drops the record
 /// (`MEMTRACK_WAIT_US` overrides it; 0 never waits). While the consumer
 /// keeps taking records the hook keeps waiting, up to [`MAX_FULL_WAIT`].
-/// 20 ms: waiting writers sleep, so a longer wait costs no CPU, and on a
-/// shared 2-core machine (load 5–10) a reader often got no CPU for more
-/// than 3 ms: `scripts/lossless.sh` lost records in 10 of 12 runs with
-/// 3 ms, in 4 of 18 with 20 ms (see docs/PERFORMANCE.md).
-pub const DEFAULT_FULL_WAIT: Duration = Duration::from_millis(20);
+/// 100 ms: waiting writers sleep, so a longer wait costs no CPU, and on a
+/// 2-core machine shared with compiles (load 5–10) a reader often got no
+/// CPU for tens of ms: `scripts/lossless.sh` (16 writer threads) lost
+/// records in 10 of 12 runs with 3 ms, in 4 of 18 with 20 ms, in none of 20
+/// with 200 ms (see docs/PERFORMANCE.md). A stopped reader costs the
+/// workload about [`STALL_WAITS`] such waits, then nothing.
+pub const DEFAULT_FULL_WAIT: Duration = Duration::from_millis(100);
 
 /// The longest a hook waits for space in all, even while the consumer
 /// makes progress: a bound for a writer that keeps losing the slots the
@@ -60,10 +62,11 @@ pub struct Writer {
 /// How many waits' time a consumer may go without taking a record before
 /// full-ring hooks stop waiting for it. Not one: a consumer starved of CPU
 /// for a moment (more runnable threads than cores) would then cost every
-/// record until its next take -- measured, 545 000 dropped instead of 16
-/// in `cargo bench --bench hook`; a stopped one (Ctrl-Z on `memtrack
-/// watch`) costs the workload at most this many waits, then nothing.
-const STALL_WAITS: u32 = 10;
+/// record until its next take -- measured with a 3 ms wait, 545 000
+/// dropped instead of 16 in `cargo bench --bench hook`; a stopped one
+/// (Ctrl-Z on `memtrack watch`) costs the workload at most this many waits
+/// (300 ms by default), then nothing.
+const STALL_WAITS: u32 = 3;
 
 impl Writer {
     /// Attaches this process to `ring` as a writer named after its comm.
@@ -208,19 +211,18 @@ impl Writer {
     /// Waits for a free slot, asleep on the ring's futex (woken by the
     /// consumer after each batch it takes), for as long as the consumer
     /// makes progress: gives up after `full_wait` without progress (a
-    /// consumer stopped, dead, or detached), or after [`MAX_FULL_WAIT`] in
-    /// all (this writer kept losing the freed slots to others).
+    /// consumer stopped or starved of CPU), at once when the consumer is
+    /// found detached or dead, and after [`MAX_FULL_WAIT`] in all (this
+    /// writer kept losing the freed slots to others).
     fn wait_for_space(&self) -> Option<crate::ring::Claim<'_>> {
         let view = self.ring.view();
         let started = Instant::now();
         let mut taken = view.progress().taken;
         let mut progressed = started;
+        let limit = MAX_FULL_WAIT.max(self.full_wait);
         loop {
             let now = Instant::now();
-            let budget = self
-                .full_wait
-                .saturating_sub(now - progressed)
-                .min(MAX_FULL_WAIT.max(self.full_wait).saturating_sub(now - started));
+            let budget = self.full_wait.saturating_sub(now - progressed).min(limit.saturating_sub(now - started));
             if budget.is_zero() {
                 break;
             }
@@ -228,25 +230,26 @@ impl Writer {
                 return Some(claim);
             }
             if !view.consumer_attached() {
-                return None;
+                return None; // Detached: it woke us on its way out.
             }
             let now_taken = view.progress().taken;
             if now_taken != taken {
                 (taken, progressed) = (now_taken, Instant::now());
+            } else if !self.ring.is_locked(READER_LOCK_OFFSET) {
+                // A slice without progress: if the consumer is dead (the
+                // kernel dropped its lock), say so, so that no writer waits
+                // for it. One system call, and only on this slow path.
+                let reader_pid = &self.ring.header().control.reader.reader_pid;
+                let pid = reader_pid.load(Ordering::Relaxed);
+                let _ = reader_pid.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+                return None;
             }
         }
-        if progressed.elapsed() < self.full_wait {
-            return None; // Out of total time, but the consumer is alive and well.
-        }
-        // No progress for `full_wait`: start (or continue) the stall clock.
-        if self.stall_taken.swap(taken, Ordering::Relaxed) != taken {
-            self.stall_since.store(self.clock.now(), Ordering::Relaxed);
-        }
-        // If the consumer is dead, say so, so that no writer waits for it.
-        if !self.ring.is_locked(READER_LOCK_OFFSET) {
-            let reader_pid = &self.ring.header().control.reader.reader_pid;
-            let pid = reader_pid.load(Ordering::Relaxed);
-            let _ = reader_pid.compare_exchange(pid, 0, Ordering::Relaxed, Ordering::Relaxed);
+        if progressed.elapsed() >= self.full_wait {
+            // No progress for `full_wait`: start (or continue) the stall clock.
+            if self.stall_taken.swap(taken, Ordering::Relaxed) != taken {
+                self.stall_since.store(self.clock.now(), Ordering::Relaxed);
+            }
         }
         None
     }
