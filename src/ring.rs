@@ -358,17 +358,6 @@ impl<'a> RingView<'a> {
         claim.or_else(|Full| self.claim(owner))
     }
 
-    /// Whether the consumer, whose next ticket is `taken`, is held up by a
-    /// writer rather than by itself: that ticket's slot is claimed but not
-    /// yet published (its writer is off the CPU between claim and publish,
-    /// or dead and not yet reclaimed). A stale `taken` only makes this
-    /// false.
-    pub(crate) fn consumer_blocked_on_claim(&self, taken: u64) -> bool {
-        // Relaxed: a heuristic for how long to wait, never for access.
-        let state = SlotState::decode(self.slot(taken).state.load(Ordering::Relaxed));
-        state.lap == self.lap(taken) && state.phase == Phase::Claimed
-    }
-
     /// Wakes the writers sleeping in [`RingView::wait_for_space`], if any:
     /// the consumer calls it after it freed slots or detached. Costs a
     /// fence and a load, and no system call, when no writer waits.
