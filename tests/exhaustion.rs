@@ -62,6 +62,20 @@ fn helper() {
             println!("HELPER ready 1");
             std::thread::sleep(Duration::from_secs(120));
         }
+        // Attaches as the consumer and drains a little every millisecond,
+        // far slower than a writer flat out, until killed.
+        "slow-consumer" => {
+            let path = std::env::var("MEMTRACK_RING").unwrap();
+            let mut consumer = Consumer::attach(Path::new(&path)).unwrap();
+            println!("HELPER ready 1");
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                consumer.take(8, &mut buf);
+                consumer.commit();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -220,6 +234,58 @@ fn writers_stop_waiting_for_a_consumer_that_died() {
     let mut next = Consumer::attach(tmp.path()).unwrap();
     assert_eq!(drain_all(&mut next).len(), 16);
     assert_eq!(next.progress().lost_reader_died, 0, "the dead consumer had taken nothing");
+}
+
+/// The futex hand-off across processes: a writer far faster than its
+/// consumer sleeps until the consumer (another process) frees slots and
+/// wakes it, and loses nothing.
+#[test]
+fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
+    let tmp = TempRing::new("slow-reader");
+    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let mut consumer = spawn("slow-consumer", tmp.path());
+    assert_eq!(helper_line(&mut consumer), "ready 1");
+    let records = 1000;
+    for id in 0..records {
+        writer.alloc(&MemtrackBuffer { buffer_id: id, size: 8, ..Default::default() });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writer.ring().snapshot().progress.taken < records + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = writer.ring().snapshot();
+    kill(&mut consumer);
+    assert_eq!(s.dropped, 0, "a live consumer costs no record");
+    assert_eq!(s.progress.taken, records + 1, "every record (and the start record) taken");
+}
+
+/// The stall rule with a real stopped process (Ctrl-Z on a reader): the
+/// writer waits a bounded time, then drops and counts; once the consumer
+/// runs again it gets every record that was not dropped.
+#[test]
+fn a_stopped_consumer_costs_a_bounded_wait_then_drops_countably() {
+    let tmp = TempRing::new("stopped-reader");
+    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let mut consumer = spawn("slow-consumer", tmp.path());
+    assert_eq!(helper_line(&mut consumer), "ready 1");
+    // SAFETY: kill with the pid of a child we have not reaped yet.
+    unsafe { libc::kill(consumer.id() as libc::pid_t, libc::SIGSTOP) };
+    let records = 200;
+    for id in 0..records {
+        writer.alloc(&MemtrackBuffer { buffer_id: id, size: 8, ..Default::default() });
+    }
+    let dropped = writer.ring().snapshot().dropped;
+    assert!(dropped > 0 && dropped <= records, "{dropped}");
+    assert!(writer.ring().snapshot().reader_pid.is_some(), "stopped, not dead: still attached");
+    // SAFETY: as above.
+    unsafe { libc::kill(consumer.id() as libc::pid_t, libc::SIGCONT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writer.ring().snapshot().progress.taken < records + 1 - dropped && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = writer.ring().snapshot();
+    kill(&mut consumer);
+    assert_eq!(s.progress.taken + s.dropped, records + 1, "attempted = delivered + dropped");
 }
 
 #[test]
