@@ -148,8 +148,9 @@ impl Consumer {
     /// flat out cannot fill the ring meanwhile (capacity × 1.5 ns, at least
     /// 10 µs); each further idle pause doubles, up to the time writers at
     /// full speed (≥ 16 ns a record) take to fill the ring from empty, and
-    /// at most 1 ms (64 Ki slots). With the writers' bounded wait for space
-    /// on top (3 ms by default), pacing alone never makes a writer drop.
+    /// at most 1 ms (64 Ki slots). Writers that fill the ring meanwhile
+    /// sleep until the next take wakes them (`RingView::wake_writers`), so
+    /// pacing alone never makes a writer drop.
     pub fn pause_if_idle(&mut self, handled: usize) {
         let capacity = self.ring.capacity();
         let shortest = Duration::from_nanos((capacity * 3 / 2).clamp(10_000, 1_000_000));
