@@ -24,7 +24,7 @@ use crate::sync::{AtomicU64, Ordering, PAYLOAD_WORDS};
 /// keeps taking records the hook keeps waiting, up to [`MAX_FULL_WAIT`].
 /// 100 ms: waiting writers sleep, so a longer wait costs no CPU, and on a
 /// 2-core machine shared with compiles (load 5–10) a reader often got no
-/// CPU for tens of ms: `scripts/lossless.sh` (16 writer threads) lost
+/// CPU for tens of ms: `scripts/lossless.sh` (2–16 writer threads) lost
 /// records in 10 of 12 runs with 3 ms, in 4 of 18 with 20 ms, in none of 20
 /// with 200 ms (see docs/PERFORMANCE.md). A stopped reader costs the
 /// workload about [`STALL_WAITS`] such waits, then nothing.
