@@ -181,7 +181,11 @@ pub struct FutexWord {
 #[cfg(loom)]
 impl FutexWord {
     pub(crate) fn new(value: u32) -> Self {
-        Self { value: AtomicU32::new(value), sleepers: loom::sync::Mutex::new(()), wakeups: loom::sync::Condvar::new() }
+        Self {
+            value: AtomicU32::new(value),
+            sleepers: loom::sync::Mutex::new(()),
+            wakeups: loom::sync::Condvar::new(),
+        }
     }
 
     pub(crate) fn load(&self, order: Ordering) -> u32 {

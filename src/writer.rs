@@ -199,10 +199,11 @@ impl Writer {
     #[inline(never)]
     fn push_full(&self, payload: &[u64; PAYLOAD_WORDS]) {
         let view = self.ring.view();
-        if view.consumer_attached() && !self.consumer_stalled(view.progress().taken) {
-            if let Some(claim) = self.wait_for_space() {
-                return claim.publish(payload);
-            }
+        if view.consumer_attached()
+            && !self.consumer_stalled(view.progress().taken)
+            && let Some(claim) = self.wait_for_space()
+        {
+            return claim.publish(payload);
         }
         view.count_drop();
         self.ring.process_entry(self.registration.index).dropped.fetch_add(1, Ordering::Relaxed);
@@ -222,7 +223,8 @@ impl Writer {
         let limit = MAX_FULL_WAIT.max(self.full_wait);
         loop {
             let now = Instant::now();
-            let budget = self.full_wait.saturating_sub(now - progressed).min(limit.saturating_sub(now - started));
+            let budget =
+                self.full_wait.saturating_sub(now - progressed).min(limit.saturating_sub(now - started));
             if budget.is_zero() {
                 break;
             }
