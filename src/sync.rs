@@ -109,8 +109,9 @@ pub(crate) fn prefetch<T>(address: *const T) {
 /// the same file. Under loom it is a mutex and condition variable that
 /// behave as a futex does: `wait` checks the value and goes to sleep
 /// atomically with respect to `wake_all`, so loom can prove that no wake-up
-/// is lost. (Loom ignores timeouts: a model whose waiter could only leave
-/// by timing out deadlocks, which is how the models catch a lost wake-up.)
+/// is lost. (Loom has no time: an untimed wait that nobody wakes deadlocks
+/// the model, which is how the models catch a lost wake-up; a timed one may
+/// end at any moment.)
 #[cfg(not(loom))]
 #[repr(transparent)]
 pub struct FutexWord(AtomicU32);
@@ -196,7 +197,15 @@ impl FutexWord {
         self.value.fetch_add(1, order);
     }
 
-    pub(crate) fn wait(&self, expected: u32, _timeout: std::time::Duration) {
+    /// With `timeout == Duration::MAX` sleeps until woken (so a lost
+    /// wake-up deadlocks the model); with any other timeout, returns after
+    /// a yield, as a timed wait may at any moment: what the models of
+    /// consumers that die (and wake no one) rely on.
+    pub(crate) fn wait(&self, expected: u32, timeout: std::time::Duration) {
+        if timeout != std::time::Duration::MAX {
+            loom::thread::yield_now();
+            return;
+        }
         // The kernel compares under its hash-bucket lock, which `wake_all`
         // also takes: a bump before the wake is seen here, or the wake
         // finds us asleep.
