@@ -111,8 +111,9 @@ fn run_workload(writer: &Writer, iterations: u64) {
         for thread in 0..THREADS {
             let barrier = &barrier;
             s.spawn(move || {
-                // Ids of thread t start at (t + 1) << 32: the same on every run.
-                let model = Model { writer, barrier, next_id: Cell::new((thread + 1) << 32) };
+                // Ids of thread t start at (t + 1) × 10^9: the same on every
+                // run (room for 29 M iterations a thread).
+                let model = Model { writer, barrier, next_id: Cell::new((thread + 1) * 1_000_000_000) };
                 for i in 0..iterations {
                     // Thread 0's first mesh buffer hits the owns_data_ bug.
                     let leak = thread == 0 && i == 0;
