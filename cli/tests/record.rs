@@ -274,12 +274,16 @@ fn export_writes_a_perfetto_timeline_and_csv_rows() {
 }
 
 /// The report without what legitimately changes between runs: times
-/// (`*_ns`), pids and the ring's path (named after the pid).
+/// (`*_ns`, a process's `start_time`), pids (`pid`, `host_pid`) and the
+/// ring's path (a unique name).
 fn without_times_and_pids(value: Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
-                .filter(|(key, _)| !(key.ends_with("_ns") || key == "pid" || key == "ring"))
+                .filter(|(key, _)| {
+                    !(key.ends_with("_ns")
+                        || ["pid", "host_pid", "start_time", "ring"].contains(&key.as_str()))
+                })
                 .map(|(key, v)| (key, without_times_and_pids(v)))
                 .collect(),
         ),
