@@ -151,7 +151,14 @@ fn compile(b: &Build) -> Program {
     match b.link {
         Link::Shared => {
             let dir = lib_dir();
-            cmd.arg("-L").arg(&dir).arg("-lmemtrack").arg(format!("-Wl,-rpath,{}", dir.display()));
+            // DT_RPATH, not DT_RUNPATH: searched before LD_LIBRARY_PATH,
+            // which cargo sets to directories that may hold an older
+            // libmemtrack.so (one a root `cargo build` left behind).
+            cmd.arg("-L")
+                .arg(&dir)
+                .arg("-lmemtrack")
+                .arg(format!("-Wl,-rpath,{}", dir.display()))
+                .arg("-Wl,--disable-new-dtags");
         }
         Link::Static => {
             cmd.arg(lib_dir().join("libmemtrack.a")).args(NATIVE_STATIC_LIBS);
