@@ -143,6 +143,33 @@ typedef struct memtrack_buffer {
   uint16_t reserved;
 } memtrack_buffer;
 
+/**
+ * One nonzero live-counter cell of this process: `memtrack_live_usage`.
+ */
+typedef struct memtrack_live {
+  /**
+   * Live bytes, ALIAS buffers excluded (negative when frees of buffers
+   * allocated before tracking began outnumber allocations).
+   */
+  int64_t live_bytes;
+  /**
+   * Live buffers, ALIAS buffers included.
+   */
+  int64_t live_buffers;
+  /**
+   * Device id.
+   */
+  uint32_t device_id;
+  /**
+   * `MEMTRACK_KIND_*`.
+   */
+  uint8_t kind;
+  /**
+   * 0.
+   */
+  uint8_t reserved[3];
+} memtrack_live;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -215,6 +242,19 @@ void memtrack_set_capacity(uint32_t device_id, uint8_t kind, uint64_t bytes);
  * `label` is NULL (a no-op) or a NUL-terminated string.
  */
 void memtrack_mark(const char *label);
+
+/**
+ * This process's live usage, from its own live counters in the ring (no
+ * consumer needed): writes up to `capacity` nonzero (device, kind) cells to
+ * `out` in (device, kind) order and returns how many cells are nonzero (call
+ * again with more room when that is more than `capacity`). Returns 0 when
+ * this process does not record events. `out` may be NULL when `capacity`
+ * is 0.
+ *
+ * # Safety
+ * `out` is NULL or points to `capacity` writable `memtrack_live`.
+ */
+uint32_t memtrack_live_usage(struct memtrack_live *out, uint32_t capacity);
 
 /**
  * Marks this process exited and stops recording; later events are no-ops.

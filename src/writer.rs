@@ -120,6 +120,12 @@ impl Writer {
         self.buffer_event(Event::Free, buffer);
     }
 
+    /// This process's live (bytes, buffers) on (device, kind), from its
+    /// own live-counter cell; (0, 0) for a device or kind out of range.
+    pub fn live(&self, device_id: u32, kind: u8) -> (i64, i64) {
+        self.counter(device_id, kind).map_or((0, 0), CounterCell::load)
+    }
+
     /// Records a phase marker; `label` is cut to `LABEL_LEN` bytes.
     pub fn mark(&self, label: &[u8]) {
         let mut record = self.record(Event::Mark);

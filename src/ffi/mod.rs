@@ -196,6 +196,57 @@ pub unsafe extern "C" fn memtrack_mark(label: *const c_char) {
     })
 }
 
+/// One nonzero live-counter cell of this process: `memtrack_live_usage`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemtrackLive {
+    /// Live bytes, ALIAS buffers excluded (negative when frees of buffers
+    /// allocated before tracking began outnumber allocations).
+    pub live_bytes: i64,
+    /// Live buffers, ALIAS buffers included.
+    pub live_buffers: i64,
+    /// Device id.
+    pub device_id: u32,
+    /// `MEMTRACK_KIND_*`.
+    pub kind: u8,
+    /// 0.
+    pub reserved: [u8; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<MemtrackLive>() == 24);
+
+/// This process's live usage, from its own live counters in the ring (no
+/// consumer needed): writes up to `capacity` nonzero (device, kind) cells to
+/// `out` in (device, kind) order and returns how many cells are nonzero (call
+/// again with more room when that is more than `capacity`). Returns 0 when
+/// this process does not record events. `out` may be NULL when `capacity`
+/// is 0.
+///
+/// # Safety
+/// `out` is NULL or points to `capacity` writable `memtrack_live`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_live_usage(out: *mut MemtrackLive, capacity: u32) -> u32 {
+    boundary(0, || {
+        let Some(w) = global::writer() else { return 0 };
+        let mut count = 0;
+        for device_id in 0..crate::format::MAX_DEVICES as u32 {
+            for kind in 0..crate::format::MAX_KINDS as u8 {
+                let (live_bytes, live_buffers) = w.live(device_id, kind);
+                if live_bytes == 0 && live_buffers == 0 {
+                    continue;
+                }
+                if count < capacity && !out.is_null() {
+                    let cell = MemtrackLive { live_bytes, live_buffers, device_id, kind, reserved: [0; 3] };
+                    // SAFETY: `out` has `capacity` writable cells, per the contract.
+                    unsafe { out.add(count as usize).write(cell) };
+                }
+                count += 1;
+            }
+        }
+        count
+    })
+}
+
 /// Marks this process exited and stops recording; later events are no-ops.
 /// Also runs at normal exit. Safe to call more than once.
 #[unsafe(no_mangle)]
