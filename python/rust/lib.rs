@@ -6,9 +6,14 @@
 //! through the process's one `libmemtrack.so` via ctypes (see
 //! `memtrack/_writer.py`), so that a process never has two writers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use memtrack::{Event, Record};
+use memtrack::{Consumer, Event, Record};
 use memtrack_cli::engine::Engine;
 use memtrack_cli::recording::{Block, RecordReader};
 use memtrack_cli::report::{Source, to_json};
@@ -135,6 +140,121 @@ fn event_names() -> Vec<(u8, &'static str)> {
         .collect()
 }
 
+/// `MEMTRACK_FLAG_ALIAS`: the buffer's bytes are counted by other buffers.
+const FLAG_ALIAS: u8 = 1;
+
+/// This process's running usage and its peak per (device, kind), from the
+/// records it wrote, in order.
+#[derive(Default)]
+struct Peaks {
+    pid: u32,
+    /// (device, kind) -> (live bytes, peak bytes since the last reset).
+    cells: HashMap<(u32, u8), (i64, i64)>,
+}
+
+impl Peaks {
+    fn apply(&mut self, records: &[Record]) {
+        for r in records.iter().filter(|r| r.pid == self.pid && r.flags & FLAG_ALIAS == 0) {
+            let delta = match r.event() {
+                Some(Event::Alloc) => r.size as i64,
+                Some(Event::Free) => -(r.size as i64),
+                _ => continue,
+            };
+            let cell = self.cells.entry((r.device_id, r.kind)).or_default();
+            cell.0 = cell.0.wrapping_add(delta);
+            cell.1 = cell.1.max(cell.0);
+        }
+    }
+}
+
+struct Watched {
+    consumer: Consumer,
+    peaks: Peaks,
+    buf: Vec<Record>,
+}
+
+impl Watched {
+    /// Consumes every record published so far.
+    fn drain(&mut self) {
+        let Watched { consumer, peaks, buf } = self;
+        let _ = consumer.drain(usize::MAX, buf, |records| {
+            peaks.apply(records);
+            Ok::<(), ()>(())
+        });
+    }
+}
+
+/// The consumer of a private ring (the pytest plugin's, when no `memtrack
+/// record` reads the ring): keeps the ring drained from a thread, and
+/// follows this process's peak usage per (device, kind), which the live
+/// counters alone cannot give.
+#[pyclass]
+struct PeakWatcher {
+    shared: Arc<(Mutex<Watched>, AtomicBool)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[pymethods]
+impl PeakWatcher {
+    /// Attaches as the ring's consumer; `pid` is the process whose peaks count.
+    #[new]
+    fn new(path: PathBuf, pid: u32) -> PyResult<Self> {
+        let consumer = Consumer::attach(&path).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let watched = Watched { consumer, peaks: Peaks { pid, ..Peaks::default() }, buf: Vec::new() };
+        let shared = Arc::new((Mutex::new(watched), AtomicBool::new(false)));
+        let background = Arc::clone(&shared);
+        let thread = std::thread::spawn(move || {
+            while !background.1.load(Ordering::Relaxed) {
+                if let Ok(mut watched) = background.0.lock() {
+                    watched.drain();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Ok(PeakWatcher { shared, thread: Some(thread) })
+    }
+
+    /// Starts a new peak: each cell's peak becomes its current usage.
+    fn reset(&self, py: Python<'_>) {
+        py.allow_threads(|| {
+            let mut watched = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+            watched.drain();
+            for cell in watched.peaks.cells.values_mut() {
+                cell.1 = cell.0;
+            }
+        })
+    }
+
+    /// {(device, kind): (live bytes, peak bytes since the last reset)}, after
+    /// consuming every record published so far.
+    fn peaks(&self, py: Python<'_>) -> HashMap<(u32, u8), (i64, i64)> {
+        py.allow_threads(|| {
+            let mut watched = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+            watched.drain();
+            watched.peaks.cells.clone()
+        })
+    }
+
+    /// Stops the thread and detaches (also when garbage-collected).
+    fn close(&mut self, py: Python<'_>) {
+        self.shared.1.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            py.allow_threads(|| {
+                let _ = thread.join();
+            });
+        }
+    }
+}
+
+impl Drop for PeakWatcher {
+    fn drop(&mut self) {
+        self.shared.1.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn error(e: anyhow::Error) -> PyErr {
     PyValueError::new_err(format!("{e:#}"))
 }
@@ -146,5 +266,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kind_names, m)?)?;
     m.add_function(wrap_pyfunction!(event_names, m)?)?;
     m.add("NO_PROCESS", NO_PROCESS)?;
+    m.add_class::<PeakWatcher>()?;
     Ok(())
 }

@@ -1,0 +1,221 @@
+"""pytest plugin: fail tests that leave device memory allocated.
+
+Off until ``pytest --memtrack``. Each test runs inside a memtrack scope named by
+its node id; this process's live counters (``memtrack.live()``) are compared
+before and after the test's call, and a test that leaves device memory
+allocated fails with the leak named. See docs/python.md.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+Cell = Tuple[int, str]
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("memtrack", "device-memory leak checks (memtrack)")
+    group.addoption(
+        "--memtrack",
+        action="store_true",
+        default=False,
+        help="fail tests that leave device memory allocated (memtrack)",
+    )
+    group.addoption(
+        "--memtrack-ignore-kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="do not count leaks of this kind (DRAM, L1, L1_SMALL, TRACE, CB, KERNEL, SYSTEM_MEMORY); repeatable",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "memtrack(allow_leak_bytes=0, max_peak=None): memtrack limits of a test: bytes it may leave "
+        'allocated; peak bytes per "device:KIND" (e.g. {"0:DRAM": 1 << 30}) or for every cell (an int)',
+    )
+    if config.getoption("memtrack"):
+        config.pluginmanager.register(MemtrackPlugin(config), "memtrack-plugin")
+
+
+def human_bytes(n: int) -> str:
+    """As memtrack's reports write sizes: ``512 B``, ``12.0 KiB``."""
+    value, unit = float(n), 0
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    while abs(value) >= 1024 and unit + 1 < len(units):
+        value /= 1024
+        unit += 1
+    return f"{n} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def describe(leaks: Dict[Cell, Tuple[int, int]]) -> str:
+    """``leaked 3 buffers, 12.0 KiB on device 0 DRAM`` (cells joined with "; ")."""
+    parts = []
+    for (device, kind), (nbytes, buffers) in sorted(leaks.items()):
+        noun = "buffer" if buffers == 1 else "buffers"
+        parts.append(f"leaked {buffers} {noun}, {human_bytes(nbytes)} on device {device} {kind}")
+    return "; ".join(parts)
+
+
+def parse_cell(text: str) -> Cell:
+    device, _, kind = text.partition(":")
+    if not device.strip().isdigit() or not kind:
+        raise pytest.UsageError(f'memtrack marker: max_peak key {text!r} is not "device:KIND" (e.g. "0:DRAM")')
+    return int(device), kind.strip().upper()
+
+
+class MemtrackPlugin:
+    def __init__(self, config):
+        import memtrack
+
+        self.memtrack = memtrack
+        self.config = config
+        self.ignored = {k.upper() for k in config.getoption("memtrack_ignore_kind")}
+        self.private_ring: Optional[str] = None
+        if not os.environ.get("MEMTRACK_RING"):
+            # Alone: a private ring, named here so that the runtime's library,
+            # which attaches lazily from $MEMTRACK_RING, joins it too.
+            self.private_ring = f"/dev/shm/memtrack-pytest-{os.getpid()}"
+            os.environ["MEMTRACK_RING"] = self.private_ring
+        self.started = False
+        self.watcher = None
+        self.before: Dict[Cell, object] = {}
+        self.results: List[Tuple[str, str]] = []
+        self.checked = 0
+        self.peaks_unchecked: List[str] = []
+        self.max_peak_seen: Dict[Cell, int] = {}
+
+    def _start(self):
+        if self.started:
+            return
+        self.started = True
+        self.memtrack.init(os.environ["MEMTRACK_RING"])
+        if self.private_ring is not None:
+            from memtrack import _native
+
+            self.watcher = _native.PeakWatcher(self.private_ring, os.getpid())
+
+    def _live(self) -> Dict[Cell, Tuple[int, int]]:
+        return {cell: (u.live_bytes, u.live_buffers) for cell, u in self.memtrack.live().items()}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item):
+        self._start()
+        self.memtrack.scope(item.nodeid).__enter__()
+        yield
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item):
+        yield
+        self.memtrack.scope(item.nodeid).__exit__(None, None, None)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        self.before = self._live()
+        if self.watcher is not None:
+            self.watcher.reset()
+        yield
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        if call.when != "call":
+            return
+        report = outcome.get_result()
+        problems = self._check(item)
+        self.checked += 1
+        if problems and report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"memtrack: {problems}"
+            self.results.append((item.nodeid, problems))
+        elif problems:
+            self.results.append((item.nodeid, problems))
+
+    def _check(self, item) -> str:
+        after = self._live()
+        marker = item.get_closest_marker("memtrack")
+        allow = int(marker.kwargs.get("allow_leak_bytes", 0)) if marker else 0
+        max_peak = marker.kwargs.get("max_peak") if marker else None
+        leaks = {}
+        for cell in set(after) | set(self.before):
+            if cell[1] in self.ignored:
+                continue
+            b0, n0 = self.before.get(cell, (0, 0))
+            b1, n1 = after.get(cell, (0, 0))
+            if b1 - b0 > 0 or n1 - n0 > 0:
+                leaks[cell] = (max(b1 - b0, 0), max(n1 - n0, 0))
+        problems = []
+        if leaks and sum(b for b, _ in leaks.values()) > allow:
+            problems.append(describe(leaks))
+        peaks = self._peaks()
+        for cell, peak in (peaks or {}).items():
+            self.max_peak_seen[cell] = max(self.max_peak_seen.get(cell, 0), peak)
+        if max_peak is not None:
+            if peaks is None:
+                self.peaks_unchecked.append(item.nodeid)
+            else:
+                limits = max_peak if isinstance(max_peak, dict) else None
+                for cell, peak in sorted(peaks.items()):
+                    if cell[1] in self.ignored:
+                        continue
+                    limit = int(max_peak) if limits is None else _limit(limits, cell)
+                    if limit is not None and peak > limit:
+                        problems.append(
+                            f"peak {human_bytes(peak)} on device {cell[0]} {cell[1]} over the limit of {human_bytes(limit)}"
+                        )
+        return "; ".join(problems)
+
+    def _peaks(self) -> Optional[Dict[Cell, int]]:
+        """This process's peak bytes per cell during the call; None under `memtrack record`."""
+        if self.watcher is None:
+            return None if self.private_ring is None else {}
+        kinds = self.memtrack.KIND_NAMES
+        return {
+            (device, kinds[kind] if kind < len(kinds) else f"KIND_{kind}"): peak
+            for (device, kind), (_, peak) in self.watcher.peaks().items()
+            if peak > 0
+        }
+
+    def pytest_terminal_summary(self, terminalreporter):
+        tr = terminalreporter
+        tr.section("memtrack")
+        where = f"private ring {self.private_ring}" if self.private_ring else f"ring {os.environ.get('MEMTRACK_RING')}"
+        library = self.memtrack.library_path() if self.started else "(not loaded)"
+        tr.write_line(f"{self.checked} tests checked on {where}, through {library}")
+        if self.ignored:
+            tr.write_line(f"ignored kinds: {', '.join(sorted(self.ignored))}")
+        if not self.memtrack.scopes_supported() if self.started else False:
+            tr.write_line("scopes: this libmemtrack has no memtrack_scope_begin; tests ran without scopes")
+        for nodeid, problems in self.results:
+            tr.write_line(f"{nodeid}: {problems}")
+        if not self.results:
+            tr.write_line("no test left device memory allocated")
+        for cell, peak in sorted(self.max_peak_seen.items()):
+            tr.write_line(f"largest peak in a test: {human_bytes(peak)} on device {cell[0]} {cell[1]}")
+        if self.peaks_unchecked:
+            tr.write_line(
+                f"max_peak not checked for {len(self.peaks_unchecked)} tests: under `memtrack record` "
+                "the recorder is the ring's reader (see its report's marks and scopes)"
+            )
+
+    def pytest_unconfigure(self, config):
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.private_ring is not None:
+            try:
+                os.unlink(self.private_ring)
+            except OSError:
+                pass
+
+
+def _limit(limits: dict, cell: Cell) -> Optional[int]:
+    for key, value in limits.items():
+        if parse_cell(key) == cell:
+            return int(value)
+    return None
