@@ -1,0 +1,159 @@
+"""The memtrack package against real rings, real record files and the real CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import memtrack
+
+WORKLOAD = """
+import memtrack, fake_runtime
+from fake_runtime import Buffer, L1
+a = [Buffer(4096) for _ in range(3)]
+memtrack.mark("after three")
+b = Buffer(1 << 20, device=1, kind=L1)
+for x in a[:2]:
+    x.free()
+memtrack.mark("end")
+"""
+
+
+@pytest.fixture
+def recording(run_python, memtrack_bin, tmp_path):
+    path = tmp_path / "run.mtr"
+    run_python(WORKLOAD, record=path, memtrack_bin=memtrack_bin)
+    return path
+
+
+def report_json(memtrack_bin, path):
+    out = subprocess.run([str(memtrack_bin), "report", "--json", str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_load_matches_report_json(recording, memtrack_bin):
+    rec = memtrack.load(recording)
+    assert rec.report == report_json(memtrack_bin, recording)
+    # The attributes are the report's keys, as objects.
+    [process] = rec.processes
+    assert process.process == "0.1" and process.state == "exited"
+    assert process.remaining_buffers == 2 and process.remaining_bytes == 4096 + (1 << 20)
+    assert [m.label for m in rec.marks] == ["after three", "end"]
+    assert rec.marks[0].usage[0].live_bytes == 3 * 4096
+    assert sorted((b.device_id, b.kind, b.size) for b in rec.remaining) == [(0, "DRAM", 4096), (1, "L1", 1 << 20)]
+    assert rec.usage(0, "DRAM").peak_bytes == 3 * 4096
+    # The process exited: its device memory went with it; the peak stays.
+    assert rec.devices[1].kinds["L1"].peak_bytes == 1 << 20 and rec.devices[1].kinds["L1"].live_bytes == 0
+    assert rec.anomalies.unknown_frees == 0 and rec.anomalies.details == []
+    assert rec.scopes == []
+    assert rec.duration_ns == rec.report["duration_ns"] and rec.finished  # any other key, as an attribute
+
+
+def test_records_as_columns(recording):
+    rec = memtrack.load(recording)
+    cols = rec.records()
+    n = rec.report["records"]
+    assert all(len(c) == n for c in cols.values())
+    names = memtrack.EVENT_NAMES
+    events = [names[e] for e in cols["event"]]
+    assert events.count("alloc") == 4 and events.count("free") == 2 and events.count("mark") == 2
+    assert list(cols["ticket"]) == sorted(cols["ticket"])
+    assert np.all(np.diff(cols["time_ns"].astype(np.int64)) >= 0)
+    allocs = cols["event"] == 1
+    assert sorted(cols["size"][allocs]) == [4096, 4096, 4096, 1 << 20]
+    assert {memtrack.KIND_NAMES[k] for k in cols["kind"][allocs]} == {"DRAM", "L1"}
+    assert set(cols["pid"]) == {rec.processes[0].pid}
+    assert {rec.process_keys[p] for p in cols["process"]} == {"0.1"}
+    assert list(cols["label"][cols["event"] == 3]) == ["after three", "end"]
+    assert cols["label"][0] == rec.processes[0].name  # the process-start record
+
+
+def test_to_pandas(recording):
+    pd = pytest.importorskip("pandas")
+    frame = memtrack.load(recording).to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    assert (frame["event"] == "alloc").sum() == 4
+    assert set(frame.loc[frame["event"] == "alloc", "kind"]) == {"DRAM", "L1"}
+
+
+def test_load_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.mtr"
+    bad.write_bytes(b"not a recording" * 10)
+    with pytest.raises(ValueError, match="bad.mtr"):
+        memtrack.load(bad)
+    with pytest.raises(ValueError, match="missing.mtr"):
+        memtrack.load(tmp_path / "missing.mtr")
+
+
+def test_one_writer_with_the_runtimes_library(run_python, memtrack_bin, runtime_lib, tmp_path):
+    """The runtime loaded libmemtrack.so first: the package writes through it."""
+    path = tmp_path / "one.mtr"
+    out = run_python(
+        """
+import fake_runtime, memtrack
+from fake_runtime import Buffer
+keep = Buffer(4096)
+print(memtrack.library_path())
+print(memtrack.enabled())
+memtrack.mark("from python")
+print(memtrack.live())
+""",
+        record=path,
+        memtrack_bin=memtrack_bin,
+    ).stdout.splitlines()
+    assert os.path.realpath(out[0]) == os.path.realpath(runtime_lib)
+    assert out[1] == "True"
+    assert out[2] == "{(0, 'DRAM'): Live(live_bytes=4096, live_buffers=1)}"
+    rec = memtrack.load(path)
+    # One process-table entry: the mark and the runtime's buffer share it.
+    assert [p.process for p in rec.processes] == ["0.1"]
+    assert rec.marks[0].label == "from python" and rec.marks[0].process == "0.1"
+    assert rec.remaining[0].process == "0.1"
+
+
+def test_memtrack_lib_then_the_shipped_copy(run_python, runtime_lib):
+    code = "import memtrack; print(memtrack.library_path()); print(memtrack.enabled()); print(memtrack.live())"
+    shipped = run_python(code).stdout.splitlines()
+    assert os.path.basename(shipped[0]).startswith("_native") and shipped[1:] == ["False", "{}"]
+    named = run_python(code, env={"MEMTRACK_LIB": str(runtime_lib)}).stdout.splitlines()
+    assert named[0] == str(runtime_lib)
+
+
+def test_live_counts_this_process_only(run_python, tmp_path):
+    ring = str(tmp_path / "ring")
+    out = run_python(
+        """
+import memtrack
+from fake_runtime import Buffer, L1
+memtrack.init()
+before = memtrack.live()
+a, b = Buffer(1000), Buffer(24, device=2, kind=L1)
+during = memtrack.live()
+a.free(); b.free()
+print(before, during, memtrack.live(), sep="\\n")
+""",
+        env={"MEMTRACK_RING": ring},
+    ).stdout.splitlines()
+    assert out[0] == "{}"
+    assert out[1] == (
+        "{(0, 'DRAM'): Live(live_bytes=1000, live_buffers=1), (2, 'L1'): Live(live_bytes=24, live_buffers=1)}"
+    )
+    assert out[2] == "{}"
+
+
+def test_scope_is_a_context_manager_and_a_decorator(run_python):
+    out = run_python(
+        """
+import memtrack
+@memtrack.scope("decorated")
+def f(x):
+    return x + 1
+with memtrack.scope("block") as s:
+    print(s.name, f(1), memtrack.scopes_supported())
+"""
+    ).stdout
+    # The library of this tree has no memtrack_scope_begin yet: a no-op that says so.
+    assert out.split() == ["block", "2", "False"]
