@@ -57,6 +57,25 @@ struct Columns {
 const NO_PROCESS: u32 = u32::MAX;
 
 impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            ticket: Vec::with_capacity(n),
+            time_ns: Vec::with_capacity(n),
+            event: Vec::with_capacity(n),
+            process: Vec::with_capacity(n),
+            pid: Vec::with_capacity(n),
+            process_slot: Vec::with_capacity(n),
+            device_id: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            buffer_id: Vec::with_capacity(n),
+            parent_id: Vec::with_capacity(n),
+            address: Vec::with_capacity(n),
+            size: Vec::with_capacity(n),
+            flags: Vec::with_capacity(n),
+            labels: Vec::new(),
+        }
+    }
+
     fn push(&mut self, r: &Record, time_ns: u64, process: u32) {
         let labelled = matches!(r.event(), Some(Event::Mark | Event::ProcessStart));
         if labelled {
@@ -84,7 +103,9 @@ fn read_columns(path: &Path, partial: bool) -> anyhow::Result<(Columns, Vec<Stri
     let mut reader = if partial { RecordReader::open_unfinished(path)? } else { RecordReader::open(path)? };
     let time = reader.header().time_base();
     let mut engine = Engine::new(time);
-    let mut columns = Columns::default();
+    // Every block is 64 bytes: the file's size bounds the record count.
+    let blocks = std::fs::metadata(path).map_or(0, |m| m.len() / 64) as usize;
+    let mut columns = Columns::with_capacity(blocks);
     while let Some(block) = reader.next_block()? {
         engine.apply_block(&block);
         if let Block::Record(r) = block {
