@@ -50,8 +50,27 @@ static void null_pointers(void) {
     memtrack_mark(NULL);
 }
 
+/* memtrack_live_usage while one_of_each holds its two buffers: this
+ * process's DRAM buffer (4096 bytes) and its ALIAS L1 buffer (a buffer, no
+ * bytes), in (device, kind) order; nothing when not tracking. */
+static void check_live_usage(uint32_t device, int tracking) {
+    memtrack_live cells[3];
+    memset(cells, 0xff, sizeof cells);
+    CHECK(memtrack_live_usage(NULL, 0) == (tracking ? 2u : 0u));
+    /* Too little room: the count says so; only the room is written. */
+    CHECK(memtrack_live_usage(cells, 1) == (tracking ? 2u : 0u));
+    CHECK(cells[1].device_id == UINT32_MAX);
+    CHECK(memtrack_live_usage(cells, 3) == (tracking ? 2u : 0u));
+    if (tracking) {
+        CHECK(cells[0].device_id == device && cells[0].kind == MEMTRACK_KIND_DRAM);
+        CHECK(cells[0].live_bytes == 4096 && cells[0].live_buffers == 1);
+        CHECK(cells[1].device_id == device && cells[1].kind == MEMTRACK_KIND_L1);
+        CHECK(cells[1].live_bytes == 0 && cells[1].live_buffers == 1);
+    }
+}
+
 /* Every event function once; used with tracking on and off. */
-static void one_of_each(uint32_t device) {
+static void one_of_each(uint32_t device, int tracking) {
     memtrack_buffer b;
     memset(&b, 0, sizeof b);
     b.buffer_id = 100 + device;
@@ -66,9 +85,11 @@ static void one_of_each(uint32_t device) {
     memtrack_mark("phase-1");
     memtrack_alloc(device, MEMTRACK_KIND_DRAM, 1, 0x1000, 4096);
     memtrack_alloc_buffer(&b);
+    check_live_usage(device, tracking);
     null_pointers();
     memtrack_free_buffer(&b);
     memtrack_free(device, MEMTRACK_KIND_DRAM, 1, 0x1000, 4096);
+    CHECK(memtrack_live_usage(NULL, 0) == 0);
     /* 45 characters: the record keeps the first 36. */
     memtrack_mark("0123456789abcdefghijklmnopqrstuvwxyzTRUNCATED");
 }
@@ -79,13 +100,13 @@ static int mode_on(void) {
     CHECK(memtrack_enabled() == 1);
     CHECK(memtrack_init(NULL) == MEMTRACK_OK);
     CHECK(memtrack_init("some-other-ring") == MEMTRACK_OK);
-    one_of_each(3);
+    one_of_each(3, 1);
 
     memtrack_shutdown();
     CHECK(memtrack_enabled() == 0);
     memtrack_shutdown(); /* twice: a no-op */
     /* After shutdown: no records, and no re-attaching. */
-    one_of_each(4);
+    one_of_each(4, 0);
     CHECK(memtrack_init(NULL) == MEMTRACK_ERR_SHUTDOWN);
     CHECK(memtrack_enabled() == 0);
     check_strerror();
@@ -94,11 +115,11 @@ static int mode_on(void) {
 
 static int mode_off(void) {
     CHECK(memtrack_enabled() == 0);
-    one_of_each(0);
+    one_of_each(0, 0);
     CHECK(memtrack_enabled() == 0);
     memtrack_shutdown();
     memtrack_shutdown();
-    one_of_each(1);
+    one_of_each(1, 0);
     CHECK(memtrack_enabled() == 0);
     check_strerror();
     return 0;
@@ -106,12 +127,12 @@ static int mode_off(void) {
 
 static int mode_corrupt(const char *path) {
     /* The first hook tries MEMTRACK_RING, fails, prints one line. */
-    one_of_each(0);
+    one_of_each(0, 0);
     CHECK(memtrack_enabled() == 0);
     /* An explicit init fails the same way, without a second line. */
     CHECK(memtrack_init(path) == MEMTRACK_ERR_CORRUPT);
     CHECK(memtrack_enabled() == 0);
-    one_of_each(1);
+    one_of_each(1, 0);
     memtrack_shutdown();
     memtrack_shutdown();
     return 0;
