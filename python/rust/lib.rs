@@ -117,15 +117,14 @@ fn read_columns(path: &Path, partial: bool) -> anyhow::Result<(Columns, Vec<Stri
     Ok((columns, keys))
 }
 
+/// `record_columns`'s answer: (records, columns, process keys, labels).
+type RecordColumns<'py> = (usize, Bound<'py, PyDict>, Vec<String>, Bound<'py, PyList>);
+
 /// The records of a file as columns: `(n, {name: (dtype, bytes)}, process keys, labels)`.
 /// The `process` column indexes the process keys (`NO_PROCESS` for none).
 #[pyfunction]
 #[pyo3(signature = (path, partial = false))]
-fn record_columns<'py>(
-    py: Python<'py>,
-    path: PathBuf,
-    partial: bool,
-) -> PyResult<(usize, Bound<'py, PyDict>, Vec<String>, Bound<'py, PyList>)> {
+fn record_columns<'py>(py: Python<'py>, path: PathBuf, partial: bool) -> PyResult<RecordColumns<'py>> {
     let (columns, keys) = py.allow_threads(|| read_columns(&path, partial)).map_err(error)?;
     let out = PyDict::new(py);
     let put = |name: &str, dtype: &str, bytes: &[u8]| out.set_item(name, (dtype, PyBytes::new(py, bytes)));
