@@ -109,7 +109,11 @@ fn read_columns(path: &Path, partial: bool) -> anyhow::Result<(Columns, Vec<Stri
     while let Some(block) = reader.next_block()? {
         engine.apply_block(&block);
         if let Block::Record(r) = block {
-            let process = engine.last_record_process().map_or(NO_PROCESS, |id| id.0);
+            // Capacities belong to devices: a capacity record has no process.
+            let process = match r.event() {
+                Some(Event::Capacity) | None => NO_PROCESS,
+                Some(_) => engine.last_process().map_or(NO_PROCESS, |id| id.0),
+            };
             columns.push(&r, time.ns(r.timestamp), process);
         }
     }
