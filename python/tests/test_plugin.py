@@ -72,3 +72,5 @@ def test_under_memtrack_record(runtime_lib, memtrack_bin, tmp_path):
     # pytest, the runtime and the plugin were one writer.
     assert len(rec.processes) == 1
     assert sorted(b.size for b in rec.remaining) == [4096, 4096, 4096, 8192]
+    # Without scopes in the library, each test's start is a mark (the node id's last 36 bytes).
+    assert [m.label for m in rec.marks] == [f"tests/fakeproject/test_model.py::{name}"[-36:] for name in ALL_PASS]
