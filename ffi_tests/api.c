@@ -48,6 +48,8 @@ static void null_pointers(void) {
     memtrack_alloc_buffer(NULL);
     memtrack_free_buffer(NULL);
     memtrack_mark(NULL);
+    memtrack_scope_begin(NULL);
+    memtrack_scope_end(); /* none open: a no-op */
 }
 
 /* memtrack_live_usage while one_of_each holds its two buffers: this

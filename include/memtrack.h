@@ -236,12 +236,34 @@ void memtrack_free_buffer(const struct memtrack_buffer *b);
 void memtrack_set_capacity(uint32_t device_id, uint8_t kind, uint64_t bytes);
 
 /**
- * Records a phase marker. The label is truncated to 36 bytes.
+ * Records a phase marker. Labels up to 1024 bytes are kept whole (longer
+ * ones are cut there).
  *
  * # Safety
  * `label` is NULL (a no-op) or a NUL-terminated string.
  */
 void memtrack_mark(const char *label);
+
+/**
+ * Opens a scope named `name` on this thread: every allocation this thread
+ * records until the matching `memtrack_scope_end` is attributed to the
+ * path of its open scopes ("outer/inner"). NULL is a no-op. Names up to
+ * 1024 bytes are kept whole. Nesting deeper than 64 is counted, and
+ * attributed to the 64th scope.
+ *
+ * Off, this costs what a disabled hook costs. On, the first use of a name
+ * (and of a path) in the process takes a lock and records it once; later
+ * calls make no system call, take no lock and allocate nothing.
+ *
+ * # Safety
+ * `name` is NULL (a no-op) or a NUL-terminated string.
+ */
+void memtrack_scope_begin(const char *name);
+
+/**
+ * Closes this thread's innermost scope; a no-op when it has none open.
+ */
+void memtrack_scope_end(void);
 
 /**
  * This process's live usage, from its own live counters in the ring (no

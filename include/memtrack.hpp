@@ -309,7 +309,7 @@ void kernel_unloaded(const P& program, const D& device, std::uint64_t kernel_id,
     }
 }
 
-/// A phase marker (label cut to 36 bytes).
+/// A phase marker (labels up to 1024 bytes kept whole).
 inline void mark(const char* label) noexcept {
 #if defined(MEMTRACK_DISABLE)
     (void)label;
@@ -317,6 +317,39 @@ inline void mark(const char* label) noexcept {
     memtrack_mark(label);
 #endif
 }
+
+/// Opens a scope on this thread for the guard's lifetime: allocations the
+/// thread records meanwhile are attributed to it (nested guards make a
+/// path, "outer/inner"). A null name opens nothing, and then closes
+/// nothing. Not copyable or movable: the scope ends where it began.
+///
+///     memtrack::scope op{"matmul"};
+class scope {
+public:
+    explicit scope(const char* name) noexcept : open_(name != nullptr) {
+#if defined(MEMTRACK_DISABLE)
+        (void)name;
+#else
+        if (open_) {
+            memtrack_scope_begin(name);
+        }
+#endif
+    }
+    ~scope() {
+#if !defined(MEMTRACK_DISABLE)
+        if (open_) {
+            memtrack_scope_end();
+        }
+#endif
+    }
+    scope(const scope&) = delete;
+    scope& operator=(const scope&) = delete;
+    scope(scope&&) = delete;
+    scope& operator=(scope&&) = delete;
+
+private:
+    bool open_;
+};
 
 namespace detail {
 

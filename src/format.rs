@@ -343,6 +343,15 @@ pub enum Event {
     ProcessStart = 5,
     /// A process shut down cleanly.
     ProcessExit = 6,
+    /// A scope node of this process is defined: its id, parent and name
+    /// (see [`Record::scope`], [`Record::scope_parent`]). Written once per
+    /// process and node, before any ALLOC attributed to it.
+    Scope = 7,
+    /// More text of the record before it of this thread, a `Scope` or
+    /// `Mark` with [`FLAG_MORE`]: `kind` is that record's event code,
+    /// `reserved` its id, `flags` the chunk's number (1, 2, ...), and the
+    /// label bytes the text.
+    Text = 8,
 }
 
 impl Event {
@@ -355,6 +364,8 @@ impl Event {
             4 => Event::Capacity,
             5 => Event::ProcessStart,
             6 => Event::ProcessExit,
+            7 => Event::Scope,
+            8 => Event::Text,
             _ => return None,
         })
     }
@@ -368,6 +379,8 @@ impl Event {
             Event::Capacity => "capacity",
             Event::ProcessStart => "process_start",
             Event::ProcessExit => "process_exit",
+            Event::Scope => "scope",
+            Event::Text => "text",
         }
     }
 }
@@ -407,9 +420,20 @@ pub mod kind {
 /// address). Its lifecycle is tracked; its bytes are not counted.
 pub const FLAG_ALIAS: u8 = 1;
 
+/// `Record::flags` of a MARK or SCOPE record: its text goes on in TEXT
+/// records (format 1 readers ignore the flag and show the first part).
+pub const FLAG_MORE: u8 = 2;
+
 /// Bytes of label a MARK or PROCESS_START record carries.
 pub const LABEL_LEN: usize = 36;
 const LABEL_OFFSET: usize = 16;
+/// Bytes of name the SCOPE record itself carries (after the parent id).
+pub const SCOPE_NAME_LEN: usize = LABEL_LEN - 4;
+/// The longest text (mark label, scope name) the writer sends, in bytes:
+/// the first record's part and up to 28 TEXT records.
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Largest id the 24-bit `reserved` field holds (scope nodes, texts).
+pub const MAX_RESERVED_ID: u32 = (1 << 24) - 1;
 
 /// One event, as delivered to consumers and stored in record files.
 ///
@@ -469,6 +493,46 @@ impl Record {
         bytes[n..].fill(0);
     }
 
+    /// The label bytes in full, NUL padding included.
+    pub fn label_bytes(&self) -> &[u8] {
+        &bytemuck::bytes_of(self)[LABEL_OFFSET..LABEL_OFFSET + LABEL_LEN]
+    }
+
+    /// The 24-bit id in `reserved`: an ALLOC's scope node (0 = none), a
+    /// SCOPE's own node, a MARK's or TEXT's text id.
+    pub fn scope(&self) -> u32 {
+        u32::from_le_bytes([self.reserved[0], self.reserved[1], self.reserved[2], 0])
+    }
+
+    /// Stores `id` (at most [`MAX_RESERVED_ID`]) in `reserved`.
+    pub fn set_scope(&mut self, id: u32) {
+        let b = id.min(MAX_RESERVED_ID).to_le_bytes();
+        self.reserved = [b[0], b[1], b[2]];
+    }
+
+    /// A SCOPE record's parent node (0: a top-level scope).
+    pub fn scope_parent(&self) -> u32 {
+        let b = self.label_bytes();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// A SCOPE record's first part of the name, up to its first NUL.
+    pub fn scope_name(&self) -> &[u8] {
+        let bytes = &self.label_bytes()[4..];
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        &bytes[..end]
+    }
+
+    /// Makes this a SCOPE record's body: `parent`, then `name` cut to
+    /// [`SCOPE_NAME_LEN`] bytes.
+    pub fn set_scope_body(&mut self, parent: u32, name: &[u8]) {
+        let bytes = &mut bytemuck::bytes_of_mut(self)[LABEL_OFFSET..LABEL_OFFSET + LABEL_LEN];
+        bytes[..4].copy_from_slice(&parent.to_le_bytes());
+        let n = name.len().min(SCOPE_NAME_LEN);
+        bytes[4..4 + n].copy_from_slice(&name[..n]);
+        bytes[4 + n..].fill(0);
+    }
+
     /// Whether the ALIAS flag is set.
     pub fn is_alias(&self) -> bool {
         self.flags & FLAG_ALIAS != 0
@@ -499,6 +563,7 @@ const _: () = {
     assert!(offset_of!(Record, process_slot) == 56);
     assert!(offset_of!(Record, event) == 58);
     assert!(LABEL_OFFSET + LABEL_LEN == offset_of!(Record, pid));
+    assert!(offset_of!(Record, reserved) == 61);
     assert!(size_of::<Slot>() == RECORD_SIZE);
     assert!(offset_of!(Slot, payload) == 8);
     assert!(size_of::<Identity>() == 128);

@@ -11,12 +11,13 @@ use crate::clock::ClockSource;
 use crate::error::{Error, ErrorKind};
 use crate::ffi::MemtrackBuffer;
 use crate::format::{
-    CounterCell, Event, FLAG_ALIAS, READER_LOCK_OFFSET, Record, capacity_index, counter_index,
+    CounterCell, Event, FLAG_ALIAS, FLAG_MORE, LABEL_LEN, MAX_RESERVED_ID, MAX_TEXT_LEN, READER_LOCK_OFFSET,
+    Record, SCOPE_NAME_LEN, capacity_index, counter_index,
 };
 use crate::process::{Registration, own_name};
 use crate::ring::Owner;
 use crate::shm::Ring;
-use crate::sync::{AtomicU64, Ordering, PAYLOAD_WORDS};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, PAYLOAD_WORDS};
 
 /// Default time a hook that found the ring full waits for an attached
 /// consumer that makes *no progress* before it drops the record
@@ -57,6 +58,8 @@ pub struct Writer {
     stall_since: AtomicU64,
     /// [`STALL_WAITS`] × `full_wait`, in ring-clock ticks.
     stall_ticks: u64,
+    /// Ids of this process's marks with long labels (0 unused).
+    last_text_id: AtomicU32,
 }
 
 /// How many waits' time a consumer may go without taking a record before
@@ -96,6 +99,7 @@ impl Writer {
             stall_taken: AtomicU64::new(u64::MAX),
             stall_since: AtomicU64::new(0),
             stall_ticks: ticks_for(&ring_calibration, full_wait * STALL_WAITS),
+            last_text_id: AtomicU32::new(0),
         };
         let mut start = writer.record(Event::ProcessStart);
         start.set_label(name);
@@ -126,11 +130,58 @@ impl Writer {
         self.counter(device_id, kind).map_or((0, 0), CounterCell::load)
     }
 
-    /// Records a phase marker; `label` is cut to `LABEL_LEN` bytes.
+    /// Records that `buffer` was allocated under scope node `scope` of this
+    /// process (0: none; see [`Writer::define_scope`]).
+    #[inline]
+    pub fn alloc_in_scope(&self, buffer: &MemtrackBuffer, scope: u32) {
+        self.buffer_event_in_scope(Event::Alloc, buffer, scope);
+    }
+
+    /// Records a phase marker. The first [`LABEL_LEN`] bytes of `label`
+    /// travel in the MARK record, the rest (up to [`MAX_TEXT_LEN`] in all)
+    /// in TEXT records after it.
     pub fn mark(&self, label: &[u8]) {
+        let label = &label[..label.len().min(MAX_TEXT_LEN)];
         let mut record = self.record(Event::Mark);
         record.set_label(label);
+        if label.len() <= LABEL_LEN {
+            return self.push(&record);
+        }
+        // Relaxed: only uniqueness matters; a wrapped id (after 16 million
+        // long labels) may join text to the wrong mark, never corrupt.
+        let id = self.last_text_id.fetch_add(1, Ordering::Relaxed) % MAX_RESERVED_ID + 1;
+        record.set_scope(id);
+        record.flags = FLAG_MORE;
         self.push(&record);
+        self.push_text(Event::Mark, id, &label[LABEL_LEN..]);
+    }
+
+    /// Defines scope node `id` of this process: a child of node `parent`
+    /// (0: top level) named `name` (cut to [`MAX_TEXT_LEN`] bytes). Ids are
+    /// the caller's to choose (the C ABI interns them, one per node).
+    pub fn define_scope(&self, id: u32, parent: u32, name: &[u8]) {
+        let name = &name[..name.len().min(MAX_TEXT_LEN)];
+        let mut record = self.record(Event::Scope);
+        record.set_scope(id);
+        record.set_scope_body(parent, name);
+        if name.len() <= SCOPE_NAME_LEN {
+            return self.push(&record);
+        }
+        record.flags = FLAG_MORE;
+        self.push(&record);
+        self.push_text(Event::Scope, id, &name[SCOPE_NAME_LEN..]);
+    }
+
+    /// The TEXT records that continue the text of record `id` of `event`.
+    fn push_text(&self, event: Event, id: u32, rest: &[u8]) {
+        for (n, chunk) in rest.chunks(LABEL_LEN).enumerate() {
+            let mut text = self.record(Event::Text);
+            text.kind = event as u8;
+            text.set_scope(id);
+            text.flags = (n + 1) as u8;
+            text.set_label(chunk);
+            self.push(&text);
+        }
     }
 
     /// Records the total memory of (device, kind), for used/total views.
@@ -152,6 +203,11 @@ impl Writer {
 
     #[inline(always)]
     fn buffer_event(&self, event: Event, b: &MemtrackBuffer) {
+        self.buffer_event_in_scope(event, b, 0);
+    }
+
+    #[inline(always)]
+    fn buffer_event_in_scope(&self, event: Event, b: &MemtrackBuffer, scope: u32) {
         if let Some(cell) = self.counter(b.device_id, b.kind) {
             let alias = b.flags & FLAG_ALIAS != 0;
             match event {
@@ -159,7 +215,7 @@ impl Writer {
                 _ => cell.remove_buffer(b.size, alias),
             }
         }
-        let record = Record {
+        let mut record = Record {
             buffer_id: b.buffer_id,
             parent_id: b.parent_id,
             address: b.address,
@@ -169,6 +225,9 @@ impl Writer {
             flags: b.flags,
             ..self.record(event)
         };
+        if scope != 0 {
+            record.set_scope(scope);
+        }
         self.push(&record);
     }
 

@@ -39,6 +39,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use memtrack::format::FLAG_ALIAS;
 use memtrack::{Event, Record};
 
+pub use scopes::{Attribution, ScopeKey, ScopeTotals};
+
 use crate::recording::{Block, DiedBlock, IdentityBlock, LossBlock, ProcessBlock, StartBlock, TimeBase};
 
 /// Details kept for at most this many anomalies (counts stay exact).
@@ -89,6 +91,8 @@ pub struct LiveBuffer {
     pub flags: u8,
     /// When it was allocated, ns since the ring's creation.
     pub time_ns: u64,
+    /// Scope node of its process it was allocated in (0: none).
+    pub scope: u32,
     /// Sizes of further references from duplicate ALLOCs, newest last
     /// (boxed: rare, and the map holds a million of these; 8 bytes here
     /// instead of a `Vec`'s 24).
@@ -138,12 +142,14 @@ pub struct KindStats {
 }
 
 impl KindStats {
-    /// Records `live_bytes` as the peak if it is one.
-    fn note_peak(&mut self, time_ns: u64) {
-        if self.live_bytes > self.peak_bytes {
+    /// Records `live_bytes` as the peak if it is one; whether it was.
+    fn note_peak(&mut self, time_ns: u64) -> bool {
+        let peak = self.live_bytes > self.peak_bytes;
+        if peak {
             self.peak_bytes = self.live_bytes;
             self.peak_time_ns = time_ns;
         }
+        peak
     }
 }
 
@@ -447,6 +453,7 @@ pub struct Engine {
     /// buffer, anomalies included, exactly as the hooks count. A difference
     /// at the end means records the stream does not hold.
     writer_view: FastMap<(ProcessId, u32, u8), (i64, i64)>,
+    attribution: Attribution,
 }
 
 impl Engine {
@@ -471,6 +478,7 @@ impl Engine {
             last_process: None,
             writer_counters: BTreeMap::new(),
             writer_view: FastMap::default(),
+            attribution: Attribution::default(),
         }
     }
 
@@ -553,6 +561,8 @@ impl Engine {
                 p.seen_start = true;
             }
             Event::ProcessExit => self.process_ended(process, ProcState::Exited, time_ns),
+            Event::Scope => self.attribution.define(process, record),
+            Event::Text => self.attribution.text(process, record, &mut self.marks),
             Event::Capacity => {} // handled above
         }
     }
@@ -722,10 +732,13 @@ impl Engine {
         let alias = record.is_alias();
         self.process_mut(process).allocs += 1;
         let mut duplicate = false;
+        let mut scope = record.scope();
         self.live
             .entry(key)
             .and_modify(|live| {
                 duplicate = true;
+                // Its bytes leave with the buffer's scope: count them there.
+                scope = live.scope;
                 live.duplicates.get_or_insert_default().push(record.size);
             })
             .or_insert_with(|| LiveBuffer {
@@ -735,6 +748,7 @@ impl Engine {
                 size: record.size,
                 flags: record.flags,
                 time_ns,
+                scope: record.scope(),
                 duplicates: None,
             });
         if duplicate {
@@ -743,10 +757,13 @@ impl Engine {
         let stats = self.devices.entry((record.device_id, record.kind)).or_default();
         stats.allocs += 1;
         stats.live_buffers += 1;
+        let mut peaked = false;
         if !alias {
             stats.live_bytes = stats.live_bytes.wrapping_add(record.size);
-            stats.note_peak(time_ns);
+            peaked = stats.note_peak(time_ns);
         }
+        let bytes = if alias { 0 } else { record.size };
+        self.attribution.alloc((process, scope), (record.device_id, record.kind), bytes, peaked);
     }
 
     fn free(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
@@ -762,6 +779,7 @@ impl Engine {
             None => (live.size, true),
         };
         let alias = live.is_alias();
+        let scope = (process, live.scope);
         if last {
             self.live.remove(&key);
         }
@@ -769,6 +787,10 @@ impl Engine {
             self.anomaly(AnomalyKind::SizeMismatch, key, time_ns, record.size, released);
         }
         self.process_mut(process).frees += 1;
+        self.attribution.free(scope);
+        if !alias {
+            self.attribution.release(scope, (record.device_id, record.kind), released);
+        }
         let stats = self.devices.entry((record.device_id, record.kind)).or_default();
         stats.frees += 1;
         stats.live_buffers -= 1;
@@ -832,11 +854,16 @@ impl Engine {
             return;
         }
         let time_ns = self.last_time_ns;
-        let stats = self.devices.entry((cell.1, cell.2)).or_default();
         let held = |v: i64| v.max(0) as u64;
+        if held(unfreed.0) < held(old.0) {
+            self.attribution.before_fall((cell.1, cell.2));
+        }
+        let stats = self.devices.entry((cell.1, cell.2)).or_default();
         stats.live_bytes = stats.live_bytes.wrapping_sub(held(old.0)).wrapping_add(held(unfreed.0));
         stats.live_buffers = stats.live_buffers.wrapping_sub(held(old.1)).wrapping_add(held(unfreed.1));
-        stats.note_peak(time_ns);
+        if stats.note_peak(time_ns) {
+            self.attribution.peaked((cell.1, cell.2));
+        }
     }
 
     fn mark(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
@@ -846,6 +873,7 @@ impl Engine {
             .filter(|(_, s)| s.live_bytes != 0 || s.live_buffers != 0)
             .map(|(&k, s)| (k, (s.live_bytes, s.live_buffers)))
             .collect();
+        self.attribution.mark(process, record, self.marks.len());
         self.marks.push(Mark {
             label: String::from_utf8_lossy(record.label()).into_owned(),
             process,
@@ -889,6 +917,8 @@ impl Engine {
         });
         orphans.sort_by_key(|b| b.key);
         for buffer in &orphans {
+            let cell = (buffer.key.device_id, buffer.key.kind);
+            self.attribution.release((id, buffer.scope), cell, buffer.counted_bytes());
             let stats = self.devices.entry((buffer.key.device_id, buffer.key.kind)).or_default();
             stats.live_buffers -= buffer.references() as u64;
             stats.live_bytes = stats.live_bytes.wrapping_sub(buffer.counted_bytes());
@@ -1017,6 +1047,11 @@ impl Engine {
     /// Loss totals (from the last loss block).
     pub fn losses(&self) -> &LossBlock {
         &self.losses
+    }
+
+    /// Scopes, allocation totals and paths.
+    pub fn attribution(&self) -> &Attribution {
+        &self.attribution
     }
 
     /// Buffers alive at this point (running processes' buffers plus those
@@ -1158,3 +1193,5 @@ pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests;
+
+mod scopes;

@@ -101,13 +101,18 @@ fn csv(reader: &mut RecordReader, out: &mut impl Write) -> Result<()> {
     while let Some(block) = reader.next_block()? {
         let Block::Record(r) = block else { continue };
         let event = r.event().map_or("unknown", Event::name);
-        let labelled = matches!(r.event(), Some(Event::Mark | Event::ProcessStart));
+        let labelled =
+            matches!(r.event(), Some(Event::Mark | Event::ProcessStart | Event::Scope | Event::Text));
         let (buffer_id, parent_id, address, size, device_id, kind) = if labelled {
             Default::default()
         } else {
             (r.buffer_id, r.parent_id, r.address, r.size, r.device_id, kind_name(r.kind))
         };
-        let label = if labelled { csv_field(&String::from_utf8_lossy(r.label())) } else { String::new() };
+        let label = match r.event() {
+            Some(Event::Scope) => csv_field(&String::from_utf8_lossy(r.scope_name())),
+            _ if labelled => csv_field(&String::from_utf8_lossy(r.label())),
+            _ => String::new(),
+        };
         writeln!(
             out,
             "{},{},{event},{},{},{device_id},{kind},{buffer_id},{parent_id},{address},{size},{},{label}",

@@ -8,10 +8,12 @@
 //! the input); every writer-supplied name they print, through
 //! `units::printable`.
 
+pub mod attribution;
 pub mod bench;
 pub mod demo;
 pub mod engine;
 pub mod export;
+pub mod filter;
 pub mod gc;
 pub mod host_pid;
 pub mod output;

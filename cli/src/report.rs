@@ -12,7 +12,9 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::engine::{BufferKey, Cell, Engine, ProcState, ProcessId, Uncertainty};
+use crate::attribution::{self, peak_scopes, phases, scope_rows};
+use crate::engine::{AnomalyKind, BufferKey, Cell, Engine, ProcState, ProcessId, Uncertainty};
+use crate::filter::{Filter, FilterArgs};
 use crate::recording::{FileHeader, RecordReader};
 use crate::units::{human_bytes, human_ns, kind_name, printable, printable_path, red, use_colour};
 
@@ -38,6 +40,8 @@ pub struct ReportArgs {
     /// and cross-check.
     #[arg(long)]
     partial: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 /// Where a report's data came from.
@@ -60,11 +64,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     let (header, engine, finished) = load_with(&args.file, args.partial)?;
     let source = Source::of_file(&args.file, &header, finished);
+    let filter = Filter::resolve(&args.filter, &engine)
+        .map_err(|e| anyhow::anyhow!("memtrack: report {}: {e:#}", args.file.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", to_json(&engine, &source))?;
+        writeln!(out, "{}", to_json_filtered(&engine, &source, &filter))?;
     } else {
-        write_text(&mut out, &engine, &source, use_colour(&std::io::stdout()))?;
+        write_text_filtered(&mut out, &engine, &source, use_colour(&std::io::stdout()), &filter)?;
     }
     out.flush()?;
     Ok(())
@@ -107,12 +113,19 @@ pub fn load_with(path: &Path, partial: bool) -> Result<(FileHeader, Engine, bool
 
 /// The `memtrack.report/1` document.
 pub fn to_json(engine: &Engine, source: &Source) -> Value {
+    to_json_filtered(engine, source, &Filter::default())
+}
+
+/// The `memtrack.report/1` document of what `filter` selects.
+pub fn to_json_filtered(engine: &Engine, source: &Source, filter: &Filter) -> Value {
     let losses = engine.losses();
     let mut devices: BTreeMap<u32, serde_json::Map<String, Value>> = BTreeMap::new();
-    for (&(device, kind), s) in engine.devices() {
+    for (&(device, kind), s) in engine.devices().iter().filter(|((d, k), _)| filter.cell(*d, *k)) {
         let mut stats = json!({
             "live_bytes": s.live_bytes, "live_buffers": s.live_buffers,
             "peak_bytes": s.peak_bytes, "peak_time_ns": s.peak_time_ns,
+            "peak_scopes": peak_scopes(engine, (device, kind), filter).into_iter()
+                .map(|(scope, bytes)| json!({"scope": scope, "bytes": bytes})).collect::<Vec<_>>(),
             "allocs": s.allocs, "frees": s.frees,
         });
         if let Some(capacity) = s.capacity {
@@ -165,7 +178,7 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
             "unknown_frees": counts.unknown_frees,
             "duplicate_allocs": counts.duplicate_allocs,
             "size_mismatches": counts.size_mismatches,
-            "details": engine.anomalies().iter().map(|a| json!({
+            "details": engine.anomalies().iter().filter(|a| filter.unscoped(engine, &a.key, a.time_ns)).map(|a| json!({
                 "type": a.kind.name(), "time_ns": a.time_ns,
                 "process": key(a.key.process), "pid": a.key.pid,
                 "device_id": a.key.device_id, "kind": kind_name(a.key.kind),
@@ -173,19 +186,27 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
                 "uncertain": is_uncertain(&a.key),
             })).collect::<Vec<_>>(),
         },
-        "remaining": engine.remaining().iter().map(|b| json!({
+        "remaining": filter.take(attribution::remaining(engine, filter)).iter().map(|(b, scope)| json!({
             "process": key(b.key.process), "pid": b.key.pid,
             "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
             "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
             "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
-            "uncertain": is_uncertain(&b.key),
+            "scope": scope, "uncertain": is_uncertain(&b.key),
         })).collect::<Vec<_>>(),
-        "unidentified_remaining": engine.unidentified_remaining().iter().map(|&((process, device, kind), (bytes, buffers))| json!({
+        "scopes": scope_rows(engine, filter).iter().map(|r| json!({
+            "scope": r.scope, "allocs": r.allocs, "frees": r.frees, "allocated_bytes": r.allocated_bytes,
+            "remaining_buffers": r.remaining_buffers, "remaining_bytes": r.remaining_bytes,
+        })).collect::<Vec<_>>(),
+        "unidentified_remaining": engine.unidentified_remaining().iter()
+            .filter(|((process, device, kind), _)| filter.cell(*device, *kind) && filter.process(engine, *process)
+                && filter.selects_all_times_and_scopes())
+            .map(|&((process, device, kind), (bytes, buffers))| json!({
             "process": key(process), "pid": engine.process(process).pid,
             "device_id": device, "kind": kind_name(kind), "buffers": buffers, "bytes": bytes,
             "uncertain": uncertain.contains_key(&(process, device, kind)),
         })).collect::<Vec<_>>(),
-        "processes": engine.processes().iter().enumerate().map(|(id, p)| {
+        "processes": engine.processes().iter().enumerate()
+            .filter(|(id, _)| filter.process(engine, ProcessId(*id as u32))).map(|(id, p)| {
             let id = ProcessId(id as u32);
             let (buffers, bytes) = remaining_totals.get(&id).copied().unwrap_or_default();
             json!({
@@ -196,10 +217,19 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
                 "end_time_ns": p.end_time_ns,
             })
         }).collect::<Vec<_>>(),
-        "marks": engine.marks().iter().map(|m| json!({
+        "marks": engine.marks().iter().filter(|m| filter.time(m.time_ns)).map(|m| json!({
             "label": m.label, "time_ns": m.time_ns, "process": key(m.process), "pid": m.pid,
-            "usage": m.usage.iter().map(|&((device, kind), (bytes, buffers))| json!({
+            "usage": m.usage.iter().filter(|((device, kind), _)| filter.cell(*device, *kind))
+                .map(|&((device, kind), (bytes, buffers))| json!({
                 "device_id": device, "kind": kind_name(kind), "live_bytes": bytes, "live_buffers": buffers,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "phases": phases(engine, filter).iter().map(|p| json!({
+            "from": p.from, "to": p.to, "start_ns": p.start_ns, "end_ns": p.end_ns,
+            "usage": p.usage.iter().map(|u| json!({
+                "device_id": u.cell.0, "kind": kind_name(u.cell.1),
+                "start_bytes": u.start_bytes, "end_bytes": u.end_bytes,
+                "delta_bytes": (u.end_bytes as i64).wrapping_sub(u.start_bytes as i64),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "cross_check": {
@@ -215,6 +245,17 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
 
 /// The human report.
 pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour: bool) -> Result<()> {
+    write_text_filtered(out, engine, source, colour, &Filter::default())
+}
+
+/// The human report of what `filter` selects.
+pub fn write_text_filtered(
+    out: &mut impl Write,
+    engine: &Engine,
+    source: &Source,
+    colour: bool,
+    filter: &Filter,
+) -> Result<()> {
     let losses = engine.losses();
     match &source.file {
         Some(file) => writeln!(
@@ -283,7 +324,7 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         "{:>6}  {:<13} {:>11} {:>11} {:>11} {:>8} {:>8} {:>8}",
         "device", "kind", "live", "peak", "capacity", "buffers", "allocs", "frees"
     )?;
-    for (&(device, kind), s) in engine.devices() {
+    for (&(device, kind), s) in engine.devices().iter().filter(|((d, k), _)| filter.cell(*d, *k)) {
         let capacity = s.capacity.map_or_else(|| "-".to_owned(), |c| human_bytes(c as i64));
         let mark = if uncertain.keys().any(|c| (c.1, c.2) == (device, kind)) { "?" } else { "" };
         writeln!(
@@ -298,6 +339,8 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         )?;
     }
 
+    write_peaks(out, engine, filter)?;
+
     let totals = engine.remaining_by_process();
     writeln!(out, "\nProcesses")?;
     writeln!(
@@ -306,6 +349,9 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         "process", "pid", "host pid", "name", "state", "remaining", "bytes"
     )?;
     for (id, p) in engine.processes().iter().enumerate() {
+        if !filter.process(engine, ProcessId(id as u32)) {
+            continue;
+        }
         let (buffers, bytes) = totals.get(&ProcessId(id as u32)).copied().unwrap_or_default();
         let state = if p.state == ProcState::Died { red("died", colour) } else { p.state.name().to_owned() };
         let host_pid = p.host_pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
@@ -319,7 +365,8 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         )?;
     }
 
-    write_remaining(out, engine, &uncertain)?;
+    write_remaining(out, engine, &uncertain, filter)?;
+    write_scopes(out, engine, filter)?;
 
     let counts = engine.anomaly_counts();
     writeln!(
@@ -327,12 +374,22 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
         "\nAnomalies: {} unknown frees, {} duplicate allocs, {} size mismatches",
         counts.unknown_frees, counts.duplicate_allocs, counts.size_mismatches
     )?;
-    for a in engine.anomalies().iter().take(10) {
+    for a in engine.anomalies().iter().filter(|a| filter.unscoped(engine, &a.key, a.time_ns)).take(10) {
         let mark =
             if uncertain.contains_key(&(a.key.process, a.key.device_id, a.key.kind)) { "?" } else { "" };
+        let size = match a.kind {
+            AnomalyKind::SizeMismatch => {
+                format!(
+                    "allocated {} freed {}",
+                    human_bytes(a.expected_size as i64),
+                    human_bytes(a.size as i64)
+                )
+            }
+            _ => format!("size {}", human_bytes(a.size as i64)),
+        };
         writeln!(
             out,
-            "  {:>12}  {:<16} process {} pid {} device {} {} buffer {} size {}",
+            "  {:>12}  {:<16} process {} pid {} device {} {} buffer {} {size}",
             human_ns(a.time_ns),
             format!("{}{mark}", a.kind.name()),
             engine.process(a.key.process).key(),
@@ -340,24 +397,10 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
             a.key.device_id,
             kind_name(a.key.kind),
             a.key.buffer_id,
-            a.size
         )?;
     }
 
-    if !engine.marks().is_empty() {
-        writeln!(out, "\nMarks")?;
-        for m in engine.marks() {
-            // Wrapping: a damaged file may hold any sizes.
-            let used = m.usage.iter().fold(0u64, |sum, (_, (bytes, _))| sum.wrapping_add(*bytes));
-            writeln!(
-                out,
-                "  {:>12}  {:<36} {} in use",
-                human_ns(m.time_ns),
-                printable(&m.label),
-                human_bytes(used as i64)
-            )?;
-        }
-    }
+    write_marks(out, engine, filter)?;
 
     let mismatches = engine.counter_mismatches();
     if !mismatches.is_empty() {
@@ -380,14 +423,140 @@ pub fn write_text(out: &mut impl Write, engine: &Engine, source: &Source, colour
     Ok(())
 }
 
-/// Remaining buffers grouped by process and device: the first few with
-/// sizes, then a count.
+/// Usage of each (device, kind) at a mark, `0:DRAM 1.0 KiB, 0:L1 300 B`.
+fn usage_text(usage: &[((u32, u8), (u64, u64))], filter: &Filter) -> String {
+    let parts: Vec<String> = usage
+        .iter()
+        .filter(|((device, kind), _)| filter.cell(*device, *kind))
+        .map(|&((device, kind), (bytes, _))| {
+            format!("{device}:{} {}", kind_name(kind), human_bytes(bytes as i64))
+        })
+        .collect();
+    if parts.is_empty() { "nothing in use".to_owned() } else { parts.join(", ") }
+}
+
+/// Marks with usage per (device, kind), and what changed from each mark to
+/// the next.
+fn write_marks(out: &mut impl Write, engine: &Engine, filter: &Filter) -> Result<()> {
+    let marks: Vec<_> = engine.marks().iter().filter(|m| filter.time(m.time_ns)).collect();
+    if marks.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nMarks (usage per device:kind)")?;
+    for m in &marks {
+        let (time, label) = (human_ns(m.time_ns), printable(&m.label));
+        writeln!(out, "  {time:>12}  {label}: {}", usage_text(&m.usage, filter))?;
+    }
+    let phases = phases(engine, filter);
+    if !phases.is_empty() {
+        writeln!(out, "\nPhases (change per device:kind from mark to mark)")?;
+        for p in &phases {
+            let changes: Vec<String> = p
+                .usage
+                .iter()
+                .filter(|u| u.start_bytes != u.end_bytes)
+                .map(|u| {
+                    let delta = (u.end_bytes as i64).wrapping_sub(u.start_bytes as i64);
+                    let sign = if delta >= 0 { "+" } else { "" };
+                    format!("{}:{} {sign}{}", u.cell.0, kind_name(u.cell.1), human_bytes(delta))
+                })
+                .collect();
+            let changes = if changes.is_empty() { "no change".to_owned() } else { changes.join(", ") };
+            writeln!(
+                out,
+                "  {} -> {} ({}): {changes}",
+                printable(&p.from),
+                printable(&p.to),
+                human_ns(p.end_ns.saturating_sub(p.start_ns))
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// What filled each (device, kind) at its peak, by scope.
+fn write_peaks(out: &mut impl Write, engine: &Engine, filter: &Filter) -> Result<()> {
+    let mut header = false;
+    for (&(device, kind), s) in engine.devices().iter().filter(|((d, k), _)| filter.cell(*d, *k)) {
+        let scopes = peak_scopes(engine, (device, kind), filter);
+        if s.peak_bytes == 0 || scopes.is_empty() || scopes.iter().all(|(path, _)| path.is_empty()) {
+            continue;
+        }
+        if !header {
+            writeln!(out, "\nAt the peak, by scope")?;
+            header = true;
+        }
+        let parts: Vec<String> = scopes
+            .iter()
+            .take(5)
+            .map(|(path, bytes)| format!("{} {}", scope_text(path), human_bytes(*bytes as i64)))
+            .collect();
+        let more = if scopes.len() > 5 { format!(", and {} more", scopes.len() - 5) } else { String::new() };
+        writeln!(
+            out,
+            "  device {device} {} peak {} at {}: {}{more}",
+            kind_name(kind),
+            human_bytes(s.peak_bytes as i64),
+            human_ns(s.peak_time_ns),
+            parts.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// A scope path for text: `(no scope)` for "", control characters escaped
+/// (names come from the writers).
+fn scope_text(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.is_empty() { "(no scope)".into() } else { printable(path) }
+}
+
+/// Scopes with the most remaining bytes, then the most allocated.
+fn write_scopes(out: &mut impl Write, engine: &Engine, filter: &Filter) -> Result<()> {
+    let rows = scope_rows(engine, filter);
+    if rows.iter().all(|r| r.scope.is_empty()) {
+        return Ok(());
+    }
+    writeln!(out, "\nScopes")?;
+    writeln!(
+        out,
+        "  {:>8} {:>8} {:>11} {:>10} {:>11}  scope",
+        "allocs", "frees", "allocated", "remaining", "bytes"
+    )?;
+    for r in rows.iter().take(TEXT_REMAINING_LIMIT) {
+        writeln!(
+            out,
+            "  {:>8} {:>8} {:>11} {:>10} {:>11}  {}",
+            r.allocs,
+            r.frees,
+            human_bytes(r.allocated_bytes as i64),
+            r.remaining_buffers,
+            human_bytes(r.remaining_bytes as i64),
+            scope_text(&r.scope)
+        )?;
+    }
+    if rows.len() > TEXT_REMAINING_LIMIT {
+        writeln!(out, "  ... and {} more", rows.len() - TEXT_REMAINING_LIMIT)?;
+    }
+    Ok(())
+}
+
+/// Remaining buffers, largest first: the first few with sizes and scopes,
+/// then a count.
 fn write_remaining(
     out: &mut impl Write,
     engine: &Engine,
     uncertain: &BTreeMap<Cell, Uncertainty>,
+    filter: &Filter,
 ) -> Result<()> {
-    let unidentified = engine.unidentified_remaining();
+    let unidentified: Vec<_> = engine
+        .unidentified_remaining()
+        .into_iter()
+        .filter(|((process, device, kind), _)| {
+            filter.cell(*device, *kind)
+                && filter.process(engine, *process)
+                && filter.selects_all_times_and_scopes()
+        })
+        .collect();
     if !unidentified.is_empty() {
         writeln!(out, "\nRemaining buffers allocated before the recording began (ids unknown)")?;
         for ((process, device, kind), (bytes, buffers)) in unidentified {
@@ -402,32 +571,30 @@ fn write_remaining(
             )?;
         }
     }
-    let remaining = engine.remaining();
+    let remaining = attribution::remaining(engine, filter);
     if remaining.is_empty() {
         writeln!(out, "\n0 remaining buffers")?;
         return Ok(());
     }
-    writeln!(out, "\n{} remaining buffers", remaining.len())?;
-    let mut group = None;
-    for (shown, b) in remaining.iter().enumerate() {
-        if shown == TEXT_REMAINING_LIMIT {
+    let limit = filter.top.unwrap_or(TEXT_REMAINING_LIMIT);
+    writeln!(out, "\n{} remaining buffers, largest first", remaining.len())?;
+    for (shown, (b, scope)) in remaining.iter().enumerate() {
+        if shown == limit {
             writeln!(out, "  ... and {} more", remaining.len() - shown)?;
             break;
-        }
-        if group != Some((b.key.process, b.key.device_id)) {
-            group = Some((b.key.process, b.key.device_id));
-            let process = engine.process(b.key.process).key();
-            writeln!(out, "  process {process} (pid {}) device {}", b.key.pid, b.key.device_id)?;
         }
         let alias = if b.flags & memtrack::format::FLAG_ALIAS != 0 { " (alias)" } else { "" };
         let mark =
             if uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)) { " ?" } else { "" };
         writeln!(
             out,
-            "    {:<13} buffer {:<10} {:>11}  parent {:<8} address {:#x}{alias}{mark}",
+            "  {:>11}  process {} device {} {:<8} buffer {:<10} scope {}  parent {} address {:#x}{alias}{mark}",
+            human_bytes(b.size as i64),
+            engine.process(b.key.process).key(),
+            b.key.device_id,
             kind_name(b.key.kind),
             b.key.buffer_id,
-            human_bytes(b.size as i64),
+            scope_text(scope),
             b.parent_id,
             b.address
         )?;

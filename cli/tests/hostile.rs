@@ -181,10 +181,10 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     writer.free(&MemtrackBuffer { buffer_id: 3, size: 7, ..huge });
     writer.set_capacity(u32::MAX, 255, u64::MAX);
     // Garbage written into slots by hand, as published records: event codes
-    // the ring never carries (0, 7, and the record file's own block codes,
+    // the ring never carries (0, 9, and the record file's own block codes,
     // end block included), a process slot outside the table, a pid nobody has.
     let owner = writer.owner();
-    for (i, code) in [0u8, 7, 0x80, 0x81, 0x82, 0x83, 0x8f, 0xff].into_iter().enumerate() {
+    for (i, code) in [0u8, 9, 0x80, 0x81, 0x82, 0x83, 0x8f, 0xff].into_iter().enumerate() {
         let mut slot = [0xa5u8; 64];
         slot[0..8].copy_from_slice(&state_word(0, owner.slot, owner.generation, 2).to_le_bytes());
         slot[58] = code;

@@ -116,10 +116,11 @@ fn record_runs_the_command_and_reports_what_it_left() {
     assert_eq!(report["anomalies"]["size_mismatches"], 0);
     let remaining: Vec<u64> =
         report["remaining"].as_array().unwrap().iter().map(|b| b["buffer_id"].as_u64().unwrap()).collect();
-    assert_eq!(remaining, [8, 9]);
-    assert_eq!(report["remaining"][1]["size"], 1009);
-    assert_eq!(report["remaining"][1]["device_id"], 1);
-    assert_eq!(report["remaining"][1]["address"], 0x9000);
+    // Largest first.
+    assert_eq!(remaining, [9, 8]);
+    assert_eq!(report["remaining"][0]["size"], 1009);
+    assert_eq!(report["remaining"][0]["device_id"], 1);
+    assert_eq!(report["remaining"][0]["address"], 0x9000);
     let processes = report["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 1);
     assert_eq!(processes[0]["state"], "exited");

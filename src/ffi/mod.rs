@@ -9,6 +9,7 @@
 
 mod codes;
 mod global;
+mod scope;
 
 use crate::format::Event;
 use std::ffi::{CStr, c_char, c_int};
@@ -159,7 +160,7 @@ fn record(event: Event, buffer: &MemtrackBuffer) {
     boundary((), || {
         if let Some(w) = global::writer() {
             match event {
-                Event::Alloc => w.alloc(buffer),
+                Event::Alloc => w.alloc_in_scope(buffer, scope::current(w)),
                 _ => w.free(buffer),
             }
         }
@@ -176,7 +177,8 @@ pub extern "C" fn memtrack_set_capacity(device_id: u32, kind: u8, bytes: u64) {
     })
 }
 
-/// Records a phase marker. The label is truncated to 36 bytes.
+/// Records a phase marker. Labels up to 1024 bytes are kept whole (longer
+/// ones are cut there).
 ///
 /// # Safety
 /// `label` is NULL (a no-op) or a NUL-terminated string.
@@ -187,11 +189,68 @@ pub unsafe extern "C" fn memtrack_mark(label: *const c_char) {
             return;
         }
         if let Some(w) = global::writer() {
-            let max = crate::format::LABEL_LEN;
-            // SAFETY: NUL-terminated per the contract; strnlen reads at most
-            // `max` bytes, and only up to the NUL.
-            let bytes = unsafe { std::slice::from_raw_parts(label.cast::<u8>(), libc::strnlen(label, max)) };
-            w.mark(bytes);
+            // SAFETY: NUL-terminated per the contract.
+            w.mark(unsafe { text(label) });
+        }
+    })
+}
+
+/// The bytes of `text` up to its NUL, at most `MAX_TEXT_LEN` of them.
+///
+/// # Safety
+/// `text` is a non-NULL, NUL-terminated string that outlives the result.
+unsafe fn text<'a>(text: *const c_char) -> &'a [u8] {
+    let max = crate::format::MAX_TEXT_LEN;
+    // SAFETY: NUL-terminated per the contract; strnlen reads at most `max`
+    // bytes, and only up to the NUL.
+    unsafe { std::slice::from_raw_parts(text.cast::<u8>(), libc::strnlen(text, max)) }
+}
+
+/// Opens a scope named `name` on this thread: every allocation this thread
+/// records until the matching `memtrack_scope_end` is attributed to the
+/// path of its open scopes ("outer/inner"). NULL is a no-op. Names up to
+/// 1024 bytes are kept whole. Nesting deeper than 64 is counted, and
+/// attributed to the 64th scope.
+///
+/// Off, this costs what a disabled hook costs. On, the first use of a name
+/// (and of a path) in the process takes a lock and records it once; later
+/// calls make no system call, take no lock and allocate nothing.
+///
+/// # Safety
+/// `name` is NULL (a no-op) or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_scope_begin(name: *const c_char) {
+    if !global::is_off() && !name.is_null() {
+        scope_begin(name);
+    }
+}
+
+/// Closes this thread's innermost scope; a no-op when it has none open.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtrack_scope_end() {
+    if !global::is_off() {
+        scope_end();
+    }
+}
+
+/// The tracked path of `memtrack_scope_begin`, out of line as `record`.
+#[inline(never)]
+fn scope_begin(name: *const c_char) {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            // SAFETY: non-NULL (checked by the caller) and NUL-terminated
+            // per the contract; the bytes are copied before returning.
+            scope::begin(w, unsafe { text(name) });
+        }
+    })
+}
+
+/// The tracked path of `memtrack_scope_end`.
+#[inline(never)]
+fn scope_end() {
+    boundary((), || {
+        if let Some(w) = global::writer() {
+            scope::end(w);
         }
     })
 }

@@ -1,0 +1,155 @@
+//! What the report says by scope and by phase: leaks largest first with
+//! their scope, totals per scope, what filled each (device, kind) at its
+//! peak, and usage per kind from mark to mark.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use crate::engine::{Engine, LiveBuffer};
+use crate::filter::Filter;
+
+/// One row of the `scopes` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopeRow {
+    /// The path, names joined with `/`; "" for no scope.
+    pub scope: String,
+    /// ALLOC records made in it.
+    pub allocs: u64,
+    /// FREE records that released its buffers.
+    pub frees: u64,
+    /// Bytes its ALLOCs counted.
+    pub allocated_bytes: u64,
+    /// Its buffers still alive (references).
+    pub remaining_buffers: u64,
+    /// Their bytes (ALIAS excluded).
+    pub remaining_bytes: u64,
+}
+
+/// The remaining buffers the filter selects, with their scope paths,
+/// largest first (ties in key order).
+pub fn remaining<'e>(engine: &'e Engine, filter: &Filter) -> Vec<(&'e LiveBuffer, String)> {
+    let attribution = engine.attribution();
+    let mut rows: Vec<(&LiveBuffer, String)> = engine
+        .remaining()
+        .into_iter()
+        .map(|b| (b, attribution.path((b.key.process, b.scope))))
+        .filter(|(b, path)| filter.buffer(engine, &b.key, b.time_ns, path))
+        .collect();
+    // Stable: `remaining()` is in key order.
+    rows.sort_by_key(|(b, _)| Reverse(b.size));
+    rows
+}
+
+/// Per-scope totals of the processes the filter selects, merged by path
+/// (one path in several processes is one row), most remaining bytes
+/// first, then most allocated bytes, then by path.
+pub fn scope_rows(engine: &Engine, filter: &Filter) -> Vec<ScopeRow> {
+    let attribution = engine.attribution();
+    let mut rows: BTreeMap<String, ScopeRow> = BTreeMap::new();
+    for (key, totals) in attribution.totals() {
+        if !filter.process(engine, key.0) {
+            continue;
+        }
+        let path = attribution.path(key);
+        if !filter.scope(&path) {
+            continue;
+        }
+        let row = rows.entry(path).or_default();
+        row.allocs += totals.allocs;
+        row.frees += totals.frees;
+        row.allocated_bytes = row.allocated_bytes.wrapping_add(totals.allocated_bytes);
+    }
+    for b in engine.remaining() {
+        let path = attribution.path((b.key.process, b.scope));
+        if let Some(row) = rows.get_mut(&path)
+            && filter.process(engine, b.key.process)
+        {
+            row.remaining_buffers += b.references() as u64;
+            row.remaining_bytes = row.remaining_bytes.wrapping_add(b.counted_bytes());
+        }
+    }
+    let mut rows: Vec<ScopeRow> = rows.into_iter().map(|(scope, row)| ScopeRow { scope, ..row }).collect();
+    rows.sort_by(|a, b| {
+        (Reverse(a.remaining_bytes), Reverse(a.allocated_bytes), &a.scope).cmp(&(
+            Reverse(b.remaining_bytes),
+            Reverse(b.allocated_bytes),
+            &b.scope,
+        ))
+    });
+    filter.take(rows)
+}
+
+/// What (device, kind) held per scope path at its peak, of buffers
+/// allocated during the recording, largest first.
+pub fn peak_scopes(engine: &Engine, cell: (u32, u8), filter: &Filter) -> Vec<(String, u64)> {
+    let attribution = engine.attribution();
+    let mut by_path: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, bytes) in attribution.at_peak(cell) {
+        if filter.process(engine, key.0) {
+            let path = attribution.path(key);
+            if filter.scope(&path) {
+                let sum = by_path.entry(path).or_default();
+                *sum = sum.wrapping_add(bytes);
+            }
+        }
+    }
+    let mut rows: Vec<(String, u64)> = by_path.into_iter().collect();
+    rows.sort_by(|a, b| (Reverse(a.1), &a.0).cmp(&(Reverse(b.1), &b.0)));
+    filter.take(rows)
+}
+
+/// Usage of one (device, kind) over one phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhaseUsage {
+    /// (device, kind).
+    pub cell: (u32, u8),
+    /// Live bytes at the phase's first mark.
+    pub start_bytes: u64,
+    /// Live bytes at its last mark.
+    pub end_bytes: u64,
+}
+
+/// From one mark to the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Phase {
+    /// Label of the mark it starts at.
+    pub from: String,
+    /// Label of the mark it ends at.
+    pub to: String,
+    /// When it started, ns since the ring's creation.
+    pub start_ns: u64,
+    /// When it ended.
+    pub end_ns: u64,
+    /// Every (device, kind) in use at either end.
+    pub usage: Vec<PhaseUsage>,
+}
+
+/// The phases between consecutive marks (of any process) the filter's
+/// time and cells select.
+pub fn phases(engine: &Engine, filter: &Filter) -> Vec<Phase> {
+    let marks: Vec<_> = engine.marks().iter().filter(|m| filter.time(m.time_ns)).collect();
+    marks
+        .windows(2)
+        .map(|pair| {
+            let (a, b) = (pair[0], pair[1]);
+            let mut cells: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
+            for &(cell, (bytes, _)) in &a.usage {
+                cells.entry(cell).or_default().0 = bytes;
+            }
+            for &(cell, (bytes, _)) in &b.usage {
+                cells.entry(cell).or_default().1 = bytes;
+            }
+            Phase {
+                from: a.label.clone(),
+                to: b.label.clone(),
+                start_ns: a.time_ns,
+                end_ns: b.time_ns,
+                usage: cells
+                    .into_iter()
+                    .filter(|(cell, _)| filter.cell(cell.0, cell.1))
+                    .map(|(cell, (start_bytes, end_bytes))| PhaseUsage { cell, start_bytes, end_bytes })
+                    .collect(),
+            }
+        })
+        .collect()
+}
