@@ -10,7 +10,9 @@
 
 pub mod attribution;
 pub mod bench;
+pub mod check;
 pub mod demo;
+pub mod diff;
 pub mod engine;
 pub mod export;
 pub mod filter;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use memtrack_cli::{bench, demo, export, gc, record, report, serve, status, watch};
+use memtrack_cli::{bench, check, demo, diff, export, gc, record, report, serve, status, watch};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,13 @@ enum Command {
     /// Analyse a record file: usage per device, remaining buffers (leaks),
     /// anomalies, marks, lost records.
     Report(report::ReportArgs),
+    /// Check a record file as a CI gate: exit 0 clean, 1 with one line per
+    /// violation (remaining buffers, anomalies, lost records, peak limits),
+    /// 2 for usage errors.
+    Check(check::CheckArgs),
+    /// Compare two record files: peak and remaining per device and kind,
+    /// allocated and remaining per scope, with deltas.
+    Diff(diff::DiffArgs),
     /// Export a record file as a Perfetto/Chrome timeline or as CSV.
     Export(export::ExportArgs),
     /// Snapshot of a ring from its live counters, without consuming it
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         Command::Record(args) => record::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
         Command::BenchRow(args) => bench::run_row(&args).map(|()| 0),
+        Command::Check(args) => check::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Demo(args) => demo::run(&args).map(|()| 0),
         Command::Export(args) => export::run(&args).map(|()| 0),
         Command::Gc(args) => gc::run(&args).map(|()| 0),

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use memtrack::{FileId, Ring, RingOptions, ring_path};
 
+use crate::check::{self, CheckOptions};
 use crate::output::{Output, Protected};
 use crate::report::{self, Source};
 use crate::ring_arg;
@@ -47,6 +48,13 @@ pub struct RecordArgs {
     /// Do not print the summary report to stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// Then check the recording as `memtrack check` does, with the options
+    /// below: exit with CMD's status if it failed, else the check's (0
+    /// clean, 1 violations, printed on stdout).
+    #[arg(long)]
+    check: bool,
+    #[command(flatten)]
+    check_options: CheckOptions,
     /// The workload to run with MEMTRACK_RING set, and its arguments.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -64,6 +72,9 @@ impl Drop for PrivateRing {
 
 /// Runs the command; returns the exit status to exit with.
 pub fn run(args: &RecordArgs) -> Result<u8> {
+    if !args.check && args.check_options != CheckOptions::default() {
+        anyhow::bail!("the check options (--max-remaining, --allow-loss, ...) need --check");
+    }
     let duration = match args.duration {
         Some(s) if !(s.is_finite() && s > 0.0) => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -137,9 +148,11 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         // The file is complete; a summary that cannot be shown is an
         // error, but the exit status stays the command's when it failed.
         let summary = (|| {
+            let loaded;
             let (engine, source) = if read_back {
                 let (header, engine) = report::load(&args.output)?;
-                (engine, Source::of_file(&args.output, &header, true))
+                loaded = engine;
+                (&loaded, Source::of_file(&args.output, &header, true))
             } else {
                 let source = Source {
                     origin_unix_ns,
@@ -147,15 +160,23 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
                     ring: path.clone(),
                     finished: true,
                 };
-                (engine, source)
+                (&engine, source)
             };
             let mut err = std::io::stderr().lock();
-            report::write_text(&mut err, &engine, &source, use_colour(&std::io::stderr()))
+            report::write_text(&mut err, engine, &source, use_colour(&std::io::stderr()))
         })();
         if let Err(error) = summary {
             eprintln!("{error:#}");
             return Ok(if code == 0 { 1 } else { code });
         }
+    }
+    if args.check && code == 0 {
+        let mut out = std::io::stdout().lock();
+        return Ok(if read_back {
+            check::judge(&args.output, &args.check_options, &mut out)
+        } else {
+            check::verdict(&engine, &args.check_options, &args.output, &mut out)
+        });
     }
     Ok(code)
 }

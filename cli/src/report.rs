@@ -423,8 +423,11 @@ pub fn write_text_filtered(
     Ok(())
 }
 
+/// ((device, kind), (live bytes, live buffers)) at a mark.
+type MarkUsage = ((u32, u8), (u64, u64));
+
 /// Usage of each (device, kind) at a mark, `0:DRAM 1.0 KiB, 0:L1 300 B`.
-fn usage_text(usage: &[((u32, u8), (u64, u64))], filter: &Filter) -> String {
+fn usage_text(usage: &[MarkUsage], filter: &Filter) -> String {
     let parts: Vec<String> = usage
         .iter()
         .filter(|((device, kind), _)| filter.cell(*device, *kind))

@@ -166,3 +166,156 @@ fn each_scope_is_defined_once_per_process_however_often_it_is_entered() {
     // worker/test_a, mm: 1000 entries of test_b/add are one record.
     assert_eq!(scope_records, 8, "{csv}");
 }
+
+#[test]
+fn report_filters_select_by_device_kind_process_scope_mark_and_top() {
+    let file = record("leaky");
+    let scopes_of = |r: &Value| remaining(r).into_iter().map(|(s, _, _)| s).collect::<Vec<_>>();
+    let l1 = report(&file, &["--kind", "L1"]);
+    assert_eq!(remaining(&l1), vec![("test_a/matmul".to_owned(), "L1".to_owned(), 300)]);
+    assert!(l1["devices"][0]["kinds"].get("DRAM").is_none(), "{}", l1["devices"]);
+    // A scope takes itself and the scopes inside it, not "worker/test_a".
+    assert_eq!(scopes_of(&report(&file, &["--scope", "test_a"])), ["test_a", "test_a/matmul"]);
+    assert_eq!(scopes_of(&report(&file, &["--scope", ""])), [""]);
+    // The mark comes after the long-named buffer, before the worker's.
+    let label = format!("phase-{}", "m".repeat(294));
+    assert_eq!(scopes_of(&report(&file, &["--since-mark", &label])), ["worker/test_a"]);
+    assert_eq!(scopes_of(&report(&file, &["--top", "2"])), ["worker/test_a", "test_a"]);
+    assert_eq!(report(&file, &["--top", "2"])["scopes"].as_array().unwrap().len(), 2);
+    assert_eq!(remaining(&report(&file, &["--device", "1"])), vec![]);
+    assert_eq!(remaining(&report(&file, &["--process", "0.1"])).len(), 5);
+    assert_eq!(remaining(&report(&file, &["--process", "9.9"])).len(), 0);
+    // A mark the recording lacks is an error naming the file.
+    let out = memtrack(&["report", file.str(), "--since-mark", "no such mark"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(file.str()) && stderr.contains("no such mark"), "{stderr}");
+}
+
+#[test]
+fn text_report_names_scopes_and_both_sizes_of_a_mismatch() {
+    let file = record("leaky");
+    let out = memtrack(&["report", file.str()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("scope worker/test_a"), "{text}");
+    assert!(text.contains("allocated 64 B freed 32 B"), "{text}");
+    assert!(text.contains("device 0 L1 peak 5.2 KiB"), "{text}");
+    assert!(text.contains("test_a/matmul 5.2 KiB"), "{text}");
+}
+
+fn check(file: &TempFile, options: &[&str]) -> (Option<i32>, Vec<String>) {
+    let mut args = vec!["check", file.str()];
+    args.extend_from_slice(options);
+    let out = memtrack(&args);
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    (out.status.code(), lines)
+}
+
+#[test]
+fn check_passes_a_clean_run_and_fails_a_leaky_one_with_a_line_per_violation() {
+    let clean = record("clean");
+    assert_eq!(check(&clean, &[]), (Some(0), vec![]));
+    let leaky = record("leaky");
+    let (code, lines) = check(&leaky, &[]);
+    assert_eq!(code, Some(1));
+    // Five leaks, largest first, and the size mismatch.
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(
+        lines[0].starts_with("remaining: 2.0 KiB DRAM") && lines[0].contains("\"worker/test_a\""),
+        "{lines:?}"
+    );
+    assert!(
+        lines[5].starts_with("anomaly: size_mismatch") && lines[5].contains("allocated 64 bytes, freed 32")
+    );
+
+    // Relaxed to what this run does: clean.
+    let relaxed = ["--max-remaining", "5", "--max-remaining-bytes", "3407", "--allow-anomalies"];
+    assert_eq!(check(&leaky, &relaxed), (Some(0), vec![]));
+    // One buffer or byte fewer allowed: one line each.
+    let (code, lines) =
+        check(&leaky, &["--max-remaining", "4", "--max-remaining-bytes", "3406", "--allow-anomalies"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    // Ignoring DRAM leaves the L1 leak and the L1 anomaly; ignoring both kinds, nothing.
+    assert_eq!(check(&leaky, &["--ignore-kind", "DRAM"]).1.len(), 2);
+    assert_eq!(check(&leaky, &["--ignore-kind", "DRAM", "--ignore-kind", "l1"]), (Some(0), vec![]));
+    // Peak limits, for any device or one.
+    let (code, lines) = check(&clean, &["--max-peak", "*:L1=5000", "--max-peak", "0:DRAM=1MiB"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(lines, ["peak: device 0 L1 reached 5.2 KiB (5300 bytes), more than 5000"]);
+    assert_eq!(check(&clean, &["--max-peak", "*:L1=5300", "--max-peak", "1:L1=1"]).0, Some(0));
+    // JSON.
+    let out = memtrack(&["check", leaky.str(), "--json", "--allow-anomalies"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "memtrack.check/1");
+    assert_eq!(doc["passed"], false);
+    assert_eq!(doc["violations"].as_array().unwrap().len(), 5);
+    assert_eq!(doc["violations"][0]["rule"], "remaining");
+}
+
+#[test]
+fn check_usage_errors_exit_2() {
+    let clean = record("clean");
+    for bad in [
+        &["--max-peak", "0:DRAM"][..],
+        &["--max-peak", "0:NOPE=1"],
+        &["--max-remaining-bytes", "lots"],
+        &["--bogus"],
+    ] {
+        assert_eq!(check(&clean, bad).0, Some(2), "{bad:?}");
+    }
+    assert_eq!(memtrack(&["check", "/nonexistent/run.mtr"]).status.code(), Some(2));
+    // A file that is not a recording.
+    let junk = TempFile::new("junk");
+    std::fs::write(junk.path(), b"not a recording").unwrap();
+    let out = memtrack(&["check", junk.str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(junk.str()));
+}
+
+#[test]
+fn record_check_gives_the_commands_failure_else_the_verdict() {
+    let file = TempFile::new("record-check");
+    let out = record_with("leaky", &file, &["--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("remaining:")).count(),
+        5
+    );
+    let out = record_with("leaky", &file, &["--check", "--max-remaining", "5", "--allow-anomalies"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = record_with("clean", &file, &["--check"]);
+    assert_eq!(out.status.code(), Some(0));
+    // The command's failure wins over a clean check: the program fails its
+    // own usage check (status 2) before allocating anything.
+    let out = record_with("neither", &file, &["--check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    // Check options without --check are a usage error.
+    let out = record_with("clean", &file, &["--allow-loss"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn diff_puts_two_runs_side_by_side() {
+    let (clean, leaky) = (record("clean"), record("leaky"));
+    let out = memtrack(&["diff", clean.str(), leaky.str(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "memtrack.diff/1");
+    let dram = doc["devices"].as_array().unwrap().iter().find(|d| d["kind"] == "DRAM").unwrap();
+    assert_eq!(dram["peak_bytes"], serde_json::json!({"a": 3107, "b": 3107, "delta": 0}));
+    assert_eq!(dram["remaining_bytes"], serde_json::json!({"a": 0, "b": 3107, "delta": 3107}));
+    assert_eq!(dram["remaining_buffers"]["delta"], 4);
+    let scopes = doc["scopes"].as_array().unwrap();
+    assert_eq!(scopes[0]["scope"], "worker/test_a");
+    assert_eq!(scopes[0]["remaining_bytes"]["delta"], 2000);
+    assert_eq!(scopes[0]["allocated_bytes"]["delta"], 0);
+    // Reversed, the deltas change sign.
+    let out = memtrack(&["diff", leaky.str(), clean.str(), "--json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["scopes"][0]["remaining_bytes"]["delta"], -2000);
+    let text = memtrack(&["diff", clean.str(), leaky.str()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("+2.0 KiB  worker/test_a"));
+}
