@@ -19,7 +19,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use memtrack::ffi::{MEMTRACK_KIND_DRAM, memtrack_alloc, memtrack_free, memtrack_init};
+use memtrack::ffi::{
+    MEMTRACK_KIND_DRAM, memtrack_alloc, memtrack_free, memtrack_init, memtrack_scope_begin,
+    memtrack_scope_end,
+};
 use memtrack::{Consumer, MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
 
 type Hook = extern "C" fn(u32, u8, u64, u64, u64);
@@ -73,6 +76,24 @@ fn call_pairs(hook_alloc: Hook, hook_free: Hook, iters: u64) -> Duration {
     start.elapsed()
 }
 
+type ScopeBegin = unsafe extern "C" fn(*const std::ffi::c_char);
+type ScopeEnd = extern "C" fn();
+
+/// One `memtrack_scope_begin("op")` / `memtrack_scope_end()` pair per two
+/// iterations (a name used before: the interned path).
+fn scope_pairs(iters: u64) -> Duration {
+    let (begin, end): (ScopeBegin, ScopeEnd) =
+        (black_box(memtrack_scope_begin), black_box(memtrack_scope_end));
+    let name = c"ttnn::operations::matmul";
+    let start = Instant::now();
+    for _ in 0..iters / 2 {
+        // SAFETY: a NUL-terminated name.
+        unsafe { begin(name.as_ptr()) };
+        end();
+    }
+    start.elapsed()
+}
+
 fn off(c: &mut Criterion) {
     // SAFETY: criterion runs benchmarks on this one thread; nothing else
     // reads the environment concurrently.
@@ -82,6 +103,7 @@ fn off(c: &mut Criterion) {
     group.bench_function("memtrack_alloc", |b| {
         b.iter_custom(|n| call_pairs(memtrack_alloc, memtrack_free, n))
     });
+    group.bench_function("memtrack_scope_begin_end", |b| b.iter_custom(scope_pairs));
     group.finish();
 }
 
@@ -98,6 +120,13 @@ fn on(c: &mut Criterion) {
     group.bench_function("empty_c_call", |b| b.iter_custom(|n| call_pairs(empty_hook, empty_hook, n)));
     group.bench_function("memtrack_alloc", |b| {
         b.iter_custom(|n| call_pairs(memtrack_alloc, memtrack_free, n))
+    });
+    group.bench_function("memtrack_scope_begin_end", |b| b.iter_custom(scope_pairs));
+    group.bench_function("memtrack_alloc_in_scope", |b| {
+        // SAFETY: a NUL-terminated name.
+        unsafe { memtrack_scope_begin(c"bench".as_ptr()) };
+        b.iter_custom(|n| call_pairs(memtrack_alloc, memtrack_free, n));
+        memtrack_scope_end();
     });
     group.bench_function("writer_alloc", |b| {
         b.iter_custom(|n| {

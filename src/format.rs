@@ -596,8 +596,24 @@ const _: () = {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::CounterCell;
+    use super::{CounterCell, MAX_RESERVED_ID, Record};
     use crate::sync::AtomicU64;
+
+    #[test]
+    fn scope_ids_live_in_the_reserved_bytes_and_leave_every_other_field_alone() {
+        let mut r = Record { buffer_id: 7, size: 9, flags: 1, kind: 3, ..Record::default() };
+        r.set_scope(0x00ab_cdef);
+        assert_eq!(r.scope(), 0x00ab_cdef);
+        assert_eq!(r.reserved, [0xef, 0xcd, 0xab]);
+        assert_eq!((r.buffer_id, r.size, r.flags, r.kind), (7, 9, 1, 3));
+        r.set_scope(u32::MAX);
+        assert_eq!(r.scope(), MAX_RESERVED_ID, "clamped to 24 bits");
+        let mut s = Record::default();
+        s.set_scope_body(42, b"a name longer than the thirty-two bytes a record holds");
+        assert_eq!(s.scope_parent(), 42);
+        assert_eq!(s.scope_name(), b"a name longer than the thirty-tw");
+        assert_eq!(s.pid, 0, "the body stays within the label bytes");
+    }
 
     #[test]
     fn counter_cell_packs_bytes_and_buffers_in_one_word() {
