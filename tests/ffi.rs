@@ -117,6 +117,9 @@ fn brief(r: &Record) -> String {
             r.flags
         ),
         Some(Event::Mark) => format!("mark {}", String::from_utf8_lossy(r.label())),
+        Some(Event::Text) => {
+            format!("text of {} id{} #{} {}", r.kind, r.scope(), r.flags, String::from_utf8_lossy(r.label()))
+        }
         Some(Event::Capacity) => format!("capacity d{} {kind} {}", r.device_id, r.size),
         Some(e) => e.name().to_owned(),
         None => format!("event {}", r.event),
@@ -154,7 +157,9 @@ fn check_c_api(api: &Program) {
         "alloc d3 L1 #103 p7 @0x20000 2048 f1",
         "free d3 L1 #103 p7 @0x20000 2048 f1",
         "free d3 DRAM #1 p0 @0x1000 4096 f0",
+        // A label longer than a record's 36 bytes goes on in a TEXT record.
         "mark 0123456789abcdefghijklmnopqrstuvwxyz",
+        "text of 3 id1 #1 -and-the-rest",
         "process_exit",
     ];
     assert_eq!(briefs(&run.records), expected);

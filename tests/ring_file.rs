@@ -39,7 +39,15 @@ fn events_arrive_in_order_with_every_field() {
     let events: Vec<_> = records.iter().map(|r| r.event().unwrap()).collect();
     assert_eq!(
         events,
-        [Event::ProcessStart, Event::Alloc, Event::Alloc, Event::Capacity, Event::Mark, Event::Free]
+        [
+            Event::ProcessStart,
+            Event::Alloc,
+            Event::Alloc,
+            Event::Capacity,
+            Event::Mark,
+            Event::Text,
+            Event::Free
+        ]
     );
     assert_eq!(records[0].label(), b"unit-test");
     assert!(records.windows(2).all(|w| w[0].ticket + 1 == w[1].ticket));
@@ -50,10 +58,14 @@ fn events_arrive_in_order_with_every_field() {
     assert_eq!(child.pid, std::process::id());
     assert!(records[1].is_alias() && !child.is_alias());
     assert_eq!((records[3].device_id, records[3].size), (3, 1 << 30));
-    assert_eq!(
-        records[4].label(),
-        &b"phase one, with a label longer than thirty-six bytes"[..format::LABEL_LEN]
-    );
+    // The label's first 36 bytes in the MARK, the rest in a TEXT record
+    // that names the mark's text id and its own chunk number.
+    let label = b"phase one, with a label longer than thirty-six bytes";
+    assert_eq!(records[4].label(), &label[..format::LABEL_LEN]);
+    assert_eq!(records[4].flags, format::FLAG_MORE);
+    let text = records[5];
+    assert_eq!((text.kind, text.scope(), text.flags), (Event::Mark as u8, records[4].scope(), 1));
+    assert_eq!(text.label(), &label[format::LABEL_LEN..]);
 
     let snapshot = consumer.ring().snapshot();
     let me = &snapshot.processes[0];
@@ -67,7 +79,7 @@ fn events_arrive_in_order_with_every_field() {
     assert_eq!((c.device_id, c.kind, c.live_bytes, c.live_buffers), (0, kind::DRAM, 0, 1));
     assert_eq!(snapshot.capacities[0].bytes, 1 << 30);
     assert_eq!(snapshot.reader_pid, Some(std::process::id()));
-    assert_eq!(snapshot.progress.delivered, 6);
+    assert_eq!(snapshot.progress.delivered, 7);
 
     writer.shutdown();
     assert_eq!(drain_all(&mut consumer)[0].event(), Some(Event::ProcessExit));
