@@ -15,8 +15,17 @@
  *          and marks a 300-byte label "phase-mmm...m".
  *   clean  the same scopes, every buffer freed with its size.
  *
+ *   fork   opens "outer/inner", allocates DRAM 10 (id 10), forks; the
+ *          child (a process of its own, with its own scope ids) allocates
+ *          DRAM 20 (id 20) in the inherited scopes and exits.
+ *
  * Prints "scopes <mode> ok"; a failed CHECK exits with status 2.
  */
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -24,8 +33,31 @@
 #include "check.h"
 #include "memtrack.hpp"
 
+static int fork_mode() {
+    memtrack_scope_begin("outer");
+    memtrack_scope_begin("inner");
+    memtrack_alloc(0, MEMTRACK_KIND_DRAM, 10, 0x1000, 10);
+    const pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        memtrack_alloc(0, MEMTRACK_KIND_DRAM, 20, 0x2000, 20);
+        memtrack_scope_end();
+        memtrack_scope_end();
+        std::exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    memtrack_scope_end();
+    memtrack_scope_end();
+    std::printf("scopes fork ok\n");
+    return 0;
+}
+
 int main(int argc, char** argv) {
     CHECK(argc == 2);
+    if (std::strcmp(argv[1], "fork") == 0) {
+        return fork_mode();
+    }
     const bool leaky = std::strcmp(argv[1], "leaky") == 0;
     CHECK(leaky || std::strcmp(argv[1], "clean") == 0);
     const std::uint8_t dram = MEMTRACK_KIND_DRAM, l1 = MEMTRACK_KIND_L1;

@@ -319,3 +319,29 @@ fn diff_puts_two_runs_side_by_side() {
     let text = memtrack(&["diff", clean.str(), leaky.str()]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("+2.0 KiB  worker/test_a"));
 }
+
+#[test]
+fn a_forked_child_attributes_to_the_scopes_it_inherited_under_its_own_ids() {
+    let file = record("fork");
+    let report = report(&file, &[]);
+    let rows: Vec<(String, String, u64)> = report["remaining"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["process"].as_str().unwrap().to_owned(),
+                b["scope"].as_str().unwrap().to_owned(),
+                b["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].1.as_str(), rows[0].2), ("outer/inner", 20), "the child's buffer: {rows:?}");
+    assert_eq!((rows[1].1.as_str(), rows[1].2), ("outer/inner", 10), "the parent's buffer: {rows:?}");
+    assert_ne!(rows[0].0, rows[1].0, "two processes: {rows:?}");
+    // One row for the path, whichever process used it.
+    let scopes = report["scopes"].as_array().unwrap();
+    assert_eq!(scopes.len(), 1, "{scopes:?}");
+    assert_eq!(scopes[0]["allocs"], 2);
+}
