@@ -345,3 +345,27 @@ fn a_forked_child_attributes_to_the_scopes_it_inherited_under_its_own_ids() {
     assert_eq!(scopes.len(), 1, "{scopes:?}");
     assert_eq!(scopes[0]["allocs"], 2);
 }
+
+#[test]
+fn lost_records_fail_the_check_unless_allowed() {
+    // A ring of 64 slots and no reader: of 100 allocations, those past the
+    // ring's end are dropped (and counted) at once.
+    let (path, writer) = common::ring_with_writer("cli-check-loss");
+    let _ring = TempFile(path.clone());
+    for buffer_id in 3..100 {
+        writer.alloc(&common::l1_buffer(buffer_id));
+    }
+    let file = TempFile::new("check-loss");
+    let ring = path.to_str().unwrap();
+    let out = memtrack(&["record", "--ring", ring, "-o", file.str(), "--duration", "0.3", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report(&file, &[])["lost"].as_u64().unwrap() > 0);
+    // The buffers remaining are not the question here.
+    let (code, lines) = check(&file, &["--max-remaining", "1000", "--allow-anomalies"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("lost: "), "{lines:?}");
+    let relaxed = ["--max-remaining", "1000", "--allow-anomalies", "--allow-loss"];
+    assert_eq!(check(&file, &relaxed), (Some(0), vec![]));
+    drop(writer);
+}
