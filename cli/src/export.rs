@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use memtrack::Event;
 
+use crate::filter::{Filter, FilterArgs};
 use crate::output::{Output, Protected};
 use crate::recording::{Block, RecordReader};
 use crate::units::kind_name;
@@ -50,6 +51,8 @@ pub struct ExportArgs {
     /// the records it holds.
     #[arg(long)]
     partial: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
@@ -58,6 +61,15 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     } else {
         RecordReader::open(&args.file)?
     };
+    if Filter::is_set(&args.filter) {
+        // A first pass resolves the filters (marks, process keys, scope
+        // paths, the largest remaining buffers); the export is the second.
+        let (_, engine, _) = crate::report::load_with(&args.file, args.partial)?;
+        let filter = Filter::resolve(&args.filter, &engine)
+            .map_err(|e| anyhow::anyhow!("memtrack: export {}: {e:#}", args.file.display()))?;
+        let time = reader.header().time_base();
+        reader.keep_only(filter.blocks(&engine, time));
+    }
     let Some(path) = &args.output else {
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         write(args, &mut reader, &mut out)?;

@@ -5,7 +5,12 @@ use anyhow::{Result, bail};
 use clap::Args;
 use memtrack::format::kind;
 
+use std::collections::{HashMap, HashSet};
+
+use memtrack::Event;
+
 use crate::engine::{BufferKey, Engine, ProcessId};
+use crate::recording::{Block, BlockFilter, TimeBase};
 
 /// `--device`, `--kind`, `--process`, `--scope`, `--since-mark`, `--top`.
 #[derive(Args, Clone, Debug, Default)]
@@ -71,6 +76,104 @@ impl Filter {
             scope: args.scope.clone(),
             since_ns,
             top: args.top,
+        })
+    }
+
+    /// Whether any filter is set, `--top` included.
+    pub fn is_set(args: &FilterArgs) -> bool {
+        args.device.is_some()
+            || args.kind.is_some()
+            || args.process.is_some()
+            || args.scope.is_some()
+            || args.since_mark.is_some()
+            || args.top.is_some()
+    }
+
+    /// The records of a second pass over the recording `engine` analysed
+    /// that this filter selects, for `export`: buffer records of the
+    /// selected devices, kinds and processes; with `--scope`,
+    /// `--since-mark` or `--top`, the ALLOCs of the buffers selected
+    /// (allocated in the scope, after the mark, among the N largest
+    /// remaining) and the FREEs of the buffers whose ALLOC was kept.
+    /// Marks, scopes and process records are kept; capacities of the
+    /// selected devices and kinds.
+    pub fn blocks(&self, engine: &Engine, time: TimeBase) -> BlockFilter {
+        // (process-table entry, pid): how a record names its process.
+        let who = |id: ProcessId| {
+            let p = engine.process(id);
+            (p.slot, p.pid)
+        };
+        let processes: Option<HashSet<(u16, u32)>> = self.process.as_ref().map(|_| {
+            (0..engine.processes().len() as u32)
+                .map(ProcessId)
+                .filter(|&id| self.process(engine, id))
+                .map(who)
+                .collect()
+        });
+        let attribution = engine.attribution();
+        let scopes: Option<HashSet<(u16, u32, u32)>> = self.scope.as_ref().map(|_| {
+            attribution
+                .totals()
+                .map(|(key, _)| key)
+                .filter(|&key| self.scope(&attribution.path(key)))
+                .map(|(id, node)| {
+                    let (slot, pid) = who(id);
+                    (slot, pid, node)
+                })
+                .collect()
+        });
+        type Buffer = (u16, u32, u32, u8, u64);
+        let top: Option<HashSet<Buffer>> = self.top.map(|n| {
+            crate::attribution::remaining(engine, self)
+                .into_iter()
+                .take(n)
+                .map(|(b, _)| {
+                    let (slot, pid) = who(b.key.process);
+                    (slot, pid, b.key.device_id, b.key.kind, b.key.buffer_id)
+                })
+                .collect()
+        });
+        let by_buffer = scopes.is_some() || self.since_ns.is_some() || top.is_some();
+        let mut kept: HashMap<Buffer, u32> = HashMap::new();
+        let filter = self.clone();
+        Box::new(move |block| {
+            let Block::Record(r) = block else { return true };
+            let event = r.event();
+            if event == Some(Event::Capacity) {
+                return filter.cell(r.device_id, r.kind);
+            }
+            if !matches!(event, Some(Event::Alloc | Event::Free)) {
+                return true;
+            }
+            if !filter.cell(r.device_id, r.kind)
+                || processes.as_ref().is_some_and(|p| !p.contains(&(r.process_slot, r.pid)))
+            {
+                return false;
+            }
+            if !by_buffer {
+                return true;
+            }
+            let buffer = (r.process_slot, r.pid, r.device_id, r.kind, r.buffer_id);
+            if event == Some(Event::Alloc) {
+                let keep = filter.time(time.ns(r.timestamp))
+                    && scopes.as_ref().is_none_or(|s| s.contains(&(r.process_slot, r.pid, r.scope())))
+                    && top.as_ref().is_none_or(|t| t.contains(&buffer));
+                if keep {
+                    *kept.entry(buffer).or_default() += 1;
+                }
+                keep
+            } else {
+                match kept.get_mut(&buffer) {
+                    Some(n) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            kept.remove(&buffer);
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
         })
     }
 

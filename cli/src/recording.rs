@@ -810,7 +810,12 @@ pub struct RecordReader {
     blocks_read: u64,
     ended: bool,
     unfinished_ok: bool,
+    /// Blocks for which this says false are skipped (`export` filters).
+    keep: Option<BlockFilter>,
 }
+
+/// A predicate on blocks, see [`RecordReader::keep_only`].
+pub type BlockFilter = Box<dyn FnMut(&Block) -> bool>;
 
 impl RecordReader {
     /// Opens `path` and validates its header.
@@ -852,7 +857,13 @@ impl RecordReader {
             blocks_read: 0,
             ended: false,
             unfinished_ok,
+            keep: None,
         })
+    }
+
+    /// From now on, `next_block` skips the blocks `keep` says false for.
+    pub fn keep_only(&mut self, keep: BlockFilter) {
+        self.keep = Some(keep);
     }
 
     /// The file header.
@@ -872,6 +883,19 @@ impl RecordReader {
     /// A read error, an unknown block, data after the end block, or a file
     /// that stops without one (its reader did not finish).
     pub fn next_block(&mut self) -> Result<Option<Block>> {
+        loop {
+            let block = self.next_unfiltered()?;
+            let kept = match (&block, &mut self.keep) {
+                (Some(b), Some(keep)) => keep(b),
+                _ => true,
+            };
+            if kept {
+                return Ok(block);
+            }
+        }
+    }
+
+    fn next_unfiltered(&mut self) -> Result<Option<Block>> {
         if self.blocks_left == 0 {
             if self.ended || self.unfinished_ok {
                 return Ok(None);
@@ -894,7 +918,7 @@ impl RecordReader {
         self.blocks_read += 1;
         if bytes[EVENT_OFFSET] == code::END {
             self.ended = true;
-            return self.next_block();
+            return self.next_unfiltered();
         }
         match Block::parse(&bytes) {
             Some(block) => Ok(Some(block)),

@@ -369,3 +369,43 @@ fn lost_records_fail_the_check_unless_allowed() {
     assert_eq!(check(&file, &relaxed), (Some(0), vec![]));
     drop(writer);
 }
+
+/// (event, buffer id) of the buffer rows of `memtrack export --format csv`.
+fn exported(file: &TempFile, filters: &[&str]) -> Vec<(String, u64)> {
+    let mut args = vec!["export", file.str(), "--format", "csv"];
+    args.extend_from_slice(filters);
+    let out = memtrack(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[2] == "alloc" || f[2] == "free")
+        .map(|f| (f[2].to_owned(), f[7].parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn export_takes_the_same_filters() {
+    let file = record("leaky");
+    let rows = |list: &[(&str, u64)]| list.iter().map(|(e, id)| (e.to_string(), *id)).collect::<Vec<_>>();
+    assert_eq!(exported(&file, &[]).len(), 2 * 1000 + 7 + 2);
+    // A scope: its allocations and the frees of its buffers, wherever freed.
+    assert_eq!(
+        exported(&file, &["--scope", "test_a"]),
+        rows(&[("alloc", 2), ("alloc", 3), ("alloc", 4), ("free", 3)])
+    );
+    let label = format!("phase-{}", "m".repeat(294));
+    assert_eq!(exported(&file, &["--since-mark", &label]), rows(&[("alloc", 6), ("alloc", 7), ("free", 7)]));
+    assert_eq!(exported(&file, &["--top", "1", "--kind", "DRAM"]), rows(&[("alloc", 6)]));
+    assert_eq!(exported(&file, &["--kind", "L1"]).len(), 5);
+    assert_eq!(exported(&file, &["--device", "3"]), vec![]);
+    assert_eq!(exported(&file, &["--process", "7.7"]), vec![]);
+    assert_eq!(exported(&file, &["--process", "0.1", "--kind", "L1"]).len(), 5);
+    // The timeline formats filter too.
+    let out = memtrack(&["export", file.str(), "--format", "perfetto", "--scope", "test_a"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _: Value = serde_json::from_slice(&out.stdout).expect("a JSON trace");
+    let out = memtrack(&["export", file.str(), "--format", "csv", "--since-mark", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}
