@@ -19,6 +19,11 @@
  *          child (a process of its own, with its own scope ids) allocates
  *          DRAM 20 (id 20) in the inherited scopes and exits.
  *
+ *   ops    memtrack_tt_metal.hpp's op_begin/op_end (what the tt-metal patch
+ *          calls from GraphTracker): "ttnn::add" then, inside it, a 300-byte
+ *          name that is not NUL-terminated (kept to 255 bytes); DRAM 30
+ *          (id 30) allocated in the inner op.
+ *
  * Prints "scopes <mode> ok"; a failed CHECK exits with status 2.
  */
 #include <sys/wait.h>
@@ -32,6 +37,7 @@
 
 #include "check.h"
 #include "memtrack.hpp"
+#include "memtrack_tt_metal.hpp"
 
 static int fork_mode() {
     memtrack_scope_begin("outer");
@@ -53,10 +59,25 @@ static int fork_mode() {
     return 0;
 }
 
+static int ops_mode() {
+    const std::string add = "ttnn::add-and-more";
+    memtrack::tt_metal::op_begin(add.data(), 9); /* "ttnn::add" */
+    const std::string inner(300, 'o');
+    memtrack::tt_metal::op_begin(inner.data(), inner.size());
+    memtrack_alloc(0, MEMTRACK_KIND_DRAM, 30, 0x3000, 30);
+    memtrack::tt_metal::op_end();
+    memtrack::tt_metal::op_end();
+    std::printf("scopes ops ok\n");
+    return 0;
+}
+
 int main(int argc, char** argv) {
     CHECK(argc == 2);
     if (std::strcmp(argv[1], "fork") == 0) {
         return fork_mode();
+    }
+    if (std::strcmp(argv[1], "ops") == 0) {
+        return ops_mode();
     }
     const bool leaky = std::strcmp(argv[1], "leaky") == 0;
     CHECK(leaky || std::strcmp(argv[1], "clean") == 0);

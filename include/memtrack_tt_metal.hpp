@@ -335,6 +335,22 @@ inline void chip_capacity(std::uint32_t chip, std::uint8_t kind, std::uint64_t b
     }
 }
 
+/// An op began on this thread (GraphTracker::track_function_start): its
+/// allocations until the matching op_end are attributed to it, nested ops
+/// making a path. Names are cut to 255 bytes (the C ABI needs a NUL).
+inline void op_begin(const char* name, std::size_t length) noexcept {
+    char buffer[256];
+    const std::size_t n = length < sizeof buffer - 1 ? length : sizeof buffer - 1;
+    for (std::size_t i = 0; i < n; i++) {
+        buffer[i] = name[i];
+    }
+    buffer[n] = '\0';
+    memtrack_scope_begin(buffer);
+}
+
+/// The op begun last on this thread ended (GraphTracker::track_function_end).
+inline void op_end() noexcept { memtrack_scope_end(); }
+
 }  // namespace memtrack::tt_metal
 
 #endif /* MEMTRACK_TT_METAL_HPP */

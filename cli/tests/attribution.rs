@@ -409,3 +409,11 @@ fn export_takes_the_same_filters() {
     let out = memtrack(&["export", file.str(), "--format", "csv", "--since-mark", "nope"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn tt_metal_ops_open_scopes_with_names_cut_to_255_bytes() {
+    let file = record("ops");
+    let report = report(&file, &[]);
+    let expected = format!("ttnn::add/{}", "o".repeat(255));
+    assert_eq!(remaining(&report), vec![(expected, "DRAM".to_owned(), 30)]);
+}
