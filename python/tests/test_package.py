@@ -48,7 +48,8 @@ def test_load_matches_report_json(recording, memtrack_bin):
     # The process exited: its device memory went with it; the peak stays.
     assert rec.devices[1].kinds["L1"].peak_bytes == 1 << 20 and rec.devices[1].kinds["L1"].live_bytes == 0
     assert rec.anomalies.unknown_frees == 0 and rec.anomalies.details == []
-    assert rec.scopes == []
+    # Every allocation outside any scope: one row, scope "".
+    assert [(s.scope, s.allocs, s.remaining_buffers) for s in rec.scopes] == [("", 4, 2)]
     assert rec.duration_ns == rec.report["duration_ns"] and rec.finished  # any other key, as an attribute
 
 
@@ -155,5 +156,22 @@ with memtrack.scope("block") as s:
     print(s.name, f(1), memtrack.scopes_supported())
 """
     ).stdout
-    # The library of this tree has no memtrack_scope_begin yet: a no-op that says so.
-    assert out.split() == ["block", "2", "False"]
+    assert out.split() == ["block", "2", "True"]
+
+
+def test_scopes_attribute_the_runtimes_allocations(run_python, memtrack_bin, tmp_path):
+    path = tmp_path / "scopes.mtr"
+    run_python(
+        """
+import fake_runtime, memtrack
+@memtrack.scope("step")
+def step():
+    return fake_runtime.Buffer(100)
+with memtrack.scope("model"):
+    kept = [fake_runtime.Buffer(4096), step()]
+""",
+        record=path,
+        memtrack_bin=memtrack_bin,
+    )
+    rec = memtrack.load(path)
+    assert sorted((b.scope, b.size) for b in rec.remaining) == [("model", 4096), ("model/step", 100)]

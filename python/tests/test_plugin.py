@@ -72,5 +72,14 @@ def test_under_memtrack_record(runtime_lib, memtrack_bin, tmp_path):
     # pytest, the runtime and the plugin were one writer.
     assert len(rec.processes) == 1
     assert sorted(b.size for b in rec.remaining) == [4096, 4096, 4096, 8192]
-    # Without scopes in the library, each test's start is a mark (the node id's last 36 bytes).
-    assert [m.label for m in rec.marks] == [f"tests/fakeproject/test_model.py::{name}"[-36:] for name in ALL_PASS]
+    # Each test ran in a scope named by its node id: the leaks are attributed to their tests.
+    node = "tests/fakeproject/test_model.py::{}".format
+    by_scope = sorted((b.scope, b.size) for b in rec.remaining)
+    assert by_scope == [
+        (node("test_leaks_three_dram_buffers"), 4096),
+        (node("test_leaks_three_dram_buffers"), 4096),
+        (node("test_leaks_three_dram_buffers"), 4096),
+        (node("test_small_leak_allowed"), 8192),
+    ], by_scope
+    allocating = {node(name) for name in ALL_PASS if name != "test_no_device_memory"}
+    assert allocating <= {s.scope for s in rec.scopes}, rec.scopes
