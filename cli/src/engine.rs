@@ -330,8 +330,8 @@ impl Uncertainty {
 /// Where the stream started (version 2 files and live sessions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StartInfo {
-    /// Whether writers were at work before the stream began: processes in
-    /// the table, or records a previous consumer took.
+    /// Whether writers were at work before the stream began: buffers live
+    /// before it, or records a previous consumer took.
     pub mid_run: bool,
     /// The first ticket of the stream.
     pub first_ticket: u64,
@@ -1084,7 +1084,7 @@ impl Engine {
             .values()
             .fold((0i64, 0i64), |(b, n), v| (b.wrapping_add(v.0.max(0)), n.wrapping_add(v.1.max(0))));
         Some(StartInfo {
-            mid_run: start.first_ticket != 0 || self.processes.iter().any(|p| p.in_start_table),
+            mid_run: start.first_ticket != 0 || self.opening.before.values().any(|&v| v != (0, 0)),
             first_ticket: start.first_ticket,
             backlog_records: start.backlog_end.wrapping_sub(start.first_ticket),
             opening_buffers,
