@@ -7,9 +7,10 @@
 # runs with any drop, remaining buffers reported (0 expected: the workload
 # frees all it allocates), and the longest hook call seen.
 #
-# Exit status 1 if any record was dropped or lost; 3 if a remaining buffer
+# Exit status 4 if any record was dropped or lost; 3 if a remaining buffer
 # was reported as fact (not marked uncertain): the workload leaks nothing,
-# so a drop may only ever show up as an *uncertain* leftover.
+# so a drop may only ever show up as an *uncertain* leftover; anything else
+# (1, 2) is the script or a program it runs failing.
 #
 # usage: scripts/lossless.sh [--runs R] [--records N] [--threads "2 8 16"]
 #        (after `cargo build --release`; needs jq).
@@ -60,6 +61,10 @@ run_ring() {
         [ "$("$memtrack" status --ring "$name" --json 2>/dev/null | jq .reader_pid)" = "$recorder" ] && break
         sleep 0.05
     done
+    [ "$("$memtrack" status --ring "$name" --json | jq .reader_pid)" = "$recorder" ] || {
+        echo "lossless: memtrack record --ring $name never attached" >&2
+        exit 2
+    }
     out=$(MEMTRACK_RING=$name "$work/flatout" --threads "$threads" --records "$records")
     sleep 0.2 # the reader drains the last records, then Ctrl-C
     kill -INT "$recorder"
@@ -84,7 +89,10 @@ for mode in command ring; do
     for threads in $thread_counts; do
         total=0 bad=0 worst=0 leftover=0 certain=0
         for run in $(seq "$runs"); do
-            read -r dropped lost remaining as_fact hook seconds < <("run_$mode" "$threads")
+            # In this shell, not a subshell: a failing program ends the script
+            # (set -e), and `recorder` stays known to `cleanup`.
+            "run_$mode" "$threads" >"$work/line"
+            read -r dropped lost remaining as_fact hook seconds <"$work/line"
             echo "  $mode threads=$threads run=$run dropped=$dropped lost=$lost remaining=$remaining" \
                 "remaining_as_fact=$as_fact" \
                 "max_hook_ms=$(awk -v n="$hook" 'BEGIN { printf "%.3f", n / 1e6 }') seconds=$seconds"
@@ -97,7 +105,7 @@ for mode in command ring; do
         printf '%-8s threads=%-3s runs=%s dropped+lost=%s runs_with_loss=%s remaining=%s (as fact: %s) worst_hook_ms=%.3f\n' \
             "$mode" "$threads" "$runs" "$total" "$bad" "$leftover" "$certain" \
             "$(awk -v n="$worst" 'BEGIN { print n / 1e6 }')"
-        [ "$total" -eq 0 ] || [ "$failed" -eq 3 ] || failed=1
+        [ "$total" -eq 0 ] || [ "$failed" -eq 3 ] || failed=4
         [ "$certain" -eq 0 ] || failed=3
     done
 done

@@ -4,7 +4,8 @@
 #
 #  1. C clients (ffi_tests/cmake/client.c, linked with target/release/
 #     libmemtrack.so) record a known workload into a 16-slot ring that
-#     nothing consumes: 2 processes x 10 records, so 4 are dropped;
+#     nothing consumes: 2 processes x 9 records while they hold (2 dropped),
+#     then their exit records (4 dropped in all);
 #  2. `memtrack serve --listen 127.0.0.1:0` serves the ring; Prometheus
 #     scrapes it every second;
 #  3. Prometheus's HTTP API (/api/v1/query, /api/v1/metadata) must return

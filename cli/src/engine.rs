@@ -842,7 +842,14 @@ impl Engine {
         self.opening.frees += 1;
         self.process_mut(cell.0).frees += 1;
         self.devices.entry((cell.1, cell.2)).or_default().frees += 1;
-        self.set_unfreed(cell, (bytes.wrapping_sub(size as i64).max(0), buffers - 1));
+        // A FREE may carry size 0 (legal: only a nonzero size is compared):
+        // it then takes the average share; the last one takes what is left.
+        let freed = match (buffers, size) {
+            (..=1, _) => bytes,
+            (_, 0) => bytes / buffers,
+            (_, size) => size as i64,
+        };
+        self.set_unfreed(cell, (bytes.wrapping_sub(freed).max(0), buffers - 1));
     }
 
     /// Sets the opening buffers of `cell` not yet freed, moving device

@@ -21,7 +21,7 @@ use clap::Args;
 use memtrack::{Ring, ring_path};
 use serde_json::json;
 
-use crate::units::human_bytes;
+use crate::units::{human_bytes, printable_path};
 
 #[derive(Args)]
 pub struct GcArgs {
@@ -62,7 +62,7 @@ pub fn run(args: &GcArgs) -> Result<()> {
     let paths: Vec<PathBuf> = if args.rings.is_empty() {
         crate::status::ring_names()?.iter().map(|name| ring_path(name)).collect()
     } else {
-        args.rings.iter().map(|name| ring_path(name)).collect()
+        args.rings.iter().map(|name| crate::ring_arg::resolve(Some(name))).collect::<Result<_>>()?
     };
     let mut found: Vec<Found> = paths.into_iter().map(examine).collect();
     if args.force {
@@ -76,10 +76,15 @@ pub fn run(args: &GcArgs) -> Result<()> {
     } else {
         write_text(&mut out, &found, args.force)?;
     }
-    let failed: Vec<&Found> = found.iter().filter(|f| matches!(f.removal, Some(Err(_)))).collect();
-    if let Some(first) = failed.first() {
-        let Some(Err(reason)) = &first.removal else { unreachable!() };
-        bail!("{}: cannot remove: {reason} ({} ring(s) not removed)", first.path.display(), failed.len());
+    let failed: Vec<(&Path, &String)> = found
+        .iter()
+        .filter_map(|f| match &f.removal {
+            Some(Err(reason)) => Some((f.path.as_path(), reason)),
+            _ => None,
+        })
+        .collect();
+    if let Some((path, reason)) = failed.first() {
+        bail!("{}: cannot remove: {reason} ({} ring(s) not removed)", printable_path(path), failed.len());
     }
     Ok(())
 }
@@ -150,7 +155,7 @@ fn write_text(out: &mut impl Write, found: &[Found], force: bool) -> Result<()> 
         writeln!(
             out,
             "{:<40} {:>10}  {created:<23}  {}",
-            f.path.display(),
+            printable_path(&f.path),
             human_bytes(f.bytes as i64),
             state_word(f, force)
         )?;

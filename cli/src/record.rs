@@ -205,12 +205,14 @@ fn consume_while_running(session: &mut Session, mut child: Child, mut output: Ou
     // A FIFO is opened only now that CMD runs (a reader may come later);
     // meanwhile the ring holds CMD's records. A signal stops the wait: the
     // recording goes on without an output, counting what it cannot keep.
+    // So does the command's end: nobody may ever open the FIFO.
     if let Err(error) = output.connect(|| match signals::take_received() {
         Some(signal) => {
             forward(signal, &child);
             false
         }
-        None => true,
+        // `Child` keeps the status for the `try_wait` of the loop below.
+        None => child.try_wait().ok().flatten().is_none(),
     }) {
         eprintln!("{error:#}; recording on without an output until the command ends");
     }

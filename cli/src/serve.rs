@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use memtrack::{ProcessState, Ring, Snapshot, ring_path};
+use memtrack::{ProcessState, Ring, Snapshot};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -71,9 +71,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
-    let name =
-        args.ring.clone().or_else(|| std::env::var("MEMTRACK_RING").ok()).unwrap_or_else(|| "default".into());
-    let mut exporter = Exporter::open(ring_path(&name), args.per_process)?;
+    let mut exporter = Exporter::open(crate::ring_arg::resolve(args.ring.as_deref())?, args.per_process)?;
     if args.consume {
         let totals = consume_in_background(&exporter.source.path)?;
         exporter =

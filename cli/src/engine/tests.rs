@@ -464,6 +464,20 @@ fn a_recording_that_starts_mid_run_opens_with_the_writers_usage() {
 }
 
 #[test]
+fn a_size_0_free_of_an_opening_buffer_releases_its_share() {
+    let mut s = mid_run((3000, 2), 50, 50);
+    s.at_ticket(50, Event::Free, 7, 0);
+    assert_eq!((s.stats(0, DRAM).live_bytes, s.stats(0, DRAM).live_buffers), (1500, 1));
+    s.at_ticket(51, Event::Free, 8, 0);
+    assert_eq!(
+        (s.stats(0, DRAM).live_bytes, s.stats(0, DRAM).live_buffers),
+        (0, 0),
+        "the last takes the rest"
+    );
+    assert!(s.engine.unidentified_remaining().is_empty());
+}
+
+#[test]
 fn the_backlog_is_in_the_opening_counters_already() {
     // The counters at attach: buffer 1 (allocated in the backlog, 1000
     // bytes) and one older buffer of 1000; buffer 9 (500 bytes, older too)

@@ -29,7 +29,8 @@
 //!   died end at its death (`freed_by: "process died"`).
 //! * **Phases**: each mark starts a phase that lasts until the same
 //!   process's next mark (or the end of the trace): a slice on that
-//!   process's `phases` thread. The record format has no scopes.
+//!   process's `phases` thread. Scopes (SCOPE records) are not drawn yet:
+//!   `report` and `export --format csv` show them.
 //! * Anomalies and process deaths as instant events on the process.
 //!
 //! `otherData` holds the ring, the clock origin and the slice rule applied.

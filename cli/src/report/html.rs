@@ -108,7 +108,10 @@ fn page(doc: &Value) -> String {
     // confuse the element: escape every '<' (JSON allows \u003c).
     let data = doc.to_string().replace('<', "\\u003c");
     let title = doc["file"].as_str().unwrap_or("memtrack report");
-    TEMPLATE.replace("{{TITLE}}", &html_escape(title)).replace("{{DATA}}", &data)
+    // The data slot first: a file name holding "{{DATA}}" must stay text.
+    let (before, after) = TEMPLATE.split_once("{{DATA}}").expect("the template has a data slot");
+    let title = html_escape(title);
+    [before.replace("{{TITLE}}", &title), data, after.replace("{{TITLE}}", &title)].concat()
 }
 
 fn html_escape(text: &str) -> String {

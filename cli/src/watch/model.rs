@@ -257,7 +257,10 @@ impl Model {
             .collect();
         for p in engine.processes() {
             let process = p.key();
-            if p.pid == self.own_pid || rows.iter().any(|r| r.process == process) {
+            // Ourselves, unless our pid in this namespace says it is another
+            // process's (a writer in a container with the same number).
+            let ours = p.pid == self.own_pid && p.host_pid.is_none_or(|host| host == self.own_pid);
+            if ours || rows.iter().any(|r| r.process == process) {
                 continue;
             }
             let left =
