@@ -36,6 +36,7 @@
 
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +121,18 @@ static inline void prefetchw(const void* p) {
 
 static inline slot_t* slot_of(ring_t* r, uint64_t ticket) { return &r->slots[ticket & mask]; }
 
+// One step of a writer's wait for a full ring: spin briefly, then leave the
+// CPU to the consumer (memtrack's writers sleep on a futex; on a 2-core box
+// shared with other work, a writer spinning for a descheduled consumer would
+// measure the scheduler).
+static inline void wait_step(unsigned* spins) {
+    if (++*spins < 64) {
+        _mm_pause();
+    } else {
+        sched_yield();
+    }
+}
+
 // Waits until ticket t fits in the ring behind the consumer's published
 // head; `cached` is this writer's copy of it. Returns 1 if it had to wait.
 static inline int wait_for_head(ring_t* r, uint64_t t, uint64_t* cached) {
@@ -128,9 +141,10 @@ static inline int wait_for_head(ring_t* r, uint64_t t, uint64_t* cached) {
     // payload reads of the slot we reuse happened before our stores.
     *cached = atomic_load_explicit(&r->head, memory_order_acquire);
     int waited = 0;
+    unsigned spins = 0;
     while (t - *cached >= capacity) {
         waited = 1;
-        _mm_pause();
+        wait_step(&spins);
         *cached = atomic_load_explicit(&r->head, memory_order_acquire);
     }
     return waited;
@@ -172,6 +186,7 @@ static void* writer_main(void* arg) {
             // claimed slots, CAS the state of the first claimable one.
             t = atomic_load_explicit(&r->tail, memory_order_acquire);
             int waited = 0;
+            unsigned spins = 0;
             for (;;) {
                 s = slot_of(r, t);
                 uint64_t st = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -186,7 +201,7 @@ static void* writer_main(void* arg) {
                 }
                 if (v.consumer == FREES_SLOTS && age < 0) {
                     waited = 1; // last lap's record not freed yet: full
-                    _mm_pause();
+                    wait_step(&spins);
                     continue;
                 }
                 if (v.consumer == PUBLISHES_HEAD) waited |= wait_for_head(r, t, &cached_head);
