@@ -72,7 +72,7 @@ enum consumer { NO_CONSUMER, FREES_SLOTS, PUBLISHES_HEAD };
 
 typedef struct {
     const char* name;
-    int clock;     // rdtsc per event
+    int clock;     // per event: 0 none, 1 rdtsc, 2 rdtscp, 3 lfence; rdtsc
     int counter;   // lock xadd on the per-process counter per event
     enum claim claim;
     enum consumer consumer;
@@ -84,6 +84,8 @@ typedef struct {
 static const variant_t VARIANTS[] = {
     {"stores only (7 plain + 1 release)", 0, 0, CLAIM_NONE, NO_CONSUMER, 0},
     {"+ rdtsc = FLOOR", 1, 0, CLAIM_NONE, NO_CONSUMER, 0},
+    {"+ rdtscp instead (ordered after loads)", 2, 0, CLAIM_NONE, NO_CONSUMER, 0},
+    {"+ lfence; rdtsc instead", 3, 0, CLAIM_NONE, NO_CONSUMER, 0},
     {"+ rdtsc + lock xadd counter", 1, 1, CLAIM_NONE, NO_CONSUMER, 0},
     {"+ rdtsc + xadd + claim CAS (today, no reader)", 1, 1, CLAIM_CAS, NO_CONSUMER, 0},
     {"+ rdtsc + claim CAS (no counter, no reader)", 1, 0, CLAIM_CAS, NO_CONSUMER, 0},
@@ -95,6 +97,7 @@ static const variant_t VARIANTS[] = {
     {"fetch_add ticket, reader publishes head", 1, 0, CLAIM_FADD, PUBLISHES_HEAD, 0},
     {"per-thread SPSC sub-rings, head", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 0},
     {"per-thread SPSC sub-rings, head, prefetchw", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 1},
+    {"per-thread SPSC sub-rings, head, rdtscp", 2, 0, CLAIM_NONE, PUBLISHES_HEAD, 0},
 };
 #define N_VARIANTS (sizeof(VARIANTS) / sizeof(VARIANTS[0]))
 #define FLOOR_VARIANT 1
@@ -165,7 +168,16 @@ static void* writer_main(void* arg) {
     pthread_barrier_wait(&start_line);
     uint64_t start = now_ns();
     for (uint64_t i = 0; i < events; ++i) {
-        uint64_t ts = v.clock ? __rdtsc() : i;
+        uint64_t ts = i;
+        if (v.clock == 1) {
+            ts = __rdtsc();
+        } else if (v.clock == 2) {
+            unsigned aux;
+            ts = __rdtscp(&aux);
+        } else if (v.clock == 3) {
+            _mm_lfence();
+            ts = __rdtsc();
+        }
         uint64_t count = 0;
         if (v.counter) {
             // An alloc adds, a free subtracts: the live counter's RMW.
