@@ -207,8 +207,14 @@ static void* writer_main(void* arg) {
                     ++t; // another writer holds this ticket
                     continue;
                 }
-                if (age > 0) { // our hint is stale: catch up
-                    t = atomic_load_explicit(&r->tail, memory_order_acquire);
+                if (age > 0) {
+                    // Our ticket is a lap or more behind: catch up past the
+                    // slot's ticket, as memtrack's claim does (a hint moved
+                    // back by a writer preempted before its hint store would
+                    // otherwise send us probing through whole laps).
+                    uint64_t hint = atomic_load_explicit(&r->tail, memory_order_acquire);
+                    uint64_t past = TICKET(st) - capacity + 1;
+                    t = hint > past ? hint : past;
                     continue;
                 }
                 if (v.consumer == FREES_SLOTS && age < 0) {
