@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <x86intrin.h>
 
@@ -110,10 +111,24 @@ static pthread_barrier_t start_line;
 static const variant_t* current;
 static unsigned n_writers;
 
-static uint64_t now_ns(void) {
+static uint64_t clock_ns(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+
+// This thread's CPU time: on a machine shared with other work, wall time
+// also counts the time slices other processes got while a writer was
+// runnable; CPU time does not (but neither does a writer's yield while it
+// waits for a full ring, which the `full` column shows instead).
+static uint64_t cpu_ns(void) { return clock_ns(CLOCK_THREAD_CPUTIME_ID); }
+
+static uint64_t preemptions(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_THREAD, &usage);
+    return (uint64_t)usage.ru_nivcsw;
 }
 
 static inline void prefetchw(const void* p) {
@@ -157,6 +172,8 @@ typedef struct {
     pthread_t thread;
     unsigned index;
     uint64_t elapsed_ns;
+    uint64_t cpu_ns;
+    uint64_t preempted; // involuntary context switches during the loop
     uint64_t full; // events that found the ring full and waited
 } writer_t;
 
@@ -166,7 +183,7 @@ static void* writer_main(void* arg) {
     ring_t* r = v.claim == CLAIM_NONE ? &rings[w->index] : &rings[0];
     uint64_t local_tail = 0, cached_head = 0, full = 0;
     pthread_barrier_wait(&start_line);
-    uint64_t start = now_ns();
+    uint64_t preempted = preemptions(), cpu_start = cpu_ns(), start = now_ns();
     for (uint64_t i = 0; i < events; ++i) {
         uint64_t ts = i;
         if (v.clock == 1) {
@@ -242,6 +259,8 @@ static void* writer_main(void* arg) {
         atomic_store_explicit(&s->state, STATE(t, FULL), memory_order_release);
     }
     w->elapsed_ns = now_ns() - start;
+    w->cpu_ns = cpu_ns() - cpu_start;
+    w->preempted = preemptions() - preempted;
     w->full = full;
     return NULL;
 }
@@ -309,9 +328,15 @@ static void* consumer_main(void* arg) {
     return NULL;
 }
 
-// One measurement of variant v with n writer threads: ns per event per
-// thread of the slowest thread; *full gets the events that waited.
-static double measure(const variant_t* v, unsigned n, uint64_t* full) {
+typedef struct {
+    double wall_ns; // per event per thread, the slowest thread's wall time
+    double cpu_ns;  // the same in thread CPU time
+    uint64_t full;  // events that found the ring full and waited
+    uint64_t preempted;
+} result_t;
+
+// One measurement of variant v with n writer threads.
+static result_t measure(const variant_t* v, unsigned n) {
     current = v;
     n_writers = n;
     for (unsigned k = 0; k < MAX_WRITERS; ++k) {
@@ -332,12 +357,14 @@ static double measure(const variant_t* v, unsigned n, uint64_t* full) {
         w[k].index = k;
         pthread_create(&w[k].thread, NULL, writer_main, &w[k]);
     }
-    uint64_t slowest = 0;
-    *full = 0;
+    uint64_t slowest = 0, most_cpu = 0;
+    result_t result = {0, 0, 0, 0};
     for (unsigned k = 0; k < n; ++k) {
         pthread_join(w[k].thread, NULL);
         if (w[k].elapsed_ns > slowest) slowest = w[k].elapsed_ns;
-        *full += w[k].full;
+        if (w[k].cpu_ns > most_cpu) most_cpu = w[k].cpu_ns;
+        result.full += w[k].full;
+        result.preempted += w[k].preempted;
     }
     atomic_store_explicit(&writers_done, 1, memory_order_release);
     if (v->consumer != NO_CONSUMER) {
@@ -352,7 +379,9 @@ static double measure(const variant_t* v, unsigned n, uint64_t* full) {
         }
     }
     pthread_barrier_destroy(&start_line);
-    return (double)slowest / (double)events;
+    result.wall_ns = (double)slowest / (double)events;
+    result.cpu_ns = (double)most_cpu / (double)events;
+    return result;
 }
 
 static int cmp_double(const void* a, const void* b) {
@@ -433,39 +462,49 @@ int main(int argc, char** argv) {
 
     enum { MAX_REPS = 1000 };
     if (reps > MAX_REPS) reps = MAX_REPS;
-    static double samples[N_VARIANTS][2][MAX_REPS];
-    static uint64_t fulls[N_VARIANTS][2];
+    static double wall[N_VARIANTS][2][MAX_REPS], cpu[N_VARIANTS][2][MAX_REPS];
+    static uint64_t fulls[N_VARIANTS][2], preempted[N_VARIANTS][2];
     for (unsigned rep = 0; rep < reps; ++rep) {
         for (unsigned c = 0; c < n_counts; ++c) {
             for (unsigned v = 0; v < N_VARIANTS; ++v) {
-                uint64_t full;
-                samples[v][c][rep] = measure(&VARIANTS[v], thread_counts[c], &full);
-                fulls[v][c] += full;
+                result_t r = measure(&VARIANTS[v], thread_counts[c]);
+                wall[v][c][rep] = r.wall_ns;
+                cpu[v][c][rep] = r.cpu_ns;
+                fulls[v][c] += r.full;
+                preempted[v][c] += r.preempted;
             }
         }
     }
     print_load("after ");
 
-    double floor_ns = 0;
-    for (unsigned c = 0; c < n_counts; ++c) {
-        if (thread_counts[c] == 1) {
-            qsort(samples[FLOOR_VARIANT][c], reps, sizeof(double), cmp_double);
-            floor_ns = samples[FLOOR_VARIANT][c][reps / 2];
-        }
-    }
-    printf("%-46s %7s %9s %7s %7s %7s %10s\n", "variant", "threads", "ns/event", "min", "max", "x floor",
-           "full waits");
     for (unsigned c = 0; c < n_counts; ++c) {
         for (unsigned v = 0; v < N_VARIANTS; ++v) {
-            double* s = samples[v][c];
-            qsort(s, reps, sizeof(double), cmp_double);
-            double median = s[reps / 2];
-            printf("%-46s %7u %9.2f %7.2f %7.2f %7.2f %10llu\n", VARIANTS[v].name, thread_counts[c], median,
-                   s[0], s[reps - 1], floor_ns > 0 ? median / floor_ns : 0.0,
-                   (unsigned long long)fulls[v][c]);
+            qsort(wall[v][c], reps, sizeof(double), cmp_double);
+            qsort(cpu[v][c], reps, sizeof(double), cmp_double);
         }
     }
-    printf("ns/event is per thread (the slowest thread's time / its events); x floor: the median over the\n"
-           "one-thread \"+ rdtsc = FLOOR\" median of this run; min/max: over the repetitions.\n");
+    double floor_wall = 0, floor_cpu = 0;
+    for (unsigned c = 0; c < n_counts; ++c) {
+        if (thread_counts[c] == 1) {
+            floor_wall = wall[FLOOR_VARIANT][c][reps / 2];
+            floor_cpu = cpu[FLOOR_VARIANT][c][reps / 2];
+        }
+    }
+    printf("%-46s %3s | %7s %7s %7s %7s | %7s %7s | %8s %9s\n", "variant", "thr", "wall ns", "min", "max",
+           "x floor", "cpu ns", "x floor", "full", "preempted");
+    for (unsigned c = 0; c < n_counts; ++c) {
+        for (unsigned v = 0; v < N_VARIANTS; ++v) {
+            double *s = wall[v][c], m = s[reps / 2], cm = cpu[v][c][reps / 2];
+            printf("%-46s %3u | %7.2f %7.2f %7.2f %7.2f | %7.2f %7.2f | %8llu %9llu\n", VARIANTS[v].name,
+                   thread_counts[c], m, s[0], s[reps - 1], floor_wall > 0 ? m / floor_wall : 0.0, cm,
+                   floor_cpu > 0 ? cm / floor_cpu : 0.0, (unsigned long long)fulls[v][c],
+                   (unsigned long long)preempted[v][c]);
+        }
+    }
+    printf("wall ns: per event per thread, the slowest thread's wall time / its events, median (min, max) over\n"
+           "the repetitions; cpu ns: the same in thread CPU time (leaves out the time slices other processes\n"
+           "took, and a full writer's yields); x floor: over the one-thread \"+ rdtsc = FLOOR\" median of this\n"
+           "run; full: events that found the ring full and waited; preempted: involuntary context switches\n"
+           "of the writers, all repetitions (a noise gauge).\n");
     return 0;
 }
