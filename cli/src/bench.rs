@@ -170,15 +170,25 @@ struct Measured {
     line: Line,
     /// ns per event per thread, one per round.
     rounds_ns: Vec<f64>,
+    /// The same in thread CPU time, one per round.
+    rounds_cpu_ns: Vec<f64>,
     lost: Option<u64>,
 }
 
 impl Measured {
     fn median(&self) -> f64 {
-        let mut sorted = self.rounds_ns.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted[sorted.len() / 2]
+        median(&self.rounds_ns)
     }
+
+    fn median_cpu(&self) -> f64 {
+        median(&self.rounds_cpu_ns)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// The first `model name` of /proc/cpuinfo (x86), else its `Hardware` or
@@ -203,17 +213,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let capacity = RingOptions::from_env(&ring_path(&tag))?.capacity;
     let mut measured: Vec<Measured> = lines(args.threads)
         .into_iter()
-        .map(|line| Measured { line, rounds_ns: Vec::new(), lost: None })
+        .map(|line| Measured { line, rounds_ns: Vec::new(), rounds_cpu_ns: Vec::new(), lost: None })
         .collect();
     for _ in 0..args.rounds {
         for m in &mut measured {
-            let (ns, lost) = measure(m.line, args, &tag, capacity)?;
-            m.rounds_ns.push(ns);
+            let (round, lost) = measure(m.line, args, &tag, capacity)?;
+            m.rounds_ns.push(round.wall_ns);
+            m.rounds_cpu_ns.push(round.cpu_ns);
             m.lost = lost.map(|l| l + m.lost.unwrap_or(0));
         }
     }
-    let floor = measured[0].median();
+    let (floor, floor_cpu) = (measured[0].median(), measured[0].median_cpu());
     let ratio = |m: &Measured| (floor > 0.0).then(|| m.median() / floor);
+    let ratio_cpu = |m: &Measured| (floor_cpu > 0.0).then(|| m.median_cpu() / floor_cpu);
     let baseline = |m: &Measured| {
         measured
             .iter()
@@ -236,6 +248,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "events_per_second": 1e9 / m.median() * m.line.threads as f64,
                     "speedup_vs_socket": baseline(m).map(|b| b / m.median()),
                     "ratio_to_floor": ratio(m),
+                    "cpu_ns_per_event": m.median_cpu(), "ratio_to_floor_cpu": ratio_cpu(m),
                     "lost": m.lost, "rounds_ns_per_event": m.rounds_ns,
                 })
             })
@@ -244,7 +257,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "schema": "memtrack.bench/1", "threads": args.threads, "events": args.events,
             "socket_events": socket_events(args.events), "rounds": args.rounds,
             "cpu_model": cpu, "clock": clock, "capacity": capacity,
-            "floor_ns_per_event": floor, "rows": rows,
+            "floor_ns_per_event": floor, "floor_cpu_ns_per_event": floor_cpu, "rows": rows,
         });
         writeln!(out, "{doc}")?;
         return Ok(());
@@ -260,32 +273,41 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     writeln!(out, "cpu: {cpu}; clock: {clock}; ring: {capacity} slots")?;
     writeln!(
         out,
-        "{:<28} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8}",
-        "row", "threads", "ns/event", "events/s", "x floor", "vs socket", "lost"
+        "{:<28} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8} {:>8} {:>8}",
+        "row", "threads", "ns/event", "events/s", "x floor", "vs socket", "lost", "cpu ns", "x floor"
     )?;
+    let times = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
     for m in &measured {
         let speedup = baseline(m).map_or_else(|| "-".to_owned(), |b| format!("{:.0}x", b / m.median()));
-        let times_floor = ratio(m).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
         let lost = m.lost.map_or_else(|| "-".to_owned(), |l| l.to_string());
         writeln!(
             out,
-            "{:<28} {:>7} {:>10.1} {:>14.0} {times_floor:>8} {speedup:>10} {lost:>8}",
+            "{:<28} {:>7} {:>10.1} {:>14.0} {:>8} {speedup:>10} {lost:>8} {:>8.1} {:>8}",
             m.line.row.name(),
             m.line.threads,
             m.median(),
-            1e9 / m.median() * m.line.threads as f64
+            1e9 / m.median() * m.line.threads as f64,
+            times(ratio(m)),
+            m.median_cpu(),
+            times(ratio_cpu(m)),
         )?;
     }
-    let hook =
-        |threads| measured.iter().find(|m| m.line == Line { row: Row::Enabled, threads }).and_then(ratio);
+    let hook = |threads| measured.iter().find(|m| m.line == Line { row: Row::Enabled, threads });
     if let (Some(one), Some(two)) = (hook(1), hook(SECOND_THREAD_COUNT)) {
+        let (one, one_cpu, two, two_cpu) =
+            (times(ratio(one)), times(ratio_cpu(one)), times(ratio(two)), times(ratio_cpu(two)));
         writeln!(
             out,
-            "hook with a reader, per thread, over the one-thread floor: {one:.2}x with 1 thread (target 1.5x), \
-             {two:.2}x with {SECOND_THREAD_COUNT} threads (target 2x)"
+            "hook with a reader, per thread, over the one-thread floor: {one}x with 1 thread (target 1.5x), \
+             {two}x with {SECOND_THREAD_COUNT} threads (target 2x); in CPU time {one_cpu}x and {two_cpu}x"
         )?;
     }
     writeln!(out, "ns/event is per thread: the time of the slowest thread divided by its events.")?;
+    writeln!(
+        out,
+        "cpu ns: the same in the threads' CPU time, which leaves out the time slices other processes \
+         took while a thread waited to run (compare it with ns/event on a busy machine)."
+    )?;
     writeln!(
         out,
         "floor: the clock read and one 64-byte slot (7 plain stores, 1 Release store) per event, into a \
@@ -298,9 +320,16 @@ fn socket_events(events: u64) -> u64 {
     (events / BASELINE_EVENT_DIVISOR).max(2)
 }
 
+/// One round of one line, per event per thread (the slowest thread's).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Round {
+    wall_ns: f64,
+    cpu_ns: f64,
+}
+
 /// Runs one round of one line in a child process, with its reader or
-/// server here: ns per event per thread, and the records lost.
-fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(f64, Option<u64>)> {
+/// server here: the round, and the records lost.
+fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(Round, Option<u64>)> {
     let Line { row, threads } = line;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let events = if row == Row::Socket { socket_events(args.events) } else { args.events };
@@ -346,13 +375,17 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(f6
     if !output.status.success() {
         bail!("benchmark row {:?} failed ({})", row.name(), output.status);
     }
-    let rounds_ns = BufReader::new(&output.stdout[..])
+    let rounds = BufReader::new(&output.stdout[..])
         .lines()
-        .map_while(|line| line.ok()?.parse::<f64>().ok())
+        .map_while(|line| {
+            let line = line.ok()?;
+            let (wall, cpu) = line.split_once(' ')?;
+            Some(Round { wall_ns: wall.parse().ok()?, cpu_ns: cpu.parse().ok()? })
+        })
         .collect::<Vec<_>>();
-    match rounds_ns[..] {
-        [ns] => Ok((ns, lost)),
-        _ => bail!("benchmark row {:?} reported {} rounds, not 1", row.name(), rounds_ns.len()),
+    match rounds[..] {
+        [round] => Ok((round, lost)),
+        _ => bail!("benchmark row {:?} reported {} rounds, not 1", row.name(), rounds.len()),
     }
 }
 
@@ -435,7 +468,8 @@ type Hook = extern "C" fn(u32, u8, u64, u64, u64);
 #[inline(never)]
 extern "C" fn empty_hook(_: u32, _: u8, _: u64, _: u64, _: u64) {}
 
-/// Runs one row and prints one line per round: ns per event per thread.
+/// Runs one row and prints one line per round: ns per event per thread,
+/// in wall time and in thread CPU time, of the slowest thread.
 pub fn run_row(args: &BenchRowArgs) -> Result<()> {
     let socket = match (&args.socket, args.row) {
         (Some(path), Row::Socket) => Some(Mutex::new(
@@ -465,28 +499,50 @@ pub fn run_row(args: &BenchRowArgs) -> Result<()> {
                     s.spawn(move || match (args.row, socket) {
                         (_, Some(socket)) => {
                             barrier.wait();
-                            send_messages(socket, t, args.events)
+                            with_cpu_time(|| send_messages(socket, t, args.events))
                         }
                         (Row::Floor, None) => {
                             let slots: Vec<FloorSlot> =
                                 (0..args.capacity).map(|_| FloorSlot::default()).collect();
                             write_floor(clock, &slots, t, warm_up);
                             barrier.wait();
-                            write_floor(clock, &slots, t, args.events)
+                            with_cpu_time(|| write_floor(clock, &slots, t, args.events))
                         }
                         (_, None) => {
                             call_hooks(alloc, free, t, warm_up);
                             barrier.wait();
-                            call_hooks(alloc, free, t, args.events)
+                            with_cpu_time(|| call_hooks(alloc, free, t, args.events))
                         }
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("bench thread")).max().unwrap_or_default()
+            let times: Vec<(Duration, Duration)> =
+                workers.into_iter().map(|w| w.join().expect("bench thread")).collect();
+            let slowest = times.iter().map(|t| t.0).max().unwrap_or_default();
+            let most_cpu = times.iter().map(|t| t.1).max().unwrap_or_default();
+            (slowest, most_cpu)
         });
-        writeln!(out, "{}", slowest.as_nanos() as f64 / (args.events / 2 * 2) as f64)?;
+        let per_event = |d: Duration| d.as_nanos() as f64 / (args.events / 2 * 2) as f64;
+        writeln!(out, "{} {}", per_event(slowest.0), per_event(slowest.1))?;
     }
     Ok(())
+}
+
+/// Runs `timed`, which returns the wall time it measured, and adds the
+/// thread CPU time it took.
+fn with_cpu_time(timed: impl FnOnce() -> Duration) -> (Duration, Duration) {
+    let start = thread_cpu_time();
+    let wall = timed();
+    (wall, thread_cpu_time().saturating_sub(start))
+}
+
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write; the clock id is Linux's
+    // per-thread CPU clock, which every supported kernel has.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Alloc/free pairs through opaque function pointers, as a runtime's hook

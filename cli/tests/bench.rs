@@ -31,8 +31,12 @@ fn bench_json_has_the_floor_the_two_thread_rows_and_the_old_keys() {
     let floor = doc["floor_ns_per_event"].as_f64().unwrap();
     assert!(floor > 0.0);
     assert_eq!(row("floor")["ns_per_event"].as_f64().unwrap(), floor);
+    let floor_cpu = doc["floor_cpu_ns_per_event"].as_f64().unwrap();
+    assert_eq!(row("floor")["cpu_ns_per_event"].as_f64().unwrap(), floor_cpu);
     for r in rows {
-        for key in ["ns_per_event", "events_per_second", "ratio_to_floor"] {
+        for key in
+            ["ns_per_event", "events_per_second", "ratio_to_floor", "cpu_ns_per_event", "ratio_to_floor_cpu"]
+        {
             assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {r}");
         }
         assert_eq!(r["rounds_ns_per_event"].as_array().unwrap().len(), 3, "{r}");
@@ -63,6 +67,7 @@ fn bench_table_names_the_cpu_and_the_targets() {
         "{text}"
     );
     assert!(text.contains("(target 1.5x)") && text.contains("(target 2x)"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("row ") && l.contains("cpu ns")), "{text}");
 }
 
 #[test]
