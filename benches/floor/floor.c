@@ -153,14 +153,19 @@ static inline void wait_step(unsigned* spins) {
 
 // Waits until ticket t fits in the ring behind the consumer's published
 // head; `cached` is this writer's copy of it. Returns 1 if it had to wait.
+// Signed: a writer that read a slot's state and was preempted may find the
+// consumer already past its ticket (another writer claimed and published
+// it); that is "not full", and its CAS will then fail.
+static inline int fits(uint64_t t, uint64_t head) { return (int64_t)(t - head) < (int64_t)capacity; }
+
 static inline int wait_for_head(ring_t* r, uint64_t t, uint64_t* cached) {
-    if (t - *cached < capacity) return 0;
+    if (fits(t, *cached)) return 0;
     // Acquire: pairs with the consumer's Release store of head, so its
     // payload reads of the slot we reuse happened before our stores.
     *cached = atomic_load_explicit(&r->head, memory_order_acquire);
     int waited = 0;
     unsigned spins = 0;
-    while (t - *cached >= capacity) {
+    while (!fits(t, *cached)) {
         waited = 1;
         wait_step(&spins);
         *cached = atomic_load_explicit(&r->head, memory_order_acquire);
