@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cc -std=c11 -O2 -Wall -Wextra -Werror -pthread -o "$work/floor" benches/floor/floor.c
+cc -std=c11 -O2 -Wall -Wextra -Werror -pedantic -pthread -o "$work/floor" benches/floor/floor.c
 if [ "${1:-}" = --smoke ]; then
     shift
     set -- --events 20000 --reps 1 "$@"

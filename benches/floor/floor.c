@@ -78,27 +78,31 @@ typedef struct {
     enum claim claim;
     enum consumer consumer;
     int prefetchw; // prefetchw the slot `prefetch` tickets ahead
+    int lag;       // the consumer takes only whole batches (see take_batch)
 } variant_t;
 
 // CLAIM_NONE: every writer thread writes its own ring (with no consumer, a
 // private buffer: the hardware floor; with one, an SPSC sub-ring).
 static const variant_t VARIANTS[] = {
-    {"stores only (7 plain + 1 release)", 0, 0, CLAIM_NONE, NO_CONSUMER, 0},
-    {"+ rdtsc = FLOOR", 1, 0, CLAIM_NONE, NO_CONSUMER, 0},
-    {"+ rdtscp instead (ordered after loads)", 2, 0, CLAIM_NONE, NO_CONSUMER, 0},
-    {"+ lfence; rdtsc instead", 3, 0, CLAIM_NONE, NO_CONSUMER, 0},
-    {"+ rdtsc + lock xadd counter", 1, 1, CLAIM_NONE, NO_CONSUMER, 0},
-    {"+ rdtsc + xadd + claim CAS (today, no reader)", 1, 1, CLAIM_CAS, NO_CONSUMER, 0},
-    {"+ rdtsc + claim CAS (no counter, no reader)", 1, 0, CLAIM_CAS, NO_CONSUMER, 0},
-    {"today + reader frees slots (with xadd)", 1, 1, CLAIM_CAS, FREES_SLOTS, 0},
-    {"CAS claim, reader frees slots", 1, 0, CLAIM_CAS, FREES_SLOTS, 0},
-    {"CAS claim, reader frees slots, prefetchw", 1, 0, CLAIM_CAS, FREES_SLOTS, 1},
-    {"CAS claim, reader publishes head", 1, 0, CLAIM_CAS, PUBLISHES_HEAD, 0},
-    {"CAS claim, reader publishes head, prefetchw", 1, 0, CLAIM_CAS, PUBLISHES_HEAD, 1},
-    {"fetch_add ticket, reader publishes head", 1, 0, CLAIM_FADD, PUBLISHES_HEAD, 0},
-    {"per-thread SPSC sub-rings, head", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 0},
-    {"per-thread SPSC sub-rings, head, prefetchw", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 1},
-    {"per-thread SPSC sub-rings, head, rdtscp", 2, 0, CLAIM_NONE, PUBLISHES_HEAD, 0},
+    {"stores only (7 plain + 1 release)", 0, 0, CLAIM_NONE, NO_CONSUMER, 0, 0},
+    {"+ rdtsc = FLOOR", 1, 0, CLAIM_NONE, NO_CONSUMER, 0, 0},
+    {"+ rdtscp instead (ordered after loads)", 2, 0, CLAIM_NONE, NO_CONSUMER, 0, 0},
+    {"+ lfence; rdtsc instead", 3, 0, CLAIM_NONE, NO_CONSUMER, 0, 0},
+    {"+ rdtsc + lock xadd counter", 1, 1, CLAIM_NONE, NO_CONSUMER, 0, 0},
+    {"+ rdtsc + xadd + claim CAS (today, no reader)", 1, 1, CLAIM_CAS, NO_CONSUMER, 0, 0},
+    {"+ rdtsc + claim CAS (no counter, no reader)", 1, 0, CLAIM_CAS, NO_CONSUMER, 0, 0},
+    {"today + reader frees slots (with xadd)", 1, 1, CLAIM_CAS, FREES_SLOTS, 0, 0},
+    {"CAS claim, reader frees slots", 1, 0, CLAIM_CAS, FREES_SLOTS, 0, 0},
+    {"CAS claim, reader frees slots, prefetchw", 1, 0, CLAIM_CAS, FREES_SLOTS, 1, 0},
+    {"CAS claim, reader publishes head", 1, 0, CLAIM_CAS, PUBLISHES_HEAD, 0, 0},
+    {"CAS claim, reader publishes head, prefetchw", 1, 0, CLAIM_CAS, PUBLISHES_HEAD, 1, 0},
+    {"fetch_add ticket, reader publishes head", 1, 0, CLAIM_FADD, PUBLISHES_HEAD, 0, 0},
+    {"per-thread SPSC sub-rings, head", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 0, 0},
+    {"per-thread SPSC sub-rings, head, prefetchw", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 1, 0},
+    {"per-thread SPSC sub-rings, head, rdtscp", 2, 0, CLAIM_NONE, PUBLISHES_HEAD, 0, 0},
+    {"CAS claim, reader frees slots, reader lags", 1, 0, CLAIM_CAS, FREES_SLOTS, 0, 1},
+    {"CAS claim, reader publishes head, reader lags", 1, 0, CLAIM_CAS, PUBLISHES_HEAD, 0, 1},
+    {"per-thread SPSC sub-rings, head, reader lags", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 0, 1},
 };
 #define N_VARIANTS (sizeof(VARIANTS) / sizeof(VARIANTS[0]))
 #define FLOOR_VARIANT 1
@@ -274,8 +278,17 @@ static volatile uint64_t consumer_sink;
 
 // Takes up to BATCH records of ring r; frees their slots or publishes the
 // new head, as the variant says. Returns the records taken.
-static uint64_t take_batch(ring_t* r, enum consumer how) {
+//
+// With `lag`, the consumer takes a batch only once the batch's last slot is
+// published, so it reads at most one slot line per batch that a writer may
+// be about to write, instead of chasing the writers to the slot they are
+// filling (every line it reads there must come back to the writer's core).
+static uint64_t take_batch(ring_t* r, enum consumer how, int lag) {
     uint64_t start = r->consumer_next, t = start, sum = 0;
+    if (lag) {
+        uint64_t last = start + BATCH - 1;
+        if (atomic_load_explicit(&slot_of(r, last)->state, memory_order_acquire) != STATE(last, FULL)) return 0;
+    }
     while (t - start < BATCH) {
         __builtin_prefetch(slot_of(r, t + CONSUMER_PREFETCH), 0, 3);
         slot_t* s = slot_of(r, t);
@@ -316,7 +329,8 @@ static void* consumer_main(void* arg) {
         uint64_t handled = 0, batch;
         do {
             batch = 0;
-            for (unsigned k = 0; k < n_rings; ++k) batch += take_batch(&rings[k], v.consumer);
+            // Once the writers are done, the rest is taken whatever its size.
+            for (unsigned k = 0; k < n_rings; ++k) batch += take_batch(&rings[k], v.consumer, v.lag && !done);
             handled += batch;
         } while (batch != 0);
         if (done) break; // drained after the writers finished
