@@ -103,6 +103,8 @@ static const variant_t VARIANTS[] = {
     {"CAS claim, reader frees slots, reader lags", 1, 0, CLAIM_CAS, FREES_SLOTS, 0, 1},
     {"CAS claim, reader publishes head, reader lags", 1, 0, CLAIM_CAS, PUBLISHES_HEAD, 0, 1},
     {"per-thread SPSC sub-rings, head, reader lags", 1, 0, CLAIM_NONE, PUBLISHES_HEAD, 0, 1},
+    {"per-thread SPSC sub-rings, reader frees slots", 1, 0, CLAIM_NONE, FREES_SLOTS, 0, 0},
+    {"per-thread SPSC, reader frees slots, lags", 1, 0, CLAIM_NONE, FREES_SLOTS, 0, 1},
 };
 #define N_VARIANTS (sizeof(VARIANTS) / sizeof(VARIANTS[0]))
 #define FLOOR_VARIANT 1
@@ -213,8 +215,19 @@ static void* writer_main(void* arg) {
         slot_t* s;
         if (v.claim == CLAIM_NONE) {
             t = local_tail++;
-            if (v.consumer != NO_CONSUMER) full += wait_for_head(r, t, &cached_head);
             s = slot_of(r, t);
+            if (v.consumer == PUBLISHES_HEAD) full += wait_for_head(r, t, &cached_head);
+            if (v.consumer == FREES_SLOTS) {
+                // The slot is ours once the consumer wrote EMPTY(t) into it.
+                // Acquire: pairs with the consumer's Release store that frees it.
+                unsigned spins = 0;
+                int waited = 0;
+                while (atomic_load_explicit(&s->state, memory_order_acquire) != STATE(t, EMPTY)) {
+                    waited = 1;
+                    wait_step(&spins);
+                }
+                full += waited;
+            }
         } else if (v.claim == CLAIM_FADD) {
             t = atomic_fetch_add_explicit(&r->tail, 1, memory_order_relaxed);
             full += wait_for_head(r, t, &cached_head);
