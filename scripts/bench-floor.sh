@@ -8,6 +8,10 @@
 #        --capacity C --prefetch D --threads "1 2"]
 #   --smoke: a run of a second or two that only checks it builds and runs
 #            (CI); its numbers mean nothing.
+# On a machine shared with other work, run it as `chrt -r 1 scripts/bench-floor.sh`
+# (root or CAP_SYS_NICE): otherwise the writers and the consumer are seldom
+# on the CPUs at the same moment, and the cross-core costs under study vanish
+# from the numbers (docs/PERFORMANCE.md, "How the numbers were taken").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)

@@ -10,8 +10,9 @@
 // its state (today's Vyukov-style protocol) and once publishing its position
 // once per batch (writers compare with a cached copy of it); prefetchw of
 // the slot a few tickets ahead; a shared `fetch_add` ticket instead of the
-// slot CAS; and per-thread sub-rings (SPSC: no locked instruction at all).
-// Each variant runs with 1 and 2 writer threads.
+// slot CAS; per-thread sub-rings (SPSC: no locked instruction at all), with
+// either consumer; and a consumer that lags (takes a batch only once its
+// last slot is published). Each variant runs with 1 and 2 writer threads.
 //
 // The slot state is `ticket << 2 | phase` (EMPTY 0, CLAIMED 1, FULL 2), so
 // a slot is claimable for ticket t when it holds EMPTY(t) (today: the
