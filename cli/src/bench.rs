@@ -18,7 +18,11 @@
 //! production: in another process than the writers. Rounds are interleaved
 //! (round 1 of every row, then round 2, ...), one child per row and round,
 //! so a burst of load from elsewhere hits every row alike and the ratios
-//! hold up better than the nanoseconds.
+//! hold up better than the nanoseconds. Each row also reports thread CPU
+//! time, which leaves out other processes' time slices. On a machine
+//! shared with other work, `chrt -r 1 memtrack bench` keeps the writers and
+//! the reader on the CPUs together, which is the cost under study
+//! (docs/PERFORMANCE.md, "The hardware floor").
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
