@@ -1,7 +1,8 @@
 //! `memtrack export`: a record file as a Chrome trace-event JSON timeline
-//! (opens in ui.perfetto.dev; see [`perfetto`]) or as CSV, one row per
-//! record.
+//! (opens in ui.perfetto.dev; see [`perfetto`]), as CSV, one row per
+//! record, or as Apache Parquet, one typed row per record ([`parquet`]).
 
+pub mod parquet;
 mod perfetto;
 mod perfetto_proto;
 
@@ -28,6 +29,9 @@ enum Format {
     PerfettoProto,
     /// One row per record, with a header line.
     Csv,
+    /// One row per record with typed columns, processes and marks in the
+    /// file's metadata: for pandas, polars, DuckDB.
+    Parquet,
 }
 
 #[derive(Args)]
@@ -101,6 +105,7 @@ fn write(args: &ExportArgs, reader: &mut RecordReader, out: &mut impl Write) -> 
         Format::Perfetto => perfetto::write_json(reader, out, args.bucket_us.saturating_mul(1000)),
         Format::PerfettoProto => perfetto::write_proto(reader, out, args.bucket_us.saturating_mul(1000)),
         Format::Csv => csv(reader, out),
+        Format::Parquet => parquet::write(reader, out, &args.file),
     }
 }
 

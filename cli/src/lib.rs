@@ -11,6 +11,7 @@
 pub mod attribution;
 pub mod bench;
 pub mod check;
+pub mod columns;
 pub mod demo;
 pub mod diff;
 pub mod engine;
