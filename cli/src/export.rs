@@ -1,7 +1,9 @@
 //! `memtrack export`: a record file as a Chrome trace-event JSON timeline
 //! (opens in ui.perfetto.dev; see [`perfetto`]), as CSV, one row per
-//! record, or as Apache Parquet, one typed row per record ([`parquet`]).
+//! record, or as Apache Parquet, one typed row per record (`export/parquet.rs`,
+//! the default feature `parquet`).
 
+#[cfg(feature = "parquet")]
 pub mod parquet;
 mod perfetto;
 mod perfetto_proto;
@@ -31,6 +33,7 @@ enum Format {
     Csv,
     /// One row per record with typed columns, processes and marks in the
     /// file's metadata: for pandas, polars, DuckDB.
+    #[cfg(feature = "parquet")]
     Parquet,
 }
 
@@ -105,6 +108,7 @@ fn write(args: &ExportArgs, reader: &mut RecordReader, out: &mut impl Write) -> 
         Format::Perfetto => perfetto::write_json(reader, out, args.bucket_us.saturating_mul(1000)),
         Format::PerfettoProto => perfetto::write_proto(reader, out, args.bucket_us.saturating_mul(1000)),
         Format::Csv => csv(reader, out),
+        #[cfg(feature = "parquet")]
         Format::Parquet => parquet::write(reader, out, &args.file),
     }
 }

@@ -4,6 +4,7 @@
 //! checked against `export --format csv` of the same file and against
 //! `report --json` (processes, scopes, remaining buffers, marks); the
 //! export's filters select the rows the CSV export selects; bad outputs.
+#![cfg(feature = "parquet")]
 
 #[path = "../../tests/common/cc.rs"]
 mod cc;
@@ -101,7 +102,9 @@ fn csv(file: &TempFile, filters: &[&str]) -> Vec<HashMap<String, String>> {
         .map(|line| {
             // The label is last and the only field that may be quoted.
             let fields = line.splitn(header.len(), ',').map(|f| {
-                f.strip_prefix('"').and_then(|f| f.strip_suffix('"')).map_or(f.to_owned(), |f| f.replace("\"\"", "\""))
+                f.strip_prefix('"')
+                    .and_then(|f| f.strip_suffix('"'))
+                    .map_or(f.to_owned(), |f| f.replace("\"\"", "\""))
             });
             header.iter().map(|h| h.to_string()).zip(fields).collect()
         })
@@ -180,7 +183,9 @@ fn check_rows_against_csv(table: &Table, csv: &[HashMap<String, String>], report
         // The process the engine resolved, whose pid is the record's.
         match text(&row["process"]) {
             None => assert_eq!(event, "capacity", "{line:?}"),
-            Some(key) => assert_eq!(pids.get(key).map(u64::to_string).as_ref(), Some(&line["pid"]), "{line:?}"),
+            Some(key) => {
+                assert_eq!(pids.get(key).map(u64::to_string).as_ref(), Some(&line["pid"]), "{line:?}")
+            }
         }
         if event != "alloc" {
             assert_eq!(text(&row["scope"]), None, "{line:?}");
@@ -258,7 +263,8 @@ fn each_process_of_a_fork_has_its_own_rows() {
         .collect();
     let processes = report["processes"].as_array().unwrap();
     assert_eq!(processes.len(), 2, "{processes:?}");
-    let (parent, child) = (processes[0]["process"].as_str().unwrap(), processes[1]["process"].as_str().unwrap());
+    let (parent, child) =
+        (processes[0]["process"].as_str().unwrap(), processes[1]["process"].as_str().unwrap());
     assert_ne!(parent, child);
     assert_eq!(allocs, [(10, parent, "outer/inner"), (20, child, "outer/inner")]);
 }
@@ -281,7 +287,11 @@ fn filters_select_the_rows_the_csv_export_selects() {
         let table = export(&file, filter);
         let rows = csv(&file, filter);
         check_rows_against_csv(&table, &rows, &report);
-        assert!(table.rows.len() < all || filter[0] == "--process", "{filter:?} selects: {}", table.rows.len());
+        assert!(
+            table.rows.len() < all || filter[0] == "--process",
+            "{filter:?} selects: {}",
+            table.rows.len()
+        );
     }
     // --scope test_a: the ALLOCs of test_a and test_a/matmul and the FREE
     // of the one freed, nothing of worker/test_a.

@@ -12,6 +12,8 @@ from . import _native
 
 KIND_NAMES: List[str] = list(_native.kind_names())
 EVENT_NAMES: Dict[int, str] = dict(_native.event_names())
+# Events whose records carry a buffer (or a capacity): alloc, free, capacity.
+BUFFER_EVENTS = [code for code, name in EVENT_NAMES.items() if name in ("alloc", "free", "capacity")]
 
 
 class Obj:
@@ -122,15 +124,21 @@ class Recording:
         Columns: ticket, time_ns, event (code; ``memtrack.EVENT_NAMES``), process
         (index into ``process_keys``; -1 for capacity records), pid, process_slot,
         device_id, kind (code; ``memtrack.KIND_NAMES``), buffer_id, parent_id,
-        address, size, flags, and with ``labels`` a ``label`` object column (the
-        label of mark and process-start records, else None). The arrays are
-        read-only views of the bytes the reader built.
+        address, size (the buffer columns are 0 for records without a buffer:
+        all but alloc, free and capacity), flags, scope (an alloc's scope path,
+        else None), and with ``labels`` a ``label`` object column (the text of
+        mark, process-start, scope and text records, else None). The numeric
+        arrays are read-only views of the bytes the reader built. The rows are
+        those of ``memtrack export --format parquet``.
         """
-        n, columns, keys, label_rows = _native.record_columns(self.path, self.partial)
+        n, columns, keys, paths, label_rows = _native.record_columns(self.path, self.partial)
         out = {name: np.frombuffer(data, dtype=np.dtype(dtype), count=n) for name, (dtype, data) in columns.items()}
         process = out["process"].astype(np.int64)
         process[out["process"] == _native.NO_PROCESS] = -1
         out["process"] = process
+        # Paths by index, None for -1 (the last entry).
+        scope_names = np.array(list(paths) + [None], dtype=object)
+        out["scope"] = scope_names[out["scope"]]
         if labels:
             column = np.full(n, None, dtype=object)
             for row, label in label_rows:
@@ -142,7 +150,8 @@ class Recording:
     def to_pandas(self):
         """The records as a pandas DataFrame, with event, kind and process as categoricals.
 
-        Needs pandas (``pip install memtrack[pandas]``).
+        Column for column what ``memtrack export --format parquet`` holds (there
+        event, kind and process are strings). Needs pandas (``pip install pandas``).
         """
         try:
             import pandas as pd
@@ -153,8 +162,11 @@ class Recording:
         frame = pd.DataFrame({k: v for k, v in columns.items() if k not in ("event", "kind", "process")})
         frame.insert(2, "event", pd.Categorical.from_codes(_codes(columns["event"], EVENT_NAMES), _names(EVENT_NAMES)))
         frame.insert(3, "process", pd.Categorical.from_codes(columns["process"], keys))
-        kind_codes = np.where(columns["event"] <= 2, columns["kind"].astype(np.int64), -1)
-        frame.insert(6, "kind", pd.Categorical.from_codes(kind_codes, KIND_NAMES))
+        has_buffer = np.isin(columns["event"], BUFFER_EVENTS)
+        kind_codes = np.where(has_buffer, columns["kind"].astype(np.int64), -1)
+        # Codes past the known kinds are named as the reader names them (KIND_9).
+        kinds = KIND_NAMES + [f"KIND_{code}" for code in range(len(KIND_NAMES), int(kind_codes.max(initial=-1)) + 1)]
+        frame.insert(7, "kind", pd.Categorical.from_codes(kind_codes, kinds))
         return frame
 
     def __repr__(self) -> str:

@@ -14,8 +14,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use memtrack::{Consumer, Event, Record};
-use memtrack_cli::engine::Engine;
-use memtrack_cli::recording::{Block, RecordReader};
+use memtrack_cli::columns::{Row, for_each_row};
+use memtrack_cli::recording::RecordReader;
 use memtrack_cli::report::{Source, to_json};
 use memtrack_cli::units::kind_name;
 use pyo3::exceptions::PyValueError;
@@ -33,7 +33,8 @@ fn report_json(py: Python<'_>, path: PathBuf, partial: bool) -> PyResult<String>
     })
 }
 
-/// One column per record field, built in one pass over the file.
+/// One column per record field, built in one pass over the file: the rows
+/// of [`memtrack_cli::columns`], the same as `export --format parquet`'s.
 #[derive(Default)]
 struct Columns {
     ticket: Vec<u64>,
@@ -49,12 +50,17 @@ struct Columns {
     address: Vec<u64>,
     size: Vec<u64>,
     flags: Vec<u8>,
-    /// (row, label) of the mark and process-start records.
+    /// Index into the scope paths of an ALLOC's scope, else `NO_SCOPE`.
+    scope: Vec<i32>,
+    /// (row, label) of the records that carry text.
     labels: Vec<(u64, String)>,
 }
 
 /// The `process` column's value for a record of no process (a capacity).
 const NO_PROCESS: u32 = u32::MAX;
+
+/// The `scope` column's value for a record of no scope.
+const NO_SCOPE: i32 = -1;
 
 impl Columns {
     fn with_capacity(n: usize) -> Columns {
@@ -72,21 +78,21 @@ impl Columns {
             address: Vec::with_capacity(n),
             size: Vec::with_capacity(n),
             flags: Vec::with_capacity(n),
+            scope: Vec::with_capacity(n),
             labels: Vec::new(),
         }
     }
 
-    fn push(&mut self, r: &Record, time_ns: u64, process: u32) {
-        let labelled = matches!(r.event(), Some(Event::Mark | Event::ProcessStart));
-        if labelled {
-            // The label shares these fields' bytes: they carry no buffer.
-            self.labels.push((self.ticket.len() as u64, String::from_utf8_lossy(r.label()).into_owned()));
+    fn push(&mut self, row: &Row) {
+        let r = row.record;
+        if let Some(label) = row.label {
+            self.labels.push((self.ticket.len() as u64, String::from_utf8_lossy(label).into_owned()));
         }
-        let buffer = if labelled { Record::default() } else { *r };
+        let buffer = row.buffer_or_zero();
         self.ticket.push(r.ticket);
-        self.time_ns.push(time_ns);
+        self.time_ns.push(row.time_ns);
         self.event.push(r.event);
-        self.process.push(process);
+        self.process.push(row.process.map_or(NO_PROCESS, |p| p.0));
         self.pid.push(r.pid);
         self.process_slot.push(r.process_slot);
         self.device_id.push(buffer.device_id);
@@ -95,41 +101,40 @@ impl Columns {
         self.parent_id.push(buffer.parent_id);
         self.address.push(buffer.address);
         self.size.push(buffer.size);
-        self.flags.push(buffer.flags);
+        self.flags.push(r.flags);
+        self.scope.push(row.scope.map_or(NO_SCOPE, |s| s as i32));
     }
 }
 
-fn read_columns(path: &Path, partial: bool) -> anyhow::Result<(Columns, Vec<String>)> {
+/// The columns of a file, its process keys and its scope paths.
+fn read_columns(path: &Path, partial: bool) -> anyhow::Result<(Columns, Vec<String>, Vec<String>)> {
     let mut reader = if partial { RecordReader::open_unfinished(path)? } else { RecordReader::open(path)? };
-    let time = reader.header().time_base();
-    let mut engine = Engine::new(time);
     // Every block is 64 bytes: the file's size bounds the record count.
     let blocks = std::fs::metadata(path).map_or(0, |m| m.len() / 64) as usize;
     let mut columns = Columns::with_capacity(blocks);
-    while let Some(block) = reader.next_block()? {
-        engine.apply_block(&block);
-        if let Block::Record(r) = block {
-            // Capacities belong to devices: a capacity record has no process.
-            let process = match r.event() {
-                Some(Event::Capacity) | None => NO_PROCESS,
-                Some(_) => engine.last_process().map_or(NO_PROCESS, |id| id.0),
-            };
-            columns.push(&r, time.ns(r.timestamp), process);
+    let mut paths = Vec::new();
+    let engine = for_each_row(&mut reader, |row, _, scopes| {
+        columns.push(row);
+        if row.scope.is_some() && scopes.paths().len() > paths.len() {
+            paths.extend_from_slice(&scopes.paths()[paths.len()..]);
         }
-    }
+        Ok(())
+    })?;
     let keys = engine.processes().iter().map(|p| p.key()).collect();
-    Ok((columns, keys))
+    Ok((columns, keys, paths))
 }
 
-/// `record_columns`'s answer: (records, columns, process keys, labels).
-type RecordColumns<'py> = (usize, Bound<'py, PyDict>, Vec<String>, Bound<'py, PyList>);
+/// `record_columns`'s answer: (records, columns, process keys, scope paths, labels).
+type RecordColumns<'py> = (usize, Bound<'py, PyDict>, Vec<String>, Vec<String>, Bound<'py, PyList>);
 
-/// The records of a file as columns: `(n, {name: (dtype, bytes)}, process keys, labels)`.
-/// The `process` column indexes the process keys (`NO_PROCESS` for none).
+/// The records of a file as columns: `(n, {name: (dtype, bytes)}, process
+/// keys, scope paths, labels)`. The `process` column indexes the process
+/// keys (`NO_PROCESS` for none), the `scope` column the scope paths
+/// (`NO_SCOPE` for none).
 #[pyfunction]
 #[pyo3(signature = (path, partial = false))]
 fn record_columns<'py>(py: Python<'py>, path: PathBuf, partial: bool) -> PyResult<RecordColumns<'py>> {
-    let (columns, keys) = py.allow_threads(|| read_columns(&path, partial)).map_err(error)?;
+    let (columns, keys, paths) = py.allow_threads(|| read_columns(&path, partial)).map_err(error)?;
     let out = PyDict::new(py);
     let put = |name: &str, dtype: &str, bytes: &[u8]| out.set_item(name, (dtype, PyBytes::new(py, bytes)));
     put("ticket", "<u8", bytemuck::cast_slice(&columns.ticket))?;
@@ -145,8 +150,9 @@ fn record_columns<'py>(py: Python<'py>, path: PathBuf, partial: bool) -> PyResul
     put("address", "<u8", bytemuck::cast_slice(&columns.address))?;
     put("size", "<u8", bytemuck::cast_slice(&columns.size))?;
     put("flags", "u1", &columns.flags)?;
+    put("scope", "<i4", bytemuck::cast_slice(&columns.scope))?;
     let labels = PyList::new(py, columns.labels)?;
-    Ok((columns.ticket.len(), out, keys, labels))
+    Ok((columns.ticket.len(), out, keys, paths, labels))
 }
 
 /// Names of kind codes 0..8 (the ring's kinds), as the report spells them.
@@ -158,10 +164,19 @@ fn kind_names() -> Vec<String> {
 /// Names of event codes, by code.
 #[pyfunction]
 fn event_names() -> Vec<(u8, &'static str)> {
-    [Event::Alloc, Event::Free, Event::Mark, Event::Capacity, Event::ProcessStart, Event::ProcessExit]
-        .into_iter()
-        .map(|e| (e as u8, e.name()))
-        .collect()
+    [
+        Event::Alloc,
+        Event::Free,
+        Event::Mark,
+        Event::Capacity,
+        Event::ProcessStart,
+        Event::ProcessExit,
+        Event::Scope,
+        Event::Text,
+    ]
+    .into_iter()
+    .map(|e| (e as u8, e.name()))
+    .collect()
 }
 
 /// `MEMTRACK_FLAG_ALIAS`: the buffer's bytes are counted by other buffers.
@@ -290,6 +305,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kind_names, m)?)?;
     m.add_function(wrap_pyfunction!(event_names, m)?)?;
     m.add("NO_PROCESS", NO_PROCESS)?;
+    m.add("NO_SCOPE", NO_SCOPE)?;
     m.add_class::<PeakWatcher>()?;
     Ok(())
 }

@@ -175,3 +175,61 @@ with memtrack.scope("model"):
     )
     rec = memtrack.load(path)
     assert sorted((b.scope, b.size) for b in rec.remaining) == [("model", 4096), ("model/step", 100)]
+
+
+PARQUET_WORKLOAD = """
+import ctypes, memtrack, fake_runtime
+from fake_runtime import Buffer, L1
+lib = fake_runtime._lib
+lib.memtrack_set_capacity.argtypes = [ctypes.c_uint32, ctypes.c_uint8, ctypes.c_uint64]
+lib.memtrack_set_capacity(0, 0, 1 << 30)
+with memtrack.scope("model"):
+    a = [Buffer(4096) for _ in range(3)]
+    with memtrack.scope("a scope name longer than one record holds, " + "x" * 40):
+        b = Buffer(1 << 20, device=1, kind=L1)
+memtrack.mark("a mark label longer than the 36 bytes one record holds")
+for x in a[:2]:
+    x.free()
+"""
+
+
+def _strings(column):
+    """A string or categorical column as Python strings, None where empty."""
+    return [None if v is None or v != v else str(v) for v in column.astype(object)]
+
+
+def test_parquet_export_is_records_column_for_column(run_python, memtrack_bin, tmp_path):
+    """`memtrack export --format parquet` read by pandas/pyarrow is `Recording.to_pandas()`."""
+    pd = pytest.importorskip("pandas")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path, out = tmp_path / "run.mtr", tmp_path / "run.parquet"
+    run_python(PARQUET_WORKLOAD, record=path, memtrack_bin=memtrack_bin)
+    subprocess.run([str(memtrack_bin), "export", str(path), "--format", "parquet", "-o", str(out)], check=True)
+    rec = memtrack.load(path)
+    expected, actual = rec.to_pandas(), pd.read_parquet(out)
+    assert list(actual.columns) == list(expected.columns) == list(rec.records())
+    assert len(actual) == len(expected) == rec.report["records"]
+    for name in expected.columns:
+        want, got = expected[name], actual[name]
+        if name in ("event", "kind", "process", "scope", "label"):
+            # Categoricals and objects in memory, strings in the file.
+            assert _strings(got) == _strings(want), name
+        else:
+            assert got.dtype == want.dtype, name
+            assert (got.to_numpy() == want.to_numpy()).all(), name
+    events = _strings(actual["event"])
+    assert {"alloc", "free", "mark", "capacity", "scope", "text", "process_start"} <= set(events)
+    # What the rows say, in the file's own terms.
+    capacity = actual[actual["event"] == "capacity"].iloc[0]
+    assert capacity["size"] == 1 << 30 and capacity["kind"] == "DRAM" and pd.isna(capacity["process"])
+    allocs = actual[actual["event"] == "alloc"]
+    long_scope = "model/a scope name longer than one record holds, " + "x" * 40
+    assert _strings(allocs["scope"]) == ["model"] * 3 + [long_scope]
+    assert _strings(allocs["kind"]) == ["DRAM"] * 3 + ["L1"]
+    assert set(_strings(actual["process"].dropna())) == {"0.1"}
+    # Processes and marks as the report has them (the long label whole).
+    meta = pq.read_schema(out).metadata
+    assert meta[b"memtrack.schema"] == b"memtrack.parquet/1"
+    assert json.loads(meta[b"memtrack.processes"]) == rec.report["processes"]
+    assert json.loads(meta[b"memtrack.marks"]) == rec.report["marks"]
+    assert rec.marks[0].label == "a mark label longer than the 36 bytes one record holds"

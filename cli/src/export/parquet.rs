@@ -29,7 +29,8 @@
 //!
 //! Written with the parquet crate's column writer (no Arrow): row groups
 //! of [`ROW_GROUP_ROWS`] rows, snappy pages, dictionaries for the
-//! repetitive columns, delta encoding for `ticket` and `time_ns`.
+//! repetitive columns, delta encoding for `ticket`, `time_ns` and
+//! `buffer_id`.
 
 use std::io::Write;
 use std::path::Path;
@@ -118,9 +119,10 @@ fn properties() -> WriterProperties {
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("memtrack {} (parquet-rs)", env!("CARGO_PKG_VERSION")));
-    // Increasing, all distinct: a dictionary would be tried and dropped
-    // for every chunk; deltas take a few bits a row.
-    for column in ["ticket", "time_ns"] {
+    // Increasing (ticket, time) or nearly (buffer ids, handed out in
+    // order), mostly distinct: a dictionary would be tried and dropped for
+    // every chunk; deltas take a few bits a row.
+    for column in ["ticket", "time_ns", "buffer_id"] {
         builder = builder
             .set_column_dictionary_enabled(ColumnPath::from(column), false)
             .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
@@ -144,8 +146,7 @@ fn metadata(engine: &Engine, source: &Source) -> Vec<(&'static str, String)> {
     let pick = |keys: &[&str]| -> Value {
         keys.iter().map(|&k| (k.to_owned(), report.get(k).cloned().unwrap_or(Value::Null))).collect()
     };
-    let recording =
-        pick(&["file", "ring", "started_unix_ns", "finished", "duration_ns", "records", "lost"]);
+    let recording = pick(&["file", "ring", "started_unix_ns", "finished", "duration_ns", "records", "lost"]);
     vec![
         ("memtrack.schema", SCHEMA_NAME.to_owned()),
         ("memtrack.recording", recording.to_string()),
@@ -252,7 +253,8 @@ impl Batch {
         self.size.push(buffer.size as i64);
         self.flags.push(i32::from(r.flags));
         self.scope.push(row.scope.map(|s| names.scopes[s as usize].clone()));
-        self.label.push(row.label.map(|l| ByteArray::from(String::from_utf8_lossy(l).into_owned().into_bytes())));
+        self.label
+            .push(row.label.map(|l| ByteArray::from(String::from_utf8_lossy(l).into_owned().into_bytes())));
     }
 
     /// Writes the rows as one row group, in [`SCHEMA`]'s column order, and
@@ -312,7 +314,8 @@ impl Batch {
 
 /// Writes the next column of `group`, a required one.
 fn required<T: DataType>(group: &mut SerializedRowGroupWriter<'_, Vec<u8>>, values: &[T::T]) -> Result<()> {
-    let mut column = group.next_column()?.context("memtrack: parquet schema has fewer columns than written")?;
+    let mut column =
+        group.next_column()?.context("memtrack: parquet schema has fewer columns than written")?;
     column.typed::<T>().write_batch(values, None, None)?;
     column.close()?;
     Ok(())
@@ -320,7 +323,8 @@ fn required<T: DataType>(group: &mut SerializedRowGroupWriter<'_, Vec<u8>>, valu
 
 /// Writes the next column of `group`, an optional string one.
 fn optional(group: &mut SerializedRowGroupWriter<'_, Vec<u8>>, column: &Optional) -> Result<()> {
-    let mut writer = group.next_column()?.context("memtrack: parquet schema has fewer columns than written")?;
+    let mut writer =
+        group.next_column()?.context("memtrack: parquet schema has fewer columns than written")?;
     writer.typed::<ByteArrayType>().write_batch(&column.values, Some(&column.defined), None)?;
     writer.close()?;
     Ok(())
