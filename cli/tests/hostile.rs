@@ -88,7 +88,7 @@ fn record_file(blocks: &[[u8; BLOCK]], ticks_per_second: u64, end: bool) -> Vec<
     bytes
 }
 
-/// `report` (text and JSON) and `export` (CSV and Perfetto) on `bytes`.
+/// `report` (text and JSON) and `export` (CSV, Perfetto, Parquet) on `bytes`.
 fn read_back(bytes: &[u8]) {
     let file = TempFile::new("mtr");
     std::fs::write(file.path(), bytes).unwrap();
@@ -100,6 +100,13 @@ fn read_back(bytes: &[u8]) {
     }
     check_outcome(&memtrack(&["report", file.str()]), file.str(), "report");
     check_outcome(&memtrack(&["export", file.str(), "--format", "csv"]), file.str(), "export csv");
+    if cfg!(feature = "parquet") {
+        let parquet = TempFile::new("parquet");
+        let out = memtrack(&["export", file.str(), "--format", "parquet", "-o", parquet.str()]);
+        if check_outcome(&out, file.str(), "export parquet") {
+            assert!(std::fs::read(parquet.path()).unwrap().starts_with(b"PAR1"));
+        }
+    }
     let trace = TempFile::new("trace");
     let out = memtrack(&["export", file.str(), "--format", "perfetto", "-o", trace.str()]);
     if check_outcome(&out, file.str(), "export perfetto") {
