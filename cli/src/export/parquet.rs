@@ -56,9 +56,11 @@ use crate::units::kind_name;
 /// The value of the `memtrack.schema` metadata key.
 pub const SCHEMA_NAME: &str = "memtrack.parquet/1";
 
-/// Rows per row group: about 1 M rows keeps a batch's columns near 100 MB
-/// in memory and gives readers units to read in parallel.
-pub const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows per row group: a batch of 256 Ki rows holds about 50 MB of
+/// columns (most of the export's memory) and gives readers units to read
+/// in parallel. (1 Mi rows: 200 MB, and a file 15 % smaller when every
+/// address is distinct, as in the benchmark.)
+pub const ROW_GROUP_ROWS: usize = 1 << 18;
 
 /// The columns, in order. `required`: every row has a value.
 const SCHEMA: &str = "message memtrack_record {
