@@ -15,10 +15,34 @@ use std::fs::File;
 use std::process::Command;
 
 use cc::{Build, Lang, Link, Program};
-use common::{TempFile, memtrack, report_json};
+use common::{TempFile, memtrack, memtrack_env, report_json};
+use memtrack::ffi::{MEMTRACK_KIND_DRAM, MEMTRACK_KIND_L1, memtrack_alloc, memtrack_free, memtrack_init};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde_json::Value;
+
+const ROLE: &str = "MEMTRACK_TEST_ROLE";
+
+/// Alloc/free pairs of the "many" helper: just more rows than one row
+/// group (262 144).
+const PAIRS: u64 = 132_000;
+
+/// The helper process's entry point (a writer through the C ABI); a no-op
+/// in a normal test run.
+#[test]
+fn helper() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    assert_eq!(role, "many");
+    // SAFETY: NULL: use $MEMTRACK_RING.
+    assert_eq!(unsafe { memtrack_init(std::ptr::null()) }, 0);
+    for id in 0..PAIRS {
+        let (kind, size) =
+            if id % 3 == 0 { (MEMTRACK_KIND_L1, 64 + id % 7) } else { (MEMTRACK_KIND_DRAM, 4096 * (id % 5)) };
+        memtrack_alloc((id % 4) as u32, kind, id, 0x1000 + 64 * (id % 1000), size);
+        memtrack_free((id % 4) as u32, kind, id, 0x1000 + 64 * (id % 1000), size);
+    }
+    std::process::exit(0);
+}
 
 fn scopes_program() -> Program {
     cc::build(&Build {
@@ -303,6 +327,27 @@ fn filters_select_the_rows_the_csv_export_selects() {
         .map(|r| (text(&r["event"]).unwrap(), unsigned(&r["buffer_id"])))
         .collect();
     assert_eq!(buffers, [("alloc", 2), ("alloc", 3), ("alloc", 4), ("free", 3)]);
+}
+
+#[test]
+fn a_recording_larger_than_a_row_group_reads_back_whole() {
+    let file = TempFile::new("parquet-many");
+    let exe = std::env::current_exe().unwrap();
+    let args =
+        ["record", "-q", "-o", file.str(), "--", exe.to_str().unwrap(), "--exact", "helper", "--nocapture"];
+    let out = memtrack_env(&args, &[(ROLE, "many")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_json(file.path());
+    assert_eq!(report["lost"], 0, "the recorder kept up");
+    let out_file = TempFile::new("parquet-many-out");
+    let out = memtrack(&["export", file.str(), "--format", "parquet", "-o", out_file.str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reader = SerializedFileReader::new(File::open(out_file.path()).unwrap()).unwrap();
+    let groups = reader.metadata().num_row_groups();
+    assert!(groups >= 2, "{groups} row groups: the test must span more than one");
+    let table = Table::read(out_file.path());
+    assert_eq!(table.rows.len() as u64, 2 * PAIRS + 2, "process start and exit, every pair");
+    check_rows_against_csv(&table, &csv(&file, &[]), &report);
 }
 
 #[test]
