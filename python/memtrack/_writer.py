@@ -126,7 +126,7 @@ def enabled() -> bool:
 
 
 def mark(label: str) -> None:
-    """Record a phase marker (cut to 36 bytes)."""
+    """Record a phase marker (labels up to 1024 bytes are kept whole)."""
     library().memtrack_mark(label.encode("utf-8", "replace"))
 
 
