@@ -36,10 +36,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use memtrack::format::FLAG_ALIAS;
 use memtrack::{Event, Record};
 
+pub use live::LiveBuffer;
 pub use scopes::{Attribution, ScopeKey, ScopeTotals};
+
+use live::LiveBuffers;
 
 use crate::recording::{Block, DiedBlock, IdentityBlock, LossBlock, ProcessBlock, StartBlock, TimeBase};
 
@@ -74,52 +76,6 @@ pub struct BufferKey {
     pub kind: u8,
     /// The runtime's buffer id.
     pub buffer_id: u64,
-}
-
-/// A buffer alive at some point of the stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LiveBuffer {
-    /// Its key.
-    pub key: BufferKey,
-    /// Owner (mesh buffer, program), 0 for none.
-    pub parent_id: u64,
-    /// Device address.
-    pub address: u64,
-    /// Bytes of the first reference.
-    pub size: u64,
-    /// `FLAG_*` bits.
-    pub flags: u8,
-    /// When it was allocated, ns since the ring's creation.
-    pub time_ns: u64,
-    /// Scope node of its process it was allocated in (0: none).
-    pub scope: u32,
-    /// Sizes of further references from duplicate ALLOCs, newest last
-    /// (boxed: rare, and the map holds a million of these; 8 bytes here
-    /// instead of a `Vec`'s 24).
-    #[allow(clippy::box_collection)]
-    duplicates: Option<Box<Vec<u64>>>,
-}
-
-impl LiveBuffer {
-    fn is_alias(&self) -> bool {
-        self.flags & FLAG_ALIAS != 0
-    }
-
-    /// Bytes this buffer counts in usage (0 for ALIAS).
-    pub fn counted_bytes(&self) -> u64 {
-        if self.is_alias() {
-            0
-        } else {
-            // Wrapping, as every byte sum here: sizes come from files and
-            // rings anyone may have written garbage into.
-            self.duplicates.iter().flat_map(|d| d.iter()).fold(self.size, |sum, size| sum.wrapping_add(*size))
-        }
-    }
-
-    /// References held: 1 + duplicate ALLOCs not yet freed.
-    pub fn references(&self) -> usize {
-        1 + self.duplicates.as_ref().map_or(0, |d| d.len())
-    }
 }
 
 /// Usage and totals of one (device, kind).
@@ -217,8 +173,9 @@ pub struct ProcessStats {
     /// Whether the process table at the end of the recording lists it
     /// (so the writers' live counters there are its own).
     pub in_final_table: bool,
-    /// Buffers it left when it ended (exited or died), in key order.
-    pub ended_with: Vec<LiveBuffer>,
+    /// Buffers it left when it ended (exited or died), in key order: their
+    /// entries in the engine's live buffers ([`Engine::ended_with`]).
+    pub ended_with: Vec<u32>,
     /// When it ended, ns since the ring's creation.
     pub end_time_ns: Option<u64>,
 }
@@ -424,7 +381,7 @@ struct Opening {
 /// The state engine.
 pub struct Engine {
     time: TimeBase,
-    live: FastMap<BufferKey, LiveBuffer>,
+    live: LiveBuffers,
     devices: BTreeMap<(u32, u8), KindStats>,
     processes: Vec<ProcessStats>,
     /// The process that owns each process-table entry at this point of the
@@ -461,7 +418,7 @@ impl Engine {
     pub fn new(time: TimeBase) -> Engine {
         Engine {
             time,
-            live: FastMap::default(),
+            live: LiveBuffers::default(),
             devices: BTreeMap::new(),
             processes: Vec::new(),
             slot_owner: Vec::new(),
@@ -731,26 +688,22 @@ impl Engine {
         let key = Engine::key(process, record);
         let alias = record.is_alias();
         self.process_mut(process).allocs += 1;
-        let mut duplicate = false;
         let mut scope = record.scope();
-        self.live
-            .entry(key)
-            .and_modify(|live| {
-                duplicate = true;
+        let duplicate = match self.live.find(&key) {
+            Some(slot) => {
                 // Its bytes leave with the buffer's scope: count them there.
-                scope = live.scope;
-                live.duplicates.get_or_insert_default().push(record.size);
-            })
-            .or_insert_with(|| LiveBuffer {
-                key,
-                parent_id: record.parent_id,
-                address: record.address,
-                size: record.size,
-                flags: record.flags,
-                time_ns,
-                scope: record.scope(),
-                duplicates: None,
-            });
+                scope = self.live.get(slot).scope;
+                self.live.add_reference(slot, record.size, time_ns);
+                true
+            }
+            None => {
+                let mut buffer =
+                    LiveBuffer::new(key, record.parent_id, record.address, record.size, record.flags, time_ns);
+                buffer.scope = scope;
+                self.live.insert(buffer);
+                false
+            }
+        };
         if duplicate {
             self.anomaly(AnomalyKind::DuplicateAlloc, key, time_ns, record.size, 0);
         }
@@ -769,20 +722,13 @@ impl Engine {
     fn free(&mut self, process: ProcessId, record: &Record, time_ns: u64) {
         self.count_as_writers_do(process, record, -1);
         let key = Engine::key(process, record);
-        let Some(live) = self.live.get_mut(&key) else {
+        let Some(slot) = self.live.find(&key) else {
             self.unknown_free(key, time_ns, record.size);
             return;
         };
+        let (alias, scope) = (self.live.get(slot).is_alias(), (process, self.live.get(slot).scope));
         // The newest reference goes first.
-        let (released, last) = match live.duplicates.as_mut().and_then(|d| d.pop()) {
-            Some(size) => (size, false),
-            None => (live.size, true),
-        };
-        let alias = live.is_alias();
-        let scope = (process, live.scope);
-        if last {
-            self.live.remove(&key);
-        }
+        let (released, _) = self.live.release(slot);
         if record.size != 0 && record.size != released {
             self.anomaly(AnomalyKind::SizeMismatch, key, time_ns, record.size, released);
         }
@@ -914,21 +860,15 @@ impl Engine {
         let process = self.process_mut(id);
         process.state = state;
         process.end_time_ns = Some(time_ns);
-        let mut orphans: Vec<LiveBuffer> = Vec::new();
-        self.live.retain(|key, live| {
-            if key.process != id {
-                return true;
-            }
-            orphans.push(live.clone());
-            false
-        });
-        orphans.sort_by_key(|b| b.key);
-        for buffer in &orphans {
-            let cell = (buffer.key.device_id, buffer.key.kind);
-            self.attribution.release((id, buffer.scope), cell, buffer.counted_bytes());
-            let stats = self.devices.entry((buffer.key.device_id, buffer.key.kind)).or_default();
-            stats.live_buffers -= buffer.references() as u64;
-            stats.live_bytes = stats.live_bytes.wrapping_sub(buffer.counted_bytes());
+        let orphans = self.live.take_process(id);
+        for &slot in &orphans {
+            let buffer = self.live.get(slot);
+            let (cell, bytes, references) =
+                ((buffer.key.device_id, buffer.key.kind), buffer.counted_bytes(), buffer.references() as u64);
+            self.attribution.release((id, buffer.scope), cell, bytes);
+            let stats = self.devices.entry(cell).or_default();
+            stats.live_buffers -= references;
+            stats.live_bytes = stats.live_bytes.wrapping_sub(bytes);
         }
         self.process_mut(id).ended_with = orphans;
     }
@@ -1062,12 +1002,50 @@ impl Engine {
     }
 
     /// Buffers alive at this point (running processes' buffers plus those
-    /// ended processes left), in key order.
+    /// ended processes left), in key order: 8 bytes per buffer.
     pub fn remaining(&self) -> Vec<&LiveBuffer> {
-        let mut remaining: Vec<&LiveBuffer> = self.live.values().collect();
-        remaining.extend(self.processes.iter().flat_map(|p| &p.ended_with));
+        let mut remaining: Vec<&LiveBuffer> = self.remaining_unordered().collect();
         remaining.sort_unstable_by_key(|b| b.key);
         remaining
+    }
+
+    /// The [`Engine::remaining`] buffers in no order, without allocating.
+    pub fn remaining_unordered(&self) -> impl Iterator<Item = &LiveBuffer> + '_ {
+        let ended = self.processes.iter().flat_map(|p| &p.ended_with).map(|&slot| self.live.get(slot));
+        self.live.running().chain(ended)
+    }
+
+    /// The buffers process `id` left when it ended, in key order.
+    pub fn ended_with(&self, id: ProcessId) -> impl Iterator<Item = &LiveBuffer> + '_ {
+        self.process_ref(id).ended_with.iter().map(|&slot| self.live.get(slot))
+    }
+
+    /// The live buffer `key` of a running process.
+    pub fn live_buffer(&self, key: &BufferKey) -> Option<&LiveBuffer> {
+        self.live.find(key).map(|slot| self.live.get(slot))
+    }
+
+    /// The reference of live buffer `key` a FREE of it would release (the
+    /// newest): (size, allocation time).
+    pub fn newest_reference(&self, key: &BufferKey) -> Option<(u64, u64)> {
+        self.live.find(key).map(|slot| self.live.newest_reference(slot))
+    }
+
+    /// Every reference of the buffers process `id` left when it ended, in
+    /// key order, oldest first: (buffer, size, allocation time).
+    pub fn ended_references(&self, id: ProcessId) -> impl Iterator<Item = (&LiveBuffer, u64, u64)> + '_ {
+        self.process_ref(id).ended_with.iter().flat_map(move |&slot| {
+            self.live.references(slot).map(move |(size, time)| (self.live.get(slot), size, time))
+        })
+    }
+
+    /// Every reference of the running processes' live buffers, in no
+    /// order: (buffer, size, allocation time).
+    pub fn running_references(&self) -> impl Iterator<Item = (&LiveBuffer, u64, u64)> + '_ {
+        self.live.running().flat_map(move |b| {
+            let slot = self.live.find(&b.key).expect("a running buffer is indexed");
+            self.live.references(slot).map(move |(size, time)| (b, size, time))
+        })
     }
 
     /// Buffers allocated before the recording started and not freed in it,
@@ -1104,7 +1082,7 @@ impl Engine {
     /// buffers and its [`Engine::unidentified_remaining`] ones.
     pub fn remaining_by_process(&self) -> BTreeMap<ProcessId, (u64, u64)> {
         let mut totals: BTreeMap<ProcessId, (u64, u64)> = BTreeMap::new();
-        for b in self.remaining() {
+        for b in self.remaining_unordered() {
             let entry = totals.entry(b.key.process).or_default();
             entry.0 += b.references() as u64;
             entry.1 = entry.1.wrapping_add(b.counted_bytes());
@@ -1201,4 +1179,5 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+mod live;
 mod scopes;

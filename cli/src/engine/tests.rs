@@ -2,6 +2,7 @@
 
 use super::testing;
 use super::*;
+use memtrack::format::FLAG_ALIAS;
 use crate::recording::{CounterBlock, DiedBlock, IdentityBlock, StartBlock};
 use memtrack::format::kind::{CB, DRAM, L1};
 

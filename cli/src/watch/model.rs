@@ -255,7 +255,7 @@ impl Model {
                 }
             })
             .collect();
-        for p in engine.processes() {
+        for (id, p) in engine.processes().iter().enumerate() {
             let process = p.key();
             // Ourselves, unless our pid in this namespace says it is another
             // process's (a writer in a container with the same number).
@@ -264,7 +264,9 @@ impl Model {
                 continue;
             }
             let left =
-                |f: fn(&crate::engine::LiveBuffer) -> u64| p.ended_with.iter().map(f).sum::<u64>() as i64;
+                |f: fn(&crate::engine::LiveBuffer) -> u64| {
+                    engine.ended_with(crate::engine::ProcessId(id as u32)).map(f).sum::<u64>() as i64
+                };
             rows.push(ProcessRow {
                 process,
                 pid: p.pid,
