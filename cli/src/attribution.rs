@@ -3,9 +3,9 @@
 //! peak, and usage per kind from mark to mark.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::engine::{Engine, LiveBuffer};
+use crate::engine::{Engine, LiveBuffer, ScopeKey};
 use crate::filter::Filter;
 
 /// One row of the `scopes` table.
@@ -25,19 +25,64 @@ pub struct ScopeRow {
     pub remaining_bytes: u64,
 }
 
+/// The remaining buffers a filter selects, largest first (ties in key
+/// order), with their scope paths: 8 bytes per buffer, and each path once.
+pub struct Remaining<'e> {
+    buffers: Vec<&'e LiveBuffer>,
+    paths: Paths,
+}
+
+impl<'e> Remaining<'e> {
+    /// How many buffers.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    /// The buffers with their scope paths, largest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&'e LiveBuffer, &str)> + '_ {
+        self.buffers.iter().map(|&b| (b, self.paths.known((b.key.process, b.scope))))
+    }
+
+    /// Keeps the first `n` buffers.
+    pub fn truncate(&mut self, n: usize) {
+        self.buffers.truncate(n);
+    }
+}
+
+/// Scope paths, each resolved once (a million buffers share a few paths).
+#[derive(Default)]
+struct Paths(HashMap<ScopeKey, String>);
+
+impl Paths {
+    fn get(&mut self, engine: &Engine, scope: ScopeKey) -> &str {
+        self.0.entry(scope).or_insert_with(|| engine.attribution().path(scope))
+    }
+
+    /// The path of a scope [`Paths::get`] has resolved.
+    fn known(&self, scope: ScopeKey) -> &str {
+        self.0.get(&scope).map_or("", String::as_str)
+    }
+}
+
 /// The remaining buffers the filter selects, with their scope paths,
 /// largest first (ties in key order).
-pub fn remaining<'e>(engine: &'e Engine, filter: &Filter) -> Vec<(&'e LiveBuffer, String)> {
-    let attribution = engine.attribution();
-    let mut rows: Vec<(&LiveBuffer, String)> = engine
-        .remaining()
-        .into_iter()
-        .map(|b| (b, attribution.path((b.key.process, b.scope))))
-        .filter(|(b, path)| filter.buffer(engine, &b.key, b.time_ns, path))
+pub fn remaining<'e>(engine: &'e Engine, filter: &Filter) -> Remaining<'e> {
+    let mut paths = Paths::default();
+    let mut buffers: Vec<&LiveBuffer> = engine
+        .remaining_unordered()
+        .filter(|b| {
+            let path = paths.get(engine, (b.key.process, b.scope));
+            filter.buffer(engine, &b.key, b.time_ns, path)
+        })
         .collect();
-    // Stable: `remaining()` is in key order.
-    rows.sort_by_key(|(b, _)| Reverse(b.size));
-    rows
+    // In place: a stable sort would take another 4 bytes per buffer.
+    buffers.sort_unstable_by_key(|b| (Reverse(b.size), b.key));
+    Remaining { buffers, paths }
 }
 
 /// Per-scope totals of the processes the filter selects, merged by path
@@ -59,9 +104,10 @@ pub fn scope_rows(engine: &Engine, filter: &Filter) -> Vec<ScopeRow> {
         row.frees += totals.frees;
         row.allocated_bytes = row.allocated_bytes.wrapping_add(totals.allocated_bytes);
     }
-    for b in engine.remaining() {
-        let path = attribution.path((b.key.process, b.scope));
-        if let Some(row) = rows.get_mut(&path)
+    let mut paths = Paths::default();
+    for b in engine.remaining_unordered() {
+        let path = paths.get(engine, (b.key.process, b.scope));
+        if let Some(row) = rows.get_mut(path)
             && filter.process(engine, b.key.process)
         {
             row.remaining_buffers += b.references() as u64;

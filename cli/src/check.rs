@@ -140,19 +140,18 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
 
     // Remaining buffers, largest first, and those allocated before the
     // recording (ids unknown).
-    let remaining: Vec<_> = attribution::remaining(engine, &Filter::default())
-        .into_iter()
-        .filter(|(b, _)| !ignored(b.key.kind))
-        .collect();
+    let all_remaining = attribution::remaining(engine, &Filter::default());
+    let remaining = || all_remaining.iter().filter(|(b, _)| !ignored(b.key.kind));
     let unidentified: Vec<_> =
         engine.unidentified_remaining().into_iter().filter(|((_, _, kind), _)| !ignored(*kind)).collect();
-    let buffers = remaining.iter().map(|(b, _)| b.references() as u64).sum::<u64>()
+    let buffers = remaining().map(|(b, _)| b.references() as u64).sum::<u64>()
         + unidentified.iter().map(|(_, (_, n))| n).sum::<u64>();
-    let bytes = remaining.iter().fold(0u64, |sum, (b, _)| sum.wrapping_add(b.counted_bytes()))
+    let bytes = remaining().fold(0u64, |sum, (b, _)| sum.wrapping_add(b.counted_bytes()))
         + unidentified.iter().fold(0u64, |sum, (_, (b, _))| sum.wrapping_add(*b));
     let limits_given = options.max_remaining.is_some() || options.max_remaining_bytes.is_some();
     if !limits_given {
-        for (b, scope) in remaining.iter().take(LEAK_LINES) {
+        let count = remaining().count();
+        for (b, scope) in remaining().take(LEAK_LINES) {
             push(
                 "remaining",
                 format!(
@@ -166,8 +165,8 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
                 ),
             );
         }
-        if remaining.len() > LEAK_LINES {
-            push("remaining", format!("remaining: {} more buffers", remaining.len() - LEAK_LINES));
+        if count > LEAK_LINES {
+            push("remaining", format!("remaining: {} more buffers", count - LEAK_LINES));
         }
         for ((process, device, kind), (bytes, n)) in &unidentified {
             push(

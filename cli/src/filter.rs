@@ -125,7 +125,7 @@ impl Filter {
         type Buffer = (u16, u32, u32, u8, u64);
         let top: Option<HashSet<Buffer>> = self.top.map(|n| {
             crate::attribution::remaining(engine, self)
-                .into_iter()
+                .iter()
                 .take(n)
                 .map(|(b, _)| {
                     let (slot, pid) = who(b.key.process);

@@ -68,7 +68,10 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("memtrack: report {}: {e:#}", args.file.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", to_json_filtered(&engine, &source, &filter))?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut out);
+        write_json(&mut buffered, &engine, &source, &filter)?;
+        writeln!(buffered)?;
+        buffered.flush()?;
     } else {
         write_text_filtered(&mut out, &engine, &source, use_colour(&std::io::stdout()), &filter)?;
     }
@@ -116,8 +119,77 @@ pub fn to_json(engine: &Engine, source: &Source) -> Value {
     to_json_filtered(engine, source, &Filter::default())
 }
 
-/// The `memtrack.report/1` document of what `filter` selects.
+/// The `memtrack.report/1` document of what `filter` selects, as a
+/// value: for small recordings and tests ([`write_json`] streams it).
 pub fn to_json_filtered(engine: &Engine, source: &Source, filter: &Filter) -> Value {
+    let mut text = Vec::new();
+    write_json(&mut text, engine, source, filter).expect("writing to memory does not fail");
+    serde_json::from_slice(&text).expect("the report is JSON")
+}
+
+/// Writes the `memtrack.report/1` document of what `filter` selects to
+/// `out`, compact, as `serde_json` prints it (keys in order), without
+/// holding it: the remaining buffers, one row per buffer, are written one
+/// at a time.
+///
+/// # Errors
+/// Writing to `out` failed.
+pub fn write_json(out: &mut impl Write, engine: &Engine, source: &Source, filter: &Filter) -> std::io::Result<()> {
+    write_document(out, &document(engine, source, filter), engine, filter)
+}
+
+/// Writes `doc`, a [`document`], with its `remaining` slot filled: as
+/// `serde_json` would print the whole document, one key at a time.
+fn write_document(
+    out: &mut impl Write,
+    doc: &serde_json::Map<String, Value>,
+    engine: &Engine,
+    filter: &Filter,
+) -> std::io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, (key, value)) in doc.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.write_all(b":")?;
+        if key == REMAINING_SLOT {
+            write_remaining_json(out, engine, filter)?;
+        } else {
+            serde_json::to_writer(&mut *out, value)?;
+        }
+    }
+    out.write_all(b"}")
+}
+
+/// The key of the remaining buffers, which [`document`] leaves null for
+/// [`write_document`] to stream.
+const REMAINING_SLOT: &str = "remaining";
+
+/// The `remaining` array: one small value at a time.
+fn write_remaining_json(out: &mut impl Write, engine: &Engine, filter: &Filter) -> std::io::Result<()> {
+    let uncertain = engine.uncertain_cells();
+    let remaining = attribution::remaining(engine, filter);
+    out.write_all(b"[")?;
+    for (i, (b, scope)) in remaining.iter().take(filter.top.unwrap_or(usize::MAX)).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        let row = json!({
+            "process": engine.process(b.key.process).key(), "pid": b.key.pid,
+            "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
+            "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
+            "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
+            "scope": scope, "uncertain": uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)),
+        });
+        serde_json::to_writer(&mut *out, &row)?;
+    }
+    out.write_all(b"]")
+}
+
+/// The report document, its `remaining` slot null (one value per buffer
+/// would take kilobytes each): [`write_document`] fills it.
+fn document(engine: &Engine, source: &Source, filter: &Filter) -> serde_json::Map<String, Value> {
     let losses = engine.losses();
     let mut devices: BTreeMap<u32, serde_json::Map<String, Value>> = BTreeMap::new();
     for (&(device, kind), s) in engine.devices().iter().filter(|((d, k), _)| filter.cell(*d, *k)) {
@@ -143,7 +215,7 @@ pub fn to_json_filtered(engine: &Engine, source: &Source, filter: &Filter) -> Va
             stats["uncertain"] = json!(true);
         }
     }
-    json!({
+    let doc = json!({
         "schema": REPORT_SCHEMA,
         "file": source.file,
         "finished": source.finished,
@@ -186,13 +258,7 @@ pub fn to_json_filtered(engine: &Engine, source: &Source, filter: &Filter) -> Va
                 "uncertain": is_uncertain(&a.key),
             })).collect::<Vec<_>>(),
         },
-        "remaining": filter.take(attribution::remaining(engine, filter)).iter().map(|(b, scope)| json!({
-            "process": key(b.key.process), "pid": b.key.pid,
-            "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
-            "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
-            "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
-            "scope": scope, "uncertain": is_uncertain(&b.key),
-        })).collect::<Vec<_>>(),
+        REMAINING_SLOT: Value::Null,
         "scopes": scope_rows(engine, filter).iter().map(|r| json!({
             "scope": r.scope, "allocs": r.allocs, "frees": r.frees, "allocated_bytes": r.allocated_bytes,
             "remaining_buffers": r.remaining_buffers, "remaining_bytes": r.remaining_bytes,
@@ -240,7 +306,9 @@ pub fn to_json_filtered(engine: &Engine, source: &Source, filter: &Filter) -> Va
                 "writer_bytes": m.writers.0, "writer_buffers": m.writers.1,
             })).collect::<Vec<_>>(),
         },
-    })
+    });
+    let Value::Object(doc) = doc else { unreachable!("a JSON object") };
+    doc
 }
 
 /// The human report.
