@@ -1031,6 +1031,22 @@ impl Engine {
         self.live.find(key).map(|slot| self.live.newest_reference(slot))
     }
 
+    /// The live buffer a FREE record would release, asked before the
+    /// engine applies it: the buffer and the reference released (the
+    /// newest): (buffer, size, allocation time). `None` when the FREE will
+    /// release nothing (an unknown buffer, or a record of a process the
+    /// stream has not met).
+    pub fn released_by(&self, record: &Record) -> Option<(&LiveBuffer, u64, u64)> {
+        let process = self.owner_of_slot(record.process_slot)?;
+        if self.process_ref(process).pid != record.pid {
+            return None;
+        }
+        let key = Engine::key(process, record);
+        let slot = self.live.find(&key)?;
+        let (size, time_ns) = self.live.newest_reference(slot);
+        Some((self.live.get(slot), size, time_ns))
+    }
+
     /// Every reference of the buffers process `id` left when it ended, in
     /// key order, oldest first: (buffer, size, allocation time).
     pub fn ended_references(&self, id: ProcessId) -> impl Iterator<Item = (&LiveBuffer, u64, u64)> + '_ {

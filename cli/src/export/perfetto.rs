@@ -36,14 +36,14 @@
 //! `otherData` holds the ring, the clock origin and the slice rule applied.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Write;
 
 use anyhow::Result;
 use memtrack::Event;
 use serde_json::{Value, json};
 
-use crate::engine::{BufferKey, Engine, ProcState, ProcessId};
+use crate::engine::{BufferKey, Engine, LiveBuffer, ProcState};
 use crate::recording::{Block, RecordReader};
 use crate::units::{human_bytes, kind_name};
 
@@ -88,35 +88,24 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
         let anomalies_before = engine.anomalies().len();
         let marks_before = engine.marks().len();
         let ended_before = ended_count(&engine);
+        // The reference a FREE releases, asked of the engine before it
+        // applies the record (the engine holds every live buffer; the
+        // export keeps none of its own).
+        let released = match &block {
+            Block::Record(r) if r.event() == Some(Event::Free) => {
+                engine.released_by(r).map(|(buffer, size, start_ns)| (buffer.key, Open::of(buffer, size, start_ns)))
+            }
+            _ => None,
+        };
         engine.apply_block(&block);
         if let Block::Record(record) = &block {
             let t = time.ns(record.timestamp);
-            let key = BufferKey {
-                process: engine.last_process().unwrap_or(ProcessId(u32::MAX)),
-                pid: record.pid,
-                device_id: record.device_id,
-                kind: record.kind,
-                buffer_id: record.buffer_id,
-            };
             match record.event() {
                 Some(Event::Alloc) => {
-                    let open = Open {
-                        start_ns: t,
-                        size: record.size,
-                        parent_id: record.parent_id,
-                        address: record.address,
-                        flags: record.flags,
-                    };
-                    timeline.open.entry(key).or_default().push(open);
                     timeline.sample(&mut trace, &engine, (record.device_id, record.kind), t)?;
                 }
                 Some(Event::Free) => {
-                    if let Some(stack) = timeline.open.get_mut(&key)
-                        && let Some(open) = stack.pop()
-                    {
-                        if stack.is_empty() {
-                            timeline.open.remove(&key);
-                        }
+                    if let Some((key, open)) = released {
                         timeline.lifetimes.add(Lifetime { key, open, end_ns: t, end: End::Freed });
                         timeline.sample(&mut trace, &engine, (record.device_id, record.kind), t)?;
                     }
@@ -193,6 +182,13 @@ struct Open {
     parent_id: u64,
     address: u64,
     flags: u8,
+}
+
+impl Open {
+    /// The reference of `buffer` allocated at `start_ns` with `size` bytes.
+    fn of(buffer: &LiveBuffer, size: u64, start_ns: u64) -> Open {
+        Open { start_ns, size, parent_id: buffer.parent_id, address: buffer.address, flags: buffer.flags }
+    }
 }
 
 /// How a lifetime ended.
@@ -354,8 +350,8 @@ impl Bucket {
 struct Timeline {
     /// Counter bucket width.
     bucket_ns: u64,
-    /// Buffer references not yet freed, newest last.
-    open: HashMap<BufferKey, Vec<Open>>,
+    /// Per process: whether its buffers' lifetimes ended at its death.
+    deaths_done: Vec<bool>,
     lifetimes: Lifetimes,
     /// Per (device, kind): the counter bucket being filled.
     buckets: BTreeMap<(u32, u8), Bucket>,
@@ -421,18 +417,18 @@ impl Timeline {
         for track in changed {
             self.sample(trace, engine, track, t)?;
         }
-        let dead: Vec<BufferKey> = self
-            .open
-            .keys()
-            .filter(|k| {
-                engine.processes().get(k.process.0 as usize).is_some_and(|p| p.state == ProcState::Died)
-            })
-            .copied()
-            .collect();
-        for key in dead {
-            let end_ns = engine.process(key.process).end_time_ns.unwrap_or(t);
-            for open in self.open.remove(&key).unwrap_or_default() {
-                self.lifetimes.add(Lifetime { key, open, end_ns, end: End::Died });
+        for (id, p) in engine.processes().iter().enumerate() {
+            if self.deaths_done.len() <= id {
+                self.deaths_done.resize(id + 1, false);
+            }
+            if p.state != ProcState::Died || self.deaths_done[id] {
+                continue;
+            }
+            self.deaths_done[id] = true;
+            let end_ns = p.end_time_ns.unwrap_or(t);
+            for (buffer, size, start_ns) in engine.ended_references(crate::engine::ProcessId(id as u32)) {
+                let open = Open::of(buffer, size, start_ns);
+                self.lifetimes.add(Lifetime { key: buffer.key, open, end_ns, end: End::Died });
             }
         }
         Ok(())
@@ -483,19 +479,32 @@ impl Timeline {
         }
 
         // Lifetimes: alive at the end (leaked), then the freed ones kept.
-        let still_open: usize = self.open.values().map(Vec::len).sum();
-        let keeps_all = self.lifetimes.keeps_all(still_open);
-        let mut leaked: Vec<Lifetime> = std::mem::take(&mut self.open)
-            .into_iter()
-            .flat_map(|(key, stack)| {
-                stack.into_iter().map(move |open| Lifetime { key, open, end_ns: end, end: End::Leaked })
+        // Every reference still open: the running processes' and those
+        // exited ones left (a dead one's ended at its death).
+        let leaked_now = || {
+            let exited = engine.processes().iter().enumerate().filter(|(_, p)| p.state == ProcState::Exited);
+            let left = exited.flat_map(|(id, _)| engine.ended_references(crate::engine::ProcessId(id as u32)));
+            engine.running_references().chain(left).map(|(buffer, size, start_ns)| Lifetime {
+                key: buffer.key,
+                open: Open::of(buffer, size, start_ns),
+                end_ns: end,
+                end: End::Leaked,
             })
-            .collect();
-        self.lifetimes.seen += leaked.len() as u64;
-        if !keeps_all && leaked.len() > LEAKED_UP_TO {
-            leaked.sort_by_key(|l| Reverse(l.rank()));
-            leaked.truncate(LEAKED_UP_TO);
+        };
+        let still_open = leaked_now().count();
+        let keeps_all = self.lifetimes.keeps_all(still_open);
+        // The largest LEAKED_UP_TO, in a bounded min-heap: a recording may
+        // leave millions.
+        let keep = if keeps_all { usize::MAX } else { LEAKED_UP_TO };
+        let mut largest: BinaryHeap<Reverse<Ranked>> = BinaryHeap::new();
+        for lifetime in leaked_now() {
+            largest.push(Reverse(Ranked(lifetime)));
+            if largest.len() > keep {
+                largest.pop(); // The smallest.
+            }
         }
+        let leaked: Vec<Lifetime> = largest.into_sorted_vec().into_iter().map(|r| r.0.0).collect();
+        self.lifetimes.seen += still_open as u64;
         let lifetimes = std::mem::take(&mut self.lifetimes);
         let (rule, seen) = (lifetimes.rule(keeps_all), lifetimes.seen);
         let mut all = lifetimes.freed();
