@@ -156,7 +156,7 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
                 "remaining",
                 format!(
                     "remaining: {} {} on device {} buffer {} process {} scope {:?}",
-                    human_bytes(b.size as i64),
+                    human_bytes(b.size),
                     kind_name(b.key.kind),
                     b.key.device_id,
                     b.key.buffer_id,
@@ -174,7 +174,7 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
                 format!(
                     "remaining: {n} {} buffers ({}) on device {device} process {}, allocated before the recording",
                     kind_name(*kind),
-                    human_bytes(*bytes as i64),
+                    human_bytes(*bytes),
                     engine.process(*process).key()
                 ),
             );
@@ -192,7 +192,7 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
             "remaining_bytes",
             format!(
                 "remaining: {} ({bytes} bytes), more than --max-remaining-bytes {max}",
-                human_bytes(bytes as i64)
+                human_bytes(bytes)
             ),
         );
     }
@@ -252,7 +252,7 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
                     format!(
                         "peak: device {device} {} reached {} ({} bytes), more than {}",
                         kind_name(kind),
-                        human_bytes(stats.peak_bytes as i64),
+                        human_bytes(stats.peak_bytes),
                         stats.peak_bytes,
                         limit.bytes
                     ),

@@ -14,7 +14,7 @@ use crate::attribution::{ScopeRow, scope_rows};
 use crate::engine::Engine;
 use crate::filter::Filter;
 use crate::report;
-use crate::units::{human_bytes, kind_name};
+use crate::units::{difference, human_bytes, json_number, kind_name};
 
 /// JSON schema name and version of `diff --json`.
 pub const DIFF_SCHEMA: &str = "memtrack.diff/1";
@@ -40,13 +40,13 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// B − A.
-    pub fn delta(self) -> i64 {
-        (self.b as i64).wrapping_sub(self.a as i64)
+    /// B − A, exactly.
+    pub fn delta(self) -> i128 {
+        difference(self.a, self.b)
     }
 
     fn json(self) -> Value {
-        json!({"a": self.a, "b": self.b, "delta": self.delta()})
+        json!({"a": self.a, "b": self.b, "delta": json_number(self.delta())})
     }
 }
 
@@ -144,7 +144,7 @@ pub fn to_json(a: &Path, b: &Path, diff: &Diff) -> Value {
     })
 }
 
-fn signed(delta: i64) -> String {
+fn signed(delta: i128) -> String {
     if delta > 0 { format!("+{}", human_bytes(delta)) } else { human_bytes(delta) }
 }
 
@@ -162,11 +162,11 @@ pub fn write_text(out: &mut impl Write, a: &Path, b: &Path, diff: &Diff) -> Resu
             out,
             "{device:>6}  {:<13} {:>11} {:>11} {:>11}   {:>11} {:>11} {:>11}",
             kind_name(kind),
-            human_bytes(row[0].a as i64),
-            human_bytes(row[0].b as i64),
+            human_bytes(row[0].a),
+            human_bytes(row[0].b),
             signed(row[0].delta()),
-            human_bytes(row[2].a as i64),
-            human_bytes(row[2].b as i64),
+            human_bytes(row[2].a),
+            human_bytes(row[2].b),
             signed(row[2].delta()),
         )?;
     }
@@ -181,11 +181,11 @@ pub fn write_text(out: &mut impl Write, a: &Path, b: &Path, diff: &Diff) -> Resu
             writeln!(
                 out,
                 "  {:>11} {:>11} {:>11}   {:>11} {:>11} {:>11}  {}",
-                human_bytes(row[1].a as i64),
-                human_bytes(row[1].b as i64),
+                human_bytes(row[1].a),
+                human_bytes(row[1].b),
                 signed(row[1].delta()),
-                human_bytes(row[3].a as i64),
-                human_bytes(row[3].b as i64),
+                human_bytes(row[3].a),
+                human_bytes(row[3].b),
                 signed(row[3].delta()),
                 if scope.is_empty() { "(no scope)" } else { scope }
             )?;

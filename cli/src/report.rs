@@ -16,7 +16,9 @@ use crate::attribution::{self, peak_scopes, phases, scope_rows};
 use crate::engine::{AnomalyKind, BufferKey, Cell, Engine, ProcState, ProcessId, Uncertainty};
 use crate::filter::{Filter, FilterArgs};
 use crate::recording::{FileHeader, RecordReader};
-use crate::units::{human_bytes, human_ns, kind_name, printable, printable_path, red, use_colour};
+use crate::units::{
+    difference, human_bytes, human_ns, json_number, kind_name, printable, printable_path, red, use_colour,
+};
 
 /// JSON schema name and version of `report --json`.
 pub const REPORT_SCHEMA: &str = "memtrack.report/1";
@@ -295,7 +297,7 @@ fn document(engine: &Engine, source: &Source, filter: &Filter) -> serde_json::Ma
             "usage": p.usage.iter().map(|u| json!({
                 "device_id": u.cell.0, "kind": kind_name(u.cell.1),
                 "start_bytes": u.start_bytes, "end_bytes": u.end_bytes,
-                "delta_bytes": (u.end_bytes as i64).wrapping_sub(u.start_bytes as i64),
+                "delta_bytes": json_number(difference(u.start_bytes, u.end_bytes)),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "cross_check": {
@@ -393,14 +395,14 @@ pub fn write_text_filtered(
         "device", "kind", "live", "peak", "capacity", "buffers", "allocs", "frees"
     )?;
     for (&(device, kind), s) in engine.devices().iter().filter(|((d, k), _)| filter.cell(*d, *k)) {
-        let capacity = s.capacity.map_or_else(|| "-".to_owned(), |c| human_bytes(c as i64));
+        let capacity = s.capacity.map_or_else(|| "-".to_owned(), |c| human_bytes(c));
         let mark = if uncertain.keys().any(|c| (c.1, c.2) == (device, kind)) { "?" } else { "" };
         writeln!(
             out,
             "{device:>6}  {:<13} {:>11} {:>11} {capacity:>11} {:>8} {:>8} {:>8}",
             format!("{}{mark}", kind_name(kind)),
-            human_bytes(s.live_bytes as i64),
-            human_bytes(s.peak_bytes as i64),
+            human_bytes(s.live_bytes),
+            human_bytes(s.peak_bytes),
             s.live_buffers,
             s.allocs,
             s.frees
@@ -429,7 +431,7 @@ pub fn write_text_filtered(
             p.key(),
             p.pid,
             printable(&p.name),
-            human_bytes(bytes as i64)
+            human_bytes(bytes)
         )?;
     }
 
@@ -449,11 +451,11 @@ pub fn write_text_filtered(
             AnomalyKind::SizeMismatch => {
                 format!(
                     "allocated {} freed {}",
-                    human_bytes(a.expected_size as i64),
-                    human_bytes(a.size as i64)
+                    human_bytes(a.expected_size),
+                    human_bytes(a.size)
                 )
             }
-            _ => format!("size {}", human_bytes(a.size as i64)),
+            _ => format!("size {}", human_bytes(a.size)),
         };
         writeln!(
             out,
@@ -500,7 +502,7 @@ fn usage_text(usage: &[MarkUsage], filter: &Filter) -> String {
         .iter()
         .filter(|((device, kind), _)| filter.cell(*device, *kind))
         .map(|&((device, kind), (bytes, _))| {
-            format!("{device}:{} {}", kind_name(kind), human_bytes(bytes as i64))
+            format!("{device}:{} {}", kind_name(kind), human_bytes(bytes))
         })
         .collect();
     if parts.is_empty() { "nothing in use".to_owned() } else { parts.join(", ") }
@@ -527,7 +529,7 @@ fn write_marks(out: &mut impl Write, engine: &Engine, filter: &Filter) -> Result
                 .iter()
                 .filter(|u| u.start_bytes != u.end_bytes)
                 .map(|u| {
-                    let delta = (u.end_bytes as i64).wrapping_sub(u.start_bytes as i64);
+                    let delta = difference(u.start_bytes, u.end_bytes);
                     let sign = if delta >= 0 { "+" } else { "" };
                     format!("{}:{} {sign}{}", u.cell.0, kind_name(u.cell.1), human_bytes(delta))
                 })
@@ -560,14 +562,14 @@ fn write_peaks(out: &mut impl Write, engine: &Engine, filter: &Filter) -> Result
         let parts: Vec<String> = scopes
             .iter()
             .take(5)
-            .map(|(path, bytes)| format!("{} {}", scope_text(path), human_bytes(*bytes as i64)))
+            .map(|(path, bytes)| format!("{} {}", scope_text(path), human_bytes(*bytes)))
             .collect();
         let more = if scopes.len() > 5 { format!(", and {} more", scopes.len() - 5) } else { String::new() };
         writeln!(
             out,
             "  device {device} {} peak {} at {}: {}{more}",
             kind_name(kind),
-            human_bytes(s.peak_bytes as i64),
+            human_bytes(s.peak_bytes),
             human_ns(s.peak_time_ns),
             parts.join(", ")
         )?;
@@ -599,9 +601,9 @@ fn write_scopes(out: &mut impl Write, engine: &Engine, filter: &Filter) -> Resul
             "  {:>8} {:>8} {:>11} {:>10} {:>11}  {}",
             r.allocs,
             r.frees,
-            human_bytes(r.allocated_bytes as i64),
+            human_bytes(r.allocated_bytes),
             r.remaining_buffers,
-            human_bytes(r.remaining_bytes as i64),
+            human_bytes(r.remaining_bytes),
             scope_text(&r.scope)
         )?;
     }
@@ -638,7 +640,7 @@ fn write_remaining(
                 engine.process(process).key(),
                 engine.process(process).pid,
                 kind_name(kind),
-                human_bytes(bytes as i64)
+                human_bytes(bytes)
             )?;
         }
     }
@@ -660,7 +662,7 @@ fn write_remaining(
         writeln!(
             out,
             "  {:>11}  process {} device {} {:<8} buffer {:<10} scope {}  parent {} address {:#x}{alias}{mark}",
-            human_bytes(b.size as i64),
+            human_bytes(b.size),
             engine.process(b.key.process).key(),
             b.key.device_id,
             kind_name(b.key.kind),

@@ -52,9 +52,13 @@ pub fn kind_name(code: u8) -> String {
     kind::name(code).map_or_else(|| format!("KIND_{code}"), str::to_owned)
 }
 
-/// `512 B`, `4.0 KiB`, `1.5 GiB`.
-pub fn human_bytes(bytes: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+/// `512 B`, `4.0 KiB`, `1.5 GiB`, `16.0 EiB`: any size (`u64`, up to
+/// 2^64 − 1 bytes) and any signed amount (`i64`, or the exact `i128`
+/// difference of two sizes) prints as what it is, never wrapped to a
+/// negative number.
+pub fn human_bytes(bytes: impl Into<i128>) -> String {
+    let bytes: i128 = bytes.into();
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
     while value.abs() >= 1024.0 && unit + 1 < units.len() {
@@ -62,6 +66,24 @@ pub fn human_bytes(bytes: i64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
+}
+
+/// `b − a` exactly: two sizes differ by up to ±(2^64 − 1), which no `i64`
+/// holds.
+pub fn difference(a: u64, b: u64) -> i128 {
+    i128::from(b) - i128::from(a)
+}
+
+/// `n` as a JSON number: exact wherever JSON integers reach (the `i64` and
+/// `u64` ranges), else the nearest double (a difference below −2^63).
+pub fn json_number(n: i128) -> serde_json::Value {
+    if let Ok(n) = i64::try_from(n) {
+        n.into()
+    } else if let Ok(n) = u64::try_from(n) {
+        n.into()
+    } else {
+        (n as f64).into()
+    }
 }
 
 /// `12.345 s`, `3.2 ms`, `15 µs` for a duration in nanoseconds.
@@ -92,11 +114,26 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(4096), "4.0 KiB");
         assert_eq!(human_bytes(-3 << 20), "-3.0 MiB");
-        assert_eq!(human_bytes(12 << 30), "12.0 GiB");
+        assert_eq!(human_bytes(12i64 << 30), "12.0 GiB");
         assert_eq!(human_ns(1_500_000_000), "1.500 s");
         assert_eq!(human_ns(3_200_000), "3.2 ms");
         assert_eq!(kind_name(5), "CB");
         assert_eq!(kind_name(9), "KIND_9");
+    }
+
+    #[test]
+    fn sizes_print_unsigned_and_differences_exactly() {
+        assert_eq!(human_bytes(1u64 << 43), "8.0 TiB");
+        assert_eq!(human_bytes(1u64 << 63), "8.0 EiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(human_bytes(1023u64), "1023 B");
+        assert_eq!(human_bytes(i64::MIN), "-8.0 EiB");
+        assert_eq!(difference(u64::MAX, 0), -(u64::MAX as i128));
+        assert_eq!(human_bytes(difference(u64::MAX, 0)), "-16.0 EiB");
+        assert_eq!(human_bytes(difference(0, u64::MAX)), "16.0 EiB");
+        assert_eq!(json_number(difference(0, u64::MAX)), serde_json::json!(u64::MAX));
+        assert_eq!(json_number(difference(5, 2)), serde_json::json!(-3));
+        assert_eq!(json_number(difference(u64::MAX, 0)), serde_json::json!(-(u64::MAX as f64)));
     }
 
     #[test]

@@ -561,7 +561,7 @@ impl Timeline {
             "{} buffer {} ({})",
             kind_name(l.key.kind),
             l.key.buffer_id,
-            human_bytes(l.open.size as i64)
+            human_bytes(l.open.size)
         );
         let (name, cat) = match l.end {
             End::Leaked => (format!("leak: {what}"), "buffer,leak"),
