@@ -62,7 +62,7 @@ fn cells(engine: &Engine) -> BTreeMap<(u32, u8), [u64; 3]> {
     for (&cell, s) in engine.devices() {
         out.entry(cell).or_default()[0] = s.peak_bytes;
     }
-    for b in engine.remaining() {
+    for b in engine.remaining_unordered() {
         let row = out.entry((b.key.device_id, b.key.kind)).or_default();
         row[1] += b.references() as u64;
         row[2] = row[2].wrapping_add(b.counted_bytes());

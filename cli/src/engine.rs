@@ -697,8 +697,14 @@ impl Engine {
                 true
             }
             None => {
-                let mut buffer =
-                    LiveBuffer::new(key, record.parent_id, record.address, record.size, record.flags, time_ns);
+                let mut buffer = LiveBuffer::new(
+                    key,
+                    record.parent_id,
+                    record.address,
+                    record.size,
+                    record.flags,
+                    time_ns,
+                );
                 buffer.scope = scope;
                 self.live.insert(buffer);
                 false
@@ -1005,6 +1011,8 @@ impl Engine {
     /// ended processes left), in key order: 8 bytes per buffer.
     pub fn remaining(&self) -> Vec<&LiveBuffer> {
         let mut remaining: Vec<&LiveBuffer> = self.remaining_unordered().collect();
+        // In memory order first: see `LiveBuffers::take_process`.
+        remaining.sort_unstable_by_key(|b| std::ptr::from_ref(*b) as usize);
         remaining.sort_unstable_by_key(|b| b.key);
         remaining
     }

@@ -136,7 +136,12 @@ pub fn to_json_filtered(engine: &Engine, source: &Source, filter: &Filter) -> Va
 ///
 /// # Errors
 /// Writing to `out` failed.
-pub fn write_json(out: &mut impl Write, engine: &Engine, source: &Source, filter: &Filter) -> std::io::Result<()> {
+pub fn write_json(
+    out: &mut impl Write,
+    engine: &Engine,
+    source: &Source,
+    filter: &Filter,
+) -> std::io::Result<()> {
     write_document(out, &document(engine, source, filter), engine, filter)
 }
 
@@ -395,7 +400,7 @@ pub fn write_text_filtered(
         "device", "kind", "live", "peak", "capacity", "buffers", "allocs", "frees"
     )?;
     for (&(device, kind), s) in engine.devices().iter().filter(|((d, k), _)| filter.cell(*d, *k)) {
-        let capacity = s.capacity.map_or_else(|| "-".to_owned(), |c| human_bytes(c));
+        let capacity = s.capacity.map_or_else(|| "-".to_owned(), human_bytes);
         let mark = if uncertain.keys().any(|c| (c.1, c.2) == (device, kind)) { "?" } else { "" };
         writeln!(
             out,
@@ -449,11 +454,7 @@ pub fn write_text_filtered(
             if uncertain.contains_key(&(a.key.process, a.key.device_id, a.key.kind)) { "?" } else { "" };
         let size = match a.kind {
             AnomalyKind::SizeMismatch => {
-                format!(
-                    "allocated {} freed {}",
-                    human_bytes(a.expected_size),
-                    human_bytes(a.size)
-                )
+                format!("allocated {} freed {}", human_bytes(a.expected_size), human_bytes(a.size))
             }
             _ => format!("size {}", human_bytes(a.size)),
         };
@@ -501,9 +502,7 @@ fn usage_text(usage: &[MarkUsage], filter: &Filter) -> String {
     let parts: Vec<String> = usage
         .iter()
         .filter(|((device, kind), _)| filter.cell(*device, *kind))
-        .map(|&((device, kind), (bytes, _))| {
-            format!("{device}:{} {}", kind_name(kind), human_bytes(bytes))
-        })
+        .map(|&((device, kind), (bytes, _))| format!("{device}:{} {}", kind_name(kind), human_bytes(bytes)))
         .collect();
     if parts.is_empty() { "nothing in use".to_owned() } else { parts.join(", ") }
 }

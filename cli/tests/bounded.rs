@@ -48,7 +48,9 @@ fn helper() {
         // One buffer of each huge size on device 3, each of its own kind
         // (sums of them would not fit in 64 bits), and one freed.
         "huge" => {
-            for (id, (kind, size)) in [MEMTRACK_KIND_DRAM, MEMTRACK_KIND_L1, MEMTRACK_KIND_TRACE].iter().zip(HUGE).enumerate() {
+            for (id, (kind, size)) in
+                [MEMTRACK_KIND_DRAM, MEMTRACK_KIND_L1, MEMTRACK_KIND_TRACE].iter().zip(HUGE).enumerate()
+            {
                 memtrack_alloc(3, *kind, id as u64, 0x1000, size);
             }
             memtrack_alloc(4, MEMTRACK_KIND_DRAM, 9, 0, u64::MAX);
@@ -93,6 +95,7 @@ fn peak_rss(args: &[&str]) -> u64 {
 /// The "peak-rss" helper: runs `memtrack` with the arguments in [`ARGS`]
 /// and prints its peak resident memory (the kernel's `ru_maxrss` of this
 /// one child).
+#[allow(clippy::zombie_processes, reason = "waited for with wait4, which also gives its usage")]
 fn print_peak_rss() {
     let args = std::env::var(ARGS).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_memtrack"))
@@ -120,7 +123,10 @@ fn report_and_export_hold_about_a_hundred_bytes_per_remaining_buffer() {
     // Not parsed here: this process must stay small (see `peak_rss`).
     let out = memtrack_env(&["report", large.str()], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("\n{LEAKS} remaining buffers")), "the recording holds every leak:\n{text}");
+    assert!(
+        text.contains(&format!("\n{LEAKS} remaining buffers")),
+        "the recording holds every leak:\n{text}"
+    );
     for command in [&["report"][..], &["report", "--json"], &["export", "--format", "perfetto"]] {
         let run = |file: &TempFile| {
             let mut args = vec![command[0], file.str()];
@@ -145,7 +151,8 @@ fn huge_sizes_print_as_what_they_are_in_text_json_and_csv() {
     record("huge", file.path());
 
     let report = common::report_json(file.path());
-    let mut sizes: Vec<u64> = report["remaining"].as_array().unwrap().iter().map(|b| b["size"].as_u64().unwrap()).collect();
+    let mut sizes: Vec<u64> =
+        report["remaining"].as_array().unwrap().iter().map(|b| b["size"].as_u64().unwrap()).collect();
     sizes.sort_unstable();
     assert_eq!(sizes, HUGE);
     let device = report["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == 3).unwrap();
@@ -160,9 +167,13 @@ fn huge_sizes_print_as_what_they_are_in_text_json_and_csv() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for printed in ["8.0 TiB", "8.0 EiB", "16.0 EiB"] {
-        assert!(text.lines().any(|l| l.trim_start().starts_with(printed)), "no remaining buffer of {printed}:\n{text}");
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(printed)),
+            "no remaining buffer of {printed}:\n{text}"
+        );
     }
-    let peaks: Vec<&str> = text.lines().filter(|l| l.starts_with("     3  ") || l.starts_with("     4  ")).collect();
+    let peaks: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("     3  ") || l.starts_with("     4  ")).collect();
     assert_eq!(peaks.len(), 4, "{text}");
     for line in &peaks {
         let negative = line.split_whitespace().any(|word| word.len() > 1 && word.starts_with('-'));

@@ -56,8 +56,25 @@ const _: () = assert!(std::mem::size_of::<BufferKey>() == 24);
 
 impl LiveBuffer {
     /// A buffer of one reference.
-    pub(super) fn new(key: BufferKey, parent_id: u64, address: u64, size: u64, flags: u8, time_ns: u64) -> Self {
-        LiveBuffer { key, parent_id, address, size, time_ns, duplicate_bytes: 0, scope: 0, duplicates: 0, flags }
+    pub(super) fn new(
+        key: BufferKey,
+        parent_id: u64,
+        address: u64,
+        size: u64,
+        flags: u8,
+        time_ns: u64,
+    ) -> Self {
+        LiveBuffer {
+            key,
+            parent_id,
+            address,
+            size,
+            time_ns,
+            duplicate_bytes: 0,
+            scope: 0,
+            duplicates: 0,
+            flags,
+        }
     }
 
     pub(super) fn is_alias(&self) -> bool {
@@ -154,7 +171,9 @@ impl LiveBuffers {
             return (size, false);
         }
         let (size, key) = (buffer.size, buffer.key);
-        let found = self.index.find_entry(hash(&key), |&s| s == slot).ok().expect("a live buffer is indexed");
+        let Ok(found) = self.index.find_entry(hash(&key), |&s| s == slot) else {
+            unreachable!("a live buffer is indexed")
+        };
         found.remove();
         self.vacant.push(slot);
         (size, true)
@@ -187,6 +206,12 @@ impl LiveBuffers {
             }
             !ours
         });
+        // The index hands slots out in hash order; in slab order first (no
+        // memory touched), the sort by key reads the slab front to back,
+        // and finds it mostly sorted already (runtimes number buffers in
+        // the order they allocate them): at 20 M buffers, seconds instead
+        // of minutes of cache misses.
+        taken.sort_unstable();
         taken.sort_unstable_by_key(|&slot| slab[slot as usize].key);
         taken
     }

@@ -2,8 +2,8 @@
 
 use super::testing;
 use super::*;
-use memtrack::format::FLAG_ALIAS;
 use crate::recording::{CounterBlock, DiedBlock, IdentityBlock, StartBlock};
+use memtrack::format::FLAG_ALIAS;
 use memtrack::format::kind::{CB, DRAM, L1};
 
 /// The engine tests' stream: records 10 ns apart, from process 100

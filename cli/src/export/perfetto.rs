@@ -43,7 +43,7 @@ use anyhow::Result;
 use memtrack::Event;
 use serde_json::{Value, json};
 
-use crate::engine::{BufferKey, Engine, LiveBuffer, ProcState};
+use crate::engine::{BufferKey, Engine, LiveBuffer, ProcState, ProcessId};
 use crate::recording::{Block, RecordReader};
 use crate::units::{human_bytes, kind_name};
 
@@ -92,9 +92,9 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
         // applies the record (the engine holds every live buffer; the
         // export keeps none of its own).
         let released = match &block {
-            Block::Record(r) if r.event() == Some(Event::Free) => {
-                engine.released_by(r).map(|(buffer, size, start_ns)| (buffer.key, Open::of(buffer, size, start_ns)))
-            }
+            Block::Record(r) if r.event() == Some(Event::Free) => engine
+                .released_by(r)
+                .map(|(buffer, size, start_ns)| (buffer.key, Open::of(buffer, size, start_ns))),
             _ => None,
         };
         engine.apply_block(&block);
@@ -426,7 +426,7 @@ impl Timeline {
             }
             self.deaths_done[id] = true;
             let end_ns = p.end_time_ns.unwrap_or(t);
-            for (buffer, size, start_ns) in engine.ended_references(crate::engine::ProcessId(id as u32)) {
+            for (buffer, size, start_ns) in engine.ended_references(ProcessId(id as u32)) {
                 let open = Open::of(buffer, size, start_ns);
                 self.lifetimes.add(Lifetime { key: buffer.key, open, end_ns, end: End::Died });
             }
@@ -483,7 +483,7 @@ impl Timeline {
         // exited ones left (a dead one's ended at its death).
         let leaked_now = || {
             let exited = engine.processes().iter().enumerate().filter(|(_, p)| p.state == ProcState::Exited);
-            let left = exited.flat_map(|(id, _)| engine.ended_references(crate::engine::ProcessId(id as u32)));
+            let left = exited.flat_map(|(id, _)| engine.ended_references(ProcessId(id as u32)));
             engine.running_references().chain(left).map(|(buffer, size, start_ns)| Lifetime {
                 key: buffer.key,
                 open: Open::of(buffer, size, start_ns),
@@ -557,12 +557,8 @@ impl Timeline {
     }
 
     fn buffer_slice(&self, trace: &mut impl Sink, l: &Lifetime, tid: u64) -> Result<()> {
-        let what = format!(
-            "{} buffer {} ({})",
-            kind_name(l.key.kind),
-            l.key.buffer_id,
-            human_bytes(l.open.size)
-        );
+        let what =
+            format!("{} buffer {} ({})", kind_name(l.key.kind), l.key.buffer_id, human_bytes(l.open.size));
         let (name, cat) = match l.end {
             End::Leaked => (format!("leak: {what}"), "buffer,leak"),
             End::Died | End::Freed => (what, "buffer"),

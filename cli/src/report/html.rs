@@ -80,7 +80,11 @@ fn duration_ns(file: &Path, partial: bool) -> Result<u64> {
 /// time buckets of a recording `duration_ns` long (so no peak is lost
 /// between points): `{"bucket_ns": N, "tracks": [{"device_id", "kind",
 /// "max": [...]}]}`.
-fn load_with_series(file: &Path, partial: bool, duration_ns: u64) -> Result<(FileHeader, Engine, bool, Value)> {
+fn load_with_series(
+    file: &Path,
+    partial: bool,
+    duration_ns: u64,
+) -> Result<(FileHeader, Engine, bool, Value)> {
     let mut reader = if partial { RecordReader::open_unfinished(file)? } else { RecordReader::open(file)? };
     let header = *reader.header();
     let bucket_ns = duration_ns / BUCKETS + 1;
@@ -181,8 +185,10 @@ mod tests {
         let doc =
             json!({ "file": "a<b>\"c\".mtr", "marks": [{ "label": "</script><script>alert(1)</script>" }] });
         let mut page = Vec::new();
-        write_page(&mut page, doc["file"].as_str().unwrap(), |out| serde_json::to_writer(out, &doc).map_err(Into::into))
-            .unwrap();
+        write_page(&mut page, doc["file"].as_str().unwrap(), |out| {
+            serde_json::to_writer(out, &doc).map_err(Into::into)
+        })
+        .unwrap();
         let page = String::from_utf8(page).unwrap();
         assert!(page.contains(r#""label":"\u003c/script>\u003cscript>alert(1)\u003c/script>""#), "{page}");
         assert!(!page.contains("</script><script>alert"), "{page}");

@@ -263,10 +263,9 @@ impl Model {
             if ours || rows.iter().any(|r| r.process == process) {
                 continue;
             }
-            let left =
-                |f: fn(&crate::engine::LiveBuffer) -> u64| {
-                    engine.ended_with(crate::engine::ProcessId(id as u32)).map(f).sum::<u64>() as i64
-                };
+            let left = |f: fn(&crate::engine::LiveBuffer) -> u64| {
+                engine.ended_with(crate::engine::ProcessId(id as u32)).map(f).sum::<u64>() as i64
+            };
             rows.push(ProcessRow {
                 process,
                 pid: p.pid,
