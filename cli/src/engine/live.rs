@@ -221,3 +221,71 @@ impl LiveBuffers {
         self.index.iter().map(|&slot| &self.slab[slot as usize])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(process: u32, buffer_id: u64) -> BufferKey {
+        BufferKey { process: ProcessId(process), pid: 7, device_id: 1, kind: 0, buffer_id }
+    }
+
+    fn buffer(process: u32, buffer_id: u64, size: u64) -> LiveBuffer {
+        LiveBuffer::new(key(process, buffer_id), 0, 0x1000, size, 0, buffer_id * 10)
+    }
+
+    #[test]
+    fn freed_entries_are_reused_and_found_by_key() {
+        let mut live = LiveBuffers::default();
+        for id in 0..100 {
+            live.insert(buffer(0, id, id + 1));
+        }
+        for id in (0..100).step_by(2) {
+            let slot = live.find(&key(0, id)).unwrap();
+            assert_eq!(live.release(slot), (id + 1, true));
+            assert_eq!(live.find(&key(0, id)), None);
+        }
+        for id in 100..150 {
+            live.insert(buffer(0, id, id + 1));
+        }
+        assert_eq!(live.slab.len(), 100, "the 50 freed entries held the 50 new buffers");
+        for id in (1..100).step_by(2).chain(100..150) {
+            assert_eq!(live.get(live.find(&key(0, id)).unwrap()).size, id + 1);
+        }
+        assert_eq!(live.running().count(), 100);
+    }
+
+    #[test]
+    fn duplicate_references_go_newest_first_and_count_in_the_entry() {
+        let mut live = LiveBuffers::default();
+        live.insert(buffer(0, 5, 100));
+        let slot = live.find(&key(0, 5)).unwrap();
+        live.add_reference(slot, 30, 60);
+        live.add_reference(slot, 20, 70);
+        let b = live.get(slot);
+        assert_eq!((b.references(), b.counted_bytes()), (3, 150));
+        assert_eq!(live.references(slot).collect::<Vec<_>>(), [(100, 50), (30, 60), (20, 70)]);
+        assert_eq!(live.newest_reference(slot), (20, 70));
+        assert_eq!(live.release(slot), (20, false));
+        assert_eq!(live.release(slot), (30, false));
+        assert_eq!(live.get(slot).counted_bytes(), 100);
+        assert_eq!(live.release(slot), (100, true));
+        assert!(live.duplicates.is_empty());
+    }
+
+    #[test]
+    fn an_ended_process_keeps_its_entries_in_key_order() {
+        let mut live = LiveBuffers::default();
+        for id in [9, 3, 7, 1] {
+            live.insert(buffer(1, id, 8));
+            live.insert(buffer(2, id, 8));
+        }
+        let taken = live.take_process(ProcessId(1));
+        let ids: Vec<u64> = taken.iter().map(|&s| live.get(s).key.buffer_id).collect();
+        assert_eq!(ids, [1, 3, 7, 9]);
+        assert_eq!(live.find(&key(1, 3)), None, "out of the index");
+        assert!(live.running().all(|b| b.key.process == ProcessId(2)));
+        live.insert(buffer(2, 100, 8));
+        assert!(taken.iter().all(|&s| live.get(s).key.process == ProcessId(1)), "entries not reused");
+    }
+}
