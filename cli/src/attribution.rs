@@ -84,8 +84,59 @@ pub fn remaining<'e>(engine: &'e Engine, filter: &Filter) -> Remaining<'e> {
     // memory order first, so that the sort reads the buffers front to back
     // (see `Engine::remaining`).
     buffers.sort_unstable_by_key(|b| std::ptr::from_ref(*b) as usize);
-    buffers.sort_unstable_by_key(|b| (Reverse(b.size), b.key));
+    buffers.sort_unstable_by_key(|b| rank(b));
     Remaining { buffers, paths }
+}
+
+/// The order of [`remaining`]: largest first, ties in key order.
+fn rank(b: &LiveBuffer) -> (Reverse<u64>, crate::engine::BufferKey) {
+    (Reverse(b.size), b.key)
+}
+
+/// The `n` first of [`remaining`] and how many it holds, without sorting
+/// them all: what the text report shows of 20 M leaks is 20 lines.
+pub fn largest_remaining<'e>(engine: &'e Engine, filter: &Filter, n: usize) -> (usize, Remaining<'e>) {
+    /// A candidate, ordered by [`rank`] (then by address: two buffers of
+    /// one key, one of them its ended process's, stay apart).
+    struct Ranked<'e>(&'e LiveBuffer);
+    impl Ranked<'_> {
+        fn order(&self) -> ((Reverse<u64>, crate::engine::BufferKey), usize) {
+            (rank(self.0), std::ptr::from_ref(self.0) as usize)
+        }
+    }
+    impl PartialEq for Ranked<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            self.order() == other.order()
+        }
+    }
+    impl Eq for Ranked<'_> {}
+    impl PartialOrd for Ranked<'_> {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Ranked<'_> {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.order().cmp(&other.order())
+        }
+    }
+
+    let mut paths = Paths::default();
+    let (mut count, mut first) = (0, std::collections::BinaryHeap::new());
+    for b in engine.remaining_unordered() {
+        let path = paths.get(engine, (b.key.process, b.scope));
+        if !filter.buffer(engine, &b.key, b.time_ns, path) {
+            continue;
+        }
+        count += 1;
+        // A max-heap of the n first: its top is the last of them.
+        first.push(Ranked(b));
+        if first.len() > n {
+            first.pop();
+        }
+    }
+    let buffers = first.into_sorted_vec().into_iter().map(|r| r.0).collect();
+    (count, Remaining { buffers, paths })
 }
 
 /// Per-scope totals of the processes the filter selects, merged by path

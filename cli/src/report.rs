@@ -643,18 +643,14 @@ fn write_remaining(
             )?;
         }
     }
-    let remaining = attribution::remaining(engine, filter);
-    if remaining.is_empty() {
+    let limit = filter.top.unwrap_or(TEXT_REMAINING_LIMIT);
+    let (count, remaining) = attribution::largest_remaining(engine, filter, limit);
+    if count == 0 {
         writeln!(out, "\n0 remaining buffers")?;
         return Ok(());
     }
-    let limit = filter.top.unwrap_or(TEXT_REMAINING_LIMIT);
-    writeln!(out, "\n{} remaining buffers, largest first", remaining.len())?;
-    for (shown, (b, scope)) in remaining.iter().enumerate() {
-        if shown == limit {
-            writeln!(out, "  ... and {} more", remaining.len() - shown)?;
-            break;
-        }
+    writeln!(out, "\n{count} remaining buffers, largest first")?;
+    for (b, scope) in remaining.iter() {
         let alias = if b.flags & memtrack::format::FLAG_ALIAS != 0 { " (alias)" } else { "" };
         let mark =
             if uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)) { " ?" } else { "" };
@@ -670,6 +666,9 @@ fn write_remaining(
             b.parent_id,
             b.address
         )?;
+    }
+    if count > remaining.len() {
+        writeln!(out, "  ... and {} more", count - remaining.len())?;
     }
     Ok(())
 }
