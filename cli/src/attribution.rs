@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 
 use crate::engine::{Engine, LiveBuffer, ScopeKey};
 use crate::filter::Filter;
@@ -55,8 +56,31 @@ impl<'e> Remaining<'e> {
 }
 
 /// Scope paths, each resolved once (a million buffers share a few paths).
+/// Looked up once per buffer: a hasher without SipHash's rounds.
 #[derive(Default)]
-struct Paths(HashMap<ScopeKey, String>);
+struct Paths(HashMap<ScopeKey, String, BuildHasherDefault<ScopeHasher>>);
+
+/// FNV-1a over the scope key's bytes. Node ids come from the writers; ids
+/// chosen to collide would cost time, never a wrong path.
+struct ScopeHasher(u64);
+
+impl Default for ScopeHasher {
+    fn default() -> Self {
+        ScopeHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for ScopeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 impl Paths {
     fn get(&mut self, engine: &Engine, scope: ScopeKey) -> &str {

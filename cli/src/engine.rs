@@ -173,8 +173,8 @@ pub struct ProcessStats {
     /// Whether the process table at the end of the recording lists it
     /// (so the writers' live counters there are its own).
     pub in_final_table: bool,
-    /// Buffers it left when it ended (exited or died), in key order: their
-    /// entries in the engine's live buffers ([`Engine::ended_with`]).
+    /// Buffers it left when it ended (exited or died), in the order of
+    /// their entries in the engine's live buffers ([`Engine::ended_with`]).
     pub ended_with: Vec<u32>,
     /// When it ended, ns since the ring's creation.
     pub end_time_ns: Option<u64>,
@@ -1023,7 +1023,7 @@ impl Engine {
         self.live.running().chain(ended)
     }
 
-    /// The buffers process `id` left when it ended, in key order.
+    /// The buffers process `id` left when it ended (in no meaningful order).
     pub fn ended_with(&self, id: ProcessId) -> impl Iterator<Item = &LiveBuffer> + '_ {
         self.process_ref(id).ended_with.iter().map(|&slot| self.live.get(slot))
     }
@@ -1055,8 +1055,8 @@ impl Engine {
         Some((self.live.get(slot), size, time_ns))
     }
 
-    /// Every reference of the buffers process `id` left when it ended, in
-    /// key order, oldest first: (buffer, size, allocation time).
+    /// Every reference of the buffers process `id` left when it ended,
+    /// each buffer's oldest first: (buffer, size, allocation time).
     pub fn ended_references(&self, id: ProcessId) -> impl Iterator<Item = (&LiveBuffer, u64, u64)> + '_ {
         self.process_ref(id).ended_with.iter().flat_map(move |&slot| {
             self.live.references(slot).map(move |(size, time)| (self.live.get(slot), size, time))
