@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=src/buffer.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     // The loom build compiles only the protocol; there is no C ABI to describe.
     if std::env::var_os("CARGO_CFG_LOOM").is_some() {
@@ -27,6 +28,8 @@ fn main() {
         .into_iter()
         .filter(|file| ffi.join(file).exists())
         .fold(builder, |builder, file| builder.with_src(ffi.join(file)));
+    // The buffer type lives below the writer (src/buffer.rs); ffi re-exports it.
+    let builder = builder.with_src(crate_dir.join("src/buffer.rs"));
     match builder.generate() {
         Ok(bindings) => {
             bindings.write_to_file(&out);

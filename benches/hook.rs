@@ -183,7 +183,10 @@ fn on_2_threads(c: &mut Criterion) {
 fn consumer_drain(c: &mut Criterion) {
     const CAPACITY: u64 = 1 << 16;
     let path = ring_for("drain");
-    let writer = Writer::attach(Ring::create(&path, RingOptions { capacity: CAPACITY }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(&path, RingOptions { capacity: CAPACITY, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let mut consumer = Consumer::attach(&path).unwrap();
     let mut buf = Vec::with_capacity(4096);
     let mut group = c.benchmark_group("consumer");

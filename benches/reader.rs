@@ -40,8 +40,10 @@ const DRAIN_RECORDS: u64 = 1 << 20;
 fn drain_to_file(c: &mut Criterion) {
     let ring = Temp(ring_path(&format!("bench-reader-{}", std::process::id())));
     let _ = std::fs::remove_file(&ring.0);
-    let writer =
-        Writer::attach(Ring::create(&ring.0, RingOptions { capacity: RING_CAPACITY }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(&ring.0, RingOptions { capacity: RING_CAPACITY, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let file = temp_file("drain");
     let mut group = c.benchmark_group("reader");
     group.sample_size(10).throughput(Throughput::Elements(DRAIN_RECORDS));

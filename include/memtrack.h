@@ -267,7 +267,8 @@ void memtrack_scope_end(void);
 
 /**
  * This process's live usage, from its own live counters in the ring (no
- * consumer needed): writes up to `capacity` nonzero (device, kind) cells to
+ * consumer needed), for any device id and kind: writes up to `capacity`
+ * nonzero (device, kind) cells to
  * `out` in (device, kind) order and returns how many cells are nonzero (call
  * again with more room when that is more than `capacity`). Returns 0 when
  * this process does not record events. `out` may be NULL when `capacity`

@@ -1,13 +1,14 @@
-//! The shared-memory file, format version 1: every offset, size, magic and
+//! The shared-memory file, format version 2: every offset, size, magic and
 //! limit in one place. docs/FORMAT.md is the prose twin of this file.
 //!
 //! ```text
 //! offset        size              what
 //! 0             4096              Header: Identity, ClockCalibration, RingControl
-//! 4096          64 × 128          process table (ProcessEntry)
-//! 12288         64 × 8 × 8        capacity table, bytes per (device, kind)
-//! 16384         64 × 64 × 8 × 8  live counters per (process, device, kind)
-//! 278528        capacity × 64     the ring of slots
+//! 4096          256 × 128         process table (ProcessEntry)
+//! 36864         4096 × 16         capacity table (CapacityEntry), open addressing on (device, kind)
+//! 102400        cells × 32        counter pool (CounterCell), open addressing on
+//!                                 (process entry, thread lane, device, kind); cells in Identity
+//! 102400+32·cells  capacity × 64  the ring of slots
 //! ```
 //!
 //! Every shared field is an atomic, even those written once at creation: a
@@ -15,7 +16,7 @@
 //! Alignment and padding are spelled out (`align(128)`), not taken from the
 //! target's cache-line size, so the layout is the same on every architecture.
 
-use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering, PAYLOAD_WORDS, PayloadCell};
+use crate::sync::{AtomicU32, AtomicU64, FutexWord, PAYLOAD_WORDS, PayloadCell};
 use bytemuck::{Pod, Zeroable};
 
 // Records are shared as native words and read back as bytes; the format
@@ -26,16 +27,20 @@ compile_error!("memtrack's shared-memory format is little-endian");
 /// First eight bytes of a ring file (`"MEMTRACK"`, little-endian u64).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MEMTRACK");
 /// Version of this layout. Any change of an offset or meaning bumps it.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 1 had 64 process entries and dense 64 × 8 counter and capacity
+/// tables; version 2 has 256 entries, a counter pool and a capacity table
+/// for any device id and kind.
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes per slot and per record.
 pub const RECORD_SIZE: usize = 64;
 /// Entries in the process table: writer processes attached at once.
-pub const MAX_PROCESSES: usize = 64;
-/// Devices with live counters and capacities. Records of higher device ids
-/// are still delivered faithfully; they only have no counter cell.
-pub const MAX_DEVICES: usize = 64;
-/// Kinds with live counters (7 are defined, one spare).
-pub const MAX_KINDS: usize = 8;
+pub const MAX_PROCESSES: usize = 256;
+
+/// Bits of a claim owner (in a slot's state word) that hold the
+/// process-table index: room for 1024 entries.
+pub const OWNER_SLOT_BITS: u32 = 10;
+/// Bits of a claim owner that hold the low bits of the entry's generation.
+pub const OWNER_GENERATION_BITS: u32 = 20;
 
 /// Smallest ring capacity, in records.
 pub const MIN_CAPACITY: u64 = 16;
@@ -53,16 +58,45 @@ pub const PROCESS_TABLE_OFFSET: usize = HEADER_REGION;
 pub const PROCESS_ENTRY_SIZE: usize = 128;
 /// Offset of the capacity table.
 pub const CAPACITY_TABLE_OFFSET: usize = PROCESS_TABLE_OFFSET + MAX_PROCESSES * PROCESS_ENTRY_SIZE;
-/// Offset of the live counters.
-pub const COUNTERS_OFFSET: usize = CAPACITY_TABLE_OFFSET + MAX_DEVICES * MAX_KINDS * 8;
-/// Bytes per live-counter cell.
-pub const COUNTER_CELL_SIZE: usize = 8;
-/// Offset of the first slot.
-pub const SLOTS_OFFSET: usize = COUNTERS_OFFSET + MAX_PROCESSES * MAX_DEVICES * MAX_KINDS * COUNTER_CELL_SIZE;
+/// Entries of the capacity table: (device, kind) pairs whose capacity a
+/// ring can hold. More are counted in `LossLine::untracked_capacities`.
+pub const CAPACITY_ENTRIES: usize = 4096;
+/// Bytes per capacity-table entry.
+pub const CAPACITY_ENTRY_SIZE: usize = 16;
+/// Offset of the counter pool.
+pub const COUNTERS_OFFSET: usize = CAPACITY_TABLE_OFFSET + CAPACITY_ENTRIES * CAPACITY_ENTRY_SIZE;
+/// Bytes per counter cell.
+pub const COUNTER_CELL_SIZE: usize = 32;
+/// Default cells in the counter pool (512 KiB): with the default 16 lanes
+/// a process uses one cell per (thread lane, device, kind) it touches, so
+/// this holds e.g. 64 processes × 8 threads × 32 (device, kind) pairs.
+pub const DEFAULT_COUNTER_CELLS: u32 = 1 << 14;
+/// Fewest counter cells (keeps the slots page-aligned).
+pub const MIN_COUNTER_CELLS: u32 = 128;
+/// Most counter cells (128 MiB of pool).
+pub const MAX_COUNTER_CELLS: u32 = 1 << 22;
+/// Cells a writer probes from a key's home cell before it counts the key
+/// as untracked: bounds the (cold) lookup of a key not yet in the pool.
+pub const COUNTER_PROBE_LIMIT: usize = 256;
+/// Thread lanes per process entry: up to this many threads of a process
+/// update their own cells with plain (unlocked) stores; the rest share
+/// [`SHARED_LANE`] and update it with `fetch_add`.
+pub const COUNTER_LANES: u32 = 16;
+/// The lane byte of the cells that threads beyond the lanes share.
+pub const SHARED_LANE: u8 = 0xff;
 
-/// Length of a ring file holding `capacity` slots.
-pub const fn file_size(capacity: u64) -> u64 {
-    SLOTS_OFFSET as u64 + capacity * RECORD_SIZE as u64
+/// Offset of the first slot of a ring whose pool has `counter_cells` cells.
+pub const fn slots_offset(counter_cells: u32) -> usize {
+    COUNTERS_OFFSET + counter_cells as usize * COUNTER_CELL_SIZE
+}
+
+/// Offset of the first slot of a ring with the default pool
+/// ([`DEFAULT_COUNTER_CELLS`]), as tests that patch slots use it.
+pub const SLOTS_OFFSET: usize = slots_offset(DEFAULT_COUNTER_CELLS);
+
+/// Length of a ring file holding `capacity` slots and `counter_cells` cells.
+pub const fn file_size(capacity: u64, counter_cells: u32) -> u64 {
+    slots_offset(counter_cells) as u64 + capacity * RECORD_SIZE as u64
 }
 
 /// Byte offset (past any real data) of the OFD lock the one consumer holds.
@@ -91,18 +125,19 @@ pub struct Identity {
     pub file_size: AtomicU64,
     /// [`MAX_PROCESSES`].
     pub max_processes: AtomicU32,
-    /// [`MAX_DEVICES`].
-    pub max_devices: AtomicU32,
-    /// [`MAX_KINDS`].
-    pub max_kinds: AtomicU32,
+    /// Cells in the counter pool: a power of two in
+    /// [`MIN_COUNTER_CELLS`]`..=`[`MAX_COUNTER_CELLS`], chosen at creation.
+    pub counter_cells: AtomicU32,
+    /// [`CAPACITY_ENTRIES`].
+    pub capacity_entries: AtomicU32,
     /// [`CLOCK_TSC`] or [`CLOCK_MONOTONIC_NS`].
     pub clock_source: AtomicU32,
     /// Wall-clock time of creation, ns since the Unix epoch.
     pub created_unix_ns: AtomicU64,
     /// Pid of the creating process.
     pub creator_pid: AtomicU32,
-    /// Reserved, 0.
-    pub reserved: AtomicU32,
+    /// [`COUNTER_LANES`].
+    pub counter_lanes: AtomicU32,
 }
 
 /// One (ticks, CLOCK_MONOTONIC ns) pair taken at creation and the tick rate
@@ -131,6 +166,8 @@ pub struct LossLine {
     pub dropped: AtomicU64,
     /// Processes that found the process table full and ran untracked.
     pub untracked_processes: AtomicU64,
+    /// `memtrack_set_capacity` calls that found the capacity table full.
+    pub untracked_capacities: AtomicU64,
 }
 
 /// One copy of the consumer's progress (see `ring::Progress`).
@@ -238,69 +275,104 @@ pub struct ProcessEntry {
     pub dropped: AtomicU64,
     /// Process name (comm), NUL-padded, little-endian bytes.
     pub name: [AtomicU64; PROCESS_NAME_LEN / 8],
+    /// The thread lanes of this owner: `generation:32 | bitmap:32`, a bit
+    /// per lane a thread holds (see `counters`). Set to (generation, 0) by
+    /// each new owner, so a lane is never released into another owner's map.
+    pub lanes: AtomicU64,
+    /// Live bytes whose counter found no cell (pool full), as i64.
+    pub untracked_bytes: AtomicU64,
+    /// Live buffers whose counter found no cell, as i64.
+    pub untracked_buffers: AtomicU64,
+    /// Events whose counter found no cell.
+    pub untracked_events: AtomicU64,
 }
 
-/// Live usage of one (process, device, kind), kept by the writers.
-///
-/// Bytes and buffer count share one word, `bytes × 2^20 + buffers`, so a
-/// hook updates both with a single `fetch_add` (a second locked RMW cost
-/// ~4.5 ns of a 20 ns budget). The sum wraps; the buffer count is read as a
-/// signed 20-bit number and the bytes as the signed rest, so each may go
-/// below zero (a free of a buffer allocated before tracking began) as long
-/// as |buffers| < 2^19 and |bytes| < 2^43 (8 TiB) per cell.
+/// One cell of the counter pool: the live usage of one (process entry,
+/// thread lane, device, kind), kept by the writers (protocol in
+/// `counters`). Bytes and buffers have a word each, so neither wraps for
+/// any real size.
 #[repr(C)]
 pub struct CounterCell {
-    live: AtomicU64,
+    /// Who owns the cell: 0 free, else [`cell_owner`]`(entry, generation)`,
+    /// with [`CELL_INITIALISING`] set while its owner writes the key.
+    pub(crate) owner: AtomicU64,
+    /// [`counter_key`]`(device, kind, lane)`.
+    pub(crate) key: AtomicU64,
+    /// Live bytes (i64), ALIAS buffers excluded.
+    pub(crate) bytes: AtomicU64,
+    /// Live buffers (i64), ALIAS buffers included.
+    pub(crate) buffers: AtomicU64,
 }
-
-/// Bits of a [`CounterCell`] word that hold the buffer count.
-pub const COUNTER_BUFFER_BITS: u32 = 20;
 
 impl CounterCell {
-    /// Adds one buffer of `bytes` (counted in bytes unless `alias`).
-    #[inline(always)]
-    pub fn add_buffer(&self, bytes: u64, alias: bool) {
-        self.live.fetch_add(Self::delta(bytes, alias), Ordering::Relaxed);
-    }
-
-    /// Removes one buffer of `bytes` (counted in bytes unless `alias`).
-    #[inline(always)]
-    pub fn remove_buffer(&self, bytes: u64, alias: bool) {
-        self.live.fetch_sub(Self::delta(bytes, alias), Ordering::Relaxed);
-    }
-
-    #[inline(always)]
-    fn delta(bytes: u64, alias: bool) -> u64 {
-        let bytes = if alias { 0 } else { bytes };
-        (bytes << COUNTER_BUFFER_BITS).wrapping_add(1)
-    }
-
-    /// (live bytes, live buffers).
-    pub fn load(&self) -> (i64, i64) {
-        let word = self.live.load(Ordering::Relaxed);
-        let shift = 64 - COUNTER_BUFFER_BITS;
-        let buffers = ((word << shift) as i64) >> shift;
-        let bytes = (word.wrapping_sub(buffers as u64) as i64) >> COUNTER_BUFFER_BITS;
-        (bytes, buffers)
-    }
-
-    /// Zero usage (a new owner of the process entry).
-    pub fn reset(&self) {
-        self.live.store(0, Ordering::Relaxed);
+    /// A free cell (all zero, as in a new file).
+    pub fn new() -> Self {
+        Self {
+            owner: AtomicU64::new(0),
+            key: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            buffers: AtomicU64::new(0),
+        }
     }
 }
 
-/// Index of the counter cell of (process, device, kind), if it has one.
-pub fn counter_index(process: usize, device: u32, kind: u8) -> Option<usize> {
-    let (device, kind) = (device as usize, kind as usize);
-    (process < MAX_PROCESSES && device < MAX_DEVICES && kind < MAX_KINDS)
-        .then(|| (process * MAX_DEVICES + device) * MAX_KINDS + kind)
+#[cfg(not(loom))]
+impl Default for CounterCell {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// Index of the capacity cell of (device, kind), if it has one.
-pub fn capacity_index(device: u32, kind: u8) -> Option<usize> {
-    let (device, kind) = (device as usize, kind as usize);
-    (device < MAX_DEVICES && kind < MAX_KINDS).then(|| device * MAX_KINDS + kind)
+/// `CounterCell::owner` bit: the owner is writing the key; not yet valid.
+pub const CELL_INITIALISING: u64 = 1;
+
+/// The owner word of cells of process entry `entry` at `generation`:
+/// `generation:32 | (entry + 1):31 | initialising:1`, never 0.
+pub const fn cell_owner(entry: usize, generation: u32) -> u64 {
+    (generation as u64) << 32 | ((entry as u64 + 1) << 1)
+}
+
+/// (entry, generation) of a cell's owner word, `None` when free.
+pub const fn cell_owner_parts(owner: u64) -> Option<(usize, u32)> {
+    let entry = ((owner & 0xffff_ffff) >> 1) as usize;
+    if entry == 0 { None } else { Some((entry - 1, (owner >> 32) as u32)) }
+}
+
+/// The key word of a cell: `device:32 | kind:8 | lane:8`.
+pub const fn counter_key(device: u32, kind: u8, lane: u8) -> u64 {
+    (device as u64) << 16 | (kind as u64) << 8 | lane as u64
+}
+
+/// (device, kind, lane) of a key word.
+pub const fn counter_key_parts(key: u64) -> (u32, u8, u8) {
+    ((key >> 16) as u32, (key >> 8) as u8, key as u8)
+}
+
+/// One entry of the capacity table: which (device, kind), and its bytes.
+#[repr(C)]
+pub struct CapacityEntry {
+    /// 0 free, else [`capacity_key`]; set once, by CAS.
+    pub(crate) key: AtomicU64,
+    /// Total bytes of (device, kind), the last value set.
+    pub(crate) bytes: AtomicU64,
+}
+
+/// The key word of (device, kind) in the capacity table, never 0.
+pub const fn capacity_key(device: u32, kind: u8) -> u64 {
+    1 << 40 | (device as u64) << 8 | kind as u64
+}
+
+/// (device, kind) of a capacity key word.
+pub const fn capacity_key_parts(key: u64) -> (u32, u8) {
+    ((key >> 8) as u32, key as u8)
+}
+
+/// Home position of a key in an open-addressing table of `len` (a power
+/// of two) entries: a multiplicative (Fibonacci) hash's top bits.
+#[inline(always)]
+pub const fn home(key: u64, len: usize) -> usize {
+    let hash = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((hash >> 32) as usize) & (len - 1)
 }
 
 /// One ring slot: the state word the protocol hands over, and the payload.
@@ -570,6 +642,10 @@ const _: () = {
     assert!(offset_of!(Identity, capacity) == 16);
     assert!(offset_of!(Identity, clock_source) == 44);
     assert!(offset_of!(Identity, creator_pid) == 56);
+    assert!(offset_of!(Identity, counter_cells) == 36);
+    assert!(offset_of!(Identity, capacity_entries) == 40);
+    assert!(offset_of!(Identity, counter_lanes) == 60);
+    assert!(offset_of!(LossLine, untracked_capacities) == 16);
     assert!(size_of::<ClockCalibration>() == 128);
     assert!(size_of::<ProgressCopy>() == 40);
     assert!(offset_of!(ReaderLine, progress) == 16);
@@ -586,18 +662,28 @@ const _: () = {
     assert!(size_of::<ProcessEntry>() == PROCESS_ENTRY_SIZE);
     assert!(offset_of!(ProcessEntry, dropped) == 40);
     assert!(offset_of!(ProcessEntry, name) == 48);
+    assert!(offset_of!(ProcessEntry, lanes) == 80);
+    assert!(offset_of!(ProcessEntry, untracked_bytes) == 88);
+    assert!(offset_of!(ProcessEntry, untracked_buffers) == 96);
+    assert!(offset_of!(ProcessEntry, untracked_events) == 104);
     assert!(size_of::<CounterCell>() == COUNTER_CELL_SIZE);
-    assert!(CAPACITY_TABLE_OFFSET == 12288);
-    assert!(COUNTERS_OFFSET == 16384);
-    assert!(SLOTS_OFFSET == 278528);
-    assert!(SLOTS_OFFSET.is_multiple_of(4096));
-    assert!(MAX_PROCESSES <= 1 << crate::ring::OWNER_SLOT_BITS);
+    assert!(offset_of!(CounterCell, key) == 8);
+    assert!(offset_of!(CounterCell, bytes) == 16);
+    assert!(offset_of!(CounterCell, buffers) == 24);
+    assert!(size_of::<CapacityEntry>() == CAPACITY_ENTRY_SIZE);
+    assert!(CAPACITY_TABLE_OFFSET == 36864);
+    assert!(COUNTERS_OFFSET == 102400);
+    assert!(slots_offset(DEFAULT_COUNTER_CELLS) == 626688);
+    assert!(slots_offset(MIN_COUNTER_CELLS).is_multiple_of(4096));
+    assert!(COUNTERS_OFFSET.is_multiple_of(4096));
+    assert!(MAX_PROCESSES <= 1 << OWNER_SLOT_BITS);
+    assert!(COUNTER_LANES <= 32 && (COUNTER_LANES as u8) < SHARED_LANE);
+    assert!(CAPACITY_ENTRIES.is_power_of_two());
 };
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::{CounterCell, MAX_RESERVED_ID, Record};
-    use crate::sync::AtomicU64;
+    use super::*;
 
     #[test]
     fn scope_ids_live_in_the_reserved_bytes_and_leave_every_other_field_alone() {
@@ -616,25 +702,19 @@ mod tests {
     }
 
     #[test]
-    fn counter_cell_packs_bytes_and_buffers_in_one_word() {
-        let cell = CounterCell { live: AtomicU64::new(0) };
-        cell.add_buffer(4096, false);
-        cell.add_buffer(1 << 40, false);
-        cell.add_buffer(999, true);
-        assert_eq!(cell.load(), (4096 + (1 << 40), 3));
-        cell.remove_buffer(1 << 40, false);
-        cell.remove_buffer(999, true);
-        assert_eq!(cell.load(), (4096, 1));
-        // Frees of buffers allocated before tracking began go negative.
-        cell.remove_buffer(4096, false);
-        cell.remove_buffer(8192, false);
-        cell.remove_buffer(1, true);
-        assert_eq!(cell.load(), (-8192, -2));
-        cell.reset();
-        assert_eq!(cell.load(), (0, 0));
-        for _ in 0..(1 << 18) {
-            cell.add_buffer(3, false);
+    fn keys_and_owner_words_round_trip_for_any_device_and_kind() {
+        for (device, kind, lane) in [(0, 0, 0), (u32::MAX, u8::MAX, SHARED_LANE), (100, 9, 15)] {
+            assert_eq!(counter_key_parts(counter_key(device, kind, lane)), (device, kind, lane));
+            assert_eq!(capacity_key_parts(capacity_key(device, kind)), (device, kind));
+            assert_ne!(capacity_key(device, kind), 0);
         }
-        assert_eq!(cell.load(), (3 << 18, 1 << 18));
+        for (entry, generation) in [(0, 0), (MAX_PROCESSES - 1, u32::MAX), (1023, 7)] {
+            let owner = cell_owner(entry, generation);
+            assert_ne!(owner, 0);
+            assert_eq!(owner & CELL_INITIALISING, 0);
+            assert_eq!(cell_owner_parts(owner), Some((entry, generation)));
+            assert_eq!(cell_owner_parts(owner | CELL_INITIALISING), Some((entry, generation)));
+        }
+        assert_eq!(cell_owner_parts(0), None);
     }
 }

@@ -1,14 +1,19 @@
 //! memtrack: allocation tracking for accelerator runtimes through a
 //! lock-free ring in a shared-memory file.
 //!
-//! * [`format`] — the file layout (version 1), offsets and record type.
+//! * [`format`] — the file layout (version 2), offsets and record type.
 //! * `ring` — the protocol: many writers in many processes, one consumer.
+//! * `counters` — the live counters: a cell pool, thread lanes, capacities.
 //! * [`Ring`], [`Writer`], [`Consumer`], [`Snapshot`] — the Rust API.
 //! * `ffi` — the C ABI behind `include/memtrack.h`.
 //!
 //! Under `--cfg loom` only the protocol is built, for the loom models.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(not(loom))]
+mod buffer;
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) mod counters;
 pub mod format;
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod ring;
@@ -23,6 +28,8 @@ mod error;
 #[cfg(not(loom))]
 pub mod ffi;
 #[cfg(not(loom))]
+mod hook_thread;
+#[cfg(not(loom))]
 mod process;
 #[cfg(not(loom))]
 mod shm;
@@ -33,12 +40,12 @@ mod writer;
 
 #[cfg(not(loom))]
 pub use crate::{
+    buffer::MemtrackBuffer,
     consumer::{Batch, Consumer},
     error::{Error, ErrorKind},
-    ffi::MemtrackBuffer,
     process::{ProcessInfo, ProcessState, pid_namespace},
     shm::{FileId, RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, remove_ring_file, ring_path},
-    snapshot::{Attachments, Capacity, LiveCounter, Snapshot},
+    snapshot::{Attachments, Capacity, LiveCounter, Snapshot, Untracked},
     writer::{DEFAULT_FULL_WAIT, Writer},
 };
 pub use format::{Event, Record};

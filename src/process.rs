@@ -57,6 +57,8 @@ pub struct ProcessInfo {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Registration {
     pub index: usize,
+    /// The entry's generation, whole (the owner keeps its low 20 bits).
+    pub generation: u32,
     pub owner: Owner,
 }
 
@@ -98,17 +100,44 @@ impl Ring {
             for (word, chunk) in entry.name.iter().zip(padded.chunks_exact(8)) {
                 word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
             }
-            let first = index * MAX_DEVICES * MAX_KINDS;
-            for cell in &self.counters()[first..first + MAX_DEVICES * MAX_KINDS] {
-                cell.reset();
-            }
+            entry.untracked_bytes.store(0, Ordering::Relaxed);
+            entry.untracked_buffers.store(0, Ordering::Relaxed);
+            entry.untracked_events.store(0, Ordering::Relaxed);
+            crate::counters::reset_lanes(&entry.lanes, generation);
+            self.reclaim_counter_cells(index, generation);
             // Release: the fields above are complete before the entry reads
             // as active; pairs with the Acquire load in `processes`.
             entry.state.store(PROCESS_ACTIVE, Ordering::Release);
-            return Ok(Registration { index, owner: Owner::new(index as u16, generation) });
+            return Ok(Registration { index, generation, owner: Owner::new(index as u16, generation) });
         }
         self.header().control.loss.untracked_processes.fetch_add(1, Ordering::Relaxed);
         Err(Error::new(self.path(), ErrorKind::ProcessTableFull(MAX_PROCESSES)))
+    }
+
+    /// Frees the counter cells a new owner of entry `index` must not count
+    /// on: its entry's earlier generations', and the empty cells of
+    /// processes that have ended (they can hold nothing any more, and
+    /// would otherwise keep their room until their entry is taken again).
+    fn reclaim_counter_cells(&self, index: usize, generation: u32) {
+        // (generation, ended) per entry, generation read *before* the lock
+        // is probed: a cell of a later generation (a process that took the
+        // entry since) never matches, so a live process's cell is never
+        // freed here.
+        let ended: Vec<(u32, bool)> = (0..MAX_PROCESSES)
+            .map(|i| {
+                let entry = self.process_entry(i);
+                let generation = entry.generation.load(Ordering::Acquire);
+                let used = entry.state.load(Ordering::Relaxed) != PROCESS_FREE;
+                (generation, i != index && used && !self.is_locked(lock_offset(i)))
+            })
+            .collect();
+        self.counters().reclaim_where(|entry, cell_generation, reading| {
+            if entry == index {
+                return cell_generation != generation;
+            }
+            let (current, ended) = ended.get(entry).copied().unwrap_or((0, false));
+            ended && cell_generation == current && reading.is_some_and(|r| r.bytes == 0 && r.buffers == 0)
+        });
     }
 
     /// Marks entry `index` exited (its lock stays held until the process

@@ -53,15 +53,11 @@
 //! This module owns no memory: it works over a [`RingControl`] and slots
 //! that live in the shared file, or on the heap under loom.
 
-use crate::format::{ProgressCopy, Record, RingControl, Slot};
+use crate::format::{OWNER_GENERATION_BITS, OWNER_SLOT_BITS, ProgressCopy, Record, RingControl, Slot};
 use std::time::Duration;
 
 use crate::sync::{Ordering, PAYLOAD_WORDS, fence, prefetch, wait_hint};
 
-/// Bits of a claim owner that hold the process-table index.
-pub(crate) const OWNER_SLOT_BITS: u32 = 10;
-/// Bits of a claim owner that hold the low bits of the entry's generation.
-pub(crate) const OWNER_GENERATION_BITS: u32 = 20;
 const GENERATION_MASK: u32 = (1 << OWNER_GENERATION_BITS) - 1;
 
 /// Who claimed a slot: a process-table entry and that entry's generation,

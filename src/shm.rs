@@ -14,11 +14,13 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::clock::{Calibration, ClockSource, monotonic_ns, realtime_ns};
+use crate::counters::{CapacityTable, Pool};
 use crate::error::{Error, ErrorKind, corrupt};
 use crate::format::*;
 use crate::ring::RingView;
@@ -48,21 +50,25 @@ pub fn ring_path(name: &str) -> PathBuf {
 pub struct RingOptions {
     /// Slots (records); a power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
     pub capacity: u64,
+    /// Cells of the live-counter pool; a power of two in
+    /// `MIN_COUNTER_CELLS..=MAX_COUNTER_CELLS`.
+    pub counter_cells: u32,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
-        RingOptions { capacity: DEFAULT_CAPACITY }
+        RingOptions { capacity: DEFAULT_CAPACITY, counter_cells: DEFAULT_COUNTER_CELLS }
     }
 }
 
 impl RingOptions {
-    /// The defaults, with `MEMTRACK_CAPACITY` (records) if set; checks
-    /// `MEMTRACK_CLOCK` too. Both concern only a ring this process
+    /// The defaults, with `MEMTRACK_CAPACITY` (records) and
+    /// `MEMTRACK_COUNTER_CELLS` if set; checks `MEMTRACK_CLOCK` too. Both concern only a ring this process
     /// creates: callers ask for them only then ([`Ring::open_or_create_with`]).
     ///
     /// # Errors
-    /// `ErrorKind::Config` if `MEMTRACK_CAPACITY` is not a valid capacity or
+    /// `ErrorKind::Config` if `MEMTRACK_CAPACITY` is not a valid capacity,
+    /// `MEMTRACK_COUNTER_CELLS` not a valid pool size, or
     /// `MEMTRACK_CLOCK` is neither `monotonic` nor `tsc`.
     pub fn from_env(path: &Path) -> Result<RingOptions, Error> {
         // Read by `ClockSource::detect` when the ring is made; checked
@@ -80,15 +86,20 @@ impl RingOptions {
                 )),
             ));
         }
-        let Some(value) = std::env::var_os("MEMTRACK_CAPACITY") else { return Ok(RingOptions::default()) };
-        let text = value.to_string_lossy();
-        let capacity = text.trim().parse::<u64>().map_err(|_| {
-            Error::new(
-                path,
-                ErrorKind::Config(format!("MEMTRACK_CAPACITY={text:?} is not a number of records")),
-            )
-        })?;
-        let options = RingOptions { capacity };
+        let number = |name: &str, what: &str| -> Result<Option<u64>, Error> {
+            let Some(value) = std::env::var_os(name) else { return Ok(None) };
+            let text = value.to_string_lossy();
+            text.trim().parse::<u64>().map(Some).map_err(|_| {
+                Error::new(path, ErrorKind::Config(format!("{name}={text:?} is not a number of {what}")))
+            })
+        };
+        let mut options = RingOptions::default();
+        if let Some(capacity) = number("MEMTRACK_CAPACITY", "records")? {
+            options.capacity = capacity;
+        }
+        if let Some(cells) = number("MEMTRACK_COUNTER_CELLS", "counter cells")? {
+            options.counter_cells = u32::try_from(cells).unwrap_or(u32::MAX);
+        }
         options.check(path)?;
         Ok(options)
     }
@@ -103,6 +114,15 @@ impl RingOptions {
                 )),
             ));
         }
+        let n = self.counter_cells;
+        if !n.is_power_of_two() || !(MIN_COUNTER_CELLS..=MAX_COUNTER_CELLS).contains(&n) {
+            return Err(Error::new(
+                path,
+                ErrorKind::Config(format!(
+                    "MEMTRACK_COUNTER_CELLS {n} is not a power of two between {MIN_COUNTER_CELLS} and {MAX_COUNTER_CELLS}"
+                )),
+            ));
+        }
         Ok(())
     }
 }
@@ -113,9 +133,12 @@ impl RingOptions {
 pub struct Ring {
     path: PathBuf,
     file: File,
-    map: MmapRaw,
+    /// Shared with the lane leases of threads that hooked for a writer on
+    /// this ring, which may outlive it (see [`LaneWord`]).
+    map: Arc<MmapRaw>,
     capacity: u64,
     lap_shift: u32,
+    counter_cells: u32,
     clock: ClockSource,
     calibration: Calibration,
 }
@@ -196,7 +219,7 @@ impl Ring {
     /// Creates and links a new ring; `None` if `path` appeared meanwhile.
     fn create_new(path: &Path, options: RingOptions) -> Result<Option<Ring>, Error> {
         options.check(path)?;
-        let size = file_size(options.capacity);
+        let size = file_size(options.capacity, options.counter_cells);
         let file_name =
             path.file_name().ok_or_else(|| Error::new(path, ErrorKind::Config("not a file name".into())))?;
         // Short whatever the ring's name: a name that fits must not fail
@@ -227,7 +250,7 @@ impl Ring {
                 ));
             }
             let map = map_file(path, &file, size)?;
-            initialise(&map, options.capacity);
+            initialise(&map, options);
             drop(map);
             let (old, new) = (c_path(&tmp, path)?, c_path(path, path)?);
             // SAFETY: both are NUL-terminated paths.
@@ -318,14 +341,14 @@ impl Ring {
             ));
         }
         let len = meta.len();
-        if len < SLOTS_OFFSET as u64 {
+        if len < HEADER_REGION as u64 {
             return Err(corrupt(
                 path,
-                format!("file holds {len} bytes, shorter than a header ({SLOTS_OFFSET})"),
+                format!("file holds {len} bytes, shorter than a header ({HEADER_REGION})"),
             ));
         }
         let map = map_file(path, &file, len)?;
-        // SAFETY: the mapping is at least SLOTS_OFFSET bytes, page-aligned,
+        // SAFETY: the mapping is at least HEADER_REGION bytes, page-aligned,
         // and Header holds only atomics, so no plain reference into memory
         // other processes write is formed.
         let header = unsafe { &*(map.as_ptr() as *const Header) };
@@ -345,14 +368,28 @@ impl Ring {
         };
         check("record size", id.record_size.load(Ordering::Relaxed) as u64, RECORD_SIZE as u64)?;
         check("process table size", id.max_processes.load(Ordering::Relaxed) as u64, MAX_PROCESSES as u64)?;
-        check("device table size", id.max_devices.load(Ordering::Relaxed) as u64, MAX_DEVICES as u64)?;
-        check("kind table size", id.max_kinds.load(Ordering::Relaxed) as u64, MAX_KINDS as u64)?;
+        check(
+            "capacity table size",
+            id.capacity_entries.load(Ordering::Relaxed) as u64,
+            CAPACITY_ENTRIES as u64,
+        )?;
+        check("counter lanes", id.counter_lanes.load(Ordering::Relaxed) as u64, COUNTER_LANES as u64)?;
         let capacity = id.capacity.load(Ordering::Relaxed);
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(corrupt(path, format!("capacity {capacity} is not a power of two in range")));
         }
-        check("recorded file length", id.file_size.load(Ordering::Relaxed), file_size(capacity))?;
-        check("file length", len, file_size(capacity))?;
+        let counter_cells = id.counter_cells.load(Ordering::Relaxed);
+        if !counter_cells.is_power_of_two()
+            || !(MIN_COUNTER_CELLS..=MAX_COUNTER_CELLS).contains(&counter_cells)
+        {
+            return Err(corrupt(
+                path,
+                format!("counter pool of {counter_cells} cells is not a power of two in range"),
+            ));
+        }
+        let size = file_size(capacity, counter_cells);
+        check("recorded file length", id.file_size.load(Ordering::Relaxed), size)?;
+        check("file length", len, size)?;
         let clock_code = id.clock_source.load(Ordering::Relaxed);
         let clock = ClockSource::from_code(clock_code)
             .ok_or_else(|| corrupt(path, format!("unknown clock source {clock_code}")))?;
@@ -367,9 +404,10 @@ impl Ring {
         Ok(Ring {
             path: path.to_path_buf(),
             file,
-            map,
+            map: Arc::new(map),
             capacity,
             lap_shift: capacity.trailing_zeros(),
+            counter_cells,
             clock,
             calibration,
         })
@@ -414,37 +452,51 @@ impl Ring {
         unsafe { &*(self.map.as_ptr().add(PROCESS_TABLE_OFFSET) as *const ProcessEntry).add(index) }
     }
 
-    /// All live-counter cells, `counter_index` order.
-    pub(crate) fn counters(&self) -> &[CounterCell] {
-        // SAFETY: the region lies within the validated mapping, is aligned,
-        // and holds only atomics.
-        unsafe {
+    /// The live-counter pool.
+    #[inline(always)]
+    pub(crate) fn counters(&self) -> Pool<'_> {
+        // SAFETY: `counter_cells` cells follow COUNTERS_OFFSET in the
+        // validated mapping, 32-byte aligned there, and hold only atomics.
+        Pool::new(unsafe {
             std::slice::from_raw_parts(
                 self.map.as_ptr().add(COUNTERS_OFFSET) as *const CounterCell,
-                MAX_PROCESSES * MAX_DEVICES * MAX_KINDS,
+                self.counter_cells as usize,
             )
-        }
+        })
     }
 
-    /// The capacity table, `capacity_index` order.
-    pub(crate) fn capacities(&self) -> &[AtomicU64] {
-        // SAFETY: as for `counters`.
-        unsafe {
+    /// The lane word of entry `index`, mapped for as long as the result
+    /// lives, even past this `Ring`.
+    pub(crate) fn lane_word(&self, index: usize) -> LaneWord {
+        assert!(index < MAX_PROCESSES);
+        LaneWord { map: Arc::clone(&self.map), index }
+    }
+
+    /// Cells in the live-counter pool.
+    pub fn counter_cells(&self) -> u32 {
+        self.counter_cells
+    }
+
+    /// The capacity table.
+    pub(crate) fn capacities(&self) -> CapacityTable<'_> {
+        // SAFETY: as for `counters`: CAPACITY_ENTRIES entries of atomics at
+        // CAPACITY_TABLE_OFFSET, within the mapping and aligned.
+        CapacityTable::new(unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(CAPACITY_TABLE_OFFSET) as *const AtomicU64,
-                MAX_DEVICES * MAX_KINDS,
+                self.map.as_ptr().add(CAPACITY_TABLE_OFFSET) as *const CapacityEntry,
+                CAPACITY_ENTRIES,
             )
-        }
+        })
     }
 
     /// The protocol over this ring's control block and slots.
     #[inline(always)]
     pub(crate) fn view(&self) -> RingView<'_> {
-        // SAFETY: `capacity` slots follow SLOTS_OFFSET in the validated
+        // SAFETY: `capacity` slots follow the pool in the validated
         // mapping; slots are 64-byte aligned there and hold only atomics.
         let slots = unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(SLOTS_OFFSET) as *const Slot,
+                self.map.as_ptr().add(slots_offset(self.counter_cells)) as *const Slot,
                 self.capacity as usize,
             )
         };
@@ -495,6 +547,25 @@ impl Ring {
         // If the probe itself fails, say "locked": waiting is safe, while
         // reclaiming a live writer's slot is not.
         rc != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
+    }
+}
+
+/// The lane word of one process entry, with the mapping it lives in: a
+/// thread gives its lane back when it exits, which may be after the
+/// `Writer` and `Ring` it hooked for were dropped.
+pub(crate) struct LaneWord {
+    map: Arc<MmapRaw>,
+    index: usize,
+}
+
+impl LaneWord {
+    pub(crate) fn get(&self) -> &AtomicU64 {
+        // SAFETY: `index < MAX_PROCESSES` (checked in `lane_word`): the
+        // entry lies in the validated mapping, which `map` keeps alive; the
+        // word is an aligned atomic.
+        unsafe {
+            &(*(self.map.as_ptr().add(PROCESS_TABLE_OFFSET) as *const ProcessEntry).add(self.index)).lanes
+        }
     }
 }
 
@@ -584,9 +655,10 @@ fn map_file(path: &Path, file: &File, len: u64) -> Result<MmapRaw, Error> {
 
 /// Writes a new ring's header; the slots and tables are already zero
 /// (empty, lap 0; no processes; no counts).
-fn initialise(map: &MmapRaw, capacity: u64) {
+fn initialise(map: &MmapRaw, options: RingOptions) {
+    let RingOptions { capacity, counter_cells } = options;
     // SAFETY: a fresh mapping of a file no other process can see yet, at
-    // least SLOTS_OFFSET long and page-aligned; Header is all atomics.
+    // least a header long and page-aligned; Header is all atomics.
     let header = unsafe { &*(map.as_ptr() as *const Header) };
     let source = ClockSource::detect();
     let calibration = source.calibrate(Duration::from_millis(5));
@@ -594,10 +666,11 @@ fn initialise(map: &MmapRaw, capacity: u64) {
     id.version.store(FORMAT_VERSION, Ordering::Relaxed);
     id.record_size.store(RECORD_SIZE as u32, Ordering::Relaxed);
     id.capacity.store(capacity, Ordering::Relaxed);
-    id.file_size.store(file_size(capacity), Ordering::Relaxed);
+    id.file_size.store(file_size(capacity, counter_cells), Ordering::Relaxed);
     id.max_processes.store(MAX_PROCESSES as u32, Ordering::Relaxed);
-    id.max_devices.store(MAX_DEVICES as u32, Ordering::Relaxed);
-    id.max_kinds.store(MAX_KINDS as u32, Ordering::Relaxed);
+    id.counter_cells.store(counter_cells, Ordering::Relaxed);
+    id.capacity_entries.store(CAPACITY_ENTRIES as u32, Ordering::Relaxed);
+    id.counter_lanes.store(COUNTER_LANES as u32, Ordering::Relaxed);
     id.clock_source.store(source.code(), Ordering::Relaxed);
     id.created_unix_ns.store(realtime_ns(), Ordering::Relaxed);
     id.creator_pid.store(std::process::id(), Ordering::Relaxed);

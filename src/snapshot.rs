@@ -1,7 +1,9 @@
 //! A non-consuming view of a ring: what `memtrack status` and the
 //! Prometheus exporter show, read from the writers' live counters.
 
-use crate::format::{MAX_DEVICES, MAX_KINDS, MAX_PROCESSES};
+use std::collections::BTreeMap;
+
+use crate::format::{MAX_PROCESSES, capacity_key_parts, counter_key_parts};
 use crate::process::ProcessInfo;
 use crate::ring::Progress;
 use crate::shm::Ring;
@@ -45,6 +47,21 @@ pub struct Capacity {
     pub bytes: u64,
 }
 
+/// What one process counted outside the counter pool because it found no
+/// cell (the pool was full where its key would go): its records are in the
+/// ring as ever, only not in [`Snapshot::counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Untracked {
+    /// Process-table index.
+    pub process_slot: u16,
+    /// Live bytes (negative if more was freed than allocated there).
+    pub bytes: i64,
+    /// Live buffers.
+    pub buffers: i64,
+    /// Events counted here.
+    pub events: u64,
+}
+
 /// Everything a monitor shows, read at one moment without consuming.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -54,6 +71,10 @@ pub struct Snapshot {
     pub counters: Vec<LiveCounter>,
     /// Capacities that were set.
     pub capacities: Vec<Capacity>,
+    /// Processes with events the counter pool had no cell for (nonzero only).
+    pub untracked: Vec<Untracked>,
+    /// `set_capacity` calls that found the capacity table full.
+    pub untracked_capacities: u64,
     /// Consumer progress: delivered and lost counts.
     pub progress: Progress,
     /// Records dropped by writers because the ring was full.
@@ -82,6 +103,17 @@ impl Snapshot {
             entry.1 = entry.1.saturating_add(buffers);
         }
         usage
+    }
+
+    /// (bytes, buffers, events) the running processes counted as untracked
+    /// (counter pool full), bytes and buffers as [`LiveCounter::held`]; and
+    /// events of every process.
+    pub fn untracked_usage(&self) -> (u64, u64, u64) {
+        self.untracked.iter().fold((0, 0, 0), |(bytes, buffers, events), u| {
+            let running = self.is_running(u.process_slot);
+            let (b, n) = if running { (u.bytes.max(0) as u64, u.buffers.max(0) as u64) } else { (0, 0) };
+            (bytes.saturating_add(b), buffers.saturating_add(n), events.saturating_add(u.events))
+        })
     }
 
     /// Whether the process in table entry `slot` is running.
@@ -131,44 +163,64 @@ impl Ring {
     /// Reads a snapshot of the ring's tables and counters.
     pub fn snapshot(&self) -> Snapshot {
         let processes = self.processes();
-        let cells = self.counters();
-        let counters = processes
-            .iter()
-            .flat_map(|p| {
-                let slot = p.slot as usize;
-                debug_assert!(slot < MAX_PROCESSES);
-                (0..MAX_DEVICES * MAX_KINDS).filter_map(move |i| {
-                    let cell = &cells[slot * MAX_DEVICES * MAX_KINDS + i];
-                    let (live_bytes, live_buffers) = cell.load();
-                    (live_bytes != 0 || live_buffers != 0).then_some(LiveCounter {
-                        process_slot: slot as u16,
-                        device_id: (i / MAX_KINDS) as u32,
-                        kind: (i % MAX_KINDS) as u8,
-                        live_bytes,
-                        live_buffers,
-                    })
-                })
+        // Current generation of each used entry: cells of any other are a
+        // previous owner's, not yet reclaimed.
+        let mut generation = [None; MAX_PROCESSES];
+        for p in &processes {
+            generation[p.slot as usize] = Some(p.generation);
+        }
+        let pool = self.counters();
+        let mut sums: BTreeMap<(u16, u32, u8), (i64, i64)> = BTreeMap::new();
+        for reading in (0..pool.len()).filter_map(|i| pool.read(i)) {
+            if generation.get(reading.entry).copied().flatten() != Some(reading.generation) {
+                continue;
+            }
+            let (device, kind, _lane) = counter_key_parts(reading.key);
+            let sum = sums.entry((reading.entry as u16, device, kind)).or_default();
+            *sum = (sum.0.wrapping_add(reading.bytes), sum.1.wrapping_add(reading.buffers));
+        }
+        let counters = sums
+            .into_iter()
+            .filter(|(_, v)| *v != (0, 0))
+            .map(|((process_slot, device_id, kind), (live_bytes, live_buffers))| LiveCounter {
+                process_slot,
+                device_id,
+                kind,
+                live_bytes,
+                live_buffers,
             })
             .collect();
-        let capacities = self
+        let untracked = processes
+            .iter()
+            .filter_map(|p| {
+                let entry = self.process_entry(p.slot as usize);
+                let u = Untracked {
+                    process_slot: p.slot,
+                    bytes: entry.untracked_bytes.load(Ordering::Relaxed) as i64,
+                    buffers: entry.untracked_buffers.load(Ordering::Relaxed) as i64,
+                    events: entry.untracked_events.load(Ordering::Relaxed),
+                };
+                (u.events != 0).then_some(u)
+            })
+            .collect();
+        let mut capacities: Vec<Capacity> = self
             .capacities()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, cell)| {
-                let bytes = cell.load(Ordering::Relaxed);
-                (bytes != 0).then_some(Capacity {
-                    device_id: (i / MAX_KINDS) as u32,
-                    kind: (i % MAX_KINDS) as u8,
-                    bytes,
-                })
+            .entries()
+            .filter(|&(_, bytes)| bytes != 0)
+            .map(|(key, bytes)| {
+                let (device_id, kind) = capacity_key_parts(key);
+                Capacity { device_id, kind, bytes }
             })
             .collect();
+        capacities.sort_by_key(|c| (c.device_id, c.kind));
         let header = self.header();
         let reader_pid = header.control.reader.reader_pid.load(Ordering::Relaxed);
         Snapshot {
             processes,
             counters,
             capacities,
+            untracked,
+            untracked_capacities: header.control.loss.untracked_capacities.load(Ordering::Relaxed),
             progress: self.view().progress(),
             dropped: self.view().dropped(),
             untracked_processes: header.control.loss.untracked_processes.load(Ordering::Relaxed),
@@ -223,6 +275,8 @@ mod tests {
                 LiveCounter { process_slot: 0, device_id: 2, kind: 0, live_bytes: -9000, live_buffers: -3 },
             ],
             capacities: Vec::new(),
+            untracked: Vec::new(),
+            untracked_capacities: 0,
             progress: Progress::default(),
             dropped: 0,
             untracked_processes: 0,

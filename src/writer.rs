@@ -1,19 +1,23 @@
 //! The writer side: what a runtime hook calls.
 //!
-//! The hot path (`alloc`, `free`) is: one relaxed RMW on this process's
-//! live-counter cell, one clock read, one CAS to claim a slot, seven word
-//! stores and a Release store to publish it. No lock, no system call, no
-//! allocation. Only a full ring leaves it, for a bounded wait.
+//! The hot path (`alloc`, `free`) is: a plain load and store on each of the
+//! two words of this thread's live-counter cell (found through a per-thread
+//! cache, see `counters`), one clock read, one CAS to claim a slot, seven
+//! word stores and a Release store to publish it. No lock, no system call,
+//! no allocation. Only a full ring, a thread's first event, a (device,
+//! kind) new to the thread, or threads beyond the lanes leave it.
 
 use std::time::{Duration, Instant};
 
+use crate::buffer::MemtrackBuffer;
 use crate::clock::ClockSource;
+use crate::counters::{add_own, add_shared, take_lane};
 use crate::error::{Error, ErrorKind};
-use crate::ffi::MemtrackBuffer;
 use crate::format::{
-    CounterCell, Event, FLAG_ALIAS, FLAG_MORE, LABEL_LEN, MAX_RESERVED_ID, MAX_TEXT_LEN, READER_LOCK_OFFSET,
-    Record, SCOPE_NAME_LEN, capacity_index, counter_index,
+    Event, FLAG_ALIAS, FLAG_MORE, LABEL_LEN, MAX_RESERVED_ID, MAX_TEXT_LEN, READER_LOCK_OFFSET, Record,
+    SCOPE_NAME_LEN, SHARED_LANE, cell_owner, counter_key,
 };
+use crate::hook_thread::{HookThread, LaneLease, cache_way};
 use crate::process::{Registration, own_name};
 use crate::ring::Owner;
 use crate::shm::Ring;
@@ -60,7 +64,15 @@ pub struct Writer {
     stall_ticks: u64,
     /// Ids of this process's marks with long labels (0 unused).
     last_text_id: AtomicU32,
+    /// Unique in the process (never reused, unlike an address): which
+    /// writer a thread's cached lane and cells are of.
+    serial: u64,
+    /// The owner word of this writer's counter cells.
+    cell_owner: u64,
 }
+
+/// The last [`Writer::serial`] given out.
+static LAST_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// How many waits' time a consumer may go without taking a record before
 /// full-ring hooks stop waiting for it. Not one: a consumer starved of CPU
@@ -100,6 +112,8 @@ impl Writer {
             stall_since: AtomicU64::new(0),
             stall_ticks: ticks_for(&ring_calibration, full_wait * STALL_WAITS),
             last_text_id: AtomicU32::new(0),
+            serial: LAST_SERIAL.fetch_add(1, Ordering::Relaxed) + 1,
+            cell_owner: cell_owner(registration.index, registration.generation),
         };
         let mut start = writer.record(Event::ProcessStart);
         start.set_label(name);
@@ -124,17 +138,48 @@ impl Writer {
         self.buffer_event(Event::Free, buffer);
     }
 
-    /// This process's live (bytes, buffers) on (device, kind), from its
-    /// own live-counter cell; (0, 0) for a device or kind out of range.
-    pub fn live(&self, device_id: u32, kind: u8) -> (i64, i64) {
-        self.counter(device_id, kind).map_or((0, 0), CounterCell::load)
+    /// This process's live (bytes, buffers) per (device, kind), from its
+    /// own live counters (every lane's cells summed), nonzero ones only,
+    /// in (device, kind) order. Counts that found the pool full are not in
+    /// it: see [`Writer::untracked`].
+    pub fn live(&self) -> Vec<((u32, u8), (i64, i64))> {
+        let pool = self.ring.counters();
+        let mut usage = std::collections::BTreeMap::<(u32, u8), (i64, i64)>::new();
+        for reading in (0..pool.len()).filter_map(|i| pool.read(i)) {
+            if (reading.entry, reading.generation) != (self.registration.index, self.registration.generation)
+            {
+                continue;
+            }
+            let (device, kind, _) = crate::format::counter_key_parts(reading.key);
+            let sum = usage.entry((device, kind)).or_default();
+            *sum = (sum.0.wrapping_add(reading.bytes), sum.1.wrapping_add(reading.buffers));
+        }
+        usage.into_iter().filter(|(_, v)| *v != (0, 0)).collect()
+    }
+
+    /// This process's (bytes, buffers, events) that found the counter
+    /// pool full: counted here instead of per device and kind.
+    pub fn untracked(&self) -> (i64, i64, u64) {
+        let entry = self.ring.process_entry(self.registration.index);
+        (
+            entry.untracked_bytes.load(Ordering::Relaxed) as i64,
+            entry.untracked_buffers.load(Ordering::Relaxed) as i64,
+            entry.untracked_events.load(Ordering::Relaxed),
+        )
     }
 
     /// Records that `buffer` was allocated under scope node `scope` of this
     /// process (0: none; see [`Writer::define_scope`]).
     #[inline]
     pub fn alloc_in_scope(&self, buffer: &MemtrackBuffer, scope: u32) {
-        self.buffer_event_in_scope(Event::Alloc, buffer, scope);
+        self.buffer_event_with(Event::Alloc, buffer, |_| scope);
+    }
+
+    /// As [`Writer::alloc_in_scope`], the scope read from this thread's
+    /// hook state by `scope` (the C ABI's: one thread-local access for both).
+    #[inline(always)]
+    pub(crate) fn alloc_with_scope(&self, buffer: &MemtrackBuffer, scope: impl FnOnce(&HookThread) -> u32) {
+        self.buffer_event_with(Event::Alloc, buffer, |t| t.map_or(0, scope));
     }
 
     /// Records a phase marker. The first [`LABEL_LEN`] bytes of `label`
@@ -186,8 +231,8 @@ impl Writer {
 
     /// Records the total memory of (device, kind), for used/total views.
     pub fn set_capacity(&self, device_id: u32, kind: u8, bytes: u64) {
-        if let Some(i) = capacity_index(device_id, kind) {
-            self.ring.capacities()[i].store(bytes, Ordering::Relaxed);
+        if !self.ring.capacities().set(device_id, kind, bytes) {
+            self.ring.header().control.loss.untracked_capacities.fetch_add(1, Ordering::Relaxed);
         }
         let mut record = self.record(Event::Capacity);
         (record.device_id, record.kind, record.size) = (device_id, kind, bytes);
@@ -203,18 +248,22 @@ impl Writer {
 
     #[inline(always)]
     fn buffer_event(&self, event: Event, b: &MemtrackBuffer) {
-        self.buffer_event_in_scope(event, b, 0);
+        self.buffer_event_with(event, b, |_| 0);
     }
 
     #[inline(always)]
-    fn buffer_event_in_scope(&self, event: Event, b: &MemtrackBuffer, scope: u32) {
-        if let Some(cell) = self.counter(b.device_id, b.kind) {
-            let alias = b.flags & FLAG_ALIAS != 0;
-            match event {
-                Event::Alloc => cell.add_buffer(b.size, alias),
-                _ => cell.remove_buffer(b.size, alias),
-            }
-        }
+    fn buffer_event_with(
+        &self,
+        event: Event,
+        b: &MemtrackBuffer,
+        scope: impl FnOnce(Option<&HookThread>) -> u32,
+    ) {
+        let bytes = if b.flags & FLAG_ALIAS != 0 { 0 } else { b.size as i64 };
+        let (bytes, buffers) = if event == Event::Alloc { (bytes, 1) } else { (bytes.wrapping_neg(), -1) };
+        let scope = crate::hook_thread::with(|t| {
+            self.count(t, b.device_id, b.kind, bytes, buffers);
+            scope(t)
+        });
         let mut record = Record {
             buffer_id: b.buffer_id,
             parent_id: b.parent_id,
@@ -231,9 +280,78 @@ impl Writer {
         self.push(&record);
     }
 
+    /// Adds (bytes, buffers) to this thread's cell of (device, kind): on
+    /// the hot path, the cell cached in the thread's state, updated with
+    /// plain stores (its lane has no other writer).
     #[inline(always)]
-    fn counter(&self, device_id: u32, kind: u8) -> Option<&CounterCell> {
-        counter_index(self.registration.index, device_id, kind).map(|i| &self.ring.counters()[i])
+    fn count(&self, thread: Option<&HookThread>, device: u32, kind: u8, bytes: i64, buffers: i64) {
+        if let Some(t) = thread
+            && t.writer.get() == self.serial
+        {
+            let (way, tag) = cache_way(device, kind);
+            let (cached, index) = t.cache[way].get();
+            if cached == tag {
+                let cell = self.ring.counters().cell(index as usize);
+                if t.lane.get() == SHARED_LANE {
+                    add_shared(cell, bytes, buffers);
+                } else {
+                    add_own(cell, bytes, buffers);
+                }
+                return;
+            }
+        }
+        self.count_cold(thread, device, kind, bytes, buffers);
+    }
+
+    /// A thread's first event for this writer, or a (device, kind) not in
+    /// its cache: take a lane, find or claim the cell, cache it; with no
+    /// cell to be had, count the event as untracked.
+    #[cold]
+    #[inline(never)]
+    fn count_cold(&self, thread: Option<&HookThread>, device: u32, kind: u8, bytes: i64, buffers: i64) {
+        let lane = match thread {
+            Some(t) => {
+                if t.writer.get() != self.serial {
+                    self.adopt(t);
+                }
+                t.lane.get()
+            }
+            None => SHARED_LANE, // The thread is exiting: no state to keep.
+        };
+        let pool = self.ring.counters();
+        match pool.find_or_claim(self.cell_owner, counter_key(device, kind, lane)) {
+            Some(index) => {
+                if let Some(t) = thread {
+                    let (way, tag) = cache_way(device, kind);
+                    t.cache[way].set((tag, index as u32));
+                }
+                if lane == SHARED_LANE {
+                    add_shared(pool.cell(index), bytes, buffers);
+                } else {
+                    add_own(pool.cell(index), bytes, buffers);
+                }
+            }
+            None => {
+                // Full pool: visible, never silent (status shows it).
+                let entry = self.ring.process_entry(self.registration.index);
+                entry.untracked_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                entry.untracked_buffers.fetch_add(buffers as u64, Ordering::Relaxed);
+                entry.untracked_events.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Makes `thread` hook for this writer: a lane of its own if one is
+    /// free, else the shared lane.
+    fn adopt(&self, thread: &HookThread) {
+        let Registration { index, generation, .. } = self.registration;
+        let lease = take_lane(&self.ring.process_entry(index).lanes, generation).map(|lane| LaneLease {
+            word: self.ring.lane_word(index),
+            generation,
+            lane,
+            pid: self.pid,
+        });
+        thread.switch_writer(self.serial, lease);
     }
 
     /// A record of `event` stamped with the time and this process.
@@ -378,7 +496,10 @@ mod tests {
     fn a_full_ring_waits_for_a_slow_consumer_instead_of_dropping() {
         let path = crate::ring_path(&format!("test-writer-wait-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let writer = Writer::attach(Ring::create(&path, RingOptions { capacity: 16 }).unwrap()).unwrap();
+        let writer = Writer::attach(
+            Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+        )
+        .unwrap();
         let mut consumer = Consumer::attach(&path).unwrap();
         // The consumer takes a few records at a time, with pauses far
         // shorter than the wait but long enough for the writer to sleep.
@@ -404,7 +525,10 @@ mod tests {
     fn a_consumer_that_detaches_wakes_the_writers_waiting_for_it() {
         let path = crate::ring_path(&format!("test-writer-detach-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let mut writer = Writer::attach(Ring::create(&path, RingOptions { capacity: 16 }).unwrap()).unwrap();
+        let mut writer = Writer::attach(
+            Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+        )
+        .unwrap();
         writer.full_wait = Duration::from_secs(10);
         let consumer = Consumer::attach(&path).unwrap();
         fill(&writer, 15); // full
@@ -426,7 +550,10 @@ mod tests {
     fn a_stalled_consumer_costs_a_few_waits_not_one_per_hook() {
         let path = crate::ring_path(&format!("test-writer-stall-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let mut writer = Writer::attach(Ring::create(&path, RingOptions { capacity: 16 }).unwrap()).unwrap();
+        let mut writer = Writer::attach(
+            Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+        )
+        .unwrap();
         writer.full_wait = Duration::from_millis(20);
         writer.stall_ticks = ticks_for(&writer.ring().calibration(), writer.full_wait * STALL_WAITS);
         let mut consumer = Consumer::attach(&path).unwrap();

@@ -208,7 +208,7 @@ fn writers_killed_at_random_points_are_accounted_exactly() {
     for round in 0..rounds {
         let tmp = TempRing::new("crash");
         // Small: the ring wraps many times and fills while a claim is parked.
-        Ring::create(tmp.path(), RingOptions { capacity: 256 }).unwrap();
+        Ring::create(tmp.path(), RingOptions { capacity: 256, ..RingOptions::default() }).unwrap();
         let mut consumer = Consumer::attach(tmp.path()).unwrap();
         let now = Instant::now();
         let mut procs = Vec::new();
@@ -336,9 +336,11 @@ fn consumers_killed_mid_stream_never_repeat_or_silently_skip() {
     let mut rng = Rng::from_env("consumers_killed_mid_stream");
     for round in 0..iterations(3) {
         let tmp = TempRing::new("reader-crash");
-        let writer =
-            Writer::attach_named(Ring::create(tmp.path(), RingOptions { capacity: 1024 }).unwrap(), b"w")
-                .unwrap();
+        let writer = Writer::attach_named(
+            Ring::create(tmp.path(), RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap(),
+            b"w",
+        )
+        .unwrap();
         let output = TempFile::new("consumer-out");
         std::fs::write(output.path(), b"").unwrap();
         let spawn_consumer = |seed: u64| {

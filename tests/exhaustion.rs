@@ -152,7 +152,8 @@ fn a_full_file_system_fails_creation_cleanly_and_the_workload_runs_untracked() {
     };
     // A ring of 16 slots needs 279 KB: more than the 256 KiB file system.
     let path = fs.0.join("ring");
-    let err = Ring::create(&path, RingOptions { capacity: 16 }).expect_err("no room");
+    let err =
+        Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).expect_err("no room");
     assert!(matches!(err.kind, ErrorKind::NoSpace { .. }), "{err}");
     let line = err.to_string();
     assert!(line.contains(&path.display().to_string()) && line.contains("no space left"), "{line}");
@@ -182,7 +183,10 @@ fn a_failing_fallocate_fails_creation_cleanly_and_the_workload_runs_untracked() 
 #[test]
 fn a_ring_left_full_without_a_reader_is_accounted_exactly_when_one_attaches() {
     let tmp = TempRing::new("full-idle");
-    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 64 }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let events = 10_000u64;
     for id in 0..events {
         writer.alloc(&MemtrackBuffer { buffer_id: id, size: 8, ..Default::default() });
@@ -217,7 +221,10 @@ fn a_ring_left_full_without_a_reader_is_accounted_exactly_when_one_attaches() {
 #[test]
 fn writers_stop_waiting_for_a_consumer_that_died() {
     let tmp = TempRing::new("dead-reader");
-    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let mut consumer = spawn("consumer", tmp.path());
     assert_eq!(helper_line(&mut consumer), "ready 1");
     kill(&mut consumer);
@@ -242,7 +249,10 @@ fn writers_stop_waiting_for_a_consumer_that_died() {
 #[test]
 fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
     let tmp = TempRing::new("slow-reader");
-    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let mut consumer = spawn("slow-consumer", tmp.path());
     assert_eq!(helper_line(&mut consumer), "ready 1");
     let records = 1000;
@@ -265,7 +275,10 @@ fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
 #[test]
 fn a_stopped_consumer_costs_a_bounded_wait_then_drops_countably() {
     let tmp = TempRing::new("stopped-reader");
-    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let mut consumer = spawn("slow-consumer", tmp.path());
     assert_eq!(helper_line(&mut consumer), "ready 1");
     // SAFETY: kill with the pid of a child we have not reaped yet.
@@ -291,7 +304,7 @@ fn a_stopped_consumer_costs_a_bounded_wait_then_drops_countably() {
 #[test]
 fn a_full_process_table_of_live_processes_degrades_countably() {
     let tmp = TempRing::new("table-full");
-    Ring::create(tmp.path(), RingOptions { capacity: 4096 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 4096, ..RingOptions::default() }).unwrap();
     let mut holders: Vec<Child> = (0..MAX_PROCESSES).map(|_| spawn("hold-entry", tmp.path())).collect();
     for h in &mut holders {
         assert_eq!(helper_line(h), "ready 1");

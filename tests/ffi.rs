@@ -51,7 +51,7 @@ struct Run {
 /// Runs `commands` at once on a fresh ring, draining it while they run.
 fn run_on_ring(tag: &str, commands: Vec<Command>) -> Run {
     let ring = TempRing::new(tag);
-    Ring::create(ring.path(), RingOptions { capacity: 1 << 16 }).unwrap();
+    Ring::create(ring.path(), RingOptions { capacity: 1 << 16, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(ring.path()).unwrap();
     let mut children: Vec<_> = commands
         .into_iter()

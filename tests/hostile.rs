@@ -34,7 +34,7 @@ fn template() -> &'static [u8] {
     BYTES.get_or_init(|| {
         let tmp = TempRing::new("hostile-template");
         let writer = Writer::attach_named(
-            Ring::create(tmp.path(), RingOptions { capacity: CAPACITY }).unwrap(),
+            Ring::create(tmp.path(), RingOptions { capacity: CAPACITY, ..RingOptions::default() }).unwrap(),
             b"tmpl",
         )
         .unwrap();
@@ -256,7 +256,7 @@ fn drain_for(consumer: &mut Consumer, limit: Duration) -> Vec<memtrack::Record> 
 #[test]
 fn claims_of_writers_that_do_not_exist_are_reclaimed_and_counted() {
     let tmp = TempRing::new("hostile-claims");
-    Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap();
     let writer = Writer::attach(Ring::open(tmp.path()).unwrap()).unwrap(); // start record: ticket 0
     // Tickets 1..4 claimed by owners no live writer holds: an entry outside
     // the table, a never-used entry, this writer's entry at another
@@ -277,7 +277,7 @@ fn claims_of_writers_that_do_not_exist_are_reclaimed_and_counted() {
 #[test]
 fn a_state_the_protocol_never_writes_stops_the_consumer_and_is_never_overwritten() {
     let tmp = TempRing::new("hostile-invalid");
-    Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap();
     let writer = Writer::attach(Ring::open(tmp.path()).unwrap()).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     assert_eq!(drain_all(&mut consumer).len(), 1);
@@ -303,7 +303,10 @@ fn a_state_the_protocol_never_writes_stops_the_consumer_and_is_never_overwritten
 #[test]
 fn garbage_record_fields_are_delivered_as_data() {
     let tmp = TempRing::new("hostile-fields");
-    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     // A hostile writer's records: device ids and kinds past the tables,
     // every flag bit, a huge size; its counter cells are not touched for
@@ -347,7 +350,7 @@ fn garbage_record_fields_are_delivered_as_data() {
 #[test]
 fn a_writer_facing_slots_laps_ahead_returns_at_once() {
     let tmp = TempRing::new("hostile-ahead");
-    Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap();
     // Every slot waits for a ticket 2^31 - 1 laps ahead of the tail: a
     // writer stepping one ticket at a time would probe 2^35 tickets.
     for i in 0..16 {

@@ -200,7 +200,7 @@ fn a_library_unloaded_with_dlclose_leaves_no_handler_behind() {
         defines: &[],
     });
     let tmp = TempRing::new("dlclose");
-    Ring::create(tmp.path(), RingOptions { capacity: 64 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let out = program
         .command()
@@ -234,7 +234,7 @@ fn a_forked_child_killed_mid_stream_leaves_the_parent_exact() {
     let mut rng = Rng::from_env("fork_and_kill");
     for _ in 0..iterations(3) {
         let tmp = TempRing::new("fork-kill");
-        Ring::create(tmp.path(), RingOptions { capacity: 4096 }).unwrap();
+        Ring::create(tmp.path(), RingOptions { capacity: 4096, ..RingOptions::default() }).unwrap();
         let mut consumer = Consumer::attach(tmp.path()).unwrap();
         let mut parent = spawn("fork-and-kill", &tmp, &[]);
         let mut lines = BufReader::new(parent.stdout.take().unwrap()).lines();
@@ -281,7 +281,7 @@ fn a_forked_child_killed_mid_stream_leaves_the_parent_exact() {
 #[test]
 fn threads_exiting_mid_stream_lose_nothing() {
     let tmp = TempRing::new("churn");
-    Ring::create(tmp.path(), RingOptions { capacity: 1 << 14 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 1 << 14, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let waves = 10 * reliability::soak();
     let mut child = spawn("thread-churn", &tmp, &[("HELPER_WAVES", waves.to_string())]);
@@ -298,7 +298,7 @@ fn threads_exiting_mid_stream_lose_nothing() {
 #[test]
 fn shutdown_twice_while_threads_are_in_hooks_then_events_after_it() {
     let tmp = TempRing::new("shutdown");
-    Ring::create(tmp.path(), RingOptions { capacity: 1 << 16 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 1 << 16, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     // Hooks wait for room rather than drop (the exit record included) when
     // this reader is off the CPU a while: the machine may be busy, and a
@@ -328,7 +328,7 @@ fn shutdown_twice_while_threads_are_in_hooks_then_events_after_it() {
 fn hooks_racing_the_first_attach_are_recorded_or_counted() {
     for _ in 0..iterations(5) {
         let tmp = TempRing::new("attach-race");
-        Ring::create(tmp.path(), RingOptions { capacity: 1 << 14 }).unwrap();
+        Ring::create(tmp.path(), RingOptions { capacity: 1 << 14, ..RingOptions::default() }).unwrap();
         let mut consumer = Consumer::attach(tmp.path()).unwrap();
         let mut child = spawn("attach-race", &tmp, &[]);
         let mut records = Vec::new();

@@ -138,7 +138,7 @@ fn consume_while_running(consumer: &mut Consumer, children: &mut [Child], out: &
 #[test]
 fn writer_processes_account_for_every_record() {
     let tmp = TempRing::new("procs");
-    Ring::create(tmp.path(), RingOptions { capacity: 1024 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let envs = [("HELPER_THREADS", "2".to_owned()), ("HELPER_EVENTS", "20000".to_owned())];
     let mut children: Vec<Child> = (0..4).map(|_| spawn("c-abi-writer", Some(&tmp), &envs)).collect();
@@ -174,7 +174,7 @@ fn writer_processes_account_for_every_record() {
 #[test]
 fn a_writer_killed_between_claim_and_publish_is_reclaimed_and_counted() {
     let tmp = TempRing::new("kill");
-    Ring::create(tmp.path(), RingOptions { capacity: 64 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let mut child = spawn("park", Some(&tmp), &[]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -208,7 +208,7 @@ fn a_writer_killed_between_claim_and_publish_is_reclaimed_and_counted() {
 #[test]
 fn a_forked_child_records_under_its_own_pid_and_entry() {
     let tmp = TempRing::new("fork");
-    Ring::create(tmp.path(), RingOptions { capacity: 64 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let mut children = vec![spawn("fork", Some(&tmp), &[])];
     let mut records = Vec::new();

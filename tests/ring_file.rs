@@ -10,7 +10,7 @@ use memtrack::format::{self, Event, FLAG_ALIAS, kind};
 use memtrack::{Consumer, ErrorKind, MemtrackBuffer, ProcessState, Ring, RingOptions, Writer};
 
 fn small() -> RingOptions {
-    RingOptions { capacity: 64 }
+    RingOptions { capacity: 64, ..RingOptions::default() }
 }
 
 fn buffer(id: u64, device_id: u32, size: u64) -> MemtrackBuffer {
@@ -100,7 +100,10 @@ fn device_ids_beyond_the_counter_table_are_still_recorded() {
 #[test]
 fn a_full_ring_without_a_consumer_drops_at_once_and_counts() {
     let tmp = TempRing::new("full");
-    let writer = Writer::attach(Ring::create(tmp.path(), RingOptions { capacity: 16 }).unwrap()).unwrap();
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
     let start = std::time::Instant::now();
     for i in 0..100 {
         writer.alloc(&buffer(i, 0, 1));
@@ -238,7 +241,12 @@ fn hostile_and_broken_files_are_refused_with_the_reason() {
     assert!(expect_refusal(path, "record size").to_string().contains("record size"));
 
     make();
-    std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(format::file_size(64) - 64).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(format::file_size(64, format::DEFAULT_COUNTER_CELLS) - 64)
+        .unwrap();
     assert!(expect_refusal(path, "truncated").to_string().contains("file length"));
 
     make();
@@ -281,7 +289,8 @@ fn new_rings_are_private_and_bad_capacities_refused() {
     assert!(err.to_string().contains("exists"), "{err}");
     for capacity in [0, 3, 8, 1 << 27] {
         let other = TempRing::new("cap");
-        let err = Ring::create(other.path(), RingOptions { capacity }).expect_err("refused");
+        let err = Ring::create(other.path(), RingOptions { capacity, ..RingOptions::default() })
+            .expect_err("refused");
         assert!(matches!(err.kind, ErrorKind::Config(_)), "{capacity}: {err}");
         assert!(!other.path().exists());
     }

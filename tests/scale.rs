@@ -47,7 +47,7 @@ fn helper() {
 #[test]
 fn sixteen_processes_of_four_threads_on_one_ring_account_exactly() {
     let tmp = TempRing::new("scale");
-    Ring::create(tmp.path(), RingOptions { capacity: 1 << 14 }).unwrap();
+    Ring::create(tmp.path(), RingOptions { capacity: 1 << 14, ..RingOptions::default() }).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let events = 3000 * reliability::soak();
     // Spawned from another thread while this one drains: a consumer that

@@ -56,7 +56,7 @@ impl Drop for DemoRing {
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     // A name of its own: demos in other PID namespaces may have our pid.
-    let options = RingOptions { capacity: ring_capacity(args.iterations) };
+    let options = RingOptions { capacity: ring_capacity(args.iterations), ..RingOptions::default() };
     let created = Ring::create_unique("demo", options)?;
     let ring = DemoRing(created.path().to_path_buf(), created.file_id());
     let writer = Writer::attach_named(created, b"tt-metal-demo")?;

@@ -1171,8 +1171,7 @@ impl Engine {
         keys.sort_unstable();
         keys.dedup();
         keys.into_iter()
-            .filter(|k| comparable(k.0) && k.1 < memtrack::format::MAX_DEVICES as u32)
-            .filter(|k| (k.2 as usize) < memtrack::format::MAX_KINDS)
+            .filter(|k| comparable(k.0))
             .filter_map(|k| {
                 let (r, w) = (
                     reader.get(&k).copied().unwrap_or_default(),

@@ -473,6 +473,35 @@ impl Collector for SnapshotMetrics {
             MetricType::Counter,
             counter(s.untracked_processes),
         )?;
+        let (untracked_bytes, untracked_buffers, untracked_events) = s.untracked_usage();
+        single(
+            &mut encoder,
+            "memtrack_untracked_memory_used_bytes",
+            "Live bytes of running processes that found the counter pool full (in no device series; MEMTRACK_COUNTER_CELLS sizes the pool).",
+            MetricType::Gauge,
+            gauge(saturate(untracked_bytes)),
+        )?;
+        single(
+            &mut encoder,
+            "memtrack_untracked_memory_buffers",
+            "Live buffers of running processes that found the counter pool full.",
+            MetricType::Gauge,
+            gauge(saturate(untracked_buffers)),
+        )?;
+        single(
+            &mut encoder,
+            "memtrack_untracked_events",
+            "Buffer events whose live counter found the counter pool full (their records are delivered as ever).",
+            MetricType::Counter,
+            counter(untracked_events),
+        )?;
+        single(
+            &mut encoder,
+            "memtrack_untracked_capacities",
+            "memtrack_set_capacity calls that found the ring's capacity table full.",
+            MetricType::Counter,
+            counter(s.untracked_capacities),
+        )?;
         single(
             &mut encoder,
             "memtrack_consumer_attached",
@@ -580,6 +609,8 @@ mod tests {
             progress: Default::default(),
             dropped: 0,
             untracked_processes: 0,
+            untracked: Vec::new(),
+            untracked_capacities: 0,
             reader_pid: None,
             tail: 0,
         }
@@ -589,7 +620,9 @@ mod tests {
     fn engine_totals_become_consume_only_metrics() {
         let path = std::env::temp_dir().join(format!("memtrack-serve-unit-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let _ring = Ring::create(&path, memtrack::RingOptions { capacity: 16 }).unwrap();
+        let _ring =
+            Ring::create(&path, memtrack::RingOptions { capacity: 16, ..memtrack::RingOptions::default() })
+                .unwrap();
         let mut totals = EngineTotals::default();
         totals.kinds.insert((1, kind::L1), KindTotals { allocations: 5, frees: 2, peak_bytes: 3000 });
         totals.anomalies.insert("unknown_free", 4);

@@ -234,6 +234,7 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
         |slot: u16| s.processes.iter().find(|p| p.slot == slot).map(|p| process_key(p.slot, p.generation));
     let pid_of = |slot: u16| s.processes.iter().find(|p| p.slot == slot).map_or(0, |p| p.pid);
     let identities = identify(s);
+    let untracked = s.untracked_usage();
     json!({
         "schema": "memtrack.status/1",
         "ring": ring.path(),
@@ -247,10 +248,18 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
             "lost_reader_died": s.progress.lost_reader_died,
         },
         "untracked_processes": s.untracked_processes,
-        "processes": s.processes.iter().zip(&identities).map(|(p, (key, host_pid))| json!({
-            "process": key, "pid": p.pid, "host_pid": host_pid, "start_time": p.start_time,
-            "name": p.name, "state": p.state.name(), "dropped": p.dropped,
-        })).collect::<Vec<_>>(),
+        "untracked": {
+            "bytes": untracked.0, "buffers": untracked.1, "events": untracked.2,
+            "capacities": s.untracked_capacities,
+        },
+        "processes": s.processes.iter().zip(&identities).map(|(p, (key, host_pid))| {
+            let u = s.untracked.iter().find(|u| u.process_slot == p.slot).copied().unwrap_or_default();
+            json!({
+                "process": key, "pid": p.pid, "host_pid": host_pid, "start_time": p.start_time,
+                "name": p.name, "state": p.state.name(), "dropped": p.dropped,
+                "untracked_bytes": u.bytes, "untracked_buffers": u.buffers, "untracked_events": u.events,
+            })
+        }).collect::<Vec<_>>(),
         "usage": s.counters.iter().map(|c| json!({
             "process": key_of(c.process_slot), "pid": pid_of(c.process_slot),
             "device_id": c.device_id, "kind": kind_name(c.kind),
@@ -287,8 +296,22 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
             human_bytes(*bytes as i64)
         )?;
     }
-    if usage.is_empty() {
+    let (untracked_bytes, untracked_buffers, untracked_events) = s.untracked_usage();
+    if untracked_events > 0 {
+        // The counter pool was full for these: not in the rows above.
+        writeln!(
+            out,
+            "{:>6}  {:<14} {:>12} {:>12} {untracked_buffers:>8}  ({untracked_events} events found the counter pool full; MEMTRACK_COUNTER_CELLS sizes it)",
+            "untracked",
+            "",
+            human_bytes(untracked_bytes as i64),
+            "-"
+        )?;
+    } else if usage.is_empty() {
         writeln!(out, "{:>6}  (no live buffers)", "")?;
+    }
+    if s.untracked_capacities > 0 {
+        writeln!(out, "{:>6}  {} capacities found the capacity table full", "", s.untracked_capacities)?;
     }
     writeln!(
         out,

@@ -190,8 +190,11 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     let path = ring_path(&name);
     let _ = std::fs::remove_file(&path);
     let _ring = TempFile(path.clone()); // removed however the test ends
-    let writer =
-        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 1024 }).unwrap(), b"w").unwrap();
+    let writer = Writer::attach_named(
+        Ring::create(&path, RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap(),
+        b"w",
+    )
+    .unwrap();
     let (first, second) = (TempFile::new("first"), TempFile::new("second"));
     let spawn = |file: &TempFile| {
         Command::new(env!("CARGO_BIN_EXE_memtrack"))

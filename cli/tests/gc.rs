@@ -34,7 +34,7 @@ impl TempRing {
     fn new(tag: &str) -> TempRing {
         let path = ring_path(&format!("cli-gc-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        drop(Ring::create(&path, RingOptions { capacity: 16 }).unwrap());
+        drop(Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap());
         TempRing(path)
     }
 

@@ -171,8 +171,11 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     let ring = TempFile(ring_path(&name)); // removed however the test ends
     let path = ring.path().to_path_buf();
     let _ = std::fs::remove_file(&path);
-    let writer =
-        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"hostile").unwrap();
+    let writer = Writer::attach_named(
+        Ring::create(&path, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+        b"hostile",
+    )
+    .unwrap();
     // Garbage through the API: ids and kinds past every table, a size that
     // overflows any sum, every flag bit.
     let huge = MemtrackBuffer {
@@ -266,7 +269,7 @@ fn broken_and_untrusted_ring_files_are_refused_by_status_and_record() {
     let path = dir.path().join("ring");
     let make = || {
         let _ = std::fs::remove_file(&path);
-        Ring::create(&path, RingOptions { capacity: 64 }).unwrap();
+        Ring::create(&path, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap();
     };
     make();
     patch(&path, 0, b"NOTARING");
@@ -278,7 +281,12 @@ fn broken_and_untrusted_ring_files_are_refused_by_status_and_record() {
     patch(&path, 16, &100u64.to_le_bytes());
     assert_refused(&path, "capacity 100 is not a power of two");
     make();
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(format::file_size(64) - 64).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(format::file_size(64, format::DEFAULT_COUNTER_CELLS) - 64)
+        .unwrap();
     assert_refused(&path, "file length");
     make();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();

@@ -403,7 +403,8 @@ impl Recorder {
     /// As [`Recorder::start`], on a new ring at `ring`.
     fn start_creating(ring: &Path, file: &TempFile) -> Recorder {
         let _ = std::fs::remove_file(ring);
-        Ring::create(ring, memtrack::RingOptions { capacity: 1024 }).unwrap();
+        Ring::create(ring, memtrack::RingOptions { capacity: 1024, ..memtrack::RingOptions::default() })
+            .unwrap();
         Recorder::start(ring, file)
     }
 }
@@ -414,7 +415,8 @@ fn a_late_reader_names_an_entrys_owner_as_the_table_does() {
     // entry records belong to when the reader never saw that owner start.
     let ring = TempFile(ring_path(&format!("cli-ns-late-{}", std::process::id())));
     let _ = std::fs::remove_file(ring.path());
-    Ring::create(ring.path(), memtrack::RingOptions { capacity: 1024 }).unwrap();
+    Ring::create(ring.path(), memtrack::RingOptions { capacity: 1024, ..memtrack::RingOptions::default() })
+        .unwrap();
     let attach =
         |name: &[u8]| memtrack::Writer::attach_named(Ring::open(ring.path()).unwrap(), name).unwrap();
     // Fill the table, then free entry 0: the next writer is its second owner.

@@ -147,10 +147,10 @@ fn an_output_that_is_the_ring_is_refused_and_its_writers_keep_running() {
     let path = ring_path(&name);
     let _ = std::fs::remove_file(&path);
     let _ring = TempFile(path.clone());
-    Ring::create(&path, RingOptions { capacity: 1024 }).unwrap();
+    Ring::create(&path, RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap();
     let other = TempFile(ring_path(&format!("cli-out-other-{}", std::process::id())));
     let _ = std::fs::remove_file(&other.0);
-    Ring::create(&other.0, RingOptions { capacity: 64 }).unwrap();
+    Ring::create(&other.0, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap();
     // A hard link must be on the ring's file system.
     let hard =
         TempFile(Path::new(memtrack::SHM_DIR).join(format!("mt-test-hard-link-{}", std::process::id())));
@@ -462,7 +462,7 @@ fn status_escapes_names_and_ring_names() {
     let _ = std::fs::remove_file(&path);
     let _ring = TempFile(path.clone());
     let writer = memtrack::Writer::attach_named(
-        Ring::create(&path, RingOptions { capacity: 64 }).unwrap(),
+        Ring::create(&path, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
         b"w\x1b]0;pwned\x07",
     )
     .unwrap();
@@ -512,7 +512,7 @@ fn smaller_ring_name_and_setting_rules() {
     drop(writer);
     let fresh = TempFile(ring_path(&format!("cli-out-fresh-{}", std::process::id())));
     let _ = std::fs::remove_file(&fresh.0);
-    drop(Ring::create(&fresh.0, RingOptions { capacity: 1024 }).unwrap());
+    drop(Ring::create(&fresh.0, RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap());
     let file = TempFile::new("capacity");
     let name = fresh.str();
     let out = record_helper(
@@ -555,13 +555,15 @@ fn ring_names_near_the_length_limit() {
         let path = ring_path(&name);
         let _ = std::fs::remove_file(&path);
         let _ring = TempFile(path.clone());
-        Ring::create(&path, RingOptions { capacity: 64 }).unwrap();
+        Ring::create(&path, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap();
         let out = memtrack(&["status", "--ring", &name]);
         assert!(out.status.success(), "{len}: {}", stderr(&out));
     }
     // One more does not fit, and the error names the ring.
     let name = "r".repeat(247);
-    let error = Ring::create(&ring_path(&name), RingOptions { capacity: 64 }).unwrap_err().to_string();
+    let error = Ring::create(&ring_path(&name), RingOptions { capacity: 64, ..RingOptions::default() })
+        .unwrap_err()
+        .to_string();
     assert!(error.contains(&format!("memtrack-{name}:")), "{error}");
     assert!(!error.contains(".tmp"), "{error}");
 }

@@ -178,7 +178,11 @@ fn record_without_a_command_consumes_a_named_ring_for_a_duration() {
     let name = format!("cli-record-named-{}", std::process::id());
     let path = memtrack::ring_path(&name);
     let _ = std::fs::remove_file(&path);
-    let ring = memtrack::Ring::create(&path, memtrack::RingOptions { capacity: 1024 }).unwrap();
+    let ring = memtrack::Ring::create(
+        &path,
+        memtrack::RingOptions { capacity: 1024, ..memtrack::RingOptions::default() },
+    )
+    .unwrap();
     let writer = memtrack::Writer::attach_named(ring, b"early").unwrap();
     writer.alloc(&memtrack::MemtrackBuffer { buffer_id: 1, size: 64, ..Default::default() });
     let file = TempFile::new("named");

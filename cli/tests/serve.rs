@@ -107,7 +107,7 @@ impl TempRing {
     }
 
     fn create(&self) -> Ring {
-        Ring::create(&self.0, RingOptions { capacity: 16 }).unwrap()
+        Ring::create(&self.0, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap()
     }
 }
 
@@ -331,9 +331,11 @@ fn serve_errors_are_one_line_naming_the_ring() {
 #[test]
 fn serve_consume_adds_the_engine_totals() {
     let ring = TempRing::new("consume");
-    let writer =
-        Writer::attach_named(Ring::create(&ring.0, RingOptions { capacity: 1024 }).unwrap(), b"model")
-            .unwrap();
+    let writer = Writer::attach_named(
+        Ring::create(&ring.0, RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap(),
+        b"model",
+    )
+    .unwrap();
     for id in 0..4 {
         writer.alloc(&buffer(id, 1000, 2, kind::L1, 0));
     }
@@ -559,9 +561,11 @@ fn grafana_dashboard_queries_only_metrics_and_labels_serve_exports() {
     // A ring with everything the dashboard shows: usage with a capacity, L1,
     // processes; serve with --per-process and --consume for their series.
     let ring = TempRing::new("grafana");
-    let model =
-        Writer::attach_named(Ring::create(&ring.0, RingOptions { capacity: 1024 }).unwrap(), b"model")
-            .unwrap();
+    let model = Writer::attach_named(
+        Ring::create(&ring.0, RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap(),
+        b"model",
+    )
+    .unwrap();
     model.set_capacity(0, kind::DRAM, 1 << 30);
     model.alloc(&buffer(1, 4096, 0, kind::DRAM, 0));
     model.alloc(&buffer(2, 512, 0, kind::L1, 0));

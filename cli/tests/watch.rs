@@ -185,9 +185,11 @@ fn watch_in_tmux_pages_through_32_devices_at_80x24_and_160x48() {
     for (width, height) in [(80u16, 24u16), (160, 48)] {
         let path = ring_path(&format!("cli-watch-tmux-{width}-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let writer =
-            Writer::attach_named(Ring::create(&path, RingOptions { capacity: 1024 }).unwrap(), b"model")
-                .unwrap();
+        let writer = Writer::attach_named(
+            Ring::create(&path, RingOptions { capacity: 1024, ..RingOptions::default() }).unwrap(),
+            b"model",
+        )
+        .unwrap();
         for device in 0..32 {
             writer.set_capacity(device, kind::DRAM, 12 << 30);
             writer.set_capacity(device, kind::L1, 1_536 << 10);

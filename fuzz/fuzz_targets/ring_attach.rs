@@ -18,7 +18,7 @@ fn valid_header() -> Vec<u8> {
     h[8..12].copy_from_slice(&1u32.to_le_bytes());
     h[12..16].copy_from_slice(&64u32.to_le_bytes());
     h[16..24].copy_from_slice(&16u64.to_le_bytes());
-    h[24..32].copy_from_slice(&file_size(16).to_le_bytes());
+    h[24..32].copy_from_slice(&file_size(16, memtrack::format::DEFAULT_COUNTER_CELLS).to_le_bytes());
     h[32..36].copy_from_slice(&64u32.to_le_bytes());
     h[36..40].copy_from_slice(&64u32.to_le_bytes());
     h[40..44].copy_from_slice(&8u32.to_le_bytes());
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         // from an offset the input chooses.
         Some((&mode, rest)) if mode & 1 == 1 => {
             let mut file = valid_header();
-            file.resize(file_size(16) as usize, 0);
+            file.resize(file_size(16, memtrack::format::DEFAULT_COUNTER_CELLS) as usize, 0);
             let at = (mode as usize >> 1) * 2048 % file.len();
             let n = rest.len().min(file.len() - at);
             file[at..at + n].copy_from_slice(&rest[..n]);

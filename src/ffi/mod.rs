@@ -15,6 +15,7 @@ use crate::format::Event;
 use std::ffi::{CStr, c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+pub use crate::buffer::MemtrackBuffer;
 pub use codes::*;
 
 /// Kind: device DRAM (tt_metal `BufferType::DRAM`).
@@ -36,28 +37,6 @@ pub const MEMTRACK_KIND_KERNEL: u8 = 6;
 /// mesh buffer's backing buffer; a buffer at a preallocated address). Its
 /// lifecycle is tracked; its bytes are not counted.
 pub const MEMTRACK_FLAG_ALIAS: u8 = 1;
-
-/// One buffer event: the C ABI's `memtrack_buffer`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemtrackBuffer {
-    /// Stable identity of the buffer object (tt_metal: `Buffer::unique_id()`).
-    pub buffer_id: u64,
-    /// Owner: the mesh buffer of a device buffer, the program of a circular buffer; 0 = none.
-    pub parent_id: u64,
-    /// Device address.
-    pub address: u64,
-    /// Bytes.
-    pub size: u64,
-    /// Device id.
-    pub device_id: u32,
-    /// `MEMTRACK_KIND_*`.
-    pub kind: u8,
-    /// `MEMTRACK_FLAG_*` bits.
-    pub flags: u8,
-    /// 0.
-    pub reserved: u16,
-}
 
 /// Runs `f` inside a panic boundary: a bug in memtrack must never unwind
 /// into (or abort) the runtime that called it.
@@ -160,7 +139,7 @@ fn record(event: Event, buffer: &MemtrackBuffer) {
     boundary((), || {
         if let Some(w) = global::writer() {
             match event {
-                Event::Alloc => w.alloc_in_scope(buffer, scope::current(w)),
+                Event::Alloc => w.alloc_with_scope(buffer, |t| scope::current(t, w)),
                 _ => w.free(buffer),
             }
         }
@@ -275,7 +254,8 @@ pub struct MemtrackLive {
 const _: () = assert!(std::mem::size_of::<MemtrackLive>() == 24);
 
 /// This process's live usage, from its own live counters in the ring (no
-/// consumer needed): writes up to `capacity` nonzero (device, kind) cells to
+/// consumer needed), for any device id and kind: writes up to `capacity`
+/// nonzero (device, kind) cells to
 /// `out` in (device, kind) order and returns how many cells are nonzero (call
 /// again with more room when that is more than `capacity`). Returns 0 when
 /// this process does not record events. `out` may be NULL when `capacity`
@@ -288,19 +268,13 @@ pub unsafe extern "C" fn memtrack_live_usage(out: *mut MemtrackLive, capacity: u
     boundary(0, || {
         let Some(w) = global::writer() else { return 0 };
         let mut count = 0;
-        for device_id in 0..crate::format::MAX_DEVICES as u32 {
-            for kind in 0..crate::format::MAX_KINDS as u8 {
-                let (live_bytes, live_buffers) = w.live(device_id, kind);
-                if live_bytes == 0 && live_buffers == 0 {
-                    continue;
-                }
-                if count < capacity && !out.is_null() {
-                    let cell = MemtrackLive { live_bytes, live_buffers, device_id, kind, reserved: [0; 3] };
-                    // SAFETY: `out` has `capacity` writable cells, per the contract.
-                    unsafe { out.add(count as usize).write(cell) };
-                }
-                count += 1;
+        for ((device_id, kind), (live_bytes, live_buffers)) in w.live() {
+            if count < capacity && !out.is_null() {
+                let cell = MemtrackLive { live_bytes, live_buffers, device_id, kind, reserved: [0; 3] };
+                // SAFETY: `out` has `capacity` writable cells, per the contract.
+                unsafe { out.add(count as usize).write(cell) };
             }
+            count += 1;
         }
         count
     })

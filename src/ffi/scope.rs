@@ -13,13 +13,14 @@
 //! forked child attaches its own writer, and a thread finding its ids of
 //! another epoch interns its stack anew.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::format::MAX_RESERVED_ID;
+use crate::hook_thread::HookThread;
 use crate::writer::Writer;
 
 /// Deepest nesting tracked; deeper scopes are counted (so their ends pair
@@ -123,8 +124,9 @@ struct Thread {
 }
 
 thread_local! {
-    /// (epoch, innermost node) for the ALLOC hook: one TLS load.
-    static CURRENT: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+    // The (epoch, innermost node) the ALLOC hook reads lives in the hook's
+    // own thread state (`hook_thread`), beside its counter lane: one TLS
+    // access per hook for both.
     static THREAD: RefCell<Thread> = RefCell::new(Thread {
         epoch: 0,
         stack: Vec::new(),
@@ -188,7 +190,12 @@ impl Thread {
     }
 
     fn publish(&self) {
-        CURRENT.set((self.epoch, self.stack.last().map_or(0, |e| e.1)));
+        let current = (self.epoch, self.stack.last().map_or(0, |e| e.1));
+        crate::hook_thread::with(|t| {
+            if let Some(t) = t {
+                t.scope.set(current);
+            }
+        });
     }
 }
 
@@ -250,10 +257,11 @@ pub(crate) fn end(writer: &'static Writer) {
     });
 }
 
-/// The node this thread's allocations are attributed to now (0: none).
+/// The node this thread's allocations are attributed to now (0: none),
+/// from the thread's hook state.
 #[inline(always)]
-pub(crate) fn current(writer: &'static Writer) -> u32 {
-    let (epoch, node) = CURRENT.try_with(Cell::get).unwrap_or((0, 0));
+pub(crate) fn current(thread: &HookThread, writer: &'static Writer) -> u32 {
+    let (epoch, node) = thread.scope.get();
     if node == 0 || epoch == epoch_of(writer) { node } else { resync(writer) }
 }
 

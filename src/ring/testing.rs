@@ -25,7 +25,11 @@ impl HeapRing {
     pub(crate) fn new(capacity: usize) -> HeapRing {
         let control = RingControl {
             tail: TailLine { tail: AtomicU64::new(0) },
-            loss: LossLine { dropped: AtomicU64::new(0), untracked_processes: AtomicU64::new(0) },
+            loss: LossLine {
+                dropped: AtomicU64::new(0),
+                untracked_processes: AtomicU64::new(0),
+                untracked_capacities: AtomicU64::new(0),
+            },
             reader: ReaderLine {
                 reader_pid: AtomicU32::new(0),
                 reader_pid_ns: AtomicU32::new(0),

@@ -109,6 +109,9 @@ pub struct Row {
     pub used: u64,
     pub buffers: u64,
     pub total: Option<u64>,
+    /// The row of live memory the counter pool had no cell for (device
+    /// `untracked`, no kind): shown only when there is some.
+    pub untracked: bool,
 }
 
 impl Row {
@@ -145,8 +148,25 @@ pub fn rows(ring: &Ring, snapshot: &Snapshot) -> Vec<Row> {
                 .iter()
                 .find(|c| c.device_id == device && c.kind == kind)
                 .map(|c| c.bytes),
+            untracked: false,
         })
+        .chain(untracked_row(&ring_name, snapshot))
         .collect()
+}
+
+/// The row of what running processes counted outside the counter pool
+/// (it was full), if any event was.
+fn untracked_row(ring: &str, snapshot: &Snapshot) -> Option<Row> {
+    let (used, buffers, events) = snapshot.untracked_usage();
+    (events > 0).then(|| Row {
+        ring: ring.to_owned(),
+        device: 0,
+        kind: 0,
+        used,
+        buffers,
+        total: None,
+        untracked: true,
+    })
 }
 
 /// Writes `rows`; the CSV header only when `first` (a repeating status
@@ -188,7 +208,9 @@ fn text_value(field: Field, row: &Row, timestamp: &str) -> String {
     match field {
         Field::Timestamp => timestamp.to_owned(),
         Field::Ring => row.ring.clone(),
+        Field::Device if row.untracked => "untracked".to_owned(),
         Field::Device => row.device.to_string(),
+        Field::Kind if row.untracked => String::new(),
         Field::Kind => kind_name(row.kind),
         Field::Used => row.used.to_string(),
         Field::Total => optional(row.total.map(|t| t.to_string())),
@@ -202,7 +224,9 @@ fn json_value(field: Field, row: &Row, timestamp: &str) -> serde_json::Value {
     match field {
         Field::Timestamp => json!(timestamp),
         Field::Ring => json!(row.ring),
+        Field::Device if row.untracked => json!("untracked"),
         Field::Device => json!(row.device),
+        Field::Kind if row.untracked => serde_json::Value::Null,
         Field::Kind => json!(kind_name(row.kind)),
         Field::Used => json!(row.used),
         Field::Total => json!(row.total),
@@ -226,7 +250,15 @@ mod tests {
     use super::*;
 
     fn row(used: u64, total: Option<u64>) -> Row {
-        Row { ring: "/dev/shm/memtrack-a,b".into(), device: 3, kind: 1, used, buffers: 2, total }
+        Row {
+            ring: "/dev/shm/memtrack-a,b".into(),
+            device: 3,
+            kind: 1,
+            used,
+            buffers: 2,
+            total,
+            untracked: false,
+        }
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct Model {
     pub rate: f64,
     /// Records lost since the watch started.
     pub losses: LossBlock,
+    /// Buffer events whose live counter found the ring's counter pool full
+    /// (the processes' usage leaves them out).
+    pub untracked_events: u64,
     /// Anomaly counts.
     pub anomaly_counts: AnomalyCounts,
     /// The latest anomalies, newest first, at most [`LATEST`].
@@ -143,6 +146,7 @@ impl Model {
             records: 0,
             rate: 0.0,
             losses: LossBlock::default(),
+            untracked_events: 0,
             anomaly_counts: AnomalyCounts::default(),
             anomalies: Vec::new(),
             mark_count: 0,
@@ -168,6 +172,7 @@ impl Model {
         }
         self.records = engine.records();
         self.losses = losses;
+        self.untracked_events = snapshot.untracked_usage().2;
         self.anomaly_counts = engine.anomaly_counts();
         self.anomalies = engine.recent_anomalies().iter().rev().take(LATEST).copied().collect();
         self.mark_count = engine.marks().len();

@@ -45,6 +45,8 @@ fn snapshot(processes: Vec<ProcessInfo>, counters: Vec<LiveCounter>, capacities:
         progress: Progress::default(),
         dropped: 0,
         untracked_processes: 0,
+        untracked: Vec::new(),
+        untracked_capacities: 0,
         reader_pid: Some(OWN_PID),
         tail: 0,
     }

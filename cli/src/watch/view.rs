@@ -280,6 +280,7 @@ fn losses(model: &Model, width: u16) -> Line<'static> {
         ("writer died", l.lost_writer_died),
         ("reader died", l.lost_reader_died),
         ("untracked processes", l.untracked_processes),
+        ("untracked events (counter pool full)", model.untracked_events),
     ];
     let line = |counters: &mut dyn Iterator<Item = &(&'static str, u64)>| {
         let mut spans: Vec<Span> = vec!["lost:".into()];
@@ -288,7 +289,8 @@ fn losses(model: &Model, width: u16) -> Line<'static> {
         }
         Line::from(spans)
     };
-    // Untracked processes are not records: shown only when there are some.
+    // Untracked processes and events are not records: shown only when
+    // there are some.
     let all = line(&mut counters.iter().filter(|(name, n)| *n > 0 || !name.starts_with("untracked")));
     if all.width() <= width as usize {
         return all;

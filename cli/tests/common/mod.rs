@@ -70,8 +70,11 @@ pub fn report_json(file: impl AsRef<Path>) -> Value {
 pub fn ring_with_writer(name: &str) -> (PathBuf, Writer) {
     let path = ring_path(&format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let writer =
-        Writer::attach_named(Ring::create(&path, RingOptions { capacity: 64 }).unwrap(), b"model").unwrap();
+    let writer = Writer::attach_named(
+        Ring::create(&path, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+        b"model",
+    )
+    .unwrap();
     for buffer_id in 0..3 {
         writer.alloc(&l1_buffer(buffer_id));
     }

@@ -1,0 +1,98 @@
+//! What a hook keeps per thread, in one thread-local: the scope its ALLOC
+//! records carry (written by `ffi::scope`), its counter lane, and a small
+//! cache of the counter cells it uses. One TLS access per hook serves all.
+
+use std::cell::Cell;
+
+use crate::format::SHARED_LANE;
+use crate::shm::LaneWord;
+
+/// Entries of the per-thread cell cache (direct-mapped on device and kind).
+pub(crate) const CACHE_WAYS: usize = 16;
+
+/// A lane this thread holds, given back when the thread exits or hooks
+/// for another writer.
+pub(crate) struct LaneLease {
+    pub(crate) word: LaneWord,
+    pub(crate) generation: u32,
+    pub(crate) lane: u8,
+    /// The process that took it: a forked child inherits this thread's
+    /// state but not its lane (the parent still holds it).
+    pub(crate) pid: u32,
+}
+
+impl LaneLease {
+    fn release(self) {
+        if self.pid == std::process::id() {
+            crate::counters::release_lane(self.word.get(), self.generation, self.lane);
+        }
+    }
+}
+
+/// One thread's hook state.
+pub(crate) struct HookThread {
+    /// (scope epoch, innermost scope node) for the ALLOC hook; `ffi::scope`
+    /// keeps it.
+    pub(crate) scope: Cell<(usize, u32)>,
+    /// `Writer::serial` of the writer the fields below are of (0: none).
+    pub(crate) writer: Cell<u64>,
+    /// This thread's lane of that writer's process entry, or [`SHARED_LANE`].
+    pub(crate) lane: Cell<u8>,
+    /// (tag, cell index) of recently used (device, kind) pairs; tag 0 is empty.
+    pub(crate) cache: [Cell<(u64, u32)>; CACHE_WAYS],
+    lease: Cell<Option<LaneLease>>,
+}
+
+impl HookThread {
+    /// Makes this thread's state that of the writer `serial`: gives back
+    /// the lane of the previous one, forgets its cells.
+    pub(crate) fn switch_writer(&self, serial: u64, lease: Option<LaneLease>) {
+        if let Some(old) = self.lease.take() {
+            old.release();
+        }
+        for way in &self.cache {
+            way.set((0, 0));
+        }
+        self.lane.set(lease.as_ref().map_or(SHARED_LANE, |l| l.lane));
+        self.lease.set(lease);
+        self.writer.set(serial);
+    }
+}
+
+impl Drop for HookThread {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+/// Cache entry of (device, kind): its way and its tag (never 0).
+#[inline(always)]
+pub(crate) fn cache_way(device: u32, kind: u8) -> (usize, u64) {
+    let way = (device as usize).wrapping_mul(7).wrapping_add(kind as usize) & (CACHE_WAYS - 1);
+    (way, 1 << 40 | (device as u64) << 8 | kind as u64)
+}
+
+thread_local! {
+    static HOOK: HookThread = const {
+        HookThread {
+            scope: Cell::new((0, 0)),
+            writer: Cell::new(0),
+            lane: Cell::new(SHARED_LANE),
+            cache: [const { Cell::new((0, 0)) }; CACHE_WAYS],
+            lease: Cell::new(None),
+        }
+    };
+}
+
+/// Runs `f` with this thread's state, or with `None` while the thread is
+/// being torn down (its thread-locals destroyed).
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(Option<&HookThread>) -> R) -> R {
+    let mut f = Some(f);
+    match HOOK.try_with(|t| (f.take().expect("called once"))(Some(t))) {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called"))(None),
+    }
+}
