@@ -372,3 +372,6 @@ mod tests {
         assert!(table.entries().any(|e| e == (capacity_key(u32::MAX, 255), 16 << 30)));
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_models;
