@@ -310,7 +310,7 @@ fn a_full_process_table_of_live_processes_degrades_countably() {
         assert_eq!(helper_line(h), "ready 1");
     }
     for round in 0..iterations(2) {
-        // The 65th process: one line, runs untracked, counted.
+        // The 257th process: one line, runs untracked, counted.
         let (line, stderr) = run_c_abi("c-abi", tmp.path());
         assert_eq!(line, format!("code {MEMTRACK_ERR_PROCESS_TABLE_FULL} enabled 0"));
         assert_one_line(&stderr, tmp.path(), "process table full");

@@ -170,11 +170,15 @@ fn serve_exports_the_live_counters_exactly() {
             (r#"memtrack_processes{state="exited"}"#, 1),
             (r#"memtrack_processes{state="died"}"#, 0),
             ("memtrack_untracked_processes_total", 0),
+            ("memtrack_untracked_memory_used_bytes", 0),
+            ("memtrack_untracked_memory_buffers", 0),
+            ("memtrack_untracked_events_total", 0),
+            ("memtrack_untracked_capacities_total", 0),
             ("memtrack_consumer_attached", 1),
         ],
     );
     // Exactly these series: no per-process, per-buffer or consume-only ones.
-    assert_eq!(got.len(), 16, "{got:#?}");
+    assert_eq!(got.len(), 20, "{got:#?}");
     assert_eq!(got.keys().filter(|k| k.contains("capacity")).count(), 1, "{got:#?}");
 
     // The snapshot is read anew on every scrape; a (device, kind) whose
@@ -190,6 +194,61 @@ fn serve_exports_the_live_counters_exactly() {
             (r#"memtrack_device_memory_buffers{device="1",kind="L1"}"#, 0),
             (r#"memtrack_records_lost_total{reason="dropped"}"#, 6),
             ("memtrack_consumer_attached", 0),
+        ],
+    );
+}
+
+/// Format 2: any device id and kind has live counters and a capacity, and
+/// sizes far beyond the old packed counter (2^43 B read as -8 TiB) are exact.
+#[test]
+fn serve_exports_any_device_and_kind_and_sizes_beyond_eight_tib() {
+    let ring = TempRing::new("v2-devices");
+    let writer = Writer::attach_named(ring.create(), b"galaxy").unwrap();
+    writer.set_capacity(100, 9, 32 << 30);
+    for id in 0..4 {
+        writer.alloc(&buffer(id, 256 << 20, 100, 9, 0));
+    }
+    writer.alloc(&buffer(10, 1 << 43, 70_000, kind::DRAM, 0));
+    writer.alloc(&buffer(11, 1 << 62, u32::MAX, kind::L1, 0));
+    let got = Server::start(&ring.0, &[]).scrape();
+    assert_samples(
+        &got,
+        &[
+            (r#"memtrack_device_memory_used_bytes{device="100",kind="KIND_9"}"#, 1 << 30),
+            (r#"memtrack_device_memory_buffers{device="100",kind="KIND_9"}"#, 4),
+            (r#"memtrack_device_memory_capacity_bytes{device="100",kind="KIND_9"}"#, 32 << 30),
+            (r#"memtrack_device_memory_used_bytes{device="70000",kind="DRAM"}"#, 1 << 43),
+            (r#"memtrack_device_memory_used_bytes{device="4294967295",kind="L1"}"#, 1 << 62),
+            ("memtrack_untracked_events_total", 0),
+        ],
+    );
+}
+
+/// A counter pool filled to the brim: the events it has no cell for are
+/// shown as untracked, never silently left out.
+#[test]
+fn serve_shows_what_a_full_counter_pool_could_not_count() {
+    let ring = TempRing::new("v2-full-pool");
+    let small = RingOptions { capacity: 16, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let writer = Writer::attach_named(Ring::create(&ring.0, small).unwrap(), b"many").unwrap();
+    let devices = memtrack::format::MIN_COUNTER_CELLS + 72;
+    for device in 0..devices {
+        writer.alloc(&buffer(device as u64, 1000, device, kind::DRAM, 0));
+    }
+    // From another attachment: through its own, a writer's lock looks free.
+    let s = Ring::open(&ring.0).unwrap().snapshot();
+    let counted: u64 = s.counters.iter().map(|c| c.held().0).sum();
+    let (bytes, buffers, events) = s.untracked_usage();
+    assert_eq!(s.counters.len(), memtrack::format::MIN_COUNTER_CELLS as usize, "every cell used");
+    assert_eq!((bytes, buffers, events), (72 * 1000, 72, 72));
+    assert_eq!(counted + bytes, devices as u64 * 1000, "counted + untracked = everything");
+    let got = Server::start(&ring.0, &[]).scrape();
+    assert_samples(
+        &got,
+        &[
+            ("memtrack_untracked_memory_used_bytes", 72 * 1000),
+            ("memtrack_untracked_memory_buffers", 72),
+            ("memtrack_untracked_events_total", 72),
         ],
     );
 }
@@ -222,7 +281,7 @@ fn serve_per_process_adds_process_series_only_when_asked() {
     let want: Vec<(&str, i64)> = want.iter().map(|(s, v)| (s.as_str(), *v)).collect();
     assert_samples(&got, &want);
     assert_eq!(got.keys().filter(|k| k.starts_with("memtrack_process_")).count(), want.len(), "{got:#?}");
-    assert_eq!(got.len(), 16 + want.len(), "{got:#?}");
+    assert_eq!(got.len(), 20 + want.len(), "{got:#?}");
 }
 
 #[test]

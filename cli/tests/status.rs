@@ -36,6 +36,86 @@ fn status_json_shows_live_usage_without_consuming() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// Format 2: a device id past 64 and a kind past 8 are shown with their
+/// capacity, and sizes of 2^43 and 2^62 bytes exactly.
+#[test]
+fn status_shows_any_device_and_kind_and_huge_sizes_exactly() {
+    let (path, writer) = ring_with_writer("cli-status-v2");
+    writer.set_capacity(100, 9, 32 << 30);
+    for id in 10..14 {
+        writer.alloc(&memtrack::MemtrackBuffer { size: 256 << 20, device_id: 100, kind: 9, ..l1_buffer(id) });
+    }
+    writer.alloc(&memtrack::MemtrackBuffer {
+        size: 1 << 43,
+        device_id: 7,
+        kind: kind::DRAM,
+        ..l1_buffer(20)
+    });
+    writer.alloc(&memtrack::MemtrackBuffer {
+        size: 1 << 62,
+        device_id: 8,
+        kind: kind::DRAM,
+        ..l1_buffer(21)
+    });
+
+    let out = memtrack(&["status", "--ring", path.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage = |device: u64| {
+        let cells = doc["usage"].as_array().unwrap();
+        cells
+            .iter()
+            .find(|c| c["device_id"] == device)
+            .unwrap_or_else(|| panic!("device {device}: {doc}"))
+            .clone()
+    };
+    assert_eq!(usage(100)["kind"], "KIND_9");
+    assert_eq!(usage(100)["live_bytes"], 1u64 << 30);
+    assert_eq!(usage(100)["live_buffers"], 4);
+    assert_eq!(usage(7)["live_bytes"], 1u64 << 43);
+    assert_eq!(usage(8)["live_bytes"], 1u64 << 62);
+    let capacity = doc["capacities"].as_array().unwrap().iter().find(|c| c["device_id"] == 100).cloned();
+    assert_eq!(capacity.unwrap()["bytes"], 32u64 << 30);
+    assert_eq!(doc["untracked"]["events"], 0);
+
+    let text = String::from_utf8(memtrack(&["status", "--ring", path.to_str().unwrap()]).stdout).unwrap();
+    let row = text.lines().find(|l| l.trim_start().starts_with("100 ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("KIND_9") && row.contains("1.0 GiB") && row.contains("32.0 GiB"), "{row}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("7 ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(" 8.0 TiB"), "2^43 B, not -8 TiB: {row}");
+    assert!(!text.contains("-8.0"), "{text}");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A counter pool filled to the brim: status shows the untracked figure
+/// in text, JSON and CSV.
+#[test]
+fn status_shows_the_untracked_figure_of_a_full_counter_pool() {
+    let path = memtrack::ring_path(&format!("cli-status-full-pool-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options = memtrack::RingOptions { capacity: 64, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let writer =
+        memtrack::Writer::attach_named(memtrack::Ring::create(&path, options).unwrap(), b"many").unwrap();
+    let devices = memtrack::format::MIN_COUNTER_CELLS + 10;
+    for device in 0..devices {
+        writer.alloc(&memtrack::MemtrackBuffer { device_id: device, ..l1_buffer(device as u64) });
+    }
+    let ring = path.to_str().unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
+    assert_eq!(doc["untracked"]["events"], 10, "{doc}");
+    assert_eq!(doc["untracked"]["bytes"], 10 * 1000);
+    assert_eq!(doc["untracked"]["buffers"], 10);
+    assert_eq!(doc["processes"][0]["untracked_events"], 10);
+    let text = String::from_utf8(memtrack(&["status", "--ring", ring]).stdout).unwrap();
+    assert!(text.contains("untracked") && text.contains("10 events found the counter pool full"), "{text}");
+    let csv = String::from_utf8(memtrack(&["status", "--ring", ring, "--format", "csv"]).stdout).unwrap();
+    assert!(csv.lines().any(|l| l == "untracked,,10000,,"), "{csv}");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn status_of_a_bad_ring_is_one_line_and_exit_1() {
     let path = std::env::temp_dir().join(format!("memtrack-cli-bad-{}", std::process::id()));
