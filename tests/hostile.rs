@@ -308,9 +308,8 @@ fn garbage_record_fields_are_delivered_as_data() {
     )
     .unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
-    // A hostile writer's records: device ids and kinds past the tables,
-    // every flag bit, a huge size; its counter cells are not touched for
-    // ids it has no cell for.
+    // A hostile writer's records: the largest device id and kind, every
+    // flag bit, a huge size. Format 2 counts any device and kind.
     writer.alloc(&MemtrackBuffer {
         buffer_id: 1,
         size: u64::MAX,
@@ -343,8 +342,12 @@ fn garbage_record_fields_are_delivered_as_data() {
     assert_eq!(records[4].event, 0x8f, "delivered verbatim: the reader decides what it means");
     assert_eq!(records[4].event(), None);
     let s = consumer.ring().snapshot();
-    assert!(s.counters.is_empty(), "no counter cell for out-of-table ids: {:?}", s.counters);
-    assert!(s.capacities.is_empty());
+    let cell = |device| s.counters.iter().find(|c| c.device_id == device).copied();
+    let top = cell(u32::MAX).unwrap_or_else(|| panic!("{:?}", s.counters));
+    assert_eq!((top.kind, top.live_bytes, top.live_buffers), (255, 0, 1), "ALIAS: a buffer, no bytes");
+    assert_eq!(cell(64).map(|c| (c.kind, c.live_buffers)), Some((8, -1)));
+    assert_eq!(s.counters.len(), 2, "{:?}", s.counters);
+    assert_eq!(s.capacities, [memtrack::Capacity { device_id: u32::MAX, kind: 200, bytes: u64::MAX }]);
 }
 
 #[test]

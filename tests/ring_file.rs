@@ -87,14 +87,26 @@ fn events_arrive_in_order_with_every_field() {
 }
 
 #[test]
-fn device_ids_beyond_the_counter_table_are_still_recorded() {
+fn any_device_id_and_kind_has_live_counters() {
     let tmp = TempRing::new("bigdev");
     let writer = Writer::attach(Ring::create(tmp.path(), small()).unwrap()).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     writer.alloc(&buffer(1, 4000, 64));
+    writer.alloc(&MemtrackBuffer {
+        buffer_id: 2,
+        size: 1 << 43,
+        device_id: 100,
+        kind: 9,
+        ..Default::default()
+    });
     let records = drain_all(&mut consumer);
     assert_eq!(records[1].device_id, 4000);
-    assert!(consumer.ring().snapshot().counters.is_empty());
+    let counters = consumer.ring().snapshot().counters;
+    let cell = |device| {
+        counters.iter().find(|c| c.device_id == device).map(|c| (c.kind, c.live_bytes, c.live_buffers))
+    };
+    assert_eq!(cell(4000), Some((0, 64, 1)));
+    assert_eq!(cell(100), Some((9, 1 << 43, 1)), "2^43 bytes, exact");
 }
 
 #[test]
@@ -192,7 +204,7 @@ fn a_full_process_table_is_refused_and_counted() {
         .map(|_| Writer::attach(Ring::open(tmp.path()).unwrap()).unwrap())
         .collect();
     let err = Writer::attach(Ring::open(tmp.path()).unwrap()).expect_err("table full");
-    assert!(matches!(err.kind, ErrorKind::ProcessTableFull(64)), "{err}");
+    assert!(matches!(err.kind, ErrorKind::ProcessTableFull(256)), "{err}");
     let ring = Ring::open(tmp.path()).unwrap();
     assert_eq!(ring.snapshot().untracked_processes, 1);
     // An entry whose holder went away is taken again.
@@ -227,9 +239,18 @@ fn hostile_and_broken_files_are_refused_with_the_reason() {
     patch(path, 0, b"NOTARING");
     assert!(matches!(expect_refusal(path, "bad magic").kind, ErrorKind::BadMagic));
 
-    make();
-    patch(path, 8, &2u32.to_le_bytes());
-    assert!(matches!(expect_refusal(path, "version").kind, ErrorKind::Version { found: 2, expected: 1 }));
+    // A version-1 ring and an unknown version: one line naming the file,
+    // the file's version and the one this build reads.
+    for found in [1u32, 3] {
+        make();
+        patch(path, 8, &found.to_le_bytes());
+        let err = expect_refusal(path, "version");
+        assert!(matches!(err.kind, ErrorKind::Version { found: f, expected: 2 } if f == found), "{err}");
+        assert!(
+            err.to_string().contains(&format!("format version {found}, this build reads version 2")),
+            "{err}"
+        );
+    }
 
     make();
     patch(path, 16, &100u64.to_le_bytes());
