@@ -670,7 +670,7 @@ fn initialise(map: &MmapRaw, options: RingOptions) {
     id.max_processes.store(MAX_PROCESSES as u32, Ordering::Relaxed);
     id.counter_cells.store(counter_cells, Ordering::Relaxed);
     id.capacity_entries.store(CAPACITY_ENTRIES as u32, Ordering::Relaxed);
-    id.counter_lanes.store(COUNTER_LANES as u32, Ordering::Relaxed);
+    id.counter_lanes.store(COUNTER_LANES, Ordering::Relaxed);
     id.clock_source.store(source.code(), Ordering::Relaxed);
     id.created_unix_ns.store(realtime_ns(), Ordering::Relaxed);
     id.creator_pid.store(std::process::id(), Ordering::Relaxed);
