@@ -15,13 +15,14 @@ use memtrack::{Consumer, MemtrackBuffer, Ring, Writer};
 fn valid_header() -> Vec<u8> {
     let mut h = vec![0u8; SLOTS_OFFSET];
     h[0..8].copy_from_slice(b"MEMTRACK");
-    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[8..12].copy_from_slice(&memtrack::format::FORMAT_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&64u32.to_le_bytes());
     h[16..24].copy_from_slice(&16u64.to_le_bytes());
     h[24..32].copy_from_slice(&file_size(16, memtrack::format::DEFAULT_COUNTER_CELLS).to_le_bytes());
-    h[32..36].copy_from_slice(&64u32.to_le_bytes());
-    h[36..40].copy_from_slice(&64u32.to_le_bytes());
-    h[40..44].copy_from_slice(&8u32.to_le_bytes());
+    h[32..36].copy_from_slice(&(memtrack::format::MAX_PROCESSES as u32).to_le_bytes());
+    h[36..40].copy_from_slice(&memtrack::format::DEFAULT_COUNTER_CELLS.to_le_bytes());
+    h[40..44].copy_from_slice(&(memtrack::format::CAPACITY_ENTRIES as u32).to_le_bytes());
+    h[60..64].copy_from_slice(&memtrack::format::COUNTER_LANES.to_le_bytes());
     h[144..152].copy_from_slice(&1_000_000_000u64.to_le_bytes());
     h
 }
