@@ -1,10 +1,12 @@
 //! What a hook keeps per thread, in one thread-local: the scope its ALLOC
 //! records carry (written by `ffi::scope`), its counter lane, and a small
-//! cache of the counter cells it uses. One TLS access per hook serves all.
+//! cache of the counter cells it uses. One TLS access per hook serves all;
+//! a second thread-local, touched only on the cold path, holds the lane's
+//! lease, whose destructor gives the lane back when the thread exits.
 
 use std::cell::Cell;
 
-use crate::format::SHARED_LANE;
+use crate::format::{CounterCell, SHARED_LANE};
 use crate::shm::LaneWord;
 
 /// Entries of the per-thread cell cache (direct-mapped on device and kind).
@@ -29,7 +31,9 @@ impl LaneLease {
     }
 }
 
-/// One thread's hook state.
+/// One thread's hook state. Only `Cell`s, no destructor: reaching it
+/// costs no "is it still alive?" check, and it stays usable while the
+/// thread is torn down (the lane, which needs giving back, is in [`LEASE`]).
 pub(crate) struct HookThread {
     /// (scope epoch, innermost scope node) for the ALLOC hook; `ffi::scope`
     /// keeps it.
@@ -38,31 +42,50 @@ pub(crate) struct HookThread {
     pub(crate) writer: Cell<u64>,
     /// This thread's lane of that writer's process entry, or [`SHARED_LANE`].
     pub(crate) lane: Cell<u8>,
-    /// (tag, cell index) of recently used (device, kind) pairs; tag 0 is empty.
-    pub(crate) cache: [Cell<(u64, u32)>; CACHE_WAYS],
-    lease: Cell<Option<LaneLease>>,
+    /// (tag, cell) of recently used (device, kind) pairs of that writer;
+    /// tag 0 is empty. The cells lie in the writer's mapping, which lives
+    /// as long as the writer: only a caller holding the writer whose serial
+    /// is `writer` dereferences them.
+    pub(crate) cache: [Cell<(u64, *const CounterCell)>; CACHE_WAYS],
 }
 
 impl HookThread {
     /// Makes this thread's state that of the writer `serial`: gives back
-    /// the lane of the previous one, forgets its cells.
-    pub(crate) fn switch_writer(&self, serial: u64, lease: Option<LaneLease>) {
-        if let Some(old) = self.lease.take() {
-            old.release();
-        }
+    /// the lane of the previous writer, forgets its cells, and takes a lane
+    /// with `take` -- unless the thread is exiting (its lease already
+    /// gone), when it uses the shared lane.
+    pub(crate) fn switch_writer(&self, serial: u64, take: impl FnOnce() -> Option<LaneLease>) {
+        let lane = LEASE
+            .try_with(|slot| {
+                if let Some(old) = slot.0.take() {
+                    old.release();
+                }
+                let lease = take();
+                let lane = lease.as_ref().map_or(SHARED_LANE, |l| l.lane);
+                slot.0.set(lease);
+                lane
+            })
+            .unwrap_or(SHARED_LANE);
         for way in &self.cache {
-            way.set((0, 0));
+            way.set((0, std::ptr::null()));
         }
-        self.lane.set(lease.as_ref().map_or(SHARED_LANE, |l| l.lane));
-        self.lease.set(lease);
+        self.lane.set(lane);
         self.writer.set(serial);
     }
 }
 
-impl Drop for HookThread {
+/// The lane a thread holds, given back by its destructor at thread exit.
+struct LeaseSlot(Cell<Option<LaneLease>>);
+
+impl Drop for LeaseSlot {
     fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
+        if let Some(lease) = self.0.take() {
             lease.release();
+            // Hooks later in this thread's teardown (another library's
+            // thread-local destructor freeing a buffer) must not write the
+            // lane any more: make them adopt the writer anew, which gives
+            // them the shared lane.
+            let _ = HOOK.try_with(|t| t.writer.set(0));
         }
     }
 }
@@ -80,10 +103,11 @@ thread_local! {
             scope: Cell::new((0, 0)),
             writer: Cell::new(0),
             lane: Cell::new(SHARED_LANE),
-            cache: [const { Cell::new((0, 0)) }; CACHE_WAYS],
-            lease: Cell::new(None),
+            cache: [const { Cell::new((0, std::ptr::null())) }; CACHE_WAYS],
         }
     };
+    /// Touched only when a thread takes or gives back a lane (cold).
+    static LEASE: LeaseSlot = const { LeaseSlot(Cell::new(None)) };
 }
 
 /// Runs `f` with this thread's state, or with `None` while the thread is

@@ -289,9 +289,11 @@ impl Writer {
             && t.writer.get() == self.serial
         {
             let (way, tag) = cache_way(device, kind);
-            let (cached, index) = t.cache[way].get();
+            let (cached, cell) = t.cache[way].get();
             if cached == tag {
-                let cell = self.ring.counters().cell(index as usize);
+                // SAFETY: cached by this writer (its serial matches) from its
+                // own pool, which lies in its mapping, alive while `self` is.
+                let cell = unsafe { &*cell };
                 if t.lane.get() == SHARED_LANE {
                     add_shared(cell, bytes, buffers);
                 } else {
@@ -323,7 +325,7 @@ impl Writer {
             Some(index) => {
                 if let Some(t) = thread {
                     let (way, tag) = cache_way(device, kind);
-                    t.cache[way].set((tag, index as u32));
+                    t.cache[way].set((tag, std::ptr::from_ref(pool.cell(index))));
                 }
                 if lane == SHARED_LANE {
                     add_shared(pool.cell(index), bytes, buffers);
@@ -345,13 +347,14 @@ impl Writer {
     /// free, else the shared lane.
     fn adopt(&self, thread: &HookThread) {
         let Registration { index, generation, .. } = self.registration;
-        let lease = take_lane(&self.ring.process_entry(index).lanes, generation).map(|lane| LaneLease {
-            word: self.ring.lane_word(index),
-            generation,
-            lane,
-            pid: self.pid,
+        thread.switch_writer(self.serial, || {
+            take_lane(&self.ring.process_entry(index).lanes, generation).map(|lane| LaneLease {
+                word: self.ring.lane_word(index),
+                generation,
+                lane,
+                pid: self.pid,
+            })
         });
-        thread.switch_writer(self.serial, lease);
     }
 
     /// A record of `event` stamped with the time and this process.
@@ -490,6 +493,57 @@ mod tests {
         for id in 0..n {
             writer.alloc(&MemtrackBuffer { buffer_id: id, size: 1, ..Default::default() });
         }
+    }
+
+    /// More threads than lanes at once: 16 get a lane of their own, the
+    /// rest share one; every count lands, and each lane is given back when
+    /// its thread exits, to be reused with its counts intact.
+    #[test]
+    fn threads_beyond_the_lanes_share_one_and_exiting_threads_give_theirs_back() {
+        let path = crate::ring_path(&format!("test-writer-lanes-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        let threads = crate::format::COUNTER_LANES as u64 + 4;
+        let barrier = std::sync::Barrier::new(threads as usize);
+        // Joined one by one: `join` waits for the thread's end, destructors
+        // (the lane's release) included; the scope's own wait does not.
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (writer, barrier) = (&writer, &barrier);
+                    s.spawn(move || {
+                        for i in 0..100 {
+                            writer.alloc(&MemtrackBuffer {
+                                buffer_id: t << 32 | i,
+                                size: 3,
+                                device_id: 7,
+                                ..Default::default()
+                            });
+                            if i == 0 {
+                                barrier.wait(); // Every thread holds its lane (or the shared one) at once.
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().for_each(|h| h.join().unwrap());
+        });
+        let lanes = &writer.ring().process_entry(writer.registration.index).lanes;
+        assert_eq!(lanes.load(Ordering::Relaxed) as u32, 0, "every lane given back");
+        let shared = (0..writer.ring().counters().len())
+            .filter_map(|i| writer.ring().counters().read(i))
+            .filter(|r| crate::format::counter_key_parts(r.key).2 == SHARED_LANE)
+            .count();
+        assert_eq!(shared, 1, "the threads beyond the lanes shared one cell");
+        assert_eq!(writer.live(), [((7, 0), (threads as i64 * 300, threads as i64 * 100))]);
+        // A new thread takes a returned lane and adds to its counts.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                writer.free(&MemtrackBuffer { buffer_id: 0, size: 3, device_id: 7, ..Default::default() })
+            });
+        });
+        assert_eq!(writer.live(), [((7, 0), (threads as i64 * 300 - 3, threads as i64 * 100 - 1))]);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
