@@ -356,7 +356,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(Ro
         Row::Enabled => {
             let path = ring_path(&tag);
             let _ = std::fs::remove_file(&path);
-            Ring::create(&path, RingOptions { capacity })?;
+            Ring::create(&path, RingOptions { capacity, ..RingOptions::default() })?;
             cmd.env("MEMTRACK_RING", &path);
             let reader = Reader::start(&path)?;
             helper = Some(Box::new(move || reader.stop()));
