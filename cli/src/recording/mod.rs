@@ -36,15 +36,22 @@ use memtrack::{Event, Progress, Record};
 
 use crate::output::Output;
 
+mod codec;
+mod framing;
+
+use codec::{Decoder, Encoder, Entry, MAX_RECORD_BYTES};
+use framing::{FRAME_HEADER_SIZE, FrameHeader, SEAL_AT};
+
 /// `"MTRECORD"`, little-endian.
 pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"MTRECORD");
 /// Version of this layout.
-pub const FILE_VERSION: u32 = 2;
+pub const FILE_VERSION: u32 = 3;
 /// The oldest version this reader reads.
 pub const OLDEST_FILE_VERSION: u32 = 1;
 /// Bytes of the file header.
 pub const FILE_HEADER_SIZE: usize = 256;
-/// Bytes of a block.
+/// Bytes of a block (versions 1 and 2 store every block so; version 3
+/// stores reader blocks so, and ring records encoded).
 pub const BLOCK_SIZE: usize = RECORD_SIZE;
 /// Offset of the event code within every block.
 const EVENT_OFFSET: usize = 58;
@@ -566,6 +573,15 @@ impl Block {
         Block::Opening(cell)
     }
 
+    /// The block as 64 bytes, its code at byte 58: as a version 1 or 2
+    /// file stores it, and as a version 3 file stores a reader block.
+    pub fn to_bytes(&self) -> [u8; BLOCK_SIZE] {
+        let mut bytes = [0u8; BLOCK_SIZE];
+        bytes.copy_from_slice(self.bytes());
+        bytes[EVENT_OFFSET] = self.code();
+        bytes
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Block::Record(r) => bytemuck::bytes_of(r),
@@ -613,23 +629,33 @@ impl Block {
 
 /// Writes a record file; call [`RecordWriter::finish`] to complete it.
 ///
+/// Entries are encoded into the current frame as they come; [`flush`]
+/// seals the frame and hands it to the kernel, so what a caller flushed
+/// before committing a batch of the ring is in complete frames.
+///
 /// A write that fails (a full file system, `/dev/full`, a FIFO whose
 /// reader left) does not stop the recording: the writer remembers the
 /// first error, keeps nothing more, and counts the ring records it could
 /// not keep, so the caller can go on draining the ring and waiting for its
 /// command, and report the loss at the end ([`RecordWriter::failure`]).
+///
+/// [`flush`]: RecordWriter::flush
 pub struct RecordWriter {
     out: Output,
-    /// Bytes handed to us, not yet written.
+    encoder: Encoder,
+    /// The open frame's payload and entry count, and the ring records in it.
+    frame: Vec<u8>,
+    frame_entries: u32,
+    frame_records: u64,
+    /// Sealed bytes not written yet (the header, then whole frames).
     pending: Vec<u8>,
+    /// Per sealed frame in `pending`: where it ends, and its ring records.
+    pending_frames: Vec<(usize, u64)>,
     /// Ring records left out because their event code is not one a ring
     /// carries: garbage a writer put in the ring. Kept, they would read
     /// back as reader blocks (a forged death or loss total) or as the end
     /// of the file.
     skipped: u64,
-    /// Bytes written so far (the header included): where `pending`
-    /// starts in the stream.
-    written: u64,
     failure: Option<OutputFailure>,
 }
 
@@ -642,9 +668,6 @@ pub struct OutputFailure {
     pub records_not_kept: u64,
 }
 
-/// Bytes gathered before a write: fewer system calls for small blocks.
-const PENDING_LIMIT: usize = 1 << 20;
-
 impl RecordWriter {
     /// Creates `path` safely (see [`crate::output`]) and writes the header.
     ///
@@ -656,15 +679,20 @@ impl RecordWriter {
 
     /// Writes the header into `out`.
     pub fn new(out: Output, header: &FileHeader) -> RecordWriter {
-        let mut writer = RecordWriter {
+        let mut pending = Vec::with_capacity(SEAL_AT + FRAME_HEADER_SIZE + FILE_HEADER_SIZE);
+        pending.extend_from_slice(bytemuck::bytes_of(header));
+        RecordWriter {
             out,
-            pending: Vec::with_capacity(PENDING_LIMIT),
+            encoder: Encoder::new(),
+            frame: Vec::with_capacity(SEAL_AT + MAX_RECORD_BYTES.max(1 + BLOCK_SIZE)),
+            frame_entries: 0,
+            frame_records: 0,
+            // The header holds no records.
+            pending_frames: vec![(pending.len(), 0)],
+            pending,
             skipped: 0,
-            written: 0,
             failure: None,
-        };
-        writer.write_bytes(bytemuck::bytes_of(header));
-        writer
+        }
     }
 
     /// The destination file.
@@ -679,30 +707,43 @@ impl RecordWriter {
 
     /// Appends ring records.
     pub fn records(&mut self, records: &[Record]) {
-        let is_ring_event = |r: &Record| Event::from_code(r.event).is_some();
-        if records.iter().all(is_ring_event) {
-            return self.write_bytes(bytemuck::cast_slice(records));
-        }
         for record in records {
-            if is_ring_event(record) {
-                self.write_bytes(bytemuck::bytes_of(record));
-            } else {
+            if Event::from_code(record.event).is_none() {
                 self.skipped += 1;
+                continue;
+            }
+            if let Some(failure) = &mut self.failure {
+                failure.records_not_kept += 1;
+                continue;
+            }
+            self.encoder.record(record, &mut self.frame);
+            self.frame_entries += 1;
+            self.frame_records += 1;
+            if self.frame.len() >= SEAL_AT {
+                self.flush();
             }
         }
     }
 
     /// Appends one block.
     pub fn block(&mut self, block: Block) {
-        let mut bytes = [0u8; BLOCK_SIZE];
-        bytes.copy_from_slice(block.bytes());
-        bytes[EVENT_OFFSET] = block.code();
-        self.write_bytes(&bytes)
+        if let Block::Record(record) = block {
+            return self.records(&[record]);
+        }
+        if self.failure.is_some() {
+            return;
+        }
+        self.encoder.block(block.code(), &block.to_bytes(), &mut self.frame);
+        self.frame_entries += 1;
+        if self.frame.len() >= SEAL_AT {
+            self.flush();
+        }
     }
 
-    /// Hands everything appended so far to the kernel (or, after a
-    /// failure, counts it as not kept).
+    /// Seals the open frame and hands everything appended so far to the
+    /// kernel (or, after a failure, counts it as not kept).
     pub fn flush(&mut self) {
+        self.seal();
         if self.failure.is_some() {
             self.count_not_kept(0);
             return;
@@ -722,11 +763,11 @@ impl RecordWriter {
                 }
             }
         }
-        self.written += written as u64;
         self.pending.clear();
+        self.pending_frames.clear();
     }
 
-    /// Writes the end block and makes the file complete: synced, and
+    /// Writes the end marker and makes the file complete: synced, and
     /// renamed into place. Returns a line saying what it replaced, if
     /// anything.
     ///
@@ -743,9 +784,10 @@ impl RecordWriter {
                 self.skipped
             );
         }
-        let mut end = [0u8; BLOCK_SIZE];
-        end[EVENT_OFFSET] = code::END;
-        self.write_bytes(&end);
+        if self.failure.is_none() {
+            self.encoder.end(&mut self.frame);
+            self.frame_entries += 1;
+        }
         self.flush();
         match self.failure.take() {
             None => self.out.commit(),
@@ -768,11 +810,16 @@ impl RecordWriter {
         self.out.discard();
     }
 
-    fn write_bytes(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
-        if self.pending.len() >= PENDING_LIMIT {
-            self.flush();
+    /// Closes the open frame into `pending`.
+    fn seal(&mut self) {
+        if self.frame_entries == 0 {
+            return;
         }
+        self.pending.extend_from_slice(&framing::header_for(&self.frame, self.frame_entries));
+        self.pending.extend_from_slice(&self.frame);
+        self.pending_frames.push((self.pending.len(), self.frame_records));
+        self.frame.clear();
+        (self.frame_entries, self.frame_records) = (0, 0);
     }
 
     fn fail(&mut self, error: std::io::Error, written: usize) {
@@ -780,23 +827,19 @@ impl RecordWriter {
         self.count_not_kept(written);
     }
 
-    /// Counts the ring records in `pending` from byte `written` on (a
-    /// block cut short counts whole) and drops the bytes. `pending` starts
-    /// on a block boundary of the stream (the header is 4 blocks long and
-    /// only whole blocks follow it); the header holds no records.
+    /// Counts the ring records of the frames in `pending` that end after
+    /// byte `written` (a frame cut short counts whole: a reader drops it)
+    /// and drops the bytes.
     fn count_not_kept(&mut self, written: usize) {
-        let stream_start = self.written;
-        let records = (0..self.pending.len())
-            .step_by(BLOCK_SIZE)
-            .filter(|&at| stream_start + at as u64 >= FILE_HEADER_SIZE as u64 && at + BLOCK_SIZE > written)
-            .filter(|&at| self.pending.get(at + EVENT_OFFSET).is_some_and(|&code| code < 0x80))
-            .count() as u64;
-        // The stream position the next bytes would have had.
-        self.written += self.pending.len() as u64;
+        let records: u64 =
+            self.pending_frames.iter().filter(|&&(end, _)| end > written).map(|&(_, records)| records).sum();
         if let Some(failure) = &mut self.failure {
-            failure.records_not_kept += records;
+            failure.records_not_kept += records + self.frame_records;
         }
         self.pending.clear();
+        self.pending_frames.clear();
+        self.frame.clear();
+        (self.frame_entries, self.frame_records) = (0, 0);
     }
 }
 
@@ -805,13 +848,39 @@ pub struct RecordReader {
     input: BufReader<File>,
     path: PathBuf,
     header: FileHeader,
-    /// Complete blocks not read yet.
-    blocks_left: u64,
-    blocks_read: u64,
+    body: Body,
     ended: bool,
     unfinished_ok: bool,
     /// Blocks for which this says false are skipped (`export` filters).
     keep: Option<BlockFilter>,
+}
+
+/// How the blocks after the header are stored.
+enum Body {
+    /// Versions 1 and 2: 64-byte blocks.
+    Blocks {
+        /// Complete blocks not read yet.
+        left: u64,
+        read: u64,
+    },
+    /// Version 3: frames of encoded entries.
+    Frames(FrameCursor),
+}
+
+/// Where a version 3 reader is.
+struct FrameCursor {
+    decoder: Decoder,
+    /// The current frame's payload, the next entry's offset in it, and the
+    /// entries not read yet.
+    payload: Vec<u8>,
+    at: usize,
+    entries_left: u32,
+    /// File bytes not read yet.
+    bytes_left: u64,
+    /// File offsets of the current frame and the next, and frames read.
+    frame_offset: u64,
+    next_offset: u64,
+    frames: u64,
 }
 
 /// A predicate on blocks, see [`RecordReader::keep_only`].
@@ -824,8 +893,9 @@ impl RecordReader {
     }
 
     /// As [`RecordReader::open`], also accepting a recording that did not
-    /// finish (its reader was killed): the complete blocks it holds are
-    /// read, a partial last block and the missing end block are not errors.
+    /// finish (its reader was killed): the complete blocks (frames, in a
+    /// version 3 file) it holds are read; a partial last block or frame
+    /// and the missing end block are not errors.
     pub fn open_unfinished(path: &Path) -> Result<RecordReader> {
         RecordReader::open_with(path, true)
     }
@@ -842,23 +912,28 @@ impl RecordReader {
         input.read_exact(bytemuck::bytes_of_mut(&mut header)).with_context(context)?;
         header.validate(path)?;
         let body = length - FILE_HEADER_SIZE as u64;
-        if !unfinished_ok && !body.is_multiple_of(BLOCK_SIZE as u64) {
-            bail!(
-                "memtrack: record file {}: truncated ({body} bytes after the header is not a whole number of \
-                 64-byte blocks; `memtrack report --partial` reads what it holds)",
-                path.display(),
-            );
-        }
-        Ok(RecordReader {
-            input,
-            path: path.to_owned(),
-            header,
-            blocks_left: body / BLOCK_SIZE as u64,
-            blocks_read: 0,
-            ended: false,
-            unfinished_ok,
-            keep: None,
-        })
+        let body = if header.version >= 3 {
+            Body::Frames(FrameCursor {
+                decoder: Decoder::new(),
+                payload: Vec::new(),
+                at: 0,
+                entries_left: 0,
+                bytes_left: body,
+                frame_offset: FILE_HEADER_SIZE as u64,
+                next_offset: FILE_HEADER_SIZE as u64,
+                frames: 0,
+            })
+        } else {
+            if !unfinished_ok && !body.is_multiple_of(BLOCK_SIZE as u64) {
+                bail!(
+                    "memtrack: record file {}: truncated ({body} bytes after the header is not a whole number of \
+                     64-byte blocks; `memtrack report --partial` reads what it holds)",
+                    path.display(),
+                );
+            }
+            Body::Blocks { left: body / BLOCK_SIZE as u64, read: 0 }
+        };
+        Ok(RecordReader { input, path: path.to_owned(), header, body, ended: false, unfinished_ok, keep: None })
     }
 
     /// From now on, `next_block` skips the blocks `keep` says false for.
@@ -880,11 +955,14 @@ impl RecordReader {
     /// [`RecordReader::open_unfinished`], at the end of the complete blocks).
     ///
     /// # Errors
-    /// A read error, an unknown block, data after the end block, or a file
-    /// that stops without one (its reader did not finish).
+    /// A read error, an unknown block, a corrupt frame, data after the end
+    /// block, or a file that stops without one (its reader did not finish).
     pub fn next_block(&mut self) -> Result<Option<Block>> {
         loop {
-            let block = self.next_unfiltered()?;
+            let block = match self.body {
+                Body::Blocks { .. } => self.next_fixed()?,
+                Body::Frames(_) => self.next_framed()?,
+            };
             let kept = match (&block, &mut self.keep) {
                 (Some(b), Some(keep)) => keep(b),
                 _ => true,
@@ -895,8 +973,10 @@ impl RecordReader {
         }
     }
 
-    fn next_unfiltered(&mut self) -> Result<Option<Block>> {
-        if self.blocks_left == 0 {
+    /// The next block of a version 1 or 2 file.
+    fn next_fixed(&mut self) -> Result<Option<Block>> {
+        let Body::Blocks { left, read } = &mut self.body else { unreachable!("a fixed-block body") };
+        if *left == 0 {
             if self.ended || self.unfinished_ok {
                 return Ok(None);
             }
@@ -904,33 +984,138 @@ impl RecordReader {
                 "memtrack: record file {}: truncated after {} blocks (no end block: the recording did not \
                  finish; `memtrack report --partial` reads what it holds)",
                 self.path.display(),
-                self.blocks_read
+                read
             );
         }
         let mut bytes = [0u8; BLOCK_SIZE];
         self.input
             .read_exact(&mut bytes)
             .with_context(|| format!("memtrack: record file {}", self.path.display()))?;
-        self.blocks_left -= 1;
+        *left -= 1;
         if self.ended {
             bail!("memtrack: record file {}: data after the end block", self.path.display());
         }
-        self.blocks_read += 1;
+        *read += 1;
         if bytes[EVENT_OFFSET] == code::END {
             self.ended = true;
-            return self.next_unfiltered();
+            return self.next_fixed();
         }
         match Block::parse(&bytes) {
             Some(block) => Ok(Some(block)),
             None => bail!(
                 "memtrack: record file {}: corrupt block {} (unknown event code {:#x})",
                 self.path.display(),
-                self.blocks_read - 1,
+                *read - 1,
                 bytes[EVENT_OFFSET]
             ),
         }
     }
+
+    /// The next block of a version 3 file.
+    fn next_framed(&mut self) -> Result<Option<Block>> {
+        let path = self.path.display();
+        let Body::Frames(cursor) = &mut self.body else { unreachable!("a framed body") };
+        if cursor.entries_left == 0 {
+            if cursor.at != cursor.payload.len() {
+                bail!(
+                    "memtrack: record file {path}: corrupt frame {} at byte {} ({} bytes after its last entry)",
+                    cursor.frames - 1,
+                    cursor.frame_offset,
+                    cursor.payload.len() - cursor.at
+                );
+            }
+            if cursor.bytes_left == 0 {
+                if self.ended || self.unfinished_ok {
+                    return Ok(None);
+                }
+                bail!(
+                    "memtrack: record file {path}: truncated after {} frames (no end block: the recording did \
+                     not finish; `memtrack report --partial` reads what it holds)",
+                    cursor.frames
+                );
+            }
+            if self.ended {
+                bail!("memtrack: record file {path}: data after the end block");
+            }
+            if !cursor.next_frame(&mut self.input, &path.to_string(), self.unfinished_ok)? {
+                return Ok(None);
+            }
+        }
+        let frame = cursor.frames - 1;
+        let entry = cursor.decoder.entry(&cursor.payload, &mut cursor.at).map_err(|e| {
+            anyhow::anyhow!("memtrack: record file {path}: corrupt frame {frame} at byte {} ({e})", cursor.frame_offset)
+        })?;
+        cursor.entries_left -= 1;
+        let block = match entry {
+            Entry::Record(record) => match Event::from_code(record.event) {
+                Some(_) => Block::Record(record),
+                None => bail!(
+                    "memtrack: record file {path}: corrupt frame {frame} at byte {} (unknown event code {:#x})",
+                    cursor.frame_offset,
+                    record.event
+                ),
+            },
+            Entry::Block(code, bytes) => match Block::parse(&bytes).filter(|_| bytes[EVENT_OFFSET] == code) {
+                Some(block) => block,
+                None => bail!(
+                    "memtrack: record file {path}: corrupt frame {frame} at byte {} (unknown event code {code:#x})",
+                    cursor.frame_offset
+                ),
+            },
+            Entry::End => {
+                self.ended = true;
+                if cursor.entries_left != 0 || cursor.at != cursor.payload.len() || cursor.bytes_left != 0 {
+                    bail!("memtrack: record file {path}: data after the end block");
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(block))
+    }
 }
+
+impl FrameCursor {
+    /// Reads the next frame and checks it. `Ok(false)`: the file ends in a
+    /// frame cut short and `unfinished_ok` accepts that.
+    fn next_frame(&mut self, input: &mut BufReader<File>, path: &str, unfinished_ok: bool) -> Result<bool> {
+        let offset = self.next_offset;
+        let torn = |have: u64, need: u64| -> Result<bool> {
+            if unfinished_ok {
+                return Ok(false);
+            }
+            bail!(
+                "memtrack: record file {path}: truncated (the frame at byte {offset} is cut short: {have} of its \
+                 {need} bytes; `memtrack report --partial` reads what it holds)"
+            )
+        };
+        if self.bytes_left < FRAME_HEADER_SIZE as u64 {
+            return torn(self.bytes_left, FRAME_HEADER_SIZE as u64);
+        }
+        let mut header = [0u8; FRAME_HEADER_SIZE];
+        input.read_exact(&mut header).with_context(|| format!("memtrack: record file {path}"))?;
+        let frame = FrameHeader::parse(&header).map_err(|e| {
+            anyhow::anyhow!("memtrack: record file {path}: corrupt frame {} at byte {offset} ({e})", self.frames)
+        })?;
+        let need = FRAME_HEADER_SIZE as u64 + frame.length as u64;
+        if self.bytes_left < need {
+            return torn(self.bytes_left, need);
+        }
+        self.payload.resize(frame.length as usize, 0);
+        input.read_exact(&mut self.payload).with_context(|| format!("memtrack: record file {path}"))?;
+        frame.check(&self.payload).map_err(|e| {
+            anyhow::anyhow!("memtrack: record file {path}: corrupt frame {} at byte {offset} ({e})", self.frames)
+        })?;
+        self.bytes_left -= need;
+        (self.frame_offset, self.next_offset) = (offset, offset + need);
+        self.frames += 1;
+        self.at = 0;
+        self.entries_left = frame.entries;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod compat_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1057,21 +1242,30 @@ mod tests {
         let path = temp("damaged");
         write(&path, &[Block::Record(Record { event: Event::Free as u8, ..Default::default() })]);
         let good = std::fs::read(&path).unwrap();
+        // A frame with a valid checksum around a reader block of unknown code.
+        let forged = {
+            let mut payload = vec![0x8E];
+            payload.extend_from_slice(&[0u8; 64]);
+            payload[1 + EVENT_OFFSET] = 0x8E;
+            [&good[..256], &framing::header_for(&payload, 1), &payload].concat()
+        };
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (good[..100].to_vec(), "too short"),
             ([b"NOTMEMTR".as_slice(), &good[8..]].concat(), "bad magic"),
             ([&good[..8], &[9, 0, 0, 0], &good[12..]].concat(), "version 9"),
-            (good[..good.len() - 1].to_vec(), "not a whole number"),
-            (good[..good.len() - 64].to_vec(), "no end block"),
-            ([good.as_slice(), &good[256..320]].concat(), "after the end block"),
+            (good[..good.len() - 1].to_vec(), "cut short"),
+            (good[..256 + 5].to_vec(), "cut short"),
+            (good[..256].to_vec(), "no end block"),
+            ([good.as_slice(), &good[256..]].concat(), "after the end block"),
             (
                 {
                     let mut bad = good.clone();
-                    bad[256 + EVENT_OFFSET] = 0x7e;
+                    bad[256 + FRAME_HEADER_SIZE] ^= 0x20;
                     bad
                 },
-                "unknown event code 0x7e",
+                "checksum mismatch",
             ),
+            (forged, "unknown event code 0x8e"),
         ];
         for (bytes, reason) in cases {
             std::fs::write(&path, &bytes).unwrap();
