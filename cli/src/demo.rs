@@ -93,14 +93,14 @@ const RECORDS_PER_ITERATION: u64 = 2 * (1 + DEVICES as u64) + 2 * 3 * DEVICES as
 
 /// A ring that holds every record of the run (up to the largest ring):
 /// what makes the demo's report independent of when its reader runs.
-fn ring_capacity(iterations: u64) -> u64 {
+pub fn ring_capacity(iterations: u64) -> u64 {
     let records = THREADS * iterations.saturating_add(1).saturating_mul(RECORDS_PER_ITERATION)
         + 64
         + 4 * DEVICES as u64;
     records.next_power_of_two().clamp(memtrack::format::DEFAULT_CAPACITY, memtrack::format::MAX_CAPACITY)
 }
 
-fn run_workload(writer: &Writer, iterations: u64) {
+pub fn run_workload(writer: &Writer, iterations: u64) {
     for device in 0..DEVICES {
         writer.set_capacity(device, kind::DRAM, 12 << 30);
         writer.set_capacity(device, kind::L1, 1464 << 10);

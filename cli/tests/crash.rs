@@ -15,6 +15,7 @@ mod common;
 use common::{TempFile, memtrack, report_json};
 use memtrack::ffi::*;
 use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
+use memtrack_cli::recording::{Block, RecordReader};
 use serde_json::Value;
 
 const ROLE: &str = "MEMTRACK_TEST_ROLE";
@@ -169,17 +170,18 @@ fn a_writer_killed_at_a_random_point_is_reported_died_with_its_buffers() {
     }
 }
 
-/// Parses the ring records out of a record file, complete or not (a
-/// recorder killed mid-stream leaves no end block).
+/// The tickets of the ring records in a record file, complete or not (a
+/// recorder killed mid-stream leaves no end block): everything up to its
+/// last complete frame.
 fn tickets_in(path: &Path) -> Vec<u64> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    bytes
-        .get(256..)
-        .unwrap_or_default()
-        .chunks_exact(64)
-        .filter(|b| (1..=6).contains(&b[58]))
-        .map(|b| u64::from_le_bytes(b[..8].try_into().unwrap()))
-        .collect()
+    let Ok(mut reader) = RecordReader::open_unfinished(path) else { return Vec::new() };
+    let mut tickets = Vec::new();
+    while let Some(block) = reader.next_block().unwrap() {
+        if let Block::Record(record) = block {
+            tickets.push(record.ticket);
+        }
+    }
+    tickets
 }
 
 #[test]
@@ -273,6 +275,14 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     // nothing in it is in the second.
     let early = tickets_in(&first.0);
     assert!(early.iter().all(|&t| t < before.taken));
+    // And nothing it acknowledged is missing: every ticket it committed is
+    // in its file's complete frames, which `report --partial` reads.
+    assert!(early.windows(2).all(|w| w[0] + 1 == w[1]), "no gap, no repeat in the killed one's file");
+    assert!(early.first() == Some(&0) && early.len() as u64 >= before.committed, "{} < {before:?}", early.len());
+    let partial = memtrack(&["report", first.str(), "--partial", "--json"]);
+    assert!(partial.status.success(), "{}", String::from_utf8_lossy(&partial.stderr));
+    let partial: Value = serde_json::from_slice(&partial.stdout).unwrap();
+    assert_eq!((partial["finished"].as_bool(), partial["records"].as_u64()), (Some(false), Some(early.len() as u64)));
     // Every attempt: the start record and the events.
     let p = after.progress;
     assert_eq!(p.delivered + p.lost_reader_died + p.lost_writer_died + after.dropped, events + 1);

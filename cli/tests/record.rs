@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{TempFile, memtrack, memtrack_env, report_json};
+use common::{TempFile, frame_starts, memtrack, memtrack_env, report_json};
 use memtrack::ffi::*;
 use serde_json::Value;
 
@@ -404,13 +404,13 @@ fn sigterm_is_passed_to_the_command_and_its_status_returned() {
 fn an_unfinished_recording_is_refused_unless_partial() {
     let file = TempFile::new("unfinished");
     assert_eq!(record("leaky", &file.0).status.code(), Some(7));
-    // What a reader killed mid-recording leaves: no footer, no end block,
-    // half a block at the end.
+    // What a reader killed mid-recording leaves: no end block, part of a
+    // frame at the end. The last frame holds what the reader wrote when it
+    // finished (the tables, the loss totals, the end); the 23 records are
+    // in the frames before it, each written before its batch was committed.
     let bytes = std::fs::read(&file.0).unwrap();
-    // The start block (the private ring had no process when the recorder
-    // attached), then the 23 records.
-    let records_end = 256 + (1 + 23) * 64;
-    std::fs::write(&file.0, [&bytes[..records_end], &bytes[records_end..records_end + 30]].concat()).unwrap();
+    let last_frame = *frame_starts(&bytes).last().unwrap();
+    std::fs::write(&file.0, &bytes[..last_frame + 30]).unwrap();
 
     let out = memtrack(&["report", file.0.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);

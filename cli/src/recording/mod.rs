@@ -36,8 +36,8 @@ use memtrack::{Event, Progress, Record};
 
 use crate::output::Output;
 
-mod codec;
-mod framing;
+pub mod codec;
+pub mod framing;
 
 use codec::{Decoder, Encoder, Entry, MAX_RECORD_BYTES};
 use framing::{FRAME_HEADER_SIZE, FrameHeader, SEAL_AT};

@@ -85,3 +85,15 @@ pub fn ring_with_writer(name: &str) -> (PathBuf, Writer) {
 pub fn l1_buffer(buffer_id: u64) -> MemtrackBuffer {
     MemtrackBuffer { buffer_id, size: 1000, device_id: 2, kind: kind::L1, ..Default::default() }
 }
+
+/// Where each frame of a version 3 record file starts (its 16-byte frame
+/// header begins with the payload length; see docs/READER.md).
+pub fn frame_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 256;
+    while at + 16 <= bytes.len() {
+        starts.push(at);
+        at += 16 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    starts
+}
