@@ -319,7 +319,8 @@ fn a_full_file_system_keeps_the_command_running_and_the_partial_file_readable() 
     }
     let _unmount = Unmount(&mount);
     let file = mount.join("run.mtr");
-    let out = record_helper(&["-o", file.to_str().unwrap()], "busy", &[("MEMTRACK_TEST_N", "5000")]);
+    // 100 000 records: ~600 KB encoded, well past the 64 KiB.
+    let out = record_helper(&["-o", file.to_str().unwrap()], "busy", &[("MEMTRACK_TEST_N", "50000")]);
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("No space left on device") && text.contains("records not kept"), "{text}");
