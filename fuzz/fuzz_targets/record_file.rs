@@ -8,7 +8,7 @@
 #[path = "../../cli/src/engine.rs"]
 mod engine;
 #[allow(dead_code)]
-#[path = "../../cli/src/recording.rs"]
+#[path = "../../cli/src/recording/mod.rs"]
 mod recording;
 
 use libfuzzer_sys::fuzz_target;

@@ -265,3 +265,28 @@ fn a_file_cut_anywhere_reads_up_to_its_last_complete_frame() {
         assert_eq!(read, blocks[..expected], "cut at {length}");
     }
 }
+
+#[test]
+fn the_documented_python_decoder_reads_what_this_reader_reads() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/mtr-blocks.py");
+    if std::process::Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("no python3: skipped");
+        return;
+    }
+    let extremes = [
+        Record { ticket: 5, timestamp: u64::MAX, size: u64::MAX, process_slot: 9, event: 1, ..Default::default() },
+        Record { ticket: 2, timestamp: 0, buffer_id: u64::MAX, process_slot: 9, event: 2, reserved: [0xFF; 3], ..Default::default() },
+        Record { ticket: 3, timestamp: 0, device_id: u32::MAX, pid: 1, process_slot: u16::MAX, event: 8, kind: 3, flags: FLAG_MORE, ..Default::default() },
+    ];
+    let (sample, mut blocks) = sample_file();
+    blocks.extend(extremes.map(Block::Record));
+    let v3 = Removed(temp("python"));
+    write_v3(&v3.0, &blocks, &[5, 40]);
+    for (path, expected) in [(&sample.0, &blocks[..blocks.len() - 3]), (&v3.0, &blocks[..]), (&PathBuf::from(FIXTURE_V2), &blocks[..blocks.len() - 3])] {
+        let out = std::process::Command::new("python3").arg(script).arg(path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+        let hex = |b: &Block| b.to_bytes().iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(lines, expected.iter().map(hex).collect::<Vec<_>>(), "{}", path.display());
+    }
+}
