@@ -38,8 +38,11 @@ impl Drop for Temp {
 /// Records `memtrack demo`'s workload into a record file, as `record`
 /// would; returns the file's size and its ring records.
 fn demo_stream(iterations: u64) -> (u64, Vec<Record>) {
-    let ring = Ring::create_unique("bench-recfile", RingOptions { capacity: memtrack_cli::demo::ring_capacity(iterations) })
-        .unwrap();
+    let ring = Ring::create_unique(
+        "bench-recfile",
+        RingOptions { capacity: memtrack_cli::demo::ring_capacity(iterations) },
+    )
+    .unwrap();
     let ring_path = Temp(ring.path().to_path_buf());
     let file = Temp(std::env::temp_dir().join(format!("memtrack-bench-recfile-{}.mtr", std::process::id())));
     let writer = Writer::attach_named(ring, b"tt-metal-demo").unwrap();
@@ -204,8 +207,10 @@ fn measure(codec: &mut dyn Codec, make: &dyn Fn() -> Box<dyn Codec>, records: &[
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs it once, small.
-    let quick = !std::env::args().any(|a| a == "--bench");
+    // `cargo bench` passes `--bench`; `-- --test` (CI) and `cargo test
+    // --benches` run it once, small.
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
     let (demo_iterations, churn_records) = if quick { (20, 100_000) } else { (500, 2_000_000) };
     let (demo_file, demo) = demo_stream(demo_iterations);
     let churn = churn_stream(churn_records);

@@ -278,11 +278,18 @@ fn a_recorder_killed_mid_stream_is_replaced_without_repeats_or_silent_gaps() {
     // And nothing it acknowledged is missing: every ticket it committed is
     // in its file's complete frames, which `report --partial` reads.
     assert!(early.windows(2).all(|w| w[0] + 1 == w[1]), "no gap, no repeat in the killed one's file");
-    assert!(early.first() == Some(&0) && early.len() as u64 >= before.committed, "{} < {before:?}", early.len());
+    assert!(
+        early.first() == Some(&0) && early.len() as u64 >= before.committed,
+        "{} < {before:?}",
+        early.len()
+    );
     let partial = memtrack(&["report", first.str(), "--partial", "--json"]);
     assert!(partial.status.success(), "{}", String::from_utf8_lossy(&partial.stderr));
     let partial: Value = serde_json::from_slice(&partial.stdout).unwrap();
-    assert_eq!((partial["finished"].as_bool(), partial["records"].as_u64()), (Some(false), Some(early.len() as u64)));
+    assert_eq!(
+        (partial["finished"].as_bool(), partial["records"].as_u64()),
+        (Some(false), Some(early.len() as u64))
+    );
     // Every attempt: the start record and the events.
     let p = after.progress;
     assert_eq!(p.delivered + p.lost_reader_died + p.lost_writer_died + after.dropped, events + 1);

@@ -76,7 +76,10 @@ fn a_version_2_file_reads_back_exactly() {
     let reader = RecordReader::open(Path::new(FIXTURE_V2)).unwrap();
     assert_eq!((reader.header().version, reader.header().started_ticks), (2, 1000));
     let Block::Record(mark) = blocks[45] else { panic!("{:?}", blocks[45]) };
-    assert_eq!((mark.event, mark.flags, mark.label()), (Event::Mark as u8, FLAG_MORE, &b"a mark whose label goes on and on..."[..]));
+    assert_eq!(
+        (mark.event, mark.flags, mark.label()),
+        (Event::Mark as u8, FLAG_MORE, &b"a mark whose label goes on and on..."[..])
+    );
     let Block::Record(cap) = blocks[47] else { panic!("{:?}", blocks[47]) };
     assert_eq!(cap.size, u64::MAX);
 
@@ -100,7 +103,11 @@ fn a_version_1_file_reads_back_exactly() {
     assert!(finished);
     assert_eq!(blocks.iter().map(Block::to_bytes).collect::<Vec<_>>(), fixture_blocks()[4..]);
     let reader = RecordReader::open(&path.0).unwrap();
-    assert_eq!(reader.header().time_base().ns(1_000_000_500), 1_000_000_000, "times from the ring's creation");
+    assert_eq!(
+        reader.header().time_base().ns(1_000_000_500),
+        1_000_000_000,
+        "times from the ring's creation"
+    );
 }
 
 /// A record whose fields move the way the strategy says: small steps,
@@ -123,28 +130,35 @@ fn ring_record() -> impl Strategy<Value = Record> {
         (1u8..=8, 0u8..8, prop_oneof![Just(0u8), Just(FLAG_MORE), any::<u8>()], any::<[u8; 3]>()),
         proptest::option::weighted(0.2, any::<[u8; LABEL_LEN]>()),
     )
-        .prop_map(|((ticket, timestamp, buffer_id, parent_id, address, size), (device_id, pid, process_slot), (event, kind, flags, reserved), label)| {
-            let mut record = Record {
-                ticket,
-                timestamp,
-                buffer_id,
-                parent_id,
-                address,
-                size,
-                device_id,
-                pid,
-                process_slot,
-                event,
-                kind,
-                flags,
-                reserved,
-            };
-            if let Some(label) = label {
-                // Text, scope and mark records carry bytes, not numbers.
-                bytemuck::bytes_of_mut(&mut record)[16..16 + LABEL_LEN].copy_from_slice(&label);
-            }
-            record
-        })
+        .prop_map(
+            |(
+                (ticket, timestamp, buffer_id, parent_id, address, size),
+                (device_id, pid, process_slot),
+                (event, kind, flags, reserved),
+                label,
+            )| {
+                let mut record = Record {
+                    ticket,
+                    timestamp,
+                    buffer_id,
+                    parent_id,
+                    address,
+                    size,
+                    device_id,
+                    pid,
+                    process_slot,
+                    event,
+                    kind,
+                    flags,
+                    reserved,
+                };
+                if let Some(label) = label {
+                    // Text, scope and mark records carry bytes, not numbers.
+                    bytemuck::bytes_of_mut(&mut record)[16..16 + LABEL_LEN].copy_from_slice(&label);
+                }
+                record
+            },
+        )
 }
 
 /// A stream: mostly ring records with tickets that mostly follow on, and
@@ -274,15 +288,44 @@ fn the_documented_python_decoder_reads_what_this_reader_reads() {
         return;
     }
     let extremes = [
-        Record { ticket: 5, timestamp: u64::MAX, size: u64::MAX, process_slot: 9, event: 1, ..Default::default() },
-        Record { ticket: 2, timestamp: 0, buffer_id: u64::MAX, process_slot: 9, event: 2, reserved: [0xFF; 3], ..Default::default() },
-        Record { ticket: 3, timestamp: 0, device_id: u32::MAX, pid: 1, process_slot: u16::MAX, event: 8, kind: 3, flags: FLAG_MORE, ..Default::default() },
+        Record {
+            ticket: 5,
+            timestamp: u64::MAX,
+            size: u64::MAX,
+            process_slot: 9,
+            event: 1,
+            ..Default::default()
+        },
+        Record {
+            ticket: 2,
+            timestamp: 0,
+            buffer_id: u64::MAX,
+            process_slot: 9,
+            event: 2,
+            reserved: [0xFF; 3],
+            ..Default::default()
+        },
+        Record {
+            ticket: 3,
+            timestamp: 0,
+            device_id: u32::MAX,
+            pid: 1,
+            process_slot: u16::MAX,
+            event: 8,
+            kind: 3,
+            flags: FLAG_MORE,
+            ..Default::default()
+        },
     ];
     let (sample, mut blocks) = sample_file();
     blocks.extend(extremes.map(Block::Record));
     let v3 = Removed(temp("python"));
     write_v3(&v3.0, &blocks, &[5, 40]);
-    for (path, expected) in [(&sample.0, &blocks[..blocks.len() - 3]), (&v3.0, &blocks[..]), (&PathBuf::from(FIXTURE_V2), &blocks[..blocks.len() - 3])] {
+    for (path, expected) in [
+        (&sample.0, &blocks[..blocks.len() - 3]),
+        (&v3.0, &blocks[..]),
+        (&PathBuf::from(FIXTURE_V2), &blocks[..blocks.len() - 3]),
+    ] {
         let out = std::process::Command::new("python3").arg(script).arg(path).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();

@@ -79,7 +79,10 @@ impl FrameHeader {
             return Err(FrameError::HeaderChecksum);
         }
         let header = FrameHeader { length: word(0), entries: word(4), payload_crc: word(8) };
-        if header.length == 0 || header.length > MAX_PAYLOAD || header.entries == 0 || header.entries > header.length
+        if header.length == 0
+            || header.length > MAX_PAYLOAD
+            || header.entries == 0
+            || header.entries > header.length
         {
             return Err(FrameError::BadHeader { length: header.length, entries: header.entries });
         }

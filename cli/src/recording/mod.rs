@@ -933,7 +933,15 @@ impl RecordReader {
             }
             Body::Blocks { left: body / BLOCK_SIZE as u64, read: 0 }
         };
-        Ok(RecordReader { input, path: path.to_owned(), header, body, ended: false, unfinished_ok, keep: None })
+        Ok(RecordReader {
+            input,
+            path: path.to_owned(),
+            header,
+            body,
+            ended: false,
+            unfinished_ok,
+            keep: None,
+        })
     }
 
     /// From now on, `next_block` skips the blocks `keep` says false for.
@@ -1043,7 +1051,10 @@ impl RecordReader {
         }
         let frame = cursor.frames - 1;
         let entry = cursor.decoder.entry(&cursor.payload, &mut cursor.at).map_err(|e| {
-            anyhow::anyhow!("memtrack: record file {path}: corrupt frame {frame} at byte {} ({e})", cursor.frame_offset)
+            anyhow::anyhow!(
+                "memtrack: record file {path}: corrupt frame {frame} at byte {} ({e})",
+                cursor.frame_offset
+            )
         })?;
         cursor.entries_left -= 1;
         let block = match entry {
@@ -1094,7 +1105,10 @@ impl FrameCursor {
         let mut header = [0u8; FRAME_HEADER_SIZE];
         input.read_exact(&mut header).with_context(|| format!("memtrack: record file {path}"))?;
         let frame = FrameHeader::parse(&header).map_err(|e| {
-            anyhow::anyhow!("memtrack: record file {path}: corrupt frame {} at byte {offset} ({e})", self.frames)
+            anyhow::anyhow!(
+                "memtrack: record file {path}: corrupt frame {} at byte {offset} ({e})",
+                self.frames
+            )
         })?;
         let need = FRAME_HEADER_SIZE as u64 + frame.length as u64;
         if self.bytes_left < need {
@@ -1103,7 +1117,10 @@ impl FrameCursor {
         self.payload.resize(frame.length as usize, 0);
         input.read_exact(&mut self.payload).with_context(|| format!("memtrack: record file {path}"))?;
         frame.check(&self.payload).map_err(|e| {
-            anyhow::anyhow!("memtrack: record file {path}: corrupt frame {} at byte {offset} ({e})", self.frames)
+            anyhow::anyhow!(
+                "memtrack: record file {path}: corrupt frame {} at byte {offset} ({e})",
+                self.frames
+            )
         })?;
         self.bytes_left -= need;
         (self.frame_offset, self.next_offset) = (offset, offset + need);
