@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use memtrack::Progress;
 use memtrack::format::{FLAG_MORE, LABEL_LEN};
 
 fn header() -> FileHeader {
