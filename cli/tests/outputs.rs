@@ -570,3 +570,18 @@ fn ring_names_near_the_length_limit() {
     assert!(error.contains(&format!("memtrack-{name}:")), "{error}");
     assert!(!error.contains(".tmp"), "{error}");
 }
+
+#[test]
+fn a_recording_of_alloc_free_churn_takes_at_most_24_bytes_a_record() {
+    let dir = Dir::new("compact");
+    let file = dir.join("run.mtr");
+    // 2 × 50 000 records from a writer flat out, as many batches as the
+    // reader happens to take (each a frame).
+    let out = record_helper(&["-o", file.to_str().unwrap(), "--quiet"], "busy", &[("MEMTRACK_TEST_N", "50000")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = report_json(&file)["records"].as_u64().unwrap();
+    assert!(records >= 100_000, "{records}");
+    let bytes = std::fs::metadata(&file).unwrap().len();
+    // Header, frames, reader blocks and all.
+    assert!(bytes <= 24 * records, "{bytes} bytes for {records} records");
+}
