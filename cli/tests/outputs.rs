@@ -577,7 +577,8 @@ fn a_recording_of_alloc_free_churn_takes_at_most_24_bytes_a_record() {
     let file = dir.join("run.mtr");
     // 2 × 50 000 records from a writer flat out, as many batches as the
     // reader happens to take (each a frame).
-    let out = record_helper(&["-o", file.to_str().unwrap(), "--quiet"], "busy", &[("MEMTRACK_TEST_N", "50000")]);
+    let out =
+        record_helper(&["-o", file.to_str().unwrap(), "--quiet"], "busy", &[("MEMTRACK_TEST_N", "50000")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let records = report_json(&file)["records"].as_u64().unwrap();
     assert!(records >= 100_000, "{records}");
