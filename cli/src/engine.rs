@@ -173,6 +173,9 @@ pub struct ProcessStats {
     /// Whether the process table at the end of the recording lists it
     /// (so the writers' live counters there are its own).
     pub in_final_table: bool,
+    /// The counter pool had no cell for some of its events (a process
+    /// block said so): its live counters are not the sum of its records.
+    counters_incomplete: bool,
     /// Buffers it left when it ended (exited or died), in the order of
     /// their entries in the engine's live buffers ([`Engine::ended_with`]).
     pub ended_with: Vec<u32>,
@@ -596,6 +599,7 @@ impl Engine {
             in_start_table: false,
             awaiting_records: false,
             in_final_table: false,
+            counters_incomplete: false,
             ended_with: Vec::new(),
             end_time_ns: None,
         });
@@ -888,6 +892,7 @@ impl Engine {
         let process = self.process_mut(id);
         process.in_start_table = true;
         process.awaiting_records = true;
+        process.counters_incomplete |= entry.counters_incomplete != 0;
         process.dropped_at_start = entry.dropped;
         process.start_time.get_or_insert(entry.start_time);
         if process.name.is_empty() {
@@ -915,6 +920,7 @@ impl Engine {
         let before = if backlog { 0 } else { process.dropped_at_start };
         process.dropped = entry.dropped.saturating_sub(before);
         process.in_final_table = true;
+        process.counters_incomplete |= entry.counters_incomplete != 0;
         process.start_time.get_or_insert(entry.start_time);
         if process.name.is_empty() {
             process.name = name;
@@ -1164,7 +1170,7 @@ impl Engine {
         let (reader, writers) = (&reader, &self.writer_counters);
         let comparable = |id: ProcessId| {
             let p = self.process_ref(id);
-            (p.seen_start || p.in_start_table) && p.in_final_table
+            (p.seen_start || p.in_start_table) && p.in_final_table && !p.counters_incomplete
         };
         let nonzero = |k: &&(ProcessId, u32, u8)| reader.get(*k).is_some_and(|&v| v != (0, 0));
         let mut keys: Vec<_> = reader.keys().filter(nonzero).chain(writers.keys()).copied().collect();

@@ -199,7 +199,7 @@ impl Session {
     /// counters when the session attached, then where the stream starts.
     fn write_start(&mut self, at_start: &memtrack::Snapshot, start: StartBlock) -> Result<()> {
         for p in &at_start.processes {
-            let mut block = ProcessBlock::from(p);
+            let mut block = process_block(at_start, p);
             block.phase = ProcessBlock::AT_START;
             self.handle_block(Block::Process(block))?;
             if p.state == ProcessState::Died {
@@ -389,7 +389,7 @@ impl Session {
         self.place_deaths()?;
         let snapshot = self.ring().snapshot();
         for p in &snapshot.processes {
-            self.handle_block(Block::Process(ProcessBlock::from(p)))?;
+            self.handle_block(Block::Process(process_block(&snapshot, p)))?;
         }
         self.handle_block(Block::Loss(self.losses()))?;
         for c in &snapshot.counters {
@@ -409,4 +409,13 @@ impl Session {
 /// Whether `error` says the ring file does not exist.
 fn is_missing(error: &memtrack::Error) -> bool {
     matches!(&error.kind, memtrack::ErrorKind::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// `p`'s process-table block, saying whether the counter pool missed
+/// some of its events (then its counters can't be checked against records).
+fn process_block(snapshot: &memtrack::Snapshot, p: &memtrack::ProcessInfo) -> ProcessBlock {
+    let mut block = ProcessBlock::from(p);
+    let untracked = snapshot.untracked.iter().any(|u| u.process_slot == p.slot && u.events > 0);
+    block.counters_incomplete = untracked.into();
+    block
 }

@@ -28,7 +28,12 @@ pub struct ProcessBlock {
     pub state: u8,
     /// [`ProcessBlock::AT_END`] or [`ProcessBlock::AT_START`].
     pub phase: u8,
-    reserved: [u8; 3],
+    /// 1 when the counter pool had no cell for some of the process's
+    /// events (its `untracked` figure): its live counters are not the sum
+    /// of its records, so the counter cross-check skips it. 0 in files
+    /// written before format 2.
+    pub counters_incomplete: u8,
+    reserved: [u8; 2],
 }
 
 /// Loss totals of this recording.
