@@ -40,7 +40,7 @@ impl Drop for Temp {
 fn demo_stream(iterations: u64) -> (u64, Vec<Record>) {
     let ring = Ring::create_unique(
         "bench-recfile",
-        RingOptions { capacity: memtrack_cli::demo::ring_capacity(iterations) },
+        RingOptions { capacity: memtrack_cli::demo::ring_capacity(iterations), ..RingOptions::default() },
     )
     .unwrap();
     let ring_path = Temp(ring.path().to_path_buf());
