@@ -63,6 +63,13 @@ static void check_live_usage(uint32_t device, int tracking) {
     CHECK(memtrack_live_usage(cells, 1) == (tracking ? 2u : 0u));
     CHECK(cells[1].device_id == UINT32_MAX);
     CHECK(memtrack_live_usage(cells, 3) == (tracking ? 2u : 0u));
+    /* The default pool has room: nothing untracked (ffi_tests/untracked.c
+     * fills a small one). */
+    int64_t untracked_bytes = -1, untracked_buffers = -1;
+    uint64_t untracked_events = 1;
+    CHECK(memtrack_untracked_usage(&untracked_bytes, &untracked_buffers, &untracked_events) == MEMTRACK_OK);
+    CHECK(untracked_bytes == 0 && untracked_buffers == 0 && untracked_events == 0);
+    CHECK(memtrack_untracked_usage(NULL, NULL, NULL) == MEMTRACK_OK);
     if (tracking) {
         CHECK(cells[0].device_id == device && cells[0].kind == MEMTRACK_KIND_DRAM);
         CHECK(cells[0].live_bytes == 4096 && cells[0].live_buffers == 1);

@@ -280,6 +280,24 @@ void memtrack_scope_end(void);
 uint32_t memtrack_live_usage(struct memtrack_live *out, uint32_t capacity);
 
 /**
+ * This process's untracked usage: the live bytes and buffers of its
+ * events that found the ring's counter pool full (so `memtrack_live_usage`
+ * does not show them), and how many such events there were. While
+ * `*events` stays 0, `memtrack_live_usage` is the whole truth; once it
+ * grows, a leak may hide here (a ring created with a larger
+ * `MEMTRACK_COUNTER_CELLS` avoids it).
+ *
+ * Writes the three figures through the pointers that are not NULL (zeros
+ * when this process does not record events) and returns `MEMTRACK_OK`;
+ * `MEMTRACK_ERR_INTERNAL` only if memtrack itself failed, leaving the
+ * outputs untouched. Like `memtrack_live_usage`, it needs no consumer.
+ *
+ * # Safety
+ * Each pointer is NULL or points to a writable value of its type.
+ */
+int memtrack_untracked_usage(int64_t *bytes, int64_t *buffers, uint64_t *events);
+
+/**
  * Marks this process exited and stops recording; later events are no-ops.
  * Also runs at normal exit. Safe to call more than once.
  */

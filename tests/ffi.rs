@@ -455,6 +455,53 @@ fn adapter_compiles_out_with_memtrack_disable() {
     assert!(!ring.path().exists(), "no ring created");
 }
 
+// ------------------------------------------------------ untracked usage
+
+const UNTRACKED: Build = Build {
+    name: "untracked",
+    source: "untracked.c",
+    lang: Lang::C,
+    link: Link::Shared,
+    sanitize: false,
+    defines: &[],
+};
+
+/// `memtrack_untracked_usage` on a ring whose 128-cell pool the program
+/// fills itself (200 devices, one buffer each): what the live counters
+/// cannot hold is there, exactly (the program's CHECKs), and the figure is
+/// zeros when tracking is off.
+fn check_untracked_usage(p: &Program) {
+    let ring = TempRing::new("untracked");
+    let mut cmd = p.command();
+    cmd.env("MEMTRACK_RING", ring.path()).env("MEMTRACK_COUNTER_CELLS", "128").args(["on", "200"]);
+    let (out, err) = run_alone(cmd);
+    assert_eq!(err, "", "nothing on stderr");
+    // The program created the ring, with the pool it was told to.
+    assert_eq!(Ring::open(ring.path()).unwrap().counter_cells(), 128);
+    let untracked: u64 = out
+        .strip_prefix("untracked on ok: ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {out}"));
+    // At most 128 of the 200 devices found a cell.
+    assert!(untracked >= 200 - 128, "{out}");
+
+    let mut cmd = p.command();
+    cmd.env_remove("MEMTRACK_COUNTER_CELLS").arg("off");
+    let (out, err) = run_alone(cmd);
+    assert_eq!((out.trim_end(), err.as_str()), ("untracked off ok", ""));
+}
+
+#[test]
+fn untracked_usage_shared() {
+    check_untracked_usage(&variant(UNTRACKED, "untracked-shared", Link::Shared, false));
+}
+
+#[test]
+fn untracked_usage_sanitized() {
+    check_untracked_usage(&variant(UNTRACKED, "untracked-asan", Link::Shared, true));
+}
+
 // --------------------------------------------------------------- header
 
 /// memtrack.h must define only `MEMTRACK_`-prefixed names: it is included

@@ -280,6 +280,44 @@ pub unsafe extern "C" fn memtrack_live_usage(out: *mut MemtrackLive, capacity: u
     })
 }
 
+/// This process's untracked usage: the live bytes and buffers of its
+/// events that found the ring's counter pool full (so `memtrack_live_usage`
+/// does not show them), and how many such events there were. While
+/// `*events` stays 0, `memtrack_live_usage` is the whole truth; once it
+/// grows, a leak may hide here (a ring created with a larger
+/// `MEMTRACK_COUNTER_CELLS` avoids it).
+///
+/// Writes the three figures through the pointers that are not NULL (zeros
+/// when this process does not record events) and returns `MEMTRACK_OK`;
+/// `MEMTRACK_ERR_INTERNAL` only if memtrack itself failed, leaving the
+/// outputs untouched. Like `memtrack_live_usage`, it needs no consumer.
+///
+/// # Safety
+/// Each pointer is NULL or points to a writable value of its type.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtrack_untracked_usage(
+    bytes: *mut i64,
+    buffers: *mut i64,
+    events: *mut u64,
+) -> c_int {
+    boundary(MEMTRACK_ERR_INTERNAL, || {
+        let (live_bytes, live_buffers, event_count) = global::writer().map_or((0, 0, 0), |w| w.untracked());
+        // SAFETY: each pointer is NULL (skipped) or writable, per the contract.
+        unsafe {
+            if !bytes.is_null() {
+                bytes.write(live_bytes);
+            }
+            if !buffers.is_null() {
+                buffers.write(live_buffers);
+            }
+            if !events.is_null() {
+                events.write(event_count);
+            }
+        }
+        MEMTRACK_OK
+    })
+}
+
 /// Marks this process exited and stops recording; later events are no-ops.
 /// Also runs at normal exit. Safe to call more than once.
 #[unsafe(no_mangle)]
