@@ -1,6 +1,6 @@
 """memtrack for Python: read recordings, mark phases, watch this process's device memory.
 
-See docs/python.md. The writer side (``mark``, ``scope``, ``enabled``, ``live``)
+See docs/python.md. The writer side (``mark``, ``scope``, ``enabled``, ``live``, ``untracked``)
 goes through the process's one libmemtrack (the runtime's, if loaded).
 """
 
@@ -19,6 +19,7 @@ __all__ = [
     "Live",
     "Obj",
     "Recording",
+    "Untracked",
     "enabled",
     "init",
     "library_path",
@@ -27,6 +28,8 @@ __all__ = [
     "mark",
     "scope",
     "scopes_supported",
+    "untracked",
+    "untracked_supported",
 ]
 
 
@@ -48,6 +51,34 @@ def live() -> Dict[Tuple[int, str], Live]:
     every (device, kind) whose counters are nonzero. Empty when not tracking.
     """
     return {(device, _kind_name(kind)): Live(*usage) for (device, kind), usage in _writer.live_cells().items()}
+
+
+class Untracked(NamedTuple):
+    """This process's events that found the ring's counter pool full, and their live usage."""
+
+    live_bytes: int
+    live_buffers: int
+    events: int
+
+
+def untracked() -> Untracked:
+    """What :func:`live` cannot show: this process's usage that found the counter pool full.
+
+    A ring's live counters have a bounded pool of cells (``MEMTRACK_COUNTER_CELLS``,
+    read when the ring is created; one cell per thread, device and kind in use).
+    An allocation or free that finds no cell is counted here instead, for all
+    devices and kinds together: ``events`` counts them, ``live_bytes`` and
+    ``live_buffers`` are their net live usage. While ``events`` is 0,
+    :func:`live` is complete. Zeros when not tracking, and also with a
+    libmemtrack that predates ``memtrack_untracked_usage`` (it cannot say:
+    :func:`untracked_supported` is then False).
+    """
+    return Untracked(*_writer.untracked_usage())
+
+
+def untracked_supported() -> bool:
+    """Whether the bound libmemtrack reports :func:`untracked` (``memtrack_untracked_usage``)."""
+    return _writer.has_untracked()
 
 
 def scopes_supported() -> bool:

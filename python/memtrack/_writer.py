@@ -1,4 +1,4 @@
-"""The writer side: mark, scope, enabled, live, through the process's one libmemtrack.
+"""The writer side: mark, scope, enabled, live, untracked, through the process's one libmemtrack.
 
 A process must have one memtrack writer: two copies of the library would take
 two process-table entries and split the process's events and counters. So
@@ -75,6 +75,13 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     if hasattr(lib, "memtrack_live_usage"):
         lib.memtrack_live_usage.argtypes = [ctypes.POINTER(_Live), ctypes.c_uint32]
         lib.memtrack_live_usage.restype = ctypes.c_uint32
+    if hasattr(lib, "memtrack_untracked_usage"):
+        lib.memtrack_untracked_usage.argtypes = [
+            ctypes.POINTER(ctypes.c_int64),
+            ctypes.POINTER(ctypes.c_int64),
+            ctypes.POINTER(ctypes.c_uint64),
+        ]
+        lib.memtrack_untracked_usage.restype = ctypes.c_int
     if hasattr(lib, "memtrack_scope_begin"):
         lib.memtrack_scope_begin.argtypes = [ctypes.c_char_p]
         lib.memtrack_scope_begin.restype = None
@@ -159,3 +166,25 @@ def live_cells() -> Dict[Tuple[int, int], Tuple[int, int]]:
         if count <= capacity:
             return {(c.device_id, c.kind): (c.live_bytes, c.live_buffers) for c in cells[:count]}
         capacity = count
+
+
+def has_untracked() -> bool:
+    """Whether the bound library has ``memtrack_untracked_usage``."""
+    return hasattr(library(), "memtrack_untracked_usage")
+
+
+def untracked_usage() -> Tuple[int, int, int]:
+    """(bytes, buffers, events) of this process that found the counter pool full.
+
+    (0, 0, 0) with a library that predates ``memtrack_untracked_usage``: it
+    cannot say (see :func:`has_untracked`).
+    """
+    lib = library()
+    if not hasattr(lib, "memtrack_untracked_usage"):
+        return (0, 0, 0)
+    nbytes, buffers, events = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_uint64()
+    code = lib.memtrack_untracked_usage(ctypes.byref(nbytes), ctypes.byref(buffers), ctypes.byref(events))
+    if code != 0:
+        reason = lib.memtrack_strerror(code).decode("utf-8", "replace")
+        raise RuntimeError(f"memtrack: memtrack_untracked_usage failed: {reason}")
+    return (nbytes.value, buffers.value, events.value)

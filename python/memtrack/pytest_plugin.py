@@ -3,7 +3,10 @@
 Off until ``pytest --memtrack``. Each test runs inside a memtrack scope named by
 its node id; this process's live counters (``memtrack.live()``) are compared
 before and after the test's call, and a test that leaves device memory
-allocated fails with the leak named. See docs/python.md.
+allocated fails with the leak named. A test during which some of this
+process's events found the ring's counter pool full (``memtrack.untracked()``
+grew) cannot be checked, and fails saying so unless
+``--memtrack-allow-untracked``. See docs/python.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ def pytest_addoption(parser):
         default=[],
         metavar="KIND",
         help="do not count leaks of this kind (DRAM, L1, L1_SMALL, TRACE, CB, KERNEL, SYSTEM_MEMORY); repeatable",
+    )
+    group.addoption(
+        "--memtrack-allow-untracked",
+        action="store_true",
+        default=False,
+        help="do not fail a test whose events found the ring's counter pool full "
+        "(its leak check is then incomplete; the summary still says so)",
     )
 
 
@@ -76,6 +86,7 @@ class MemtrackPlugin:
         self.memtrack = memtrack
         self.config = config
         self.ignored = {k.upper() for k in config.getoption("memtrack_ignore_kind")}
+        self.allow_untracked = config.getoption("memtrack_allow_untracked")
         self.private_ring: Optional[str] = None
         if not os.environ.get("MEMTRACK_RING"):
             # Alone: a private ring, named here so that the runtime's library,
@@ -85,6 +96,9 @@ class MemtrackPlugin:
         self.started = False
         self.watcher = None
         self.before: Dict[Cell, object] = {}
+        self.untracked_before = 0
+        # (node id, events) of the tests during which events found the pool full.
+        self.untracked_tests: List[Tuple[str, int]] = []
         self.results: List[Tuple[str, str]] = []
         self.checked = 0
         self.peaks_unchecked: List[str] = []
@@ -123,6 +137,7 @@ class MemtrackPlugin:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
         self.before = self._live()
+        self.untracked_before = self.memtrack.untracked().events
         if self.watcher is not None:
             self.watcher.reset()
         yield
@@ -144,6 +159,7 @@ class MemtrackPlugin:
 
     def _check(self, item) -> str:
         after = self._live()
+        untracked = self.memtrack.untracked().events - self.untracked_before
         marker = item.get_closest_marker("memtrack")
         allow = int(marker.kwargs.get("allow_leak_bytes", 0)) if marker else 0
         max_peak = marker.kwargs.get("max_peak") if marker else None
@@ -156,6 +172,15 @@ class MemtrackPlugin:
             if b1 - b0 > 0 or n1 - n0 > 0:
                 leaks[cell] = (max(b1 - b0, 0), max(n1 - n0, 0))
         problems = []
+        if untracked > 0:
+            # Their allocations and frees are in no (device, kind) cell: a
+            # leak among them would not show in `after`.
+            self.untracked_tests.append((item.nodeid, untracked))
+            if not self.allow_untracked:
+                problems.append(
+                    f"{untracked} events found the counter pool full, leaks cannot be checked; "
+                    f"set MEMTRACK_COUNTER_CELLS (now {self._counter_cells()}) higher"
+                )
         if leaks and sum(b for b, _ in leaks.values()) > allow:
             problems.append(describe(leaks))
         peaks = self._peaks()
@@ -175,6 +200,15 @@ class MemtrackPlugin:
                             f"peak {human_bytes(peak)} on device {cell[0]} {cell[1]} over the limit of {human_bytes(limit)}"
                         )
         return "; ".join(problems)
+
+    def _counter_cells(self) -> str:
+        """The ring's counter-pool size, as its creator's MEMTRACK_COUNTER_CELLS was."""
+        try:
+            from memtrack import _native
+
+            return str(_native.ring_counter_cells(os.environ["MEMTRACK_RING"]))
+        except (ImportError, KeyError, ValueError):
+            return "unknown"
 
     def _peaks(self) -> Optional[Dict[Cell, int]]:
         """This process's peak bytes per cell during the call; None under `memtrack record`."""
@@ -197,9 +231,31 @@ class MemtrackPlugin:
             tr.write_line(f"ignored kinds: {', '.join(sorted(self.ignored))}")
         if not self.memtrack.scopes_supported() if self.started else False:
             tr.write_line("scopes: this libmemtrack has no memtrack_scope_begin; each test's start is a mark instead")
+        if self.started and not self.memtrack.untracked_supported():
+            tr.write_line(
+                "untracked: this libmemtrack has no memtrack_untracked_usage; "
+                "a full counter pool would hide leaks unnoticed"
+            )
+        if self.untracked_tests:
+            events = sum(n for _, n in self.untracked_tests)
+            verdict = (
+                "allowed by --memtrack-allow-untracked: their leak checks are incomplete"
+                if self.allow_untracked
+                else "they failed"
+            )
+            tr.write_line(
+                f"counter pool full: {events} events in {_tests(len(self.untracked_tests))} were counted as untracked, "
+                f"so leaks cannot be checked ({verdict}); "
+                f"set MEMTRACK_COUNTER_CELLS (now {self._counter_cells()}) higher"
+            )
+            if self.allow_untracked:
+                for nodeid, n in self.untracked_tests:
+                    tr.write_line(f"{nodeid}: {n} untracked events")
         for nodeid, problems in self.results:
             tr.write_line(f"{nodeid}: {problems}")
-        if not self.results:
+        if not self.results and self.untracked_tests:
+            tr.write_line("no leak in the live counters, but the tests above were not fully checked")
+        elif not self.results:
             tr.write_line("no test left device memory allocated")
         for cell, peak in sorted(self.max_peak_seen.items()):
             tr.write_line(f"largest peak in a test: {human_bytes(peak)} on device {cell[0]} {cell[1]}")
@@ -225,3 +281,7 @@ def _limit(limits: dict, cell: Cell) -> Optional[int]:
         if parse_cell(key) == cell:
             return int(value)
     return None
+
+
+def _tests(n: int) -> str:
+    return f"{n} test" if n == 1 else f"{n} tests"

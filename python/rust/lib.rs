@@ -223,6 +223,18 @@ impl Watched {
     }
 }
 
+/// The live-counter cells of the ring named `name` (a name or a path, as
+/// `MEMTRACK_RING`): what `MEMTRACK_COUNTER_CELLS` was when it was created.
+/// Opens the ring read-only in effect (validates and maps it, registers no
+/// process, consumes nothing).
+#[pyfunction]
+fn ring_counter_cells(name: &str) -> PyResult<u32> {
+    let path = memtrack::ring_path(name);
+    memtrack::Ring::open(&path)
+        .map(|ring| ring.counter_cells())
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// The consumer of a private ring (the pytest plugin's, when no `memtrack
 /// record` reads the ring): keeps the ring drained from a thread, and
 /// follows this process's peak usage per (device, kind), which the live
@@ -304,6 +316,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(record_columns, m)?)?;
     m.add_function(wrap_pyfunction!(kind_names, m)?)?;
     m.add_function(wrap_pyfunction!(event_names, m)?)?;
+    m.add_function(wrap_pyfunction!(ring_counter_cells, m)?)?;
     m.add("NO_PROCESS", NO_PROCESS)?;
     m.add("NO_SCOPE", NO_SCOPE)?;
     m.add_class::<PeakWatcher>()?;

@@ -145,6 +145,53 @@ print(before, during, memtrack.live(), sep="\\n")
     assert out[2] == "{}"
 
 
+def test_untracked_shows_what_a_full_counter_pool_kept_from_live(run_python, tmp_path):
+    """A 128-cell pool and 200 devices: live() misses some, untracked() has them."""
+    out = run_python(
+        """
+import memtrack
+from fake_runtime import Buffer
+memtrack.init()
+print(memtrack.untracked_supported(), memtrack.untracked())
+buffers = [Buffer(4096, device=d) for d in range(200)]
+live, untracked = memtrack.live(), memtrack.untracked()
+print(len(live), sum(u.live_bytes for u in live.values()), sum(u.live_buffers for u in live.values()))
+print(untracked.live_bytes, untracked.live_buffers, untracked.events)
+for b in buffers:
+    b.free()
+print(memtrack.live(), memtrack.untracked())
+""",
+        env={"MEMTRACK_RING": str(tmp_path / "ring"), "MEMTRACK_COUNTER_CELLS": "128"},
+    ).stdout.splitlines()
+    assert out[0] == "True Untracked(live_bytes=0, live_buffers=0, events=0)"
+    cells, live_bytes, live_buffers = map(int, out[1].split())
+    untracked_bytes, untracked_buffers, events = map(int, out[2].split())
+    assert cells <= 128 and events == 200 - cells, out
+    assert (untracked_bytes, untracked_buffers) == (4096 * events, events)
+    assert (live_bytes + untracked_bytes, live_buffers + untracked_buffers) == (200 * 4096, 200)
+    assert out[3] == f"{{}} Untracked(live_bytes=0, live_buffers=0, events={2 * events})"
+
+
+def test_untracked_is_zero_without_tracking_or_with_an_older_library(run_python):
+    out = run_python(
+        """
+import memtrack
+from memtrack import _writer
+print(memtrack.untracked())
+
+class Older:
+    \"\"\"A libmemtrack from before memtrack_untracked_usage.\"\"\"
+
+_writer._lib = Older()
+print(memtrack.untracked_supported(), memtrack.untracked())
+"""
+    ).stdout.splitlines()
+    assert out == [
+        "Untracked(live_bytes=0, live_buffers=0, events=0)",
+        "False Untracked(live_bytes=0, live_buffers=0, events=0)",
+    ]
+
+
 def test_scope_is_a_context_manager_and_a_decorator(run_python):
     out = run_python(
         """

@@ -11,9 +11,11 @@ from conftest import HERE
 PROJECT = HERE / "fakeproject"
 
 
-def run_pytest(runtime_lib, *args, record=None, memtrack_bin=None):
+def run_pytest(runtime_lib, *args, record=None, memtrack_bin=None, env=None):
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTRACK_")}
     env["FAKE_RUNTIME_LIB"] = str(runtime_lib)
+    env.update(extra)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args, str(PROJECT)]
     if record is not None:
         command = [str(memtrack_bin), "record", "-q", "-o", str(record), "--"] + command
@@ -31,6 +33,7 @@ ALL_PASS = {
     "test_small_leak_allowed": "PASSED",
     "test_peak_within_limit": "PASSED",
     "test_peak_over_limit": "PASSED",
+    "test_touches_two_hundred_devices": "PASSED",
 }
 
 
@@ -51,7 +54,7 @@ def test_alone_fails_exactly_the_leaking_and_the_peaking_test(runtime_lib):
     }
     assert "memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM" in result.stdout
     assert "memtrack: peak 2.0 MiB on device 0 DRAM over the limit of 1.0 MiB" in result.stdout
-    assert "6 tests checked on private ring /dev/shm/memtrack-pytest-" in result.stdout
+    assert "7 tests checked on private ring /dev/shm/memtrack-pytest-" in result.stdout
     # The private ring is gone afterwards.
     ring = re.search(r"private ring (\S+),", result.stdout).group(1)
     assert not os.path.exists(ring)
@@ -83,3 +86,43 @@ def test_under_memtrack_record(runtime_lib, memtrack_bin, tmp_path):
     ], by_scope
     allocating = {node(name) for name in ALL_PASS if name != "test_no_device_memory"}
     assert allocating <= {s.scope for s in rec.scopes}, rec.scopes
+
+
+# A ring whose counter pool (128 cells, the smallest) cannot hold a cell per
+# device of test_touches_two_hundred_devices: the plugin creates it, so
+# MEMTRACK_COUNTER_CELLS sizes it.
+SMALL_POOL = {"MEMTRACK_COUNTER_CELLS": "128"}
+UNTRACKED = re.compile(
+    r"^E?\s*memtrack: (\d+) events found the counter pool full, leaks cannot be checked; "
+    r"set MEMTRACK_COUNTER_CELLS \(now 128\) higher$",
+    re.M,
+)
+
+
+def test_a_full_counter_pool_fails_the_test_it_hides_leaks_of(runtime_lib):
+    result, outcomes = run_pytest(runtime_lib, "--memtrack", env=SMALL_POOL)
+    assert outcomes == {
+        **ALL_PASS,
+        "test_leaks_three_dram_buffers": "FAILED",
+        "test_peak_over_limit": "FAILED",
+        "test_touches_two_hundred_devices": "FAILED",
+    }, result.stdout
+    # Each of the devices that found no cell: an alloc and a free.
+    events = [int(n) for n in UNTRACKED.findall(result.stdout)]
+    assert events and all(n > 0 and n % 2 == 0 for n in events), result.stdout
+    assert f"counter pool full: {events[0]} events in 1 test were counted as untracked" in result.stdout
+    # The earlier tests had their cells: their verdicts stand.
+    assert "memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM" in result.stdout
+
+
+def test_allow_untracked_passes_it_and_says_so(runtime_lib):
+    result, outcomes = run_pytest(runtime_lib, "--memtrack", "--memtrack-allow-untracked", env=SMALL_POOL)
+    assert outcomes == {
+        **ALL_PASS,
+        "test_leaks_three_dram_buffers": "FAILED",
+        "test_peak_over_limit": "FAILED",
+    }, result.stdout
+    assert not UNTRACKED.search(result.stdout)
+    summary = re.search(r"counter pool full: (\d+) events in 1 test .*allowed by --memtrack-allow-untracked", result.stdout)
+    assert summary and int(summary.group(1)) > 0, result.stdout
+    assert re.search(r"test_touches_two_hundred_devices: \d+ untracked events", result.stdout)
