@@ -1,5 +1,10 @@
 //! The consumer: the one process that drains a ring.
 
+mod batching;
+
+pub use batching::BatchPolicy;
+use batching::{Batching, Due};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,6 +43,8 @@ pub struct Consumer {
     blocked_on: Option<(u64, Owner, Instant)>,
     /// The next idle pause (see [`Consumer::pause_if_idle`]).
     idle_pause: Duration,
+    /// When [`Consumer::take_due`] takes records (module `batching`).
+    batching: Batching,
 }
 
 impl Consumer {
@@ -63,7 +70,8 @@ impl Consumer {
         reader.reader_pid.store(std::process::id(), Ordering::Relaxed);
         reader.reader_pid_ns.store(own_namespace, Ordering::Relaxed);
         let cursor = ring.view().attach_consumer();
-        Ok(Consumer { ring, cursor, blocked_on: None, idle_pause: Duration::ZERO })
+        let batching = Batching::new(BatchPolicy::for_capacity(ring.capacity()));
+        Ok(Consumer { ring, cursor, blocked_on: None, idle_pause: Duration::ZERO, batching })
     }
 
     /// The ring being consumed.
@@ -90,6 +98,31 @@ impl Consumer {
         Batch { records: taken.records, lost: taken.lost }
     }
 
+    /// As [`Consumer::take`], but only what the batching policy says is
+    /// due ([`BatchPolicy`]): nothing while fewer than a batch are published
+    /// and the oldest has not waited its bound, one whole batch when one is
+    /// published, everything when writers wait for space. The readers that
+    /// run beside a workload take records this way; `take` and
+    /// [`Consumer::drain`] take everything, for the end of a recording.
+    pub fn take_due(&mut self, max: usize, out: &mut Vec<Record>) -> Batch {
+        let next = self.cursor.progress().taken;
+        match self.batching.due(&self.ring.view(), next, self.ring.capacity(), false) {
+            Due::Nothing => Batch::default(),
+            Due::Batch(batch) => self.take(max.min(usize::try_from(batch).unwrap_or(usize::MAX)), out),
+            Due::Everything => self.take(max, out),
+        }
+    }
+
+    /// The batching policy of [`Consumer::take_due`].
+    pub fn batch_policy(&self) -> BatchPolicy {
+        self.batching.policy()
+    }
+
+    /// Replaces the batching policy ([`BatchPolicy::eager`]: none).
+    pub fn set_batch_policy(&mut self, policy: BatchPolicy) {
+        self.batching = Batching::new(policy);
+    }
+
     /// Declares the records of the last [`Consumer::take`] handed on.
     pub fn commit(&mut self) {
         self.ring.view().commit(&mut self.cursor);
@@ -104,12 +137,37 @@ impl Consumer {
         &mut self,
         max: usize,
         buf: &mut Vec<Record>,
+        f: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        self.drain_with(max, buf, f, Consumer::take)
+    }
+
+    /// As [`Consumer::drain`], but taking only what the batching policy
+    /// says is due (see [`Consumer::take_due`]): for a reader that polls
+    /// beside running writers.
+    ///
+    /// # Errors
+    /// The first error of `f`; that batch stays uncommitted.
+    pub fn drain_due<E>(
+        &mut self,
+        max: usize,
+        buf: &mut Vec<Record>,
+        f: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        self.drain_with(max, buf, f, Consumer::take_due)
+    }
+
+    fn drain_with<E>(
+        &mut self,
+        max: usize,
+        buf: &mut Vec<Record>,
         mut f: impl FnMut(&[Record]) -> Result<(), E>,
+        take: fn(&mut Consumer, usize, &mut Vec<Record>) -> Batch,
     ) -> Result<usize, E> {
         let mut handled = 0;
         while handled < max {
             buf.clear();
-            let batch = self.take((max - handled).min(4096), buf);
+            let batch = take(self, (max - handled).min(4096), buf);
             if batch.records == 0 && batch.lost == 0 {
                 break;
             }

@@ -41,7 +41,7 @@ mod writer;
 #[cfg(not(loom))]
 pub use crate::{
     buffer::MemtrackBuffer,
-    consumer::{Batch, Consumer},
+    consumer::{Batch, BatchPolicy, Consumer},
     error::{Error, ErrorKind},
     process::{ProcessInfo, ProcessState, pid_namespace},
     shm::{FileId, RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, remove_ring_file, ring_path},

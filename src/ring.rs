@@ -514,6 +514,32 @@ impl<'a> RingView<'a> {
         taken
     }
 
+    /// Whether `ticket`'s record is published for its lap: one load of its
+    /// slot's state, for the consumer's batching policy (`consumer::batching`),
+    /// which decides only *when* to call [`RingView::take`]; `take` reads
+    /// every state again, so nothing relies on this answer being current.
+    pub(crate) fn published(&self, ticket: u64) -> bool {
+        // Acquire: pairs with the Release store in `Claim::publish` (only for
+        // the answer's freshness; see above).
+        let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
+        state.lap == self.lap(ticket) && state.phase == Phase::Full
+    }
+
+    /// Whether `ticket` is claimed for its lap (published or not): one load,
+    /// for the batching policy, as [`RingView::published`].
+    pub(crate) fn claimed(&self, ticket: u64) -> bool {
+        // Acquire: pairs with the writers' claim CAS (AcqRel), as in `caught_up`.
+        let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
+        state.lap == self.lap(ticket) && state.phase != Phase::Empty
+    }
+
+    /// Whether a writer sleeps in [`RingView::wait_for_space`] now: a hint
+    /// for the batching policy (the wake-up itself is `wake_writers`' job,
+    /// after every take, and needs no help from this).
+    pub(crate) fn writers_waiting(&self) -> bool {
+        self.control.wait.waiters.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether the consumer has taken every ticket claimed so far: the slot
     /// of its next ticket is not yet claimed for that lap. Tickets are
     /// claimed without holes, so a process that stopped writing before this

@@ -37,7 +37,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use memtrack::clock::ClockSource;
 use memtrack::ffi::{MEMTRACK_KIND_DRAM, memtrack_alloc, memtrack_free};
-use memtrack::{Consumer, Ring, RingOptions, ring_path};
+use memtrack::{BatchPolicy, Consumer, Ring, RingOptions, ring_path};
 use serde_json::json;
 
 /// The socket baseline is ~100× slower per event; it runs this fraction of
@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// One JSON document (schema memtrack.bench/1) instead of a table.
     #[arg(long)]
     json: bool,
+    /// The reader's batch, in records (default: the consumer's, min(4096,
+    /// capacity/8); 1: no batching). For measuring the batching policy.
+    #[arg(long, hide = true)]
+    reader_batch: Option<u64>,
 }
 
 /// What one child process measures.
@@ -358,7 +362,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(Ro
             let _ = std::fs::remove_file(&path);
             Ring::create(&path, RingOptions { capacity, ..RingOptions::default() })?;
             cmd.env("MEMTRACK_RING", &path);
-            let reader = Reader::start(&path)?;
+            let reader = Reader::start(&path, args.reader_batch)?;
             helper = Some(Box::new(move || reader.stop()));
         }
         Row::Socket => {
@@ -394,7 +398,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(Ro
 }
 
 /// The reader beside the enabled row: a consumer draining the ring in this
-/// process, paced as `memtrack record` paces itself.
+/// process, batched and paced as `memtrack record` batches and paces itself.
 struct Reader {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<()>>,
@@ -402,14 +406,17 @@ struct Reader {
 }
 
 impl Reader {
-    fn start(path: &Path) -> Result<Reader> {
+    fn start(path: &Path, batch: Option<u64>) -> Result<Reader> {
         let mut consumer = Consumer::attach(path)?;
+        if let Some(batch) = batch {
+            consumer.set_batch_policy(BatchPolicy { batch, ..consumer.batch_policy() });
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut buf = Vec::with_capacity(4096);
             while !flag.load(Ordering::Relaxed) {
-                let n = consumer.drain(usize::MAX, &mut buf, |records| {
+                let n = consumer.drain_due(usize::MAX, &mut buf, |records| {
                     black_box(records);
                     Ok::<(), ()>(())
                 });

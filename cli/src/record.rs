@@ -245,8 +245,13 @@ fn consume_while_running(session: &mut Session, mut child: Child, mut output: Ou
         {
             last_check = Instant::now();
             let descendants = reap_descendants();
-            if !descendants && session.writers_ended() && session.caught_up() {
-                return Ok(status);
+            if !descendants && session.writers_ended() {
+                // The writers are done: take their last partial batch now,
+                // not after the batching policy's latency bound.
+                session.drain()?;
+                if session.caught_up() {
+                    return Ok(status);
+                }
             }
             if !said_waiting && last_check.duration_since(*exited_at.get_or_insert(last_check)) > WAIT_NOTE {
                 said_waiting = true;

@@ -232,22 +232,48 @@ impl Session {
         &self.engine
     }
 
-    /// Takes what the ring holds now, and notices processes that died.
-    /// Returns the records handled. A record file that fails does not stop
-    /// the session (see [`Session::output_failure`]), so neither does it
-    /// make this fail.
+    /// Takes what the consumer's batching policy says is due (whole
+    /// batches, or what waited its latency bound, or everything when writers
+    /// wait for space: `memtrack::BatchPolicy`), and notices processes that
+    /// died. Returns the records handled. A record file that fails does not
+    /// stop the session (see [`Session::output_failure`]), so neither does
+    /// it make this fail.
     ///
     /// # Errors
     /// None at present; the `Result` leaves room for a sink that must stop
     /// the session.
     pub fn poll(&mut self) -> Result<usize> {
+        // A take of less than a whole batch ends the poll; without batching
+        // (a batch of 1), one of less than BATCH does, as in `drain`.
+        let full = match usize::try_from(self.consumer.batch_policy().batch) {
+            Ok(batch) if batch > 1 => batch.min(BATCH),
+            _ => BATCH,
+        };
+        self.poll_with(Consumer::take_due, full)
+    }
+
+    /// As [`Session::poll`], but takes everything the ring holds now: for
+    /// the end of a session, once the writers are done.
+    ///
+    /// # Errors
+    /// As [`Session::poll`].
+    pub fn drain(&mut self) -> Result<usize> {
+        self.poll_with(Consumer::take, BATCH)
+    }
+
+    /// Takes with `take` until a take returns fewer than `full` records.
+    fn poll_with(
+        &mut self,
+        take: fn(&mut Consumer, usize, &mut Vec<Record>) -> memtrack::Batch,
+        full: usize,
+    ) -> Result<usize> {
         // From the first record on, blocks go to the file or nowhere.
         self.prologue = None;
         let mut handled = 0;
         loop {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
-            let batch = self.consumer.take(BATCH, &mut buf);
+            let batch = take(&mut self.consumer, BATCH, &mut buf);
             let result = self.handle(&buf).and_then(|()| self.flush());
             self.buf = buf;
             result?;
@@ -256,7 +282,9 @@ impl Session {
             // this commit costs them, and its successor counts them lost.
             self.consumer.commit();
             handled += batch.records;
-            if batch.records + batch.lost < BATCH {
+            // Fewer than a batch: we reached the frontier, or the policy
+            // says wait; what comes next waits for the next poll.
+            if batch.records + batch.lost < full {
                 break;
             }
         }
@@ -383,7 +411,7 @@ impl Session {
     /// # Errors
     /// Writing the record file failed.
     pub fn finish(mut self) -> Result<Engine> {
-        self.poll()?;
+        self.drain()?;
         self.watch_table()?;
         // Whatever is still pending goes in now, after everything taken.
         self.place_deaths()?;
