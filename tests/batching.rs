@@ -1,0 +1,170 @@
+//! The consumer's batching policy (`memtrack::BatchPolicy`, issue 14):
+//! readers that poll beside the writers take whole batches, yet a lone
+//! record is still delivered once it has waited the latency bound, and a
+//! writer killed between claim and publish still has its claim found and
+//! reclaimed when fewer than a batch are ready behind it.
+//!
+//! No timed upper bound is asserted (a shared, noisy machine): the tests
+//! sleep at least the bound and then require the record on the next look,
+//! which the policy guarantees whatever the scheduler does.
+
+mod common;
+#[path = "common/reliability.rs"]
+mod reliability;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::TempRing;
+use memtrack::{Batch, BatchPolicy, Consumer, Event, MemtrackBuffer, Record, Ring, RingOptions, Writer};
+use reliability::{helper_command, helper_role, kill};
+
+/// 4096 slots: batches of 512 (capacity / 8).
+const CAPACITY: u64 = 4096;
+
+fn buffer(id: u64) -> MemtrackBuffer {
+    MemtrackBuffer { buffer_id: id, size: 64, address: id << 12, ..Default::default() }
+}
+
+fn ring(tmp: &TempRing) -> Writer {
+    Writer::attach_named(Ring::create(tmp.path(), RingOptions { capacity: CAPACITY }).unwrap(), b"batching").unwrap()
+}
+
+/// `consumer.take_due`, committed, into `out`.
+fn take_due(consumer: &mut Consumer, out: &mut Vec<Record>) -> Batch {
+    let before = out.len();
+    let batch = consumer.take_due(usize::MAX, out);
+    consumer.commit();
+    assert_eq!(out.len() - before, batch.records);
+    batch
+}
+
+/// The helper processes' entry point; a no-op in a normal test run.
+#[test]
+fn helper() {
+    let Some(role) = helper_role() else { return };
+    match role.as_str() {
+        // Three records, a claim it never publishes, then waits to be killed.
+        "batching-park" => {
+            let path = std::env::var("MEMTRACK_RING").unwrap();
+            let writer = Writer::attach(Ring::open(Path::new(&path)).unwrap()).unwrap();
+            for id in 1..=3 {
+                writer.alloc(&buffer(id));
+            }
+            assert!(writer.claim_without_publishing());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown helper role {other}"),
+    }
+}
+
+#[test]
+fn the_default_batch_is_an_eighth_of_the_ring_up_to_4096() {
+    assert_eq!(BatchPolicy::for_capacity(4096).batch, 512);
+    assert_eq!(BatchPolicy::for_capacity(65536).batch, 4096);
+    assert_eq!(BatchPolicy::for_capacity(1 << 24).batch, 4096);
+    assert_eq!(BatchPolicy::for_capacity(16).batch, 2);
+    let latency = BatchPolicy::for_capacity(65536).latency;
+    assert!(latency >= Duration::from_millis(1) && latency <= Duration::from_millis(5), "{latency:?}");
+}
+
+#[test]
+fn whole_batches_are_taken_at_once_and_the_rest_waits() {
+    let tmp = TempRing::new("batching-whole");
+    let writer = ring(&tmp);
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let batch = consumer.batch_policy().batch;
+    assert_eq!(batch, CAPACITY / 8);
+    // Two whole batches and a few: the writer's start record is one of them.
+    for id in 1..2 * batch + 5 {
+        writer.alloc(&buffer(id));
+    }
+    let mut out = Vec::new();
+    assert_eq!(take_due(&mut consumer, &mut out).records as u64, batch);
+    assert_eq!(take_due(&mut consumer, &mut out).records as u64, batch);
+    // Five left, fewer than a batch: this look only starts their clock.
+    assert_eq!(take_due(&mut consumer, &mut out).records, 0);
+    assert!(!consumer.caught_up());
+    // Draining everything (the end of a recording) does not wait.
+    let mut buf = Vec::new();
+    let drained = consumer.drain(usize::MAX, &mut buf, |r| {
+        out.extend_from_slice(r);
+        Ok::<(), ()>(())
+    });
+    assert_eq!(drained, Ok(5));
+    let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
+    assert_eq!(tickets, (0..2 * batch + 5).collect::<Vec<_>>(), "in order, none twice, none missing");
+    assert!(consumer.caught_up());
+}
+
+#[test]
+fn a_lone_record_is_delivered_once_it_waited_the_bound() {
+    let tmp = TempRing::new("batching-lone");
+    let writer = ring(&tmp);
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let latency = consumer.batch_policy().latency;
+    let mut out = Vec::new();
+    // The writer's start record: alone, far fewer than a batch.
+    let first_look = Instant::now();
+    assert_eq!(take_due(&mut consumer, &mut out).records, 0, "taken before it waited");
+    std::thread::sleep(latency);
+    assert_eq!(take_due(&mut consumer, &mut out).records, 1, "not taken after waiting {latency:?}");
+    assert!(first_look.elapsed() >= latency);
+    // And the next lone record, the same way.
+    writer.alloc(&buffer(7));
+    assert_eq!(take_due(&mut consumer, &mut out).records, 0);
+    std::thread::sleep(latency);
+    assert_eq!(take_due(&mut consumer, &mut out).records, 1);
+    assert_eq!(out.last().unwrap().buffer_id, 7);
+    assert!(consumer.caught_up());
+    assert_eq!(consumer.progress().delivered, 2);
+}
+
+#[test]
+fn without_batching_every_record_is_taken_at_once() {
+    let tmp = TempRing::new("batching-eager");
+    let _writer = ring(&tmp);
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    consumer.set_batch_policy(BatchPolicy::eager());
+    assert_eq!(take_due(&mut consumer, &mut Vec::new()).records, 1);
+}
+
+/// A writer process killed between claim and publish, with fewer records
+/// than a batch around its claim: the consumer must still deliver the
+/// records before it, find the claim's owner dead, count it lost, and
+/// deliver what other writers wrote after it.
+#[test]
+fn a_dead_writers_claim_is_reclaimed_with_fewer_than_a_batch_ready() {
+    let tmp = TempRing::new("batching-dead");
+    let writer = ring(&tmp);
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let mut parked = helper_command("batching-park").env("MEMTRACK_RING", tmp.path()).spawn().unwrap();
+    // Our start record (ticket 0), the helper's and its three records, its
+    // parked claim (ticket 5).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.claimed_end() < 6 {
+        assert!(Instant::now() < deadline, "the helper did not park a claim");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Behind the parked claim, from a live writer.
+    writer.alloc(&buffer(100));
+    kill(&mut parked);
+
+    let (mut out, mut lost) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < 6 || lost == 0 {
+        assert!(Instant::now() < deadline, "not reclaimed: {} records, {lost} lost", out.len());
+        lost += take_due(&mut consumer, &mut out).lost;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Ours (start), the helper's start and three records, its lost claim, ours.
+    assert_eq!(lost, 1);
+    let events: Vec<_> = out.iter().map(|r| (r.event(), r.buffer_id)).collect();
+    let start = |r: &(Option<Event>, u64)| r.0 == Some(Event::ProcessStart);
+    assert!(events[..2].iter().all(start), "{events:?}");
+    let allocs: Vec<_> = events[2..].iter().map(|&(event, id)| (event.unwrap(), id)).collect();
+    assert_eq!(allocs, [(Event::Alloc, 1), (Event::Alloc, 2), (Event::Alloc, 3), (Event::Alloc, 100)]);
+    let progress = consumer.progress();
+    assert_eq!((progress.delivered, progress.lost_writer_died), (6, 1));
+    assert!(consumer.caught_up());
+}
