@@ -36,7 +36,8 @@ fn ring_for(tag: &str) -> PathBuf {
     path
 }
 
-/// A consumer thread that drains `path` until stopped.
+/// A consumer thread that drains `path` until stopped, in whole batches as
+/// the CLI's readers do (`Consumer::drain_due`).
 struct Drainer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -50,7 +51,7 @@ impl Drainer {
         let thread = std::thread::spawn(move || {
             let mut buf = Vec::with_capacity(4096);
             while !flag.load(Ordering::Relaxed) {
-                let n = consumer.drain(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
+                let n = consumer.drain_due(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
                 consumer.pause_if_idle(n);
             }
         });

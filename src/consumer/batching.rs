@@ -23,9 +23,12 @@ use crate::ring::RingView;
 const LARGEST_BATCH: u64 = 4096;
 
 /// How long the oldest record waits at most before the consumer takes what
-/// is there (plus up to one idle pause, ≤ 1 ms, before it looks). 2 ms keeps
-/// `watch`, `serve` and `record` prompt for a person (a frame is 16 ms) and
-/// costs a writer trickling records one frontier read per 2 ms.
+/// is there (plus the idle pauses, ≤ 1 ms each, around the looks). Chosen
+/// by measurement (docs/PERFORMANCE.md, "Choosing T"): a lone record then
+/// reaches `record`'s file in ~2.6 ms (p50; 1 ms: 1.7, 5 ms: 5.8), well
+/// inside a 16 ms screen frame for `watch`; 1 ms gave back most of the
+/// hook's gain at 0.3–1 M records/s (partial batches taken every
+/// millisecond, near the writer), 5 ms gained nothing clear over 2 ms.
 const LATENCY_BOUND: Duration = Duration::from_millis(2);
 
 /// When the consumer takes records. Records are taken when any of these
@@ -114,7 +117,11 @@ impl Batching {
         }
         match self.oldest_seen {
             Some((ticket, since)) if ticket == next => {
-                if since.elapsed() >= self.policy.latency { Due::Everything } else { Due::Nothing }
+                if since.elapsed() >= self.policy.latency {
+                    Due::Everything
+                } else {
+                    Due::Nothing
+                }
             }
             _ => {
                 self.oldest_seen = Some((next, Instant::now()));
