@@ -243,6 +243,11 @@ impl Session {
     /// None at present; the `Result` leaves room for a sink that must stop
     /// the session.
     pub fn poll(&mut self) -> Result<usize> {
+        if !self.pending_deaths.is_empty() {
+            // A death goes in once the consumer has caught up (`place_deaths`);
+            // whole batches alone may never catch up while others write.
+            return self.drain();
+        }
         // A take of less than a whole batch ends the poll; without batching
         // (a batch of 1), one of less than BATCH does, as in `drain`.
         let full = match usize::try_from(self.consumer.batch_policy().batch) {
