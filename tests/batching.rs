@@ -27,8 +27,11 @@ fn buffer(id: u64) -> MemtrackBuffer {
 }
 
 fn ring(tmp: &TempRing) -> Writer {
-    Writer::attach_named(Ring::create(tmp.path(), RingOptions { capacity: CAPACITY }).unwrap(), b"batching")
-        .unwrap()
+    Writer::attach_named(
+        Ring::create(tmp.path(), RingOptions { capacity: CAPACITY, ..RingOptions::default() }).unwrap(),
+        b"batching",
+    )
+    .unwrap()
 }
 
 /// `consumer.take_due`, committed, into `out`.
