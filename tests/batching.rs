@@ -12,6 +12,7 @@ mod common;
 #[path = "common/reliability.rs"]
 mod reliability;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,19 @@ fn helper() {
             }
             assert!(writer.claim_without_publishing());
             std::thread::sleep(Duration::from_secs(60));
+        }
+        // A reader whose batches never fill and whose bound never passes:
+        // only the "writers wait, or the ring is half full" rule takes.
+        "batching-reader" => {
+            let path = std::env::var("MEMTRACK_RING").unwrap();
+            let mut consumer = Consumer::attach(Path::new(&path)).unwrap();
+            consumer.set_batch_policy(BatchPolicy { batch: 1 << 20, latency: Duration::from_secs(3600) });
+            println!("HELPER ready");
+            let mut buf = Vec::new();
+            loop {
+                let handled = consumer.drain_due(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
+                consumer.pause_if_idle(handled);
+            }
         }
         other => panic!("unknown helper role {other}"),
     }
@@ -131,6 +145,34 @@ fn without_batching_every_record_is_taken_at_once() {
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     consumer.set_batch_policy(BatchPolicy::eager());
     assert_eq!(take_due(&mut consumer, &mut Vec::new()).records, 1);
+}
+
+/// Lossless: a writer that finds the ring full and waits for space is
+/// served at once by a batching reader in another process, without waiting
+/// for a batch or the latency bound (here neither would ever come).
+#[test]
+fn writers_waiting_for_space_are_served_without_waiting_for_a_batch() {
+    let tmp = TempRing::new("batching-waiters");
+    let writer = Writer::attach(
+        Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
+    let mut reader = helper_command("batching-reader")
+        .env("MEMTRACK_RING", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(reader.stdout.as_mut().unwrap()).lines();
+    while !lines.next().expect("a HELPER line").unwrap().contains("HELPER ready") {}
+    let records = 5000;
+    for id in 1..=records {
+        writer.alloc(&buffer(id));
+    }
+    // The last records (fewer than half a ring) may stay: nothing is due.
+    let snapshot = writer.ring().snapshot();
+    kill(&mut reader);
+    assert_eq!(snapshot.dropped, 0, "a writer waited in vain: {snapshot:?}");
+    assert!(snapshot.progress.taken + 64 > records, "{snapshot:?}");
 }
 
 /// A writer process killed between claim and publish, with fewer records
