@@ -546,6 +546,43 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// REVIEW: a process that allocates on one thread and frees on another
+    /// ends with two nonzero lane cells (+n, -n) whose sum is 0. Once it has
+    /// ended, the reclaim on the next registration frees only *all-zero*
+    /// cells, so these stay until its entry is taken again: with 256
+    /// entries, dead processes pin lanes x (device, kind) cells each.
+    #[test]
+    fn review_a_dead_process_whose_lanes_sum_to_zero_keeps_no_cells() {
+        let path = crate::ring_path(&format!("test-review-pinned-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        let dead_entry = writer.registration.index;
+        let buffer = MemtrackBuffer { buffer_id: 1, size: 4096, device_id: 3, ..Default::default() };
+        // Two threads alive at once (two lanes): one allocates, the other frees.
+        let (allocated, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                writer.alloc(&buffer);
+                allocated.wait();
+                done.wait();
+            });
+            s.spawn(|| {
+                allocated.wait();
+                writer.free(&buffer);
+                done.wait();
+            });
+        });
+        assert_eq!(writer.live(), [], "nothing live");
+        drop(writer); // Its lock is released: the process reads as died.
+        let next = Writer::attach(Ring::open(&path).unwrap()).unwrap();
+        assert_ne!(next.registration.index, dead_entry);
+        let pool = next.ring().counters();
+        let pinned: Vec<_> =
+            (0..pool.len()).filter_map(|i| pool.read(i)).filter(|r| r.entry == dead_entry).collect();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(pinned, [], "cells of an ended process that count nothing in sum");
+    }
+
     #[test]
     fn a_full_ring_waits_for_a_slow_consumer_instead_of_dropping() {
         let path = crate::ring_path(&format!("test-writer-wait-{}", std::process::id()));
