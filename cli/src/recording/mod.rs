@@ -645,6 +645,10 @@ impl RecordReader {
                 bail!("memtrack: record file {path}: data after the end block");
             }
             if !cursor.next_frame(&mut self.input, &path.to_string(), self.unfinished_ok)? {
+                // A frame cut short ends what `--partial` reads: nothing
+                // after it is a frame header, so later calls say "no more"
+                // instead of parsing the cut payload as the next frame.
+                cursor.bytes_left = 0;
                 return Ok(None);
             }
         }
@@ -852,6 +856,23 @@ mod tests {
             (identity.initial(), identity.host_pid(), identity.name()),
             (false, None, "victim".into())
         );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_partial_read_ends_at_a_frame_cut_short_and_stays_ended() {
+        let path = temp("cut-frame");
+        let records: Vec<Block> = (0..100)
+            .map(|ticket| Block::Record(Record { ticket, event: Event::Alloc as u8, ..Default::default() }))
+            .collect();
+        write(&path, &records);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        let mut reader = RecordReader::open_unfinished(&path).unwrap();
+        assert_eq!(reader.next_block().unwrap(), None, "the only frame is cut short");
+        for _ in 0..3 {
+            assert_eq!(reader.next_block().unwrap(), None, "and nothing follows it");
+        }
         let _ = std::fs::remove_file(&path);
     }
 
