@@ -8,6 +8,43 @@ use std::cell::Cell;
 
 use crate::format::{CounterCell, SHARED_LANE};
 use crate::shm::LaneWord;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Forks this process has gone through since it started (as counted in
+/// the child by [`after_fork_in_child`]): which process a lane lease or a
+/// writer belongs to. A pid cannot tell: a child forked into a new PID
+/// namespace can have its parent's pid (both pid 1 in containers).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// This process's fork count: equal to the value read at some earlier
+/// time in this thread if and only if no fork happened between (in this
+/// process's line of descent). Relaxed: only this process's own child
+/// handler changes it, before any code of the child runs.
+#[inline]
+pub(crate) fn fork_count() -> u64 {
+    FORKS.load(Ordering::Relaxed)
+}
+
+/// Makes the child of a fork count it: registered once per process (the
+/// first `Writer::attach`), whether the C ABI or the Rust API attaches.
+pub(crate) fn count_forks() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: `after_fork_in_child` is an `extern "C"` function with
+        // static lifetime doing only async-signal-safe work.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// In a forked child: count the fork, and make the forking thread (the
+/// only one here) forget the parent's writer state, so its next hook takes
+/// the cold path (which sees the fork) instead of writing the parent's
+/// lane cells with plain stores. Async-signal-safe: an atomic add and a
+/// store to a thread-local without destructor.
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+    let _ = HOOK.try_with(|t| t.writer.set(0));
+}
 
 /// Entries of the per-thread cell cache (direct-mapped on device and kind).
 pub(crate) const CACHE_WAYS: usize = 16;
@@ -18,14 +55,16 @@ pub(crate) struct LaneLease {
     pub(crate) word: LaneWord,
     pub(crate) generation: u32,
     pub(crate) lane: u8,
-    /// The process that took it: a forked child inherits this thread's
-    /// state but not its lane (the parent still holds it).
-    pub(crate) pid: u32,
+    /// [`fork_count`] when it was taken: a forked child inherits this
+    /// thread's state but not its lane (the parent still holds it), and
+    /// its fork count differs even where its pid does not.
+    pub(crate) forks: u64,
 }
 
 impl LaneLease {
+    /// Gives the lane back, if this process is the one that took it.
     fn release(self) {
-        if self.pid == std::process::id() {
+        if self.forks == fork_count() {
             crate::counters::release_lane(self.word.get(), self.generation, self.lane);
         }
     }

@@ -17,7 +17,7 @@ use crate::format::{
     Event, FLAG_ALIAS, FLAG_MORE, LABEL_LEN, MAX_RESERVED_ID, MAX_TEXT_LEN, READER_LOCK_OFFSET, Record,
     SCOPE_NAME_LEN, SHARED_LANE, cell_owner, counter_key,
 };
-use crate::hook_thread::{HookThread, LaneLease, cache_way};
+use crate::hook_thread::{HookThread, LaneLease, cache_way, fork_count};
 use crate::process::{Registration, own_name};
 use crate::ring::Owner;
 use crate::shm::Ring;
@@ -47,6 +47,14 @@ pub const MAX_FULL_WAIT: Duration = Duration::from_millis(1000);
 const WAIT_SLICE: Duration = Duration::from_micros(500);
 
 /// A process's writer on one ring. Share it between threads by reference.
+///
+/// A writer belongs to the process that attached it: a forked child should
+/// attach its own (the C ABI does so at the child's first event). A child
+/// that keeps using its parent's writer is still counted, as its parent:
+/// its records carry the parent's pid and entry, and its live counts go to
+/// the parent's shared-lane cells (`fetch_add`, never the plain stores of a
+/// lane, which would race the parent's), so neither process's counts are
+/// corrupted, but the parent's figures include the child's.
 #[derive(Debug)]
 pub struct Writer {
     ring: Ring,
@@ -69,6 +77,9 @@ pub struct Writer {
     serial: u64,
     /// The owner word of this writer's counter cells.
     cell_owner: u64,
+    /// [`fork_count`] at attach: a different count means this is a forked
+    /// child using its parent's writer (see the type's docs).
+    forks: u64,
 }
 
 /// The last [`Writer::serial`] given out.
@@ -102,6 +113,7 @@ impl Writer {
         let ring_calibration = ring.calibration();
         let clock = ring.clock_source();
         let registration = ring.register_process(name, clock.now())?;
+        crate::hook_thread::count_forks();
         let writer = Writer {
             ring,
             registration,
@@ -114,6 +126,7 @@ impl Writer {
             last_text_id: AtomicU32::new(0),
             serial: LAST_SERIAL.fetch_add(1, Ordering::Relaxed) + 1,
             cell_owner: cell_owner(registration.index, registration.generation),
+            forks: fork_count(),
         };
         let mut start = writer.record(Event::ProcessStart);
         start.set_label(name);
@@ -344,15 +357,21 @@ impl Writer {
     }
 
     /// Makes `thread` hook for this writer: a lane of its own if one is
-    /// free, else the shared lane.
+    /// free, else the shared lane -- always the shared lane in a forked
+    /// child using its parent's writer (a lane there would be taken from
+    /// the parent's entry, and this process could not give it back).
     fn adopt(&self, thread: &HookThread) {
         let Registration { index, generation, .. } = self.registration;
+        let forked = fork_count() != self.forks;
         thread.switch_writer(self.serial, || {
+            if forked {
+                return None;
+            }
             take_lane(&self.ring.process_entry(index).lanes, generation).map(|lane| LaneLease {
                 word: self.ring.lane_word(index),
                 generation,
                 lane,
-                pid: self.pid,
+                forks: self.forks,
             })
         });
     }
@@ -625,6 +644,73 @@ mod tests {
         let held = snapshot.device_usage().get(&(1000, 0)).copied().unwrap_or_default();
         let untracked = snapshot.untracked_usage().0;
         assert_eq!((held.0 + untracked, held.1), (0, 0), "the buffer was freed: {held:?} + {untracked}");
+    }
+
+    /// A forked child inherits the forking thread's lane lease; where its
+    /// pid equals its parent's (pid 1 in a container, the child in a new
+    /// PID namespace) only the fork count tells the lease is not its own:
+    /// giving it back must leave the parent's lane taken.
+    #[test]
+    fn a_lane_leased_before_a_fork_is_not_given_back_by_the_child() {
+        let path = crate::ring_path(&format!("test-writer-fork-lease-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        let Registration { index, generation, .. } = writer.registration;
+        let lanes = &writer.ring().process_entry(index).lanes;
+        let lane = take_lane(lanes, generation).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // The lease as the child sees it: same pid, one fork earlier.
+                let inherited =
+                    LaneLease { word: writer.ring().lane_word(index), generation, lane, forks: fork_count().wrapping_sub(1) };
+                crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX, || Some(inherited)));
+                // Hooking for another writer (and exiting) gives back the lease.
+                crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX - 1, || None));
+            });
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_ne!(lanes.load(Ordering::Relaxed) & 1 << lane, 0, "the parent's lane stays taken");
+    }
+
+    /// A forked child that keeps using its parent's writer counts through
+    /// the shared lane (atomic adds), never through the lane the forking
+    /// thread held in the parent (plain stores, which would race the
+    /// parent's thread on the same cell and lose counts).
+    #[test]
+    fn a_forked_child_using_its_parents_writer_counts_in_the_shared_lane() {
+        let path = crate::ring_path(&format!("test-writer-fork-child-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        let buffer = MemtrackBuffer { buffer_id: 1, size: 10, device_id: 5, ..Default::default() };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                writer.alloc(&buffer); // This thread's lane and cached cell.
+                // SAFETY: the child only hooks (no lock another thread of
+                // the parent may hold is taken on that path) and `_exit`s.
+                match unsafe { libc::fork() } {
+                    0 => {
+                        writer.alloc(&MemtrackBuffer { buffer_id: 2, ..buffer });
+                        // SAFETY: ends the child without running the test harness's exit.
+                        unsafe { libc::_exit(0) }
+                    }
+                    child => {
+                        let mut status = 0;
+                        // SAFETY: waits for our own child.
+                        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+                        assert_eq!(status, 0);
+                    }
+                }
+            });
+        });
+        let pool = writer.ring().counters();
+        let mut lanes: Vec<(u8, i64)> = (0..pool.len())
+            .filter_map(|i| pool.read(i))
+            .filter(|r| r.entry == writer.registration.index)
+            .map(|r| (crate::format::counter_key_parts(r.key).2, r.bytes))
+            .collect();
+        lanes.sort();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(lanes, [(0, 10), (SHARED_LANE, 10)], "the parent's lane cell holds only its own count");
     }
 
     #[test]
