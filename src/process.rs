@@ -115,9 +115,18 @@ impl Ring {
     }
 
     /// Frees the counter cells a new owner of entry `index` must not count
-    /// on: its entry's earlier generations', and the empty cells of
-    /// processes that have ended (they can hold nothing any more, and
-    /// would otherwise keep their room until their entry is taken again).
+    /// on: its entry's earlier generations', and the cells of processes
+    /// that have ended whose counts add up to nothing.
+    ///
+    /// An ended process's cells no longer change, so what it left is the
+    /// sum of its cells per (device, kind) over its lanes (one thread's
+    /// +4096 and another's -4096 is nothing left); every cell of a sum of
+    /// (0, 0) is freed, else its entry's dead processes would keep one cell
+    /// per lane and (device, kind) until the entry is taken again, and 256
+    /// of them fill the pool. A cell still being initialised by an ended
+    /// process counts nothing and never will: freed too. Two registrants
+    /// reclaiming at once compute the same sums and free the same cells
+    /// (each CAS from the owner word read, so a cell claimed since is kept).
     fn reclaim_counter_cells(&self, index: usize, generation: u32) {
         // (generation, ended) per entry, generation read *before* the lock
         // is probed: a cell of a later generation (a process that took the
@@ -131,12 +140,29 @@ impl Ring {
                 (generation, i != index && used && !self.is_locked(lock_offset(i)))
             })
             .collect();
-        self.counters().reclaim_where(|entry, cell_generation, reading| {
+        let is_ended = |entry: usize, cell_generation: u32| {
+            ended.get(entry).is_some_and(|&(current, ended)| ended && cell_generation == current)
+        };
+        let pool = self.counters();
+        // What each ended process left per (entry, device, kind).
+        let mut left = std::collections::HashMap::<(usize, u32, u8), (i64, i64)>::new();
+        for reading in (0..pool.len()).filter_map(|i| pool.read(i)) {
+            if is_ended(reading.entry, reading.generation) {
+                let (device, kind, _lane) = counter_key_parts(reading.key);
+                let sum = left.entry((reading.entry, device, kind)).or_default();
+                *sum = (sum.0.wrapping_add(reading.bytes), sum.1.wrapping_add(reading.buffers));
+            }
+        }
+        pool.reclaim_where(|entry, cell_generation, reading| {
             if entry == index {
                 return cell_generation != generation;
             }
-            let (current, ended) = ended.get(entry).copied().unwrap_or((0, false));
-            ended && cell_generation == current && reading.is_some_and(|r| r.bytes == 0 && r.buffers == 0)
+            if !is_ended(entry, cell_generation) {
+                return false;
+            }
+            let Some(reading) = reading else { return true }; // Initialising, by a dead process.
+            let (device, kind, _lane) = counter_key_parts(reading.key);
+            left.get(&(entry, device, kind)) == Some(&(0, 0))
         });
     }
 
