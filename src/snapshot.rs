@@ -88,26 +88,39 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Device memory held per (device, kind): the [`LiveCounter::held`]
-    /// bytes and buffers of the processes still running, summed. A process
-    /// that has ended, whether it exited or died, holds no device memory any
+    /// Device memory held per (device, kind): the [`Snapshot::held`] bytes
+    /// and buffers of the processes still running, summed. A process that
+    /// has ended, whether it exited or died, holds no device memory any
     /// more (the driver released it with the process); what it never freed
     /// stays in `counters`, under its own entry, as its leak, until a new
     /// process takes the entry.
-    pub fn device_usage(&self) -> std::collections::BTreeMap<(u32, u8), (u64, u64)> {
-        let mut usage = std::collections::BTreeMap::new();
-        for c in self.counters.iter().filter(|c| self.is_running(c.process_slot)) {
-            let (bytes, buffers) = c.held();
+    pub fn device_usage(&self) -> BTreeMap<(u32, u8), (u64, u64)> {
+        let mut usage = BTreeMap::new();
+        for (c, held, _) in self.held().into_iter().filter(|(c, ..)| self.is_running(c.process_slot)) {
             let entry: &mut (u64, u64) = usage.entry((c.device_id, c.kind)).or_default();
-            entry.0 = entry.0.saturating_add(bytes);
-            entry.1 = entry.1.saturating_add(buffers);
+            entry.0 = entry.0.saturating_add(held.0);
+            entry.1 = entry.1.saturating_add(held.1);
         }
         usage
     }
 
+    /// The (device, kind) pairs of [`Snapshot::device_usage`] whose figures
+    /// are approximate: a running process's untracked frees were taken from
+    /// them (see [`Snapshot::held`]).
+    pub fn approximate_usage(&self) -> std::collections::BTreeSet<(u32, u8)> {
+        self.held()
+            .into_iter()
+            .filter(|(c, _, approximate)| *approximate && self.is_running(c.process_slot))
+            .map(|(c, ..)| (c.device_id, c.kind))
+            .collect()
+    }
+
     /// (bytes, buffers, events) the running processes counted as untracked
-    /// (counter pool full), bytes and buffers as [`LiveCounter::held`]; and
-    /// events of every process.
+    /// (counter pool full) and still hold: each process's positive
+    /// untracked figures (a negative one is taken from its per-device
+    /// figures instead, see [`Snapshot::held`]); and events of every
+    /// process. With [`Snapshot::device_usage`] it adds up to what the
+    /// running processes hold in all.
     pub fn untracked_usage(&self) -> (u64, u64, u64) {
         self.untracked.iter().fold((0, 0, 0), |(bytes, buffers, events), u| {
             let running = self.is_running(u.process_slot);
@@ -116,17 +129,53 @@ impl Snapshot {
         })
     }
 
+    /// Each counter with the (bytes, buffers) it holds, and whether that
+    /// figure is approximate.
+    ///
+    /// A counter's figure is its [`LiveCounter::held`], less its process's
+    /// untracked deficit: a process whose untracked figure is negative
+    /// freed, through events that found the pool full, buffers it had
+    /// counted in cells (an alloc counted in one thread's cell, its free on
+    /// a thread that found no cell). Those frees have no device in the
+    /// counters, so the deficit is taken from the process's largest figures
+    /// first, and the figures it touched are marked approximate: the
+    /// process's total stays exact, how it splits by device does not.
+    pub fn held(&self) -> Vec<(LiveCounter, (u64, u64), bool)> {
+        let mut held: Vec<(LiveCounter, (u64, u64), bool)> =
+            self.counters.iter().map(|c| (*c, c.held(), false)).collect();
+        for u in &self.untracked {
+            let mine: Vec<usize> = (0..held.len()).filter(|&i| held[i].0.process_slot == u.process_slot).collect();
+            let mut take = |deficit: i64, field: fn(&mut (u64, u64)) -> &mut u64| {
+                let mut deficit = deficit.min(0).unsigned_abs();
+                let mut order = mine.clone();
+                order.sort_by_key(|&i| std::cmp::Reverse(*field(&mut held[i].1)));
+                for i in order {
+                    let figure = field(&mut held[i].1);
+                    let taken = deficit.min(*figure);
+                    if taken > 0 {
+                        *figure -= taken;
+                        deficit -= taken;
+                        held[i].2 = true;
+                    }
+                }
+            };
+            take(u.bytes, |h| &mut h.0);
+            take(u.buffers, |h| &mut h.1);
+        }
+        held
+    }
+
     /// Whether the process in table entry `slot` is running.
     pub fn is_running(&self, slot: u16) -> bool {
         self.processes.iter().any(|p| p.slot == slot && p.state == crate::process::ProcessState::Running)
     }
 
     /// (bytes, buffers) the process in table entry `slot` holds or, once
-    /// it has ended, left allocated: its [`LiveCounter::held`] cells summed.
+    /// it has ended, left allocated: its [`Snapshot::held`] figures summed
+    /// (exact, bar frees of buffers allocated before tracking began).
     pub fn process_usage(&self, slot: u16) -> (u64, u64) {
-        self.counters.iter().filter(|c| c.process_slot == slot).fold((0, 0), |(bytes, buffers), c| {
-            let held = c.held();
-            (bytes.saturating_add(held.0), buffers.saturating_add(held.1))
+        self.held().into_iter().filter(|(c, ..)| c.process_slot == slot).fold((0, 0), |(bytes, buffers), (_, h, _)| {
+            (bytes.saturating_add(h.0), buffers.saturating_add(h.1))
         })
     }
 }
@@ -289,5 +338,39 @@ mod tests {
         assert_eq!(usage, [((0, 0), (100, 1)), ((1, 0), (0, 0)), ((2, 0), (7, 1))]);
         assert_eq!(snapshot.process_usage(0), (107, 2));
         assert_eq!(snapshot.process_usage(1), (1005, 2));
+    }
+
+    /// A running process whose untracked figure is negative (it freed,
+    /// untracked, what it had counted in cells): the deficit comes off its
+    /// largest device figures, which are marked approximate, so device
+    /// usage plus untracked usage is what the process holds in all; a
+    /// positive untracked figure of another process is shown as untracked.
+    #[test]
+    fn an_untracked_deficit_comes_off_the_process_figures_and_marks_them_approximate() {
+        let counter = |process_slot, device_id, live_bytes, live_buffers| LiveCounter {
+            process_slot,
+            device_id,
+            kind: 0,
+            live_bytes,
+            live_buffers,
+        };
+        let untracked = |process_slot, bytes, buffers| Untracked { process_slot, bytes, buffers, events: 1 };
+        let snapshot = Snapshot {
+            processes: vec![process(0, ProcessState::Running), process(1, ProcessState::Running)],
+            counters: vec![counter(0, 0, 100, 1), counter(0, 1, 5000, 2), counter(1, 1, 7, 1)],
+            capacities: Vec::new(),
+            untracked: vec![untracked(0, -4096, -1), untracked(1, 30, 1)],
+            untracked_capacities: 0,
+            progress: Progress::default(),
+            dropped: 0,
+            untracked_processes: 0,
+            reader_pid: None,
+            tail: 0,
+        };
+        let usage: Vec<_> = snapshot.device_usage().into_iter().collect();
+        assert_eq!(usage, [((0, 0), (100, 1)), ((1, 0), (904 + 7, 1 + 1))]);
+        assert_eq!(snapshot.approximate_usage().into_iter().collect::<Vec<_>>(), [(1, 0)]);
+        assert_eq!(snapshot.untracked_usage(), (30, 1, 2));
+        assert_eq!(snapshot.process_usage(0), (1004, 2), "5100 counted, 4096 freed untracked");
     }
 }

@@ -517,7 +517,9 @@ impl Collector for SnapshotMetrics {
                 "Live bytes per process, device and kind (ALIAS buffers excluded).",
                 Some(&Unit::Bytes),
                 MetricType::Gauge,
-                s.counters.iter().filter_map(|c| {
+                // Held figures: the process's untracked frees taken off, as
+                // in the device series, so that the two add up.
+                s.held().into_iter().filter_map(|(c, held, _approximate)| {
                     let p = process(c.process_slot)?;
                     let labels = ProcessDeviceLabels {
                         process: process_key(p.slot, p.generation),
@@ -526,7 +528,7 @@ impl Collector for SnapshotMetrics {
                         device: c.device_id,
                         kind: kind_name(c.kind),
                     };
-                    Some((labels, gauge(saturate(c.held().0))))
+                    Some((labels, gauge(saturate(held.0))))
                 }),
             )?;
             family(

@@ -260,10 +260,12 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
                 "untracked_bytes": u.bytes, "untracked_buffers": u.buffers, "untracked_events": u.events,
             })
         }).collect::<Vec<_>>(),
-        "usage": s.counters.iter().map(|c| json!({
+        // Held figures: a process's untracked frees taken from its largest
+        // (then `approximate`), so that they add up with `untracked`.
+        "usage": s.held().into_iter().map(|(c, held, approximate)| json!({
             "process": key_of(c.process_slot), "pid": pid_of(c.process_slot),
             "device_id": c.device_id, "kind": kind_name(c.kind),
-            "live_bytes": c.held().0, "live_buffers": c.held().1,
+            "live_bytes": held.0, "live_buffers": held.1, "approximate": approximate,
         })).collect::<Vec<_>>(),
         "capacities": s.capacities.iter().map(|c| json!({
             "device_id": c.device_id, "kind": kind_name(c.kind), "bytes": c.bytes,
@@ -285,15 +287,25 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
     )?;
     // Device memory held per device and kind: running processes only.
     let usage = s.device_usage();
+    let approximate = s.approximate_usage();
     writeln!(out, "\n{:>6}  {:<14} {:>12} {:>12} {:>8}", "device", "kind", "used", "total", "buffers")?;
     for ((device, kind), (bytes, buffers)) in &usage {
         let total = s.capacities.iter().find(|c| c.device_id == *device && c.kind == *kind);
         let total = total.map_or_else(|| "-".to_owned(), |c| human_bytes(c.bytes as i64));
+        // `~`: untracked frees were taken from this row (their device is unknown).
+        let mark = if approximate.contains(&(*device, *kind)) { "~" } else { "" };
         writeln!(
             out,
             "{device:>6}  {:<14} {:>12} {total:>12} {buffers:>8}",
             kind_name(*kind),
-            human_bytes(*bytes as i64)
+            format!("{mark}{}", human_bytes(*bytes as i64))
+        )?;
+    }
+    if !approximate.is_empty() {
+        writeln!(
+            out,
+            "{:>6}  ~ approximate: frees that found the counter pool full were taken from these rows; the total is exact",
+            ""
         )?;
     }
     let (untracked_bytes, untracked_buffers, untracked_events) = s.untracked_usage();
