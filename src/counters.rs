@@ -189,8 +189,10 @@ impl<'a> Pool<'a> {
         let bytes = cell.bytes.load(Ordering::Relaxed) as i64;
         let buffers = cell.buffers.load(Ordering::Relaxed) as i64;
         // Acquire fence: pairs with the Release fence after a claim (see
-        // `try_cell`): if any load above saw a later owner's store, the
-        // load below sees that owner's claim, and we drop the reading.
+        // `try_cell`) and with the Release stores of `add_own` and
+        // `add_shared` (whose thread may not be the claimant): if any load
+        // above saw a later owner's store, the load below sees that
+        // owner's claim, and we drop the reading.
         fence(Ordering::Acquire);
         let after = cell.owner.load(Ordering::Relaxed);
         (after == before).then_some(CellReading { entry, generation, key, bytes, buffers })
@@ -198,23 +200,37 @@ impl<'a> Pool<'a> {
 }
 
 /// Adds to a cell of this thread's own lane: it has no other writer, so a
-/// Relaxed load and store (plain moves, no `lock` prefix) suffice. Readers
-/// in other processes see each word whole; a reading may catch the bytes
+/// load and a store (plain moves, no `lock` prefix) suffice. Readers in
+/// other processes see each word whole; a reading may catch the bytes
 /// updated and the buffers not yet (each word is exact, the pair is as of
 /// a moment apart).
+///
+/// Release stores (still plain moves on x86-64; `stlr` on AArch64): pair
+/// with the Acquire fence in [`Pool::read`]. The thread adding need not be
+/// the one that claimed the cell: it found the cell through an Acquire
+/// load of its owner word, so the claim happens before this store, and a
+/// reader whose load sees this store sees, through the fence, the claim
+/// when it re-checks the owner word, and drops the reading. With Relaxed
+/// stores nothing orders the claim before the reader's re-check, and the
+/// reader could take this add for the previous owner's (the loom model
+/// `loom_a_reader_never_mixes_a_reclaimed_cell_with_an_add_by_another_thread_of_the_new_owner`
+/// finds that reading). The loads stay Relaxed: the lane's hand-over (see
+/// [`take_lane`]) orders the previous holder's stores before them.
 #[inline(always)]
 pub(crate) fn add_own(cell: &CounterCell, bytes: i64, buffers: i64) {
     let b = cell.bytes.load(Ordering::Relaxed);
-    cell.bytes.store(b.wrapping_add(bytes as u64), Ordering::Relaxed);
+    cell.bytes.store(b.wrapping_add(bytes as u64), Ordering::Release);
     let n = cell.buffers.load(Ordering::Relaxed);
-    cell.buffers.store(n.wrapping_add(buffers as u64), Ordering::Relaxed);
+    cell.buffers.store(n.wrapping_add(buffers as u64), Ordering::Release);
 }
 
 /// Adds to a cell of the shared lane, which several threads update.
+/// Release, as in [`add_own`] (and for the same reader); `lock xadd`
+/// either way on x86-64.
 #[inline]
 pub(crate) fn add_shared(cell: &CounterCell, bytes: i64, buffers: i64) {
-    cell.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    cell.buffers.fetch_add(buffers as u64, Ordering::Relaxed);
+    cell.bytes.fetch_add(bytes as u64, Ordering::Release);
+    cell.buffers.fetch_add(buffers as u64, Ordering::Release);
 }
 
 /// The lane word of a new owner of a process entry: no lane taken.

@@ -112,3 +112,52 @@ fn loom_a_reader_never_mixes_a_reclaimed_cell_with_its_new_owner() {
         reader.join().unwrap();
     });
 }
+
+/// As above, but the add is made by a *second* thread of the new owner,
+/// which found the cell through its owner word (as `find_or_claim` does,
+/// or a thread's cache filled that way): the reader's re-check of the
+/// owner word must still catch a reading that saw that thread's add.
+#[test]
+fn loom_a_reader_never_mixes_a_reclaimed_cell_with_an_add_by_another_thread_of_the_new_owner() {
+    loom::model(|| {
+        let cells = cells(1);
+        let (old, new) = (cell_owner(0, 1), cell_owner(0, 2));
+        let (old_key, new_key) = (counter_key(1, 1, 0), counter_key(2, 2, 0));
+        {
+            let pool = Pool::new(&cells);
+            let cell = pool.find_or_claim(old, old_key).unwrap();
+            add_own(pool.cell(cell), 5, 1);
+        }
+        let reader = {
+            let cells = cells.clone();
+            thread::spawn(move || {
+                if let Some(r) = Pool::new(&cells).read(0) {
+                    let seen = (r.generation, r.key, r.bytes, r.buffers);
+                    let old_reading = seen == (1, old_key, 5, 1);
+                    let new_reading = r.generation == 2
+                        && r.key == new_key
+                        && [(0, 0), (7, 0), (0, 1), (7, 1)].contains(&(r.bytes, r.buffers));
+                    assert!(old_reading || new_reading, "a mixed reading: {r:?}");
+                }
+            })
+        };
+        let adder = {
+            let cells = cells.clone();
+            thread::spawn(move || {
+                let pool = Pool::new(&cells);
+                // Wait for the claiming thread to publish the cell, then add
+                // through it as a lane holder does (plain load and store).
+                while pool.cell(0).owner.load(Ordering::Acquire) != new {
+                    thread::yield_now();
+                }
+                assert_eq!(pool.cell(0).key.load(Ordering::Relaxed), new_key);
+                add_own(pool.cell(0), 7, 1);
+            })
+        };
+        let pool = Pool::new(&cells);
+        assert_eq!(pool.reclaim_entry(0, 2), 1);
+        pool.find_or_claim(new, new_key).expect("the freed cell");
+        adder.join().unwrap();
+        reader.join().unwrap();
+    });
+}
