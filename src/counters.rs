@@ -16,12 +16,16 @@
 //! `ProcessEntry::lanes`. A thread takes a free lane on its first hook
 //! (Acquire CAS) and gives it back when it exits (Release CAS): a lane has
 //! one writer at a time, so its cells are updated with a Relaxed load and
-//! store, no locked instruction, and the hand-over makes the next holder
-//! see the counts of the previous one. Threads beyond the lanes share
-//! [`SHARED_LANE`], whose cells take `fetch_add`.
+//! a Release store, no locked instruction, and the hand-over makes the
+//! next holder see the counts of the previous one. Threads beyond the
+//! lanes share [`SHARED_LANE`], whose cells take `fetch_add`.
+//!
+//! **Bounded.** Every CAS loop on a word other processes can write stops
+//! after [`CAS_ATTEMPTS`]: another process cannot keep a hook spinning.
 //!
 //! **Reclaiming.** A process that takes an entry (a new generation) frees
-//! the cells of the entry's earlier generations (CAS to 0). Readers never
+//! the cells of the entry's earlier generations (CAS to 0), and those of
+//! ended processes that sum to nothing (`Ring::register_process`). Readers never
 //! trust a cell without checking, seqlock-style, that its owner word is the
 //! same before and after they read the key and values, and ignore cells
 //! whose generation is not their entry's current one.
@@ -40,6 +44,15 @@ use crate::sync::{AtomicU64, Ordering, fence, wait_hint};
 /// initialising (it may be claiming it for the same key) before it probes
 /// on (and may then claim a second cell for the key: harmless).
 const INITIALISING_SPINS: u32 = 1 << 12;
+
+/// The most CAS attempts a writer makes on one word other processes may
+/// also write (a cell's owner word, a lane word) before it gives up: a
+/// process rewriting the word without end (broken, or hostile) must not
+/// keep a hook spinning. Giving up means "no cell here" (probe on, then
+/// untracked), "no lane" (the shared lane) or "lane kept" (taken until the
+/// entry is reused); honest contention (a few threads of one process)
+/// never comes near it.
+pub(crate) const CAS_ATTEMPTS: u32 = 64;
 
 /// Bits of `ProcessEntry::lanes` that are lanes.
 const LANE_MASK: u32 = if COUNTER_LANES == 32 { u32::MAX } else { (1 << COUNTER_LANES) - 1 };
@@ -103,7 +116,7 @@ impl<'a> Pool<'a> {
     fn try_cell(&self, index: usize, owner: u64, key: u64) -> bool {
         let cell = &self.cells[index];
         let mut spins = 0;
-        loop {
+        for _ in 0..CAS_ATTEMPTS {
             // Acquire: pairs with the Release store that publishes a claimed
             // cell below, so a cell seen as ours shows its key.
             let seen = cell.owner.load(Ordering::Acquire);
@@ -113,9 +126,12 @@ impl<'a> Pool<'a> {
             if seen == owner | CELL_INITIALISING && spins < INITIALISING_SPINS {
                 // Another thread of this process is claiming it, perhaps
                 // for this very key: wait to see which, so that racing
-                // threads end with one cell.
-                spins += 1;
-                wait_hint();
+                // threads end with one cell. (Spins are bounded on their own
+                // and spent here, not on the attempts.)
+                while spins < INITIALISING_SPINS && cell.owner.load(Ordering::Relaxed) == seen {
+                    spins += 1;
+                    wait_hint();
+                }
                 continue;
             }
             if seen != 0 {
@@ -144,6 +160,7 @@ impl<'a> Pool<'a> {
             cell.owner.store(owner, Ordering::Release);
             return true;
         }
+        false // Freed and claimed by others again and again: not ours.
     }
 
     /// Frees every cell of process entry `entry` not of `generation`: what
@@ -242,7 +259,7 @@ pub(crate) fn reset_lanes(lanes: &AtomicU64, generation: u32) {
 /// are taken (the thread uses the shared lane) or the entry has moved on.
 pub(crate) fn take_lane(lanes: &AtomicU64, generation: u32) -> Option<u8> {
     let mut word = lanes.load(Ordering::Relaxed);
-    loop {
+    for _ in 0..CAS_ATTEMPTS {
         if (word >> 32) as u32 != generation {
             return None;
         }
@@ -258,15 +275,21 @@ pub(crate) fn take_lane(lanes: &AtomicU64, generation: u32) -> Option<u8> {
             Err(now) => word = now,
         }
     }
+    None // The word keeps changing under us: the shared lane.
 }
 
 /// Gives `lane` back (at thread exit). A CAS rather than a store, since the
 /// word holds every lane of the entry; a no-op if the entry has a new owner
-/// since (the lane is not ours to give any more).
+/// since (the lane is not ours to give any more). After [`CAS_ATTEMPTS`]
+/// the lane stays taken: lost to this process's later threads (they share
+/// a lane instead), never given to two holders.
 pub(crate) fn release_lane(lanes: &AtomicU64, generation: u32, lane: u8) {
     let bit = 1u64 << lane;
     let mut word = lanes.load(Ordering::Relaxed);
-    while (word >> 32) as u32 == generation && word & bit != 0 {
+    for _ in 0..CAS_ATTEMPTS {
+        if (word >> 32) as u32 != generation || word & bit == 0 {
+            return;
+        }
         // Release: pairs with the Acquire CAS in `take_lane` of the next
         // holder: our cell stores happen before its loads.
         match lanes.compare_exchange(word, word & !bit, Ordering::Release, Ordering::Relaxed) {

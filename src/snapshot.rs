@@ -144,7 +144,8 @@ impl Snapshot {
         let mut held: Vec<(LiveCounter, (u64, u64), bool)> =
             self.counters.iter().map(|c| (*c, c.held(), false)).collect();
         for u in &self.untracked {
-            let mine: Vec<usize> = (0..held.len()).filter(|&i| held[i].0.process_slot == u.process_slot).collect();
+            let mine: Vec<usize> =
+                (0..held.len()).filter(|&i| held[i].0.process_slot == u.process_slot).collect();
             let mut take = |deficit: i64, field: fn(&mut (u64, u64)) -> &mut u64| {
                 let mut deficit = deficit.min(0).unsigned_abs();
                 let mut order = mine.clone();
@@ -174,9 +175,12 @@ impl Snapshot {
     /// it has ended, left allocated: its [`Snapshot::held`] figures summed
     /// (exact, bar frees of buffers allocated before tracking began).
     pub fn process_usage(&self, slot: u16) -> (u64, u64) {
-        self.held().into_iter().filter(|(c, ..)| c.process_slot == slot).fold((0, 0), |(bytes, buffers), (_, h, _)| {
-            (bytes.saturating_add(h.0), buffers.saturating_add(h.1))
-        })
+        self.held()
+            .into_iter()
+            .filter(|(c, ..)| c.process_slot == slot)
+            .fold((0, 0), |(bytes, buffers), (_, h, _)| {
+                (bytes.saturating_add(h.0), buffers.saturating_add(h.1))
+            })
     }
 }
 

@@ -352,7 +352,8 @@ impl Writer {
                 // exact per device (an atomic add: other threads share it).
                 // Not cached: this thread's hot path uses plain stores.
                 if lane != SHARED_LANE
-                    && let Some(index) = pool.find_or_claim(self.cell_owner, counter_key(device, kind, SHARED_LANE))
+                    && let Some(index) =
+                        pool.find_or_claim(self.cell_owner, counter_key(device, kind, SHARED_LANE))
                 {
                     return add_shared(pool.cell(index), bytes, buffers);
                 }
@@ -677,8 +678,12 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 // The lease as the child sees it: same pid, one fork earlier.
-                let inherited =
-                    LaneLease { word: writer.ring().lane_word(index), generation, lane, forks: fork_count().wrapping_sub(1) };
+                let inherited = LaneLease {
+                    word: writer.ring().lane_word(index),
+                    generation,
+                    lane,
+                    forks: fork_count().wrapping_sub(1),
+                };
                 crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX, || Some(inherited)));
                 // Hooking for another writer (and exiting) gives back the lease.
                 crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX - 1, || None));
