@@ -52,7 +52,11 @@ const INITIALISING_SPINS: u32 = 1 << 12;
 /// untracked), "no lane" (the shared lane) or "lane kept" (taken until the
 /// entry is reused); honest contention (a few threads of one process)
 /// never comes near it.
+#[cfg(not(loom))]
 pub(crate) const CAS_ATTEMPTS: u32 = 64;
+/// Under loom, few enough for a model to reach the cap.
+#[cfg(loom)]
+pub(crate) const CAS_ATTEMPTS: u32 = 2;
 
 /// Bits of `ProcessEntry::lanes` that are lanes.
 const LANE_MASK: u32 = if COUNTER_LANES == 32 { u32::MAX } else { (1 << COUNTER_LANES) - 1 };

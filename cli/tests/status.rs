@@ -116,6 +116,65 @@ fn status_shows_the_untracked_figure_of_a_full_counter_pool() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A buffer allocated on one thread (counted in its lane's cell) and freed
+/// on another whose lane finds the pool full (counted untracked, −4096):
+/// status takes the deficit off the device row, marks it approximate, and
+/// shows no held bytes: rows plus untracked add up to what is held.
+#[test]
+fn status_nets_a_free_counted_untracked_against_the_device_and_marks_it_approximate() {
+    let path = memtrack::ring_path(&format!("cli-status-untracked-free-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options =
+        memtrack::RingOptions { capacity: 1024, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let writer =
+        memtrack::Writer::attach_named(memtrack::Ring::create(&path, options).unwrap(), b"netted").unwrap();
+    let buffer = memtrack::MemtrackBuffer { buffer_id: 1, size: 4096, device_id: 1000, ..Default::default() };
+    let (allocated, filled, done) =
+        (std::sync::Barrier::new(2), std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            writer.alloc(&buffer); // This thread's lane's cell.
+            allocated.wait();
+            done.wait();
+        });
+        s.spawn(|| {
+            allocated.wait();
+            // Balanced pairs on other devices fill the pool from another lane.
+            for device in 0..2 * memtrack::format::MIN_COUNTER_CELLS {
+                let b = memtrack::MemtrackBuffer {
+                    buffer_id: 2,
+                    size: 1,
+                    device_id: device,
+                    ..Default::default()
+                };
+                writer.alloc(&b);
+                writer.free(&b);
+            }
+            filled.wait();
+        });
+        filled.wait();
+        writer.free(&buffer); // A third lane: no cell for device 1000.
+        done.wait();
+    });
+    assert_eq!(writer.untracked().0, -4096, "the free was counted untracked");
+    let ring = path.to_str().unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
+    assert_eq!(doc["untracked"]["bytes"], 0, "{doc}");
+    let row = doc["usage"].as_array().unwrap().iter().find(|c| c["device_id"] == 1000).cloned();
+    let row = row.unwrap_or_else(|| panic!("device 1000: {doc}"));
+    assert_eq!(
+        (&row["live_bytes"], &row["live_buffers"], &row["approximate"]),
+        (&0.into(), &0.into(), &true.into())
+    );
+    let text = String::from_utf8(memtrack(&["status", "--ring", ring]).stdout).unwrap();
+    let line = text.lines().find(|l| l.trim_start().starts_with("1000 ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("~0 B"), "{text}");
+    assert!(text.contains("~ approximate"), "{text}");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn status_of_a_bad_ring_is_one_line_and_exit_1() {
     let path = std::env::temp_dir().join(format!("memtrack-cli-bad-{}", std::process::id()));

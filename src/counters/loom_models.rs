@@ -161,3 +161,41 @@ fn loom_a_reader_never_mixes_a_reclaimed_cell_with_an_add_by_another_thread_of_t
         reader.join().unwrap();
     });
 }
+
+/// Another process rewrites an entry's lane word while a thread takes a
+/// lane: the thread gives up after `CAS_ATTEMPTS` and uses the shared lane
+/// (some interleaving reaches that, so the loop is bounded), and never
+/// leaves a lane half-taken: `Some(lane)` always has its bit set, `None`
+/// sets none.
+#[test]
+fn loom_a_lane_word_rewritten_without_end_gives_the_shared_lane() {
+    use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
+    static GAVE_UP: AtomicBool = AtomicBool::new(false);
+    loom::model(|| {
+        let lanes = Arc::new(AtomicU64::new(0));
+        reset_lanes(&lanes, 1);
+        // Every lane held but the last: the bits the hostile writer flips
+        // are the taken ones, so the free lane stays free throughout.
+        lanes.fetch_or(((1u64 << COUNTER_LANES) - 1) >> 1, Ordering::Relaxed);
+        let hostile = {
+            let lanes = lanes.clone();
+            thread::spawn(move || {
+                for _ in 0..CAS_ATTEMPTS + 1 {
+                    lanes.fetch_xor(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let taken = take_lane(&lanes, 1);
+        hostile.join().unwrap();
+        let last = COUNTER_LANES as u8 - 1;
+        let bit = lanes.load(Ordering::Relaxed) & 1 << last != 0;
+        match taken {
+            Some(lane) => assert!(lane == last && bit, "{lane}"),
+            None => {
+                assert!(!bit, "given up, yet the lane is taken");
+                GAVE_UP.store(true, StdOrdering::Relaxed);
+            }
+        }
+    });
+    assert!(GAVE_UP.load(StdOrdering::Relaxed), "no interleaving reached the cap");
+}
