@@ -119,8 +119,8 @@ impl<'a> Pool<'a> {
     /// Whether cell `index` is (now) `owner`'s cell of `key`.
     fn try_cell(&self, index: usize, owner: u64, key: u64) -> bool {
         let cell = &self.cells[index];
-        let mut spins = 0;
-        for _ in 0..CAS_ATTEMPTS {
+        let (mut spins, mut failed_claims) = (0, 0);
+        loop {
             // Acquire: pairs with the Release store that publishes a claimed
             // cell below, so a cell seen as ours shows its key.
             let seen = cell.owner.load(Ordering::Acquire);
@@ -130,12 +130,9 @@ impl<'a> Pool<'a> {
             if seen == owner | CELL_INITIALISING && spins < INITIALISING_SPINS {
                 // Another thread of this process is claiming it, perhaps
                 // for this very key: wait to see which, so that racing
-                // threads end with one cell. (Spins are bounded on their own
-                // and spent here, not on the attempts.)
-                while spins < INITIALISING_SPINS && cell.owner.load(Ordering::Relaxed) == seen {
-                    spins += 1;
-                    wait_hint();
-                }
+                // threads end with one cell. (Bounded by the spins.)
+                spins += 1;
+                wait_hint();
                 continue;
             }
             if seen != 0 {
@@ -148,7 +145,14 @@ impl<'a> Pool<'a> {
                 .compare_exchange(0, owner | CELL_INITIALISING, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
             {
-                continue; // Claimed meanwhile: look at whose it is.
+                // Claimed meanwhile: look at whose it is -- unless the cell
+                // keeps being freed and claimed under us (another process
+                // at it without end): then it is not ours.
+                failed_claims += 1;
+                if failed_claims == CAS_ATTEMPTS {
+                    return false;
+                }
+                continue;
             }
             // Release fence: pairs with the Acquire fence in `read`. A
             // reader that sees one of the stores below also sees, when it
@@ -164,7 +168,6 @@ impl<'a> Pool<'a> {
             cell.owner.store(owner, Ordering::Release);
             return true;
         }
-        false // Freed and claimed by others again and again: not ours.
     }
 
     /// Frees every cell of process entry `entry` not of `generation`: what

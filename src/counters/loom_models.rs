@@ -174,14 +174,15 @@ fn loom_a_lane_word_rewritten_without_end_gives_the_shared_lane() {
     loom::model(|| {
         let lanes = Arc::new(AtomicU64::new(0));
         reset_lanes(&lanes, 1);
-        // Every lane held but the last: the bits the hostile writer flips
-        // are the taken ones, so the free lane stays free throughout.
+        // Every lane held but the last; the hostile writer flips a bit of
+        // the word that is no lane, so the free lane stays free throughout.
         lanes.fetch_or(((1u64 << COUNTER_LANES) - 1) >> 1, Ordering::Relaxed);
         let hostile = {
             let lanes = lanes.clone();
             thread::spawn(move || {
                 for _ in 0..CAS_ATTEMPTS + 1 {
-                    lanes.fetch_xor(1, Ordering::Relaxed);
+                    lanes.fetch_xor(1 << 31, Ordering::Relaxed);
+                    thread::yield_now(); // Not a preemption: within loom's bound.
                 }
             })
         };
