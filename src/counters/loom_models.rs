@@ -77,6 +77,38 @@ fn loom_two_threads_claiming_one_key_end_with_one_cell() {
     });
 }
 
+/// The reclaim models' key of the old owner (generation 1) and of the new
+/// one (generation 2), both in entry 0.
+const OLD_KEY: u64 = counter_key(1, 1, 0);
+const NEW_KEY: u64 = counter_key(2, 2, 0);
+
+/// One cell counting (5, 1) for entry 0's old owner under `OLD_KEY`, and a
+/// reader thread that reads it once, as the new owner (adding (7, 1) under
+/// `NEW_KEY`) takes it over: its reading is all the old owner's, all the
+/// new owner's, or nothing, never a mix.
+fn old_owner_cell_and_a_reader() -> (Arc<Vec<CounterCell>>, thread::JoinHandle<()>) {
+    let cells = cells(1);
+    {
+        let pool = Pool::new(&cells);
+        let cell = pool.find_or_claim(cell_owner(0, 1), OLD_KEY).unwrap();
+        add_own(pool.cell(cell), 5, 1);
+    }
+    let reader = {
+        let cells = cells.clone();
+        thread::spawn(move || {
+            if let Some(r) = Pool::new(&cells).read(0) {
+                let seen = (r.generation, r.key, r.bytes, r.buffers);
+                let old_reading = seen == (1, OLD_KEY, 5, 1);
+                let new_reading = r.generation == 2
+                    && r.key == NEW_KEY
+                    && [(0, 0), (7, 0), (0, 1), (7, 1)].contains(&(r.bytes, r.buffers));
+                assert!(old_reading || new_reading, "a mixed reading: {r:?}");
+            }
+        })
+    };
+    (cells, reader)
+}
+
 /// A new owner of entry 0 reclaims the old owner's cell and claims it for
 /// a key of its own while a reader reads it: the reader gets the old
 /// owner's key and values, or the new owner's, or nothing, never a mix
@@ -84,27 +116,9 @@ fn loom_two_threads_claiming_one_key_end_with_one_cell() {
 #[test]
 fn loom_a_reader_never_mixes_a_reclaimed_cell_with_its_new_owner() {
     loom::model(|| {
-        let cells = cells(1);
-        let (old, new) = (cell_owner(0, 1), cell_owner(0, 2));
-        let (old_key, new_key) = (counter_key(1, 1, 0), counter_key(2, 2, 0));
-        {
-            let pool = Pool::new(&cells);
-            let cell = pool.find_or_claim(old, old_key).unwrap();
-            add_own(pool.cell(cell), 5, 1);
-        }
-        let reader = {
-            let cells = cells.clone();
-            thread::spawn(move || {
-                if let Some(r) = Pool::new(&cells).read(0) {
-                    let seen = (r.generation, r.key, r.bytes, r.buffers);
-                    let old_reading = seen == (1, old_key, 5, 1);
-                    let new_reading = r.generation == 2
-                        && r.key == new_key
-                        && [(0, 0), (7, 0), (0, 1), (7, 1)].contains(&(r.bytes, r.buffers));
-                    assert!(old_reading || new_reading, "a mixed reading: {r:?}");
-                }
-            })
-        };
+        let (cells, reader) = old_owner_cell_and_a_reader();
+        let new = cell_owner(0, 2);
+        let new_key = NEW_KEY;
         let pool = Pool::new(&cells);
         assert_eq!(pool.reclaim_entry(0, 2), 1);
         let cell = pool.find_or_claim(new, new_key).expect("the freed cell");
@@ -120,27 +134,9 @@ fn loom_a_reader_never_mixes_a_reclaimed_cell_with_its_new_owner() {
 #[test]
 fn loom_a_reader_never_mixes_a_reclaimed_cell_with_an_add_by_another_thread_of_the_new_owner() {
     loom::model(|| {
-        let cells = cells(1);
-        let (old, new) = (cell_owner(0, 1), cell_owner(0, 2));
-        let (old_key, new_key) = (counter_key(1, 1, 0), counter_key(2, 2, 0));
-        {
-            let pool = Pool::new(&cells);
-            let cell = pool.find_or_claim(old, old_key).unwrap();
-            add_own(pool.cell(cell), 5, 1);
-        }
-        let reader = {
-            let cells = cells.clone();
-            thread::spawn(move || {
-                if let Some(r) = Pool::new(&cells).read(0) {
-                    let seen = (r.generation, r.key, r.bytes, r.buffers);
-                    let old_reading = seen == (1, old_key, 5, 1);
-                    let new_reading = r.generation == 2
-                        && r.key == new_key
-                        && [(0, 0), (7, 0), (0, 1), (7, 1)].contains(&(r.bytes, r.buffers));
-                    assert!(old_reading || new_reading, "a mixed reading: {r:?}");
-                }
-            })
-        };
+        let (cells, reader) = old_owner_cell_and_a_reader();
+        let new = cell_owner(0, 2);
+        let new_key = NEW_KEY;
         let adder = {
             let cells = cells.clone();
             thread::spawn(move || {

@@ -3,26 +3,10 @@
 
 use proptest::prelude::*;
 
+use super::tests::{header, temp};
 use super::*;
 use memtrack::Progress;
 use memtrack::format::{FLAG_MORE, LABEL_LEN};
-
-fn header() -> FileHeader {
-    FileHeader {
-        magic: FILE_MAGIC,
-        version: FILE_VERSION,
-        header_size: FILE_HEADER_SIZE as u32,
-        block_size: BLOCK_SIZE as u32,
-        ticks_per_second: 1_000_000_000,
-        ..Zeroable::zeroed()
-    }
-}
-
-fn temp(name: &str) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("memtrack-compat-{name}-{}-{n}.mtr", std::process::id()))
-}
 
 struct Removed(PathBuf);
 

@@ -743,7 +743,8 @@ mod tests {
 
     use super::*;
 
-    fn header() -> FileHeader {
+    /// A version-3 header with a 1 GHz clock (the unit tests' files).
+    pub(super) fn header() -> FileHeader {
         FileHeader {
             magic: FILE_MAGIC,
             version: FILE_VERSION,
@@ -754,8 +755,11 @@ mod tests {
         }
     }
 
-    fn temp(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("memtrack-recording-{name}-{}.mtr", std::process::id()))
+    /// A fresh temporary path (unique within this process).
+    pub(super) fn temp(name: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("memtrack-recording-{name}-{}-{n}.mtr", std::process::id()))
     }
 
     fn write(path: &Path, blocks: &[Block]) {
