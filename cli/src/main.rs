@@ -36,7 +36,7 @@ enum Command {
     /// Compare two record files: peak and remaining per device and kind,
     /// allocated and remaining per scope, with deltas.
     Diff(diff::DiffArgs),
-    /// Export a record file as a Perfetto/Chrome timeline or as CSV.
+    /// Export a record file as a Perfetto/Chrome timeline, CSV or Parquet.
     Export(export::ExportArgs),
     /// Snapshot of a ring from its live counters, without consuming it
     /// (like nvidia-smi). Without --ring, lists the rings in /dev/shm.
