@@ -135,6 +135,10 @@ impl Ring {
         let ended: Vec<(u32, bool)> = (0..MAX_PROCESSES)
             .map(|i| {
                 let entry = self.process_entry(i);
+                // Acquire keeps this load before the lock probe below. It has
+                // no Release partner: the generation is written only by the
+                // holder of the entry's lock (`register_process`), and the
+                // lock, not this ordering, says whether a holder exists.
                 let generation = entry.generation.load(Ordering::Acquire);
                 let used = entry.state.load(Ordering::Relaxed) != PROCESS_FREE;
                 (generation, i != index && used && !self.is_locked(lock_offset(i)))

@@ -288,6 +288,27 @@ mod tests {
     use super::*;
     use crate::process::ProcessState;
 
+    /// A snapshot of these processes, counters and untracked figures, and
+    /// nothing else (no capacities, losses or reader).
+    fn snapshot(
+        processes: Vec<ProcessInfo>,
+        counters: Vec<LiveCounter>,
+        untracked: Vec<Untracked>,
+    ) -> Snapshot {
+        Snapshot {
+            processes,
+            counters,
+            capacities: Vec::new(),
+            untracked,
+            untracked_capacities: 0,
+            progress: Progress::default(),
+            dropped: 0,
+            untracked_processes: 0,
+            reader_pid: None,
+            tail: 0,
+        }
+    }
+
     fn process(slot: u16, state: ProcessState) -> ProcessInfo {
         ProcessInfo {
             slot,
@@ -311,13 +332,13 @@ mod tests {
             live_bytes,
             live_buffers: 1,
         };
-        let snapshot = Snapshot {
-            processes: vec![
+        let snapshot = snapshot(
+            vec![
                 process(0, ProcessState::Running),
                 process(1, ProcessState::Died),
                 process(2, ProcessState::Exited),
             ],
-            counters: vec![
+            vec![
                 counter(0, 0, 100),
                 counter(1, 0, 1000),
                 counter(2, 0, 10),
@@ -327,15 +348,8 @@ mod tests {
                 counter(0, 2, 7),
                 LiveCounter { process_slot: 0, device_id: 2, kind: 0, live_bytes: -9000, live_buffers: -3 },
             ],
-            capacities: Vec::new(),
-            untracked: Vec::new(),
-            untracked_capacities: 0,
-            progress: Progress::default(),
-            dropped: 0,
-            untracked_processes: 0,
-            reader_pid: None,
-            tail: 0,
-        };
+            Vec::new(),
+        );
         let usage: Vec<_> = snapshot.device_usage().into_iter().collect();
         // Died (slot 1) and exited (slot 2) processes hold nothing; a
         // negative cell holds nothing and takes nothing from the others.
@@ -359,18 +373,11 @@ mod tests {
             live_buffers,
         };
         let untracked = |process_slot, bytes, buffers| Untracked { process_slot, bytes, buffers, events: 1 };
-        let snapshot = Snapshot {
-            processes: vec![process(0, ProcessState::Running), process(1, ProcessState::Running)],
-            counters: vec![counter(0, 0, 100, 1), counter(0, 1, 5000, 2), counter(1, 1, 7, 1)],
-            capacities: Vec::new(),
-            untracked: vec![untracked(0, -4096, -1), untracked(1, 30, 1)],
-            untracked_capacities: 0,
-            progress: Progress::default(),
-            dropped: 0,
-            untracked_processes: 0,
-            reader_pid: None,
-            tail: 0,
-        };
+        let snapshot = snapshot(
+            vec![process(0, ProcessState::Running), process(1, ProcessState::Running)],
+            vec![counter(0, 0, 100, 1), counter(0, 1, 5000, 2), counter(1, 1, 7, 1)],
+            vec![untracked(0, -4096, -1), untracked(1, 30, 1)],
+        );
         let usage: Vec<_> = snapshot.device_usage().into_iter().collect();
         assert_eq!(usage, [((0, 0), (100, 1)), ((1, 0), (904 + 7, 1 + 1))]);
         assert_eq!(snapshot.approximate_usage().into_iter().collect::<Vec<_>>(), [(1, 0)]);

@@ -9,25 +9,13 @@ mod common;
 
 use std::process::{Command, Output};
 
-use cc::{Build, Lang, Link, Program};
 use common::{TempFile, memtrack};
 use serde_json::Value;
-
-fn scopes_program() -> Program {
-    cc::build(&Build {
-        name: "scopes",
-        source: "scopes.cpp",
-        lang: Lang::Cxx,
-        link: Link::Shared,
-        sanitize: true,
-        defines: &[],
-    })
-}
 
 /// `memtrack record [EXTRA] -o FILE -- scopes MODE`, with the program's
 /// sanitizer settings.
 fn record_with(mode: &str, file: &TempFile, extra: &[&str]) -> Output {
-    let exe = scopes_program();
+    let exe = cc::scopes_program();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_memtrack"));
     cmd.args(["record", "-q"]).args(extra).arg("-o").arg(file.path()).arg("--").arg(&exe.path).arg(mode);
     cmd.env_remove("MEMTRACK_RING");

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::process::Command;
 
-use cc::{Build, Lang, Link, Program};
 use common::{TempFile, memtrack, memtrack_env, report_json};
 use memtrack::ffi::{MEMTRACK_KIND_DRAM, MEMTRACK_KIND_L1, memtrack_alloc, memtrack_free, memtrack_init};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -44,20 +43,9 @@ fn helper() {
     std::process::exit(0);
 }
 
-fn scopes_program() -> Program {
-    cc::build(&Build {
-        name: "scopes",
-        source: "scopes.cpp",
-        lang: Lang::Cxx,
-        link: Link::Shared,
-        sanitize: true,
-        defines: &[],
-    })
-}
-
 /// `memtrack record -o FILE -- scopes MODE`.
 fn record(mode: &str) -> TempFile {
-    let exe = scopes_program();
+    let exe = cc::scopes_program();
     let file = TempFile::new(&format!("parquet-{mode}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_memtrack"));
     cmd.args(["record", "-q", "-o", file.str(), "--"]).arg(&exe.path).arg(mode);

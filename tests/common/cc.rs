@@ -176,3 +176,16 @@ fn compile(b: &Build) -> Program {
     std::fs::rename(&tmp, &out).unwrap();
     Program { path: out, sanitized: b.sanitize }
 }
+
+/// `ffi_tests/scopes.cpp` (threads in nested scopes through the C ABI),
+/// built once per test binary, sanitized.
+pub fn scopes_program() -> Program {
+    build(&Build {
+        name: "scopes",
+        source: "scopes.cpp",
+        lang: Lang::Cxx,
+        link: Link::Shared,
+        sanitize: true,
+        defines: &[],
+    })
+}
