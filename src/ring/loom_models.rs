@@ -249,16 +249,28 @@ fn loom_caught_up_after_a_writer_stops_means_its_records_were_taken() {
 /// ring, waits for space while the consumer stays attached, else drops
 /// and counts. Returns how many were dropped.
 fn push_or_wait(view: RingView<'_>, owner: Owner, values: &[u64]) -> usize {
+    push_or_wait_until(view, owner, values, std::time::Duration::MAX, |view| !view.consumer_attached())
+}
+
+/// As [`push_or_wait`], but each wait lasts at most `timeout`, and before
+/// each the writer asks `give_up` (the consumer detached, or found dead).
+fn push_or_wait_until(
+    view: RingView<'_>,
+    owner: Owner,
+    values: &[u64],
+    timeout: std::time::Duration,
+    give_up: impl Fn(&RingView<'_>) -> bool,
+) -> usize {
     let mut dropped = 0;
     for &v in values {
         let claim = loop {
             if let Ok(claim) = view.claim(owner) {
                 break Some(claim);
             }
-            if !view.consumer_attached() {
+            if give_up(&view) {
                 break None;
             }
-            if let Ok(claim) = view.wait_for_space(owner, std::time::Duration::MAX) {
+            if let Ok(claim) = view.wait_for_space(owner, timeout) {
                 break Some(claim);
             }
         };
@@ -379,30 +391,13 @@ fn loom_a_writer_stops_waiting_for_a_consumer_that_died() {
         let writer = {
             let (ring, dead) = (ring.clone(), dead.clone());
             thread::spawn(move || {
-                let view = ring.view();
-                let mut dropped = 0;
-                for v in [10, 11, 12, 13] {
-                    let claim = loop {
-                        if let Ok(claim) = view.claim(A) {
-                            break Some(claim);
-                        }
-                        // The liveness check of `Writer::wait_for_space`.
-                        if dead.load(Ordering::Acquire) {
-                            break None;
-                        }
-                        if let Ok(claim) = view.wait_for_space(A, std::time::Duration::from_micros(500)) {
-                            break Some(claim);
-                        }
-                    };
-                    match claim {
-                        Some(claim) => claim.publish(&payload(v)),
-                        None => {
-                            view.count_drop();
-                            dropped += 1;
-                        }
-                    }
-                }
-                dropped
+                // The liveness check of `Writer::wait_for_space`, after every
+                // timed sleep.
+                let timeout = std::time::Duration::from_micros(500);
+                push_or_wait_until(ring.view(), A, &[10, 11, 12, 13], timeout, |_| {
+                    // Acquire: pairs with the Release store at the consumer's death.
+                    dead.load(Ordering::Acquire)
+                })
             })
         };
         // The consumer takes one record at most, then is killed: no
