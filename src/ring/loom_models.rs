@@ -317,24 +317,32 @@ fn loom_a_waiting_writer_is_always_woken() {
 
 /// As above with two writers competing for the slots the consumer frees:
 /// a writer that loses a slot to the other goes back to sleep and is
-/// still woken.
+/// still woken. The ring starts full (one record of each writer, pushed
+/// before the threads start) and each writer pushes one more, so both
+/// wait from their first claim; the consumer's first take frees a single
+/// slot, for which they race. (Both writers pushing two records into an
+/// empty ring explored the same races and took minutes; this fails as
+/// fast without either SeqCst fence of the handshake.)
 #[test]
 fn loom_two_waiting_writers_are_always_woken() {
     loom::model(|| {
         let ring = Arc::new(HeapRing::new(2));
         attach(&ring);
-        let writers: Vec<_> = [(A, [10, 11]), (B, [20, 21])]
+        assert_eq!(push_or_drop(ring.view(), A, &[10]) + push_or_drop(ring.view(), B, &[20]), 0);
+        let writers: Vec<_> = [(A, 11), (B, 21)]
             .into_iter()
-            .map(|(owner, values)| {
+            .map(|(owner, value)| {
                 let ring = ring.clone();
-                thread::spawn(move || push_or_wait(ring.view(), owner, &values))
+                thread::spawn(move || push_or_wait(ring.view(), owner, &[value]))
             })
             .collect();
         let view = ring.view();
         let mut cursor = view.attach_consumer();
         let mut out = Vec::new();
         while out.len() < 3 {
-            view.take(&mut cursor, 2, &mut out, |_, _| false);
+            // One slot first, for which both writers race; then two.
+            let max = if out.is_empty() { 1 } else { 2 };
+            view.take(&mut cursor, max, &mut out, |_, _| false);
             view.commit(&mut cursor);
             thread::yield_now();
         }
