@@ -316,10 +316,13 @@ pub struct CounterMismatch {
     pub device_id: u32,
     /// Kind code.
     pub kind: u8,
-    /// (bytes, buffers) from the records.
-    pub reader: (i64, i64),
-    /// (bytes, buffers) from the writers' live counters.
-    pub writers: (i64, i64),
+    /// (bytes, buffers) from the records: exact.
+    pub reader: (i128, i64),
+    /// (bytes, buffers) from the writers' live counters. Their bytes are
+    /// a 64-bit sum that wraps; shown as the value nearest `reader`'s of
+    /// those they may stand for (exact unless the two differ by 2^63 or
+    /// more).
+    pub writers: (i128, i64),
 }
 
 /// The buffer map's hasher. Runtimes hand out buffer ids sequentially
@@ -412,7 +415,9 @@ pub struct Engine {
     /// every ALLOC adds and every FREE subtracts its own size and one
     /// buffer, anomalies included, exactly as the hooks count. A difference
     /// at the end means records the stream does not hold.
-    writer_view: FastMap<(ProcessId, u32, u8), (i64, i64)>,
+    /// Bytes exact (a sum of `u64` sizes, which the writers wrap to 64
+    /// bits), buffers.
+    writer_view: FastMap<(ProcessId, u32, u8), (i128, i64)>,
     attribution: Attribution,
 }
 
@@ -681,9 +686,9 @@ impl Engine {
 
     /// Follows a buffer record as the writer's counter cell did.
     fn count_as_writers_do(&mut self, process: ProcessId, record: &Record, sign: i64) {
-        let bytes = if record.is_alias() { 0 } else { record.size as i64 };
+        let bytes = if record.is_alias() { 0 } else { i128::from(record.size) };
         let cell = self.writer_view.entry((process, record.device_id, record.kind)).or_default();
-        cell.0 = cell.0.wrapping_add(sign.wrapping_mul(bytes));
+        cell.0 += i128::from(sign) * bytes;
         cell.1 += sign;
     }
 
@@ -783,7 +788,8 @@ impl Engine {
         let at_attach = std::mem::take(&mut self.opening.at_attach);
         for (&cell, &(bytes, buffers)) in &at_attach {
             let backlog = self.writer_view.get(&cell).copied().unwrap_or_default();
-            let before = (bytes.wrapping_sub(backlog.0), buffers.wrapping_sub(backlog.1));
+            // `as i64`: modulo 2^64, as the writers counted the backlog.
+            let before = (bytes.wrapping_sub(backlog.0 as i64), buffers.wrapping_sub(backlog.1));
             self.opening.before.insert(cell, before);
             self.set_unfreed(cell, before);
         }
@@ -1162,10 +1168,11 @@ impl Engine {
     pub fn counter_mismatches(&self) -> Vec<CounterMismatch> {
         // What the writers' counters should read: the usage before the
         // stream plus what the stream's records did.
-        let mut reader: BTreeMap<Cell, (i64, i64)> = self.writer_view.iter().map(|(&k, &v)| (k, v)).collect();
+        let mut reader: BTreeMap<Cell, (i128, i64)> =
+            self.writer_view.iter().map(|(&k, &v)| (k, v)).collect();
         for (&cell, &(bytes, buffers)) in &self.opening.before {
             let entry = reader.entry(cell).or_default();
-            *entry = (entry.0.wrapping_add(bytes), entry.1.wrapping_add(buffers));
+            *entry = (entry.0 + i128::from(bytes), entry.1.wrapping_add(buffers));
         }
         let (reader, writers) = (&reader, &self.writer_counters);
         let comparable = |id: ProcessId| {
@@ -1179,10 +1186,11 @@ impl Engine {
         keys.into_iter()
             .filter(|k| comparable(k.0))
             .filter_map(|k| {
-                let (r, w) = (
-                    reader.get(&k).copied().unwrap_or_default(),
-                    writers.get(&k).copied().unwrap_or_default(),
-                );
+                let r = reader.get(&k).copied().unwrap_or_default();
+                let (w_bytes, w_buffers) = writers.get(&k).copied().unwrap_or_default();
+                // The writers' 64 bits stand for every value congruent to
+                // them modulo 2^64: compare there, show the one nearest ours.
+                let w = (r.0 + i128::from(w_bytes.wrapping_sub(r.0 as i64)), w_buffers);
                 (r != w).then_some(CounterMismatch {
                     process: k.0,
                     pid: self.process_ref(k.0).pid,

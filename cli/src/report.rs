@@ -309,8 +309,8 @@ fn document(engine: &Engine, source: &Source, filter: &Filter) -> serde_json::Ma
             "checked": engine.cross_checked(),
             "mismatches": engine.counter_mismatches().iter().map(|m| json!({
                 "process": key(m.process), "pid": m.pid, "device_id": m.device_id, "kind": kind_name(m.kind),
-                "reader_bytes": m.reader.0, "reader_buffers": m.reader.1,
-                "writer_bytes": m.writers.0, "writer_buffers": m.writers.1,
+                "reader_bytes": json_number(m.reader.0), "reader_buffers": m.reader.1,
+                "writer_bytes": json_number(m.writers.0), "writer_buffers": m.writers.1,
             })).collect::<Vec<_>>(),
         },
     });

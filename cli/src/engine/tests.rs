@@ -257,6 +257,36 @@ fn cross_check_reports_only_disagreements_of_complete_processes() {
     );
 }
 
+/// A cell's bytes are a sum of `u64` sizes, which the writers keep
+/// modulo 2^64: a 2^63-byte buffer is 2^63 bytes on both sides, never
+/// −2^63, and a difference is shown as it is.
+#[test]
+fn cross_check_shows_cells_of_2_pow_63_bytes_and_more_exactly() {
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 1 << 63);
+    s.alloc(0, DRAM, 2, 4096);
+    let entry = table_entry(0, 1, 100, "runtime");
+    s.engine.apply_block(&Block::Process(ProcessBlock::from(&entry)));
+    // The writers hold one more buffer of 4 KiB (its record was lost),
+    // and wrap the 2^63 + 8 KiB they count to a negative i64.
+    let writers_bytes = (1u64 << 63) + 3 * 4096;
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(&entry, 0, DRAM, writers_bytes as i64, 3)));
+    let mismatches = s.engine.counter_mismatches();
+    assert_eq!(mismatches.len(), 1);
+    assert_eq!(mismatches[0].reader, ((1i128 << 63) + 4096, 2));
+    assert_eq!(mismatches[0].writers, ((1i128 << 63) + 3 * 4096, 3));
+
+    // Agreeing cells, 2^63 bytes and more, are no mismatch.
+    let mut s = Stream::new();
+    s.alloc(0, DRAM, 1, 1 << 63);
+    s.alloc(0, DRAM, 2, 4096);
+    s.engine.apply_block(&Block::Process(ProcessBlock::from(&entry)));
+    let agreeing = (1u64 << 63) + 4096;
+    s.engine.apply_block(&Block::Counter(CounterBlock::new(&entry, 0, DRAM, agreeing as i64, 2)));
+    assert!(s.engine.cross_checked());
+    assert_eq!(s.engine.counter_mismatches(), []);
+}
+
 #[test]
 fn a_million_live_buffers_and_many_records_do_not_stall() {
     let mut engine = Engine::new(testing::nanosecond_ticks());
