@@ -213,10 +213,22 @@ struct Watched {
 }
 
 impl Watched {
-    /// Consumes every record published so far.
+    /// Consumes every record published so far: for an answer to Python.
     fn drain(&mut self) {
         let Watched { consumer, peaks, buf } = self;
         let _ = consumer.drain(usize::MAX, buf, |records| {
+            peaks.apply(records);
+            Ok::<(), ()>(())
+        });
+    }
+
+    /// Consumes what the consumer's batching policy says is due: for the
+    /// background thread, which thus takes whole batches (or everything
+    /// when writers wait) instead of every record as soon as it appears,
+    /// and leaves the writers' cache lines alone in between.
+    fn drain_due(&mut self) {
+        let Watched { consumer, peaks, buf } = self;
+        let _ = consumer.drain_due(usize::MAX, buf, |records| {
             peaks.apply(records);
             Ok::<(), ()>(())
         });
@@ -257,7 +269,7 @@ impl PeakWatcher {
         let thread = std::thread::spawn(move || {
             while !background.1.load(Ordering::Relaxed) {
                 if let Ok(mut watched) = background.0.lock() {
-                    watched.drain();
+                    watched.drain_due();
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
