@@ -321,8 +321,8 @@ fn loom_a_waiting_writer_is_always_woken() {
 /// before the threads start) and each writer pushes one more, so both
 /// wait from their first claim; the consumer's first take frees a single
 /// slot, for which they race. (Both writers pushing two records into an
-/// empty ring explored the same races and took minutes; this fails as
-/// fast without either SeqCst fence of the handshake.)
+/// empty ring took minutes; this takes seconds, and still deadlocks within
+/// a second when either SeqCst fence of the handshake is weakened to AcqRel.)
 #[test]
 fn loom_two_waiting_writers_are_always_woken() {
     loom::model(|| {
