@@ -94,7 +94,11 @@ fn status_shows_any_device_and_kind_and_huge_sizes_exactly() {
 fn status_shows_the_untracked_figure_of_a_full_counter_pool() {
     let path = memtrack::ring_path(&format!("cli-status-full-pool-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let options = memtrack::RingOptions { capacity: 64, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let options = memtrack::RingOptions {
+        capacity: 64,
+        counter_cells: memtrack::format::MIN_COUNTER_CELLS,
+        ..memtrack::RingOptions::default()
+    };
     let writer =
         memtrack::Writer::attach_named(memtrack::Ring::create(&path, options).unwrap(), b"many").unwrap();
     let devices = memtrack::format::MIN_COUNTER_CELLS + 10;
@@ -124,8 +128,11 @@ fn status_shows_the_untracked_figure_of_a_full_counter_pool() {
 fn status_nets_a_free_counted_untracked_against_the_device_and_marks_it_approximate() {
     let path = memtrack::ring_path(&format!("cli-status-untracked-free-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let options =
-        memtrack::RingOptions { capacity: 1024, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let options = memtrack::RingOptions {
+        capacity: 1024,
+        counter_cells: memtrack::format::MIN_COUNTER_CELLS,
+        ..memtrack::RingOptions::default()
+    };
     let writer =
         memtrack::Writer::attach_named(memtrack::Ring::create(&path, options).unwrap(), b"netted").unwrap();
     let buffer = memtrack::MemtrackBuffer { buffer_id: 1, size: 4096, device_id: 1000, ..Default::default() };
