@@ -559,22 +559,26 @@ impl Ring {
         RingView::with_shift(&self.header().control, slots, self.lap_shift)
     }
 
+    /// Sub-ring `i`'s header (`i < subring_count()`), mapped for as long as
+    /// the result lives, even past this `Ring`.
+    pub(crate) fn subring_word(&self, i: usize) -> SubRingWord {
+        assert!(i < self.subring_count());
+        SubRingWord { map: Arc::clone(&self.map), offset: subring_header_offset(self.counter_cells, i) }
+    }
+
     /// Sub-rings in this ring (0: the shared ring only).
     #[inline(always)]
-    #[cfg_attr(not(test), allow(dead_code))] // Until the writer (phase 2) and the consumer use it.
     pub(crate) fn subring_count(&self) -> usize {
         self.subrings as usize
     }
 
     /// Slots per sub-ring.
-    #[cfg_attr(not(test), allow(dead_code))] // Until the writer (phase 2) and the consumer use it.
     pub(crate) fn subring_capacity(&self) -> u64 {
         self.subring_capacity as u64
     }
 
     /// Sub-ring `i`'s header (`i < subring_count()`).
     #[inline(always)]
-    #[cfg_attr(not(test), allow(dead_code))] // Until the writer (phase 2) and the consumer use it.
     pub(crate) fn subring_header(&self, i: usize) -> &SubRingHeader {
         assert!(i < self.subring_count());
         // SAFETY: `subrings` headers lie at the sub-ring region's start in
@@ -610,7 +614,6 @@ impl Ring {
     /// RingControl and its slots, for the consumer (take, commit,
     /// progress) and for the writer holding its lease.
     #[inline(always)]
-    #[cfg_attr(not(test), allow(dead_code))] // Until the writer (phase 2) and the consumer use it.
     pub(crate) fn subring_view(&self, i: usize) -> RingView<'_> {
         RingView::with_shift(
             &self.subring_header(i).control,
@@ -682,6 +685,23 @@ impl LaneWord {
         unsafe {
             &(*(self.map.as_ptr().add(PROCESS_TABLE_OFFSET) as *const ProcessEntry).add(self.index)).lanes
         }
+    }
+}
+
+/// The header of one sub-ring, with the mapping it lives in: a thread
+/// gives its sub-ring back when it exits, which may be after the `Writer`
+/// and `Ring` it hooked for were dropped.
+pub(crate) struct SubRingWord {
+    map: Arc<MmapRaw>,
+    offset: usize,
+}
+
+impl SubRingWord {
+    pub(crate) fn get(&self) -> &SubRingHeader {
+        // SAFETY: `offset` is a sub-ring header's offset in the validated
+        // mapping (from `subring_word`), which `map` keeps alive; headers
+        // are aligned there and hold only atomics.
+        unsafe { &*(self.map.as_ptr().add(self.offset) as *const SubRingHeader) }
     }
 }
 
