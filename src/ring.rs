@@ -566,7 +566,19 @@ impl<'a> RingView<'a> {
                     out.push(Record::from_payload(ticket, slot.payload.load()));
                     taken.records += 1;
                 }
-                Phase::Claimed if is_dead(ticket, Owner::decode(state.owner)) => taken.lost += 1,
+                Phase::Claimed if is_dead(ticket, Owner::decode(state.owner)) => {
+                    // The writer may have published between our load and
+                    // its death: look once more before counting it lost.
+                    // Acquire: pairs with the Release store in
+                    // `Claim::publish`, as above.
+                    let again = SlotState::decode(slot.state.load(Ordering::Acquire));
+                    if again.lap == lap && again.phase == Phase::Full {
+                        out.push(Record::from_payload(ticket, slot.payload.load()));
+                        taken.records += 1;
+                    } else {
+                        taken.lost += 1;
+                    }
+                }
                 // Empty: the frontier. Claimed: a live writer; wait for it.
                 // Invalid: a corrupt slot; stop here rather than guess.
                 _ => break,

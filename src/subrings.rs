@@ -158,3 +158,6 @@ mod lease_in_a_ring {
 
 #[cfg(all(test, loom))]
 mod loom_models;
+
+#[cfg(all(test, not(loom)))]
+mod tests;
