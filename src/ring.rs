@@ -643,7 +643,18 @@ impl<'a> RingView<'a> {
     /// has claimed yet: tickets below it were claimed before this call
     /// (claims have no holes). At most one lap is probed.
     pub(crate) fn claimed_end(&self, cursor: &Cursor) -> u64 {
-        let mut ticket = cursor.progress.taken;
+        self.claimed_end_from(cursor.progress.taken)
+    }
+
+    /// Records claimed but not yet taken by a consumer, as far as one
+    /// probe of at most a lap sees: for `memtrack status`, from any process.
+    pub(crate) fn waiting(&self) -> u64 {
+        let taken = self.progress().taken;
+        self.claimed_end_from(taken).wrapping_sub(taken)
+    }
+
+    fn claimed_end_from(&self, taken: u64) -> u64 {
+        let mut ticket = taken;
         for _ in 0..self.capacity() {
             // Acquire: pairs with the writers' claim CAS (AcqRel), as in
             // `caught_up`.

@@ -325,3 +325,35 @@ fn status_loop_repeats_with_one_csv_header_until_interrupted() {
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Format 3: status counts the sub-rings held by threads of live
+/// processes, in text and JSON, without consuming; a thread's exit frees
+/// its sub-ring.
+#[test]
+fn status_shows_the_sub_rings_in_use() {
+    let (path, writer) = ring_with_writer("cli-status-subrings");
+    writer.use_subrings(true);
+    let ring = path.to_str().unwrap();
+    let subrings = |doc: &serde_json::Value| doc["subrings"].clone();
+    let (holding, checked) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        let thread = s.spawn(|| {
+            writer.alloc(&l1_buffer(1));
+            holding.wait();
+            checked.wait();
+        });
+        holding.wait();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
+        assert_eq!(subrings(&doc), serde_json::json!({"total": 32, "in_use": 1, "capacity": 2048}));
+        let text = String::from_utf8(memtrack(&["status", "--ring", ring]).stdout).unwrap();
+        assert!(text.contains("sub-rings: 1 in use of 32 (2048 slots each)"), "{text}");
+        checked.wait();
+        thread.join().unwrap();
+    });
+    let doc: serde_json::Value =
+        serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
+    assert_eq!(subrings(&doc)["in_use"], 0, "given back at thread exit");
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -281,10 +281,16 @@ fn a_killed_processs_sub_rings_are_reclaimed_by_another_processs_threads() {
     let reader = Ring::open(&tmp.0).unwrap();
     let dead: Vec<u64> = (0..3).map(|i| reader.subring_header(i).lease.load(Ordering::Relaxed)).collect();
     assert!(dead.iter().all(|&lease| lease != 0), "the helper holds every sub-ring: {dead:?}");
+    let snapshot = reader.snapshot();
+    assert_eq!(snapshot.subrings_in_use(), 3);
+    let mut waiting: Vec<u64> = snapshot.subrings.iter().map(|s| s.waiting).collect();
+    waiting.sort_unstable();
+    assert_eq!(waiting, [50, 50, 51], "the parked claim is waiting too");
     // SAFETY: kill with the pid of a child we have not reaped yet.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     child.wait().unwrap();
     let _ = std::fs::remove_file(&ready);
+    assert_eq!(reader.snapshot().subrings_in_use(), 0, "a dead holder's sub-rings are not in use");
 
     let writer = writer(&tmp.0);
     let barrier = Barrier::new(3);
