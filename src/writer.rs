@@ -847,16 +847,20 @@ mod tests {
     /// A forked child that keeps using its parent's writer counts through
     /// the shared lane (atomic adds), never through the lane the forking
     /// thread held in the parent (plain stores, which would race the
-    /// parent's thread on the same cell and lose counts).
+    /// parent's thread on the same cell and lose counts); and writes the
+    /// shared ring, never the sub-ring the forking thread holds (nor gives
+    /// it back).
     #[test]
     fn a_forked_child_using_its_parents_writer_counts_in_the_shared_lane() {
         let path = crate::ring_path(&format!("test-writer-fork-child-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        writer.use_subrings(true);
         let buffer = MemtrackBuffer { buffer_id: 1, size: 10, device_id: 5, ..Default::default() };
         std::thread::scope(|s| {
             s.spawn(|| {
-                writer.alloc(&buffer); // This thread's lane and cached cell.
+                writer.alloc(&buffer); // This thread's lane and cached cell, and its sub-ring.
+                assert_eq!(writer.own_subring(), Some(0));
                 // SAFETY: the child only hooks (no lock another thread of
                 // the parent may hold is taken on that path) and `_exit`s.
                 match unsafe { libc::fork() } {
@@ -870,10 +874,20 @@ mod tests {
                         // SAFETY: waits for our own child.
                         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
                         assert_eq!(status, 0);
+                        let lease = writer.ring().subring_header(0).lease.load(Ordering::Relaxed);
+                        assert_ne!(lease, 0, "the child did not give the parent's sub-ring back");
                     }
                 }
             });
         });
+        let ring = writer.ring();
+        let buffers_in = |view: crate::ring::RingView<'_>| {
+            let (mut cursor, mut out) = (view.attach_consumer(), Vec::new());
+            view.take(&mut cursor, 64, &mut out, |_, _| false);
+            out.iter().filter(|r| r.event == Event::Alloc as u8).map(|r| r.buffer_id).collect::<Vec<_>>()
+        };
+        assert_eq!(buffers_in(ring.subring_view(0)), [1], "the sub-ring holds the parent's record only");
+        assert_eq!(buffers_in(ring.view()), [2], "the child wrote the shared ring");
         let pool = writer.ring().counters();
         let mut lanes: Vec<(u8, i64)> = (0..pool.len())
             .filter_map(|i| pool.read(i))
