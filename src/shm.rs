@@ -176,6 +176,9 @@ pub struct Ring {
     counter_cells: u32,
     subrings: u32,
     subring_capacity: u32,
+    /// Offset of the shared ring's slots (past the sub-rings), computed
+    /// once: every shared-ring write needs it.
+    shared_slots_offset: usize,
     clock: ClockSource,
     calibration: Calibration,
 }
@@ -463,6 +466,7 @@ impl Ring {
             counter_cells,
             subrings,
             subring_capacity,
+            shared_slots_offset: slots_offset(counter_cells, subrings, subring_capacity),
             clock,
             calibration,
         })
@@ -551,8 +555,7 @@ impl Ring {
         // mapping; slots are 64-byte aligned there and hold only atomics.
         let slots = unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(slots_offset(self.counter_cells, self.subrings, self.subring_capacity))
-                    as *const Slot,
+                self.map.as_ptr().add(self.shared_slots_offset) as *const Slot,
                 self.capacity as usize,
             )
         };

@@ -99,19 +99,22 @@ mod lease_in_a_ring {
             let order = (0..n).map(|k| (start + k) % n);
             for i in order.clone() {
                 let header = self.subring_header(i);
-                if header.lease.load(Ordering::Relaxed) == 0 && take_lease(header, 0, lease) {
-                    if let Some(leased) = self.resume(i, lease) {
-                        return Some(leased);
-                    }
+                if header.lease.load(Ordering::Relaxed) == 0
+                    && take_lease(header, 0, lease)
+                    && let Some(leased) = self.resume(i, lease)
+                {
+                    return Some(leased);
                 }
             }
             for i in order {
                 let header = self.subring_header(i);
                 let seen = header.lease.load(Ordering::Relaxed);
-                if seen != 0 && self.is_stale(seen, own) && take_lease(header, seen, lease) {
-                    if let Some(leased) = self.resume(i, lease) {
-                        return Some(leased);
-                    }
+                if seen != 0
+                    && self.is_stale(seen, own)
+                    && take_lease(header, seen, lease)
+                    && let Some(leased) = self.resume(i, lease)
+                {
+                    return Some(leased);
                 }
             }
             None
