@@ -857,10 +857,10 @@ mod tests {
         let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
         writer.use_subrings(true);
         let buffer = MemtrackBuffer { buffer_id: 1, size: 10, device_id: 5, ..Default::default() };
-        std::thread::scope(|s| {
+        let subring = std::thread::scope(|s| {
             s.spawn(|| {
                 writer.alloc(&buffer); // This thread's lane and cached cell, and its sub-ring.
-                assert_eq!(writer.own_subring(), Some(0));
+                let subring = writer.own_subring().expect("a sub-ring");
                 // SAFETY: the child only hooks (no lock another thread of
                 // the parent may hold is taken on that path) and `_exit`s.
                 match unsafe { libc::fork() } {
@@ -874,11 +874,14 @@ mod tests {
                         // SAFETY: waits for our own child.
                         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
                         assert_eq!(status, 0);
-                        let lease = writer.ring().subring_header(0).lease.load(Ordering::Relaxed);
+                        let lease = writer.ring().subring_header(subring).lease.load(Ordering::Relaxed);
                         assert_ne!(lease, 0, "the child did not give the parent's sub-ring back");
                     }
                 }
-            });
+                subring
+            })
+            .join()
+            .unwrap()
         });
         let ring = writer.ring();
         let buffers_in = |view: crate::ring::RingView<'_>| {
@@ -886,7 +889,11 @@ mod tests {
             view.take(&mut cursor, 64, &mut out, |_, _| false);
             out.iter().filter(|r| r.event == Event::Alloc as u8).map(|r| r.buffer_id).collect::<Vec<_>>()
         };
-        assert_eq!(buffers_in(ring.subring_view(0)), [1], "the sub-ring holds the parent's record only");
+        assert_eq!(
+            buffers_in(ring.subring_view(subring)),
+            [1],
+            "the sub-ring holds the parent's record only"
+        );
         assert_eq!(buffers_in(ring.view()), [2], "the child wrote the shared ring");
         let pool = writer.ring().counters();
         let mut lanes: Vec<(u8, i64)> = (0..pool.len())
