@@ -135,9 +135,10 @@ pub(crate) struct HookThread {
     pub(crate) subring_shift: Cell<u32>,
     /// The next ticket this thread claims in its sub-ring.
     pub(crate) subring_ticket: Cell<u64>,
-    /// Hooks left before a thread without a sub-ring looks for one again
-    /// (see `subrings::RETRY_HOOKS`).
+    /// Hooks left before a thread without a sub-ring looks for one again,
+    /// and the interval after that (see `subrings::RETRY_HOOKS`).
     pub(crate) subring_retry: Cell<u32>,
+    pub(crate) subring_retry_interval: Cell<u32>,
 }
 
 impl HookThread {
@@ -173,6 +174,7 @@ impl HookThread {
             way.set((0, std::ptr::null()));
         }
         self.subring_retry.set(crate::subrings::RETRY_HOOKS);
+        self.subring_retry_interval.set(crate::subrings::RETRY_HOOKS);
         self.lane.set(lane);
         self.writer.set(serial);
     }
@@ -181,7 +183,10 @@ impl HookThread {
     /// again (see `subrings::RETRY_HOOKS`): `take` is asked unless the
     /// thread is exiting or holds one.
     pub(crate) fn retry_subring(&self, take: impl FnOnce() -> Option<OwnSubRing>) {
-        self.subring_retry.set(crate::subrings::RETRY_HOOKS);
+        let interval = (self.subring_retry_interval.get().saturating_mul(2))
+            .clamp(crate::subrings::RETRY_HOOKS, crate::subrings::MAX_RETRY_HOOKS);
+        self.subring_retry_interval.set(interval);
+        self.subring_retry.set(interval);
         let _ = LEASE.try_with(|slot| {
             let mut leases = slot.0.take();
             if leases.subring.is_none() && self.subring.get().is_null() {
@@ -252,6 +257,7 @@ thread_local! {
             subring_shift: Cell::new(0),
             subring_ticket: Cell::new(0),
             subring_retry: Cell::new(0),
+            subring_retry_interval: Cell::new(0),
         }
     };
     /// Touched only when a thread takes or gives back a lease (cold).

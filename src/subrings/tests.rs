@@ -332,3 +332,41 @@ fn a_killed_processs_sub_rings_are_reclaimed_by_another_processs_threads() {
     }
     assert_eq!(lost, 1, "the parked claim, counted once");
 }
+
+/// A thread that found every sub-ring held looks again after
+/// `RETRY_HOOKS` of its hooks, and takes one that was given back since.
+#[test]
+fn a_thread_without_a_sub_ring_takes_one_given_back_later() {
+    let tmp = TempRing::new("retry");
+    drop(tmp.create(1, 256));
+    let writer = writer(&tmp.0);
+    let (held, released) = (Barrier::new(2), Barrier::new(2));
+    let late = std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            writer.alloc(&buffer(1, 0));
+            held.wait();
+        });
+        let late = s.spawn(|| {
+            held.wait();
+            writer.alloc(&buffer(2, 0));
+            let before = writer.own_subring();
+            released.wait();
+            for seq in 1..super::RETRY_HOOKS as u64 + 10 {
+                writer.alloc(&buffer(2, seq));
+            }
+            (before, writer.own_subring())
+        });
+        // `join` returns once the first thread's destructors (the give-back)
+        // have run.
+        first.join().unwrap();
+        released.wait();
+        late.join().unwrap()
+    });
+    assert_eq!(late.0, None, "held by the first thread");
+    assert_eq!(late.1, Some(0), "taken once given back");
+    let reader = Ring::open(&tmp.0).unwrap();
+    let drained = drain(&reader, reader.subring_view(0));
+    let ids = buffer_ids(&drained.records);
+    assert_eq!(ids[0], 1 << 32, "the first thread's record");
+    assert_eq!(ids.last(), Some(&(2 << 32 | (super::RETRY_HOOKS as u64 + 9))));
+}
