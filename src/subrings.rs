@@ -6,8 +6,8 @@
 //! word in its [`SubRingHeader`] says who that writer is:
 //!
 //! * **free → held**: a thread's first hook for a writer CASes a free
-//!   word (0) to [`subring_lease`]`(entry, generation)` of its process
-//!   (AcqRel; partner: the Release give-back of the previous holder), then
+//!   word (0) to [`subring_lease`](crate::format::subring_lease)`(entry, generation)` of its process
+//!   (Acquire; partner: the Release give-back of the previous holder), then
 //!   goes on from the first ticket not yet claimed
 //!   (`RingView::own_next_ticket`, probing from the tail hint).
 //! * **held → free**: at thread exit (or when it hooks for another
@@ -45,11 +45,12 @@ pub(crate) const MAX_RETRY_HOOKS: u32 = 1 << 20;
 /// Takes the lease of `header` from `seen` (0: free; else a stale holder's
 /// word) for `lease`. Whether it got it.
 pub(crate) fn take_lease(header: &SubRingHeader, seen: u64, lease: u64) -> bool {
-    // AcqRel: Acquire pairs with the Release CAS in `give_back` of the
-    // previous holder (its slot stores and tail hint are visible to our
-    // probe); Release orders nothing we need but keeps the word a clean
-    // hand-over point for a stale reclaimer racing us.
-    header.lease.compare_exchange(seen, lease, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    // Acquire: pairs with the Release CAS in `give_back` of the previous
+    // holder, so its slot stores and tail hint are visible to our probe
+    // (`own_next_ticket`) and claims. (No Release: nothing we wrote before
+    // this needs publishing. A holder that died gave nothing back: its
+    // death, seen through the kernel's lock, orders its last stores.)
+    header.lease.compare_exchange(seen, lease, Ordering::Acquire, Ordering::Relaxed).is_ok()
 }
 
 /// Gives the lease `lease` of `header` back, telling the next holder to go
