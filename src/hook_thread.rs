@@ -112,7 +112,8 @@ struct Leases {
 
 /// One thread's hook state. Only `Cell`s, no destructor: reaching it
 /// costs no "is it still alive?" check, and it stays usable while the
-/// thread is torn down (the lane, which needs giving back, is in [`LEASE`]).
+/// thread is torn down (the lane and the sub-ring, which need giving back,
+/// are in [`LEASE`]).
 pub(crate) struct HookThread {
     /// (scope epoch, innermost scope node) for the ALLOC hook; `ffi::scope`
     /// keeps it.
