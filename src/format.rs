@@ -1,15 +1,28 @@
-//! The shared-memory file, format version 2: every offset, size, magic and
+//! The shared-memory file, format version 3: every offset, size, magic and
 //! limit in one place. docs/FORMAT.md is the prose twin of this file.
 //!
 //! ```text
 //! offset        size              what
-//! 0             4096              Header: Identity, ClockCalibration, RingControl
+//! 0             4096              Header: Identity, ClockCalibration, RingControl (shared ring)
 //! 4096          256 × 128         process table (ProcessEntry)
 //! 36864         4096 × 16         capacity table (CapacityEntry), open addressing on (device, kind)
 //! 102400        cells × 32        counter pool (CounterCell), open addressing on
 //!                                 (process entry, thread lane, device, kind); cells in Identity
-//! 102400+32·cells  capacity × 64  the ring of slots
+//! S = 102400+32·cells
+//!               subrings × 640    sub-ring headers (SubRingHeader: lease line, RingControl)
+//! S+640·subrings
+//!               subrings × subring_capacity × 64
+//!                                 the sub-rings' slots, sub-ring i's at
+//!                                 S + 640·subrings + i·subring_capacity·64
+//! slots_offset  capacity × 64     the shared ring's slots; slots_offset is the end of the
+//!                                 sub-ring region rounded up to 4096
 //! ```
+//!
+//! Sub-rings (format 3, issue 14) are single-writer rings: one writer
+//! thread at a time holds a sub-ring's lease and claims its slots with
+//! plain stores; the consumer reads each like the shared ring and merges
+//! them by timestamp. Zero sub-rings is legal: the file is then format 2's
+//! with the two Identity fields set.
 //!
 //! Every shared field is an atomic, even those written once at creation: a
 //! file another process can write is never read through a plain reference.
@@ -29,8 +42,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"MEMTRACK");
 /// Version of this layout. Any change of an offset or meaning bumps it.
 /// Version 1 had 64 process entries and dense 64 × 8 counter and capacity
 /// tables; version 2 has 256 entries, a counter pool and a capacity table
-/// for any device id and kind.
-pub const FORMAT_VERSION: u32 = 2;
+/// for any device id and kind; version 3 adds the per-thread sub-rings.
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes per slot and per record.
 pub const RECORD_SIZE: usize = 64;
 /// Entries in the process table: writer processes attached at once.
@@ -85,18 +98,60 @@ pub const COUNTER_LANES: u32 = 16;
 /// The lane byte of the cells that threads beyond the lanes share.
 pub const SHARED_LANE: u8 = 0xff;
 
-/// Offset of the first slot of a ring whose pool has `counter_cells` cells.
-pub const fn slots_offset(counter_cells: u32) -> usize {
+/// Most sub-rings a ring may have.
+pub const MAX_SUBRINGS: u32 = 256;
+/// Default sub-rings: writer threads that get one of their own at once.
+pub const DEFAULT_SUBRINGS: u32 = 32;
+/// Smallest sub-ring capacity, in records.
+pub const MIN_SUBRING_CAPACITY: u32 = 256;
+/// Largest sub-ring capacity, in records.
+pub const MAX_SUBRING_CAPACITY: u32 = 1 << 16;
+/// Default sub-ring capacity: 2048 records (128 KiB) each, 4 MiB for the
+/// default 32 sub-rings.
+pub const DEFAULT_SUBRING_CAPACITY: u32 = 2048;
+/// Bytes per sub-ring header ([`SubRingHeader`]).
+pub const SUBRING_HEADER_SIZE: usize = 640;
+
+/// Offset of the sub-ring region (its headers) of a ring whose pool has
+/// `counter_cells` cells.
+pub const fn subrings_offset(counter_cells: u32) -> usize {
     COUNTERS_OFFSET + counter_cells as usize * COUNTER_CELL_SIZE
 }
 
-/// Offset of the first slot of a ring with the default pool
-/// ([`DEFAULT_COUNTER_CELLS`]), as tests that patch slots use it.
-pub const SLOTS_OFFSET: usize = slots_offset(DEFAULT_COUNTER_CELLS);
+/// Offset of sub-ring `i`'s header.
+pub const fn subring_header_offset(counter_cells: u32, i: usize) -> usize {
+    subrings_offset(counter_cells) + i * SUBRING_HEADER_SIZE
+}
 
-/// Length of a ring file holding `capacity` slots and `counter_cells` cells.
-pub const fn file_size(capacity: u64, counter_cells: u32) -> u64 {
-    slots_offset(counter_cells) as u64 + capacity * RECORD_SIZE as u64
+/// Offset of sub-ring `i`'s first slot, in a ring of `subrings` sub-rings
+/// of `subring_capacity` slots each.
+pub const fn subring_slots_offset(
+    counter_cells: u32,
+    subrings: u32,
+    subring_capacity: u32,
+    i: usize,
+) -> usize {
+    subrings_offset(counter_cells)
+        + subrings as usize * SUBRING_HEADER_SIZE
+        + i * subring_capacity as usize * RECORD_SIZE
+}
+
+/// Offset of the shared ring's first slot: past the sub-ring region,
+/// rounded up to a page.
+pub const fn slots_offset(counter_cells: u32, subrings: u32, subring_capacity: u32) -> usize {
+    let end = subring_slots_offset(counter_cells, subrings, subring_capacity, subrings as usize);
+    end.next_multiple_of(4096)
+}
+
+/// Offset of the shared ring's first slot in a ring with the default pool
+/// and sub-rings, as tests that patch slots use it.
+pub const SLOTS_OFFSET: usize =
+    slots_offset(DEFAULT_COUNTER_CELLS, DEFAULT_SUBRINGS, DEFAULT_SUBRING_CAPACITY);
+
+/// Length of a ring file holding `capacity` shared slots, `counter_cells`
+/// cells and `subrings` sub-rings of `subring_capacity` slots.
+pub const fn file_size(capacity: u64, counter_cells: u32, subrings: u32, subring_capacity: u32) -> u64 {
+    slots_offset(counter_cells, subrings, subring_capacity) as u64 + capacity * RECORD_SIZE as u64
 }
 
 /// Byte offset (past any real data) of the OFD lock the one consumer holds.
@@ -138,6 +193,13 @@ pub struct Identity {
     pub creator_pid: AtomicU32,
     /// [`COUNTER_LANES`].
     pub counter_lanes: AtomicU32,
+    /// Sub-rings: at most [`MAX_SUBRINGS`], chosen at creation (0: the
+    /// shared ring only).
+    pub subrings: AtomicU32,
+    /// Slots per sub-ring: a power of two in
+    /// [`MIN_SUBRING_CAPACITY`]`..=`[`MAX_SUBRING_CAPACITY`], chosen at
+    /// creation (checked even with no sub-rings).
+    pub subring_capacity: AtomicU32,
 }
 
 /// One (ticks, CLOCK_MONOTONIC ns) pair taken at creation and the tick rate
@@ -226,6 +288,37 @@ pub struct RingControl {
     pub reader: ReaderLine,
     /// Writers waiting for space, and their futex.
     pub wait: WaitLine,
+}
+
+/// `SubRingHeader::lease` bit: the word names a holder. With it, the
+/// word is [`cell_owner`]`(entry, generation) | SUBRING_LEASED`.
+pub const SUBRING_LEASED: u64 = 1;
+
+/// The lease word of a sub-ring held by a thread of process entry `entry`
+/// at `generation`: never 0 (0 is free).
+pub const fn subring_lease(entry: usize, generation: u32) -> u64 {
+    cell_owner(entry, generation) | SUBRING_LEASED
+}
+
+/// (entry, generation) of a lease word, `None` when free or not a lease.
+pub const fn subring_lease_parts(lease: u64) -> Option<(usize, u32)> {
+    if lease & SUBRING_LEASED == 0 { None } else { cell_owner_parts(lease) }
+}
+
+/// One sub-ring's control block: who holds it, and its ring state.
+///
+/// The lease has its own line (taken and given back on cold paths only);
+/// the `RingControl` is that of a ring with one writer: `tail.tail` is the
+/// next ticket, stored by the holder when it gives the lease back (a hint
+/// the next holder probes forward from); `reader` is the consumer's
+/// progress as for the shared ring; `loss` and `wait` are unused (a full
+/// sub-ring never waits or drops: its writer falls back to the shared ring).
+#[repr(C, align(128))]
+pub struct SubRingHeader {
+    /// 0: free; else [`subring_lease`]`(entry, generation)` of the holder.
+    pub lease: AtomicU64,
+    /// The sub-ring's ring state.
+    pub control: RingControl,
 }
 
 /// The header at offset 0.
@@ -645,6 +738,11 @@ const _: () = {
     assert!(offset_of!(Identity, counter_cells) == 36);
     assert!(offset_of!(Identity, capacity_entries) == 40);
     assert!(offset_of!(Identity, counter_lanes) == 60);
+    assert!(offset_of!(Identity, subrings) == 64);
+    assert!(offset_of!(Identity, subring_capacity) == 68);
+    assert!(size_of::<SubRingHeader>() == SUBRING_HEADER_SIZE);
+    assert!(offset_of!(SubRingHeader, control) == 128);
+    assert!(std::mem::align_of::<SubRingHeader>() == 128);
     assert!(offset_of!(LossLine, untracked_capacities) == 16);
     assert!(size_of::<ClockCalibration>() == 128);
     assert!(size_of::<ProgressCopy>() == 40);
@@ -673,8 +771,12 @@ const _: () = {
     assert!(size_of::<CapacityEntry>() == CAPACITY_ENTRY_SIZE);
     assert!(CAPACITY_TABLE_OFFSET == 36864);
     assert!(COUNTERS_OFFSET == 102400);
-    assert!(slots_offset(DEFAULT_COUNTER_CELLS) == 626688);
-    assert!(slots_offset(MIN_COUNTER_CELLS).is_multiple_of(4096));
+    assert!(subrings_offset(DEFAULT_COUNTER_CELLS) == 626688);
+    assert!(subrings_offset(MIN_COUNTER_CELLS).is_multiple_of(128));
+    assert!(slots_offset(DEFAULT_COUNTER_CELLS, 0, MIN_SUBRING_CAPACITY) == 626688);
+    assert!(slots_offset(DEFAULT_COUNTER_CELLS, DEFAULT_SUBRINGS, DEFAULT_SUBRING_CAPACITY) == 4841472);
+    assert!(slots_offset(MIN_COUNTER_CELLS, 1, MIN_SUBRING_CAPACITY).is_multiple_of(4096));
+    assert!(subring_slots_offset(MIN_COUNTER_CELLS, 3, MIN_SUBRING_CAPACITY, 0).is_multiple_of(128));
     assert!(COUNTERS_OFFSET.is_multiple_of(4096));
     assert!(MAX_PROCESSES <= 1 << OWNER_SLOT_BITS);
     assert!(COUNTER_LANES <= 32 && (COUNTER_LANES as u8) < SHARED_LANE);

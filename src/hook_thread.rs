@@ -1,13 +1,15 @@
 //! What a hook keeps per thread, in one thread-local: the scope its ALLOC
-//! records carry (written by `ffi::scope`), its counter lane, and a small
-//! cache of the counter cells it uses. One TLS access per hook serves all;
-//! a second thread-local, touched only on the cold path, holds the lane's
-//! lease, whose destructor gives the lane back when the thread exits.
+//! records carry (written by `ffi::scope`), its counter lane, a small
+//! cache of the counter cells it uses, and its sub-ring (where it is and
+//! the next ticket). One TLS access per hook serves all; a second
+//! thread-local, touched only on the cold path, holds the leases of the
+//! lane and the sub-ring, whose destructor gives them back when the thread
+//! exits.
 
 use std::cell::Cell;
 
-use crate::format::{CounterCell, SHARED_LANE};
-use crate::shm::LaneWord;
+use crate::format::{CounterCell, SHARED_LANE, Slot, SubRingHeader};
+use crate::shm::{LaneWord, SubRingWord};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Forks this process has gone through since it started (as counted in
@@ -43,7 +45,10 @@ pub(crate) fn count_forks() {
 /// store to a thread-local without destructor.
 extern "C" fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
-    let _ = HOOK.try_with(|t| t.writer.set(0));
+    let _ = HOOK.try_with(|t| {
+        t.writer.set(0);
+        t.forget_subring();
+    });
 }
 
 /// Entries of the per-thread cell cache (direct-mapped on device and kind).
@@ -70,9 +75,45 @@ impl LaneLease {
     }
 }
 
+/// A sub-ring this thread holds the lease of, given back (with the
+/// thread's next ticket as the tail hint) when the thread exits or hooks
+/// for another writer.
+pub(crate) struct SubRingLease {
+    pub(crate) header: SubRingWord,
+    /// The lease word this thread holds there.
+    pub(crate) lease: u64,
+    /// [`fork_count`] when it was taken, as for [`LaneLease`].
+    pub(crate) forks: u64,
+}
+
+impl SubRingLease {
+    /// Gives the sub-ring back, if this process is the one that took it.
+    fn release(self, next_ticket: u64) {
+        if self.forks == fork_count() {
+            crate::subrings::give_back(self.header.get(), self.lease, next_ticket);
+        }
+    }
+}
+
+/// Where a thread that took a sub-ring writes: set with its lease.
+pub(crate) struct OwnSubRing {
+    pub(crate) lease: SubRingLease,
+    pub(crate) slots: *const Slot,
+    pub(crate) lap_shift: u32,
+    pub(crate) next_ticket: u64,
+}
+
+/// The leases a thread holds (cold; see [`LEASE`]).
+#[derive(Default)]
+struct Leases {
+    lane: Option<LaneLease>,
+    subring: Option<SubRingLease>,
+}
+
 /// One thread's hook state. Only `Cell`s, no destructor: reaching it
 /// costs no "is it still alive?" check, and it stays usable while the
-/// thread is torn down (the lane, which needs giving back, is in [`LEASE`]).
+/// thread is torn down (the lane and the sub-ring, which need giving back,
+/// are in [`LEASE`]).
 pub(crate) struct HookThread {
     /// (scope epoch, innermost scope node) for the ALLOC hook; `ffi::scope`
     /// keeps it.
@@ -86,46 +127,115 @@ pub(crate) struct HookThread {
     /// as long as the writer: only a caller holding the writer whose serial
     /// is `writer` dereferences them.
     pub(crate) cache: [Cell<(u64, *const CounterCell)>; CACHE_WAYS],
+    /// The header of the sub-ring this thread holds for that writer (null:
+    /// none; it writes the shared ring). Like `cache`, in the writer's
+    /// mapping: only a caller holding that writer dereferences it.
+    pub(crate) subring: Cell<*const SubRingHeader>,
+    /// That sub-ring's slots, and log2 of their number.
+    pub(crate) subring_slots: Cell<*const Slot>,
+    pub(crate) subring_shift: Cell<u32>,
+    /// The next ticket this thread claims in its sub-ring.
+    pub(crate) subring_ticket: Cell<u64>,
+    /// Hooks left before a thread without a sub-ring looks for one again,
+    /// and the interval after that (see `subrings::RETRY_HOOKS`).
+    pub(crate) subring_retry: Cell<u32>,
+    pub(crate) subring_retry_interval: Cell<u32>,
 }
 
 impl HookThread {
     /// Makes this thread's state that of the writer `serial`: gives back
-    /// the lane of the previous writer, forgets its cells, and takes a lane
-    /// with `take` -- unless the thread is exiting (its lease already
-    /// gone), when it uses the shared lane.
-    pub(crate) fn switch_writer(&self, serial: u64, take: impl FnOnce() -> Option<LaneLease>) {
+    /// the lane and sub-ring of the previous writer, forgets its cells, and
+    /// takes a lane with `take_lane` and a sub-ring with `take_subring` --
+    /// unless the thread is exiting (its leases already gone), when it uses
+    /// the shared lane and the shared ring.
+    pub(crate) fn switch_writer(
+        &self,
+        serial: u64,
+        take_lane: impl FnOnce() -> Option<LaneLease>,
+        take_subring: impl FnOnce() -> Option<OwnSubRing>,
+    ) {
+        self.forget_subring();
         let lane = LEASE
             .try_with(|slot| {
-                if let Some(old) = slot.0.take() {
-                    old.release();
+                let old = slot.0.take();
+                if let Some(lane) = old.lane {
+                    lane.release();
                 }
-                let lease = take();
-                let lane = lease.as_ref().map_or(SHARED_LANE, |l| l.lane);
-                slot.0.set(lease);
-                lane
+                if let Some(subring) = old.subring {
+                    subring.release(self.subring_ticket.get());
+                }
+                let lane = take_lane();
+                let lane_byte = lane.as_ref().map_or(SHARED_LANE, |l| l.lane);
+                let subring = take_subring().map(|own| self.adopt_subring(own));
+                slot.0.set(Leases { lane, subring });
+                lane_byte
             })
             .unwrap_or(SHARED_LANE);
         for way in &self.cache {
             way.set((0, std::ptr::null()));
         }
+        self.subring_retry.set(crate::subrings::RETRY_HOOKS);
+        self.subring_retry_interval.set(crate::subrings::RETRY_HOOKS);
         self.lane.set(lane);
         self.writer.set(serial);
     }
+
+    /// A thread of the current writer without a sub-ring looks for one
+    /// again (see `subrings::RETRY_HOOKS`): `take` is asked unless the
+    /// thread is exiting or holds one.
+    pub(crate) fn retry_subring(&self, take: impl FnOnce() -> Option<OwnSubRing>) {
+        let interval = (self.subring_retry_interval.get().saturating_mul(2))
+            .clamp(crate::subrings::RETRY_HOOKS, crate::subrings::MAX_RETRY_HOOKS);
+        self.subring_retry_interval.set(interval);
+        self.subring_retry.set(interval);
+        let _ = LEASE.try_with(|slot| {
+            let mut leases = slot.0.take();
+            if leases.subring.is_none() && self.subring.get().is_null() {
+                leases.subring = take().map(|own| self.adopt_subring(own));
+            }
+            slot.0.set(leases);
+        });
+    }
+
+    fn adopt_subring(&self, own: OwnSubRing) -> SubRingLease {
+        self.subring.set(std::ptr::from_ref(own.lease.header.get()));
+        self.subring_slots.set(own.slots);
+        self.subring_shift.set(own.lap_shift);
+        self.subring_ticket.set(own.next_ticket);
+        own.lease
+    }
+
+    fn forget_subring(&self) {
+        self.subring.set(std::ptr::null());
+        self.subring_slots.set(std::ptr::null());
+    }
 }
 
-/// The lane a thread holds, given back by its destructor at thread exit.
-struct LeaseSlot(Cell<Option<LaneLease>>);
+/// The leases a thread holds, given back by its destructor at thread exit.
+struct LeaseSlot(Cell<Leases>);
 
 impl Drop for LeaseSlot {
     fn drop(&mut self) {
-        if let Some(lease) = self.0.take() {
-            lease.release();
-            // Hooks later in this thread's teardown (another library's
-            // thread-local destructor freeing a buffer) must not write the
-            // lane any more: make them adopt the writer anew, which gives
-            // them the shared lane.
-            let _ = HOOK.try_with(|t| t.writer.set(0));
+        let Leases { lane, subring } = self.0.take();
+        if lane.is_none() && subring.is_none() {
+            return;
         }
+        if let Some(lane) = lane {
+            lane.release();
+        }
+        // The thread's state (no destructor) outlives this one.
+        let next_ticket = HOOK.try_with(|t| t.subring_ticket.get()).unwrap_or(0);
+        if let Some(subring) = subring {
+            subring.release(next_ticket);
+        }
+        // Hooks later in this thread's teardown (another library's
+        // thread-local destructor freeing a buffer) must not write the
+        // lane or the sub-ring any more: make them adopt the writer anew,
+        // which gives them the shared lane and the shared ring.
+        let _ = HOOK.try_with(|t| {
+            t.forget_subring();
+            t.writer.set(0);
+        });
     }
 }
 
@@ -143,10 +253,16 @@ thread_local! {
             writer: Cell::new(0),
             lane: Cell::new(SHARED_LANE),
             cache: [const { Cell::new((0, std::ptr::null())) }; CACHE_WAYS],
+            subring: Cell::new(std::ptr::null()),
+            subring_slots: Cell::new(std::ptr::null()),
+            subring_shift: Cell::new(0),
+            subring_ticket: Cell::new(0),
+            subring_retry: Cell::new(0),
+            subring_retry_interval: Cell::new(0),
         }
     };
-    /// Touched only when a thread takes or gives back a lane (cold).
-    static LEASE: LeaseSlot = const { LeaseSlot(Cell::new(None)) };
+    /// Touched only when a thread takes or gives back a lease (cold).
+    static LEASE: LeaseSlot = const { LeaseSlot(Cell::new(Leases { lane: None, subring: None })) };
 }
 
 /// Runs `f` with this thread's state, or with `None` while the thread is

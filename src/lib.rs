@@ -1,8 +1,9 @@
 //! memtrack: allocation tracking for accelerator runtimes through a
 //! lock-free ring in a shared-memory file.
 //!
-//! * [`format`] — the file layout (version 2), offsets and record type.
+//! * [`format`] — the file layout (version 3), offsets and record type.
 //! * `ring` — the protocol: many writers in many processes, one consumer.
+//! * `subrings` — per-thread sub-rings: who holds which (leases).
 //! * `counters` — the live counters: a cell pool, thread lanes, capacities.
 //! * [`Ring`], [`Writer`], [`Consumer`], [`Snapshot`] — the Rust API.
 //! * `ffi` — the C ABI behind `include/memtrack.h`.
@@ -17,6 +18,8 @@ pub(crate) mod counters;
 pub mod format;
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod ring;
+#[cfg_attr(loom, allow(dead_code))]
+mod subrings;
 mod sync;
 
 #[cfg(not(loom))]
@@ -45,7 +48,7 @@ pub use crate::{
     error::{Error, ErrorKind},
     process::{ProcessInfo, ProcessState, pid_namespace},
     shm::{FileId, RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, remove_ring_file, ring_path},
-    snapshot::{Attachments, Capacity, LiveCounter, Snapshot, Untracked},
+    snapshot::{Attachments, Capacity, LiveCounter, Snapshot, SubRingStatus, Untracked},
     writer::{DEFAULT_FULL_WAIT, Writer},
 };
 pub use format::{Event, Record};

@@ -56,7 +56,7 @@
 use crate::format::{OWNER_GENERATION_BITS, OWNER_SLOT_BITS, ProgressCopy, Record, RingControl, Slot};
 use std::time::Duration;
 
-use crate::sync::{Ordering, PAYLOAD_WORDS, fence, prefetch, wait_hint};
+use crate::sync::{Ordering, PAYLOAD_WORDS, compiler_fence, fence, prefetch, wait_hint};
 
 const GENERATION_MASK: u32 = (1 << OWNER_GENERATION_BITS) - 1;
 
@@ -312,6 +312,81 @@ impl<'a> RingView<'a> {
         }
     }
 
+    // ---- the one writer of a sub-ring ----------------------------------
+
+    /// Claims `ticket` for `owner` in a ring that only the calling thread
+    /// writes (a sub-ring whose lease it holds, see `subrings`): one load
+    /// and one plain store, no CAS and no shared line. `Full` if the slot
+    /// is not yet free for `ticket`'s lap (the consumer has not taken the
+    /// record a lap before) or holds anything else (a corrupt file): the
+    /// caller falls back to the shared ring and keeps `ticket` for its next
+    /// record; it never waits here.
+    ///
+    /// The caller stamps the record *after* this returns: the consumer's
+    /// merge relies on a record's stamp being later than the moment its
+    /// slot was seen empty (less a small slack for the store buffer).
+    #[inline(always)]
+    pub(crate) fn claim_own(&self, owner: Owner, ticket: u64) -> Result<Claim<'a>, Full> {
+        let slot = self.slot(ticket);
+        let lap = self.lap(ticket);
+        // Acquire: pairs with the consumer's Release store that frees the
+        // slot in `take` (or in `attach_consumer`'s repair): its payload
+        // reads of the lap before happen before our stores.
+        if slot.state.load(Ordering::Acquire) != SlotState::empty(lap).encode() {
+            return Err(Full);
+        }
+        let claimed = SlotState::new(lap, Phase::Claimed, owner);
+        // Relaxed, and a store, not a CAS: no other thread writes this
+        // ring's slots while we hold its lease, and the consumer only
+        // reads the owner of a claim (to repair it if we die).
+        slot.state.store(claimed.encode(), Ordering::Relaxed);
+        // Keeps the compiler from hoisting the caller's clock read above
+        // the claim store (the CPU may still run it before the store
+        // drains: the merge's slack covers that).
+        compiler_fence(Ordering::SeqCst);
+        Ok(Claim { slot, published: SlotState { phase: Phase::Full, ..claimed }, ticket })
+    }
+
+    /// Where a new holder of this ring's lease goes on: the first ticket
+    /// at or after the tail hint whose slot is not yet claimed for its lap
+    /// (the tail hint is the next ticket as the last holder stored it when
+    /// it gave the lease back; a holder that died stored nothing, so the
+    /// hint may lag, never lead). A ticket whose slot still holds the
+    /// previous lap's record is the next one too (the ring is full there).
+    /// `None` if the slots say nothing the protocol writes (a corrupt
+    /// file): the caller must not write this ring.
+    ///
+    /// The caller holds the lease, taken with an Acquire CAS: the slot
+    /// stores of the previous holder, which gave it back with a Release
+    /// store (or died), are visible to the loads here.
+    pub(crate) fn own_next_ticket(&self) -> Option<u64> {
+        let mut ticket = self.control.tail.tail.load(Ordering::Relaxed);
+        for _ in 0..2 * self.capacity() + 2 {
+            let lap = self.lap(ticket);
+            // Acquire: pairs with the consumer's Release store that freed
+            // the slot, as in `claim_own`.
+            let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
+            match (state.lap.wrapping_sub(lap) as i32, state.phase) {
+                (0, Phase::Empty) | (-1, Phase::Claimed | Phase::Full) => return Some(ticket),
+                (0, Phase::Claimed | Phase::Full) => ticket = ticket.wrapping_add(1),
+                // Taken and freed, perhaps reused laps later: go past the
+                // slot's previous ticket in one step, as `claim` does.
+                (laps, _) if laps > 0 => {
+                    ticket = ticket.wrapping_add(((laps as u64) - 1) << self.lap_shift).wrapping_add(1)
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Stores the next ticket of a lease's holder as the tail hint, for
+    /// the next holder ([`RingView::own_next_ticket`]). Relaxed: the
+    /// Release store that gives the lease back orders it.
+    pub(crate) fn store_own_tail_of(control: &RingControl, next_ticket: u64) {
+        control.tail.tail.store(next_ticket, Ordering::Relaxed);
+    }
+
     /// Counts a record its writer gave up on because the ring was full.
     pub(crate) fn count_drop(&self) {
         self.control.loss.dropped.fetch_add(1, Ordering::Relaxed);
@@ -491,7 +566,19 @@ impl<'a> RingView<'a> {
                     out.push(Record::from_payload(ticket, slot.payload.load()));
                     taken.records += 1;
                 }
-                Phase::Claimed if is_dead(ticket, Owner::decode(state.owner)) => taken.lost += 1,
+                Phase::Claimed if is_dead(ticket, Owner::decode(state.owner)) => {
+                    // The writer may have published between our load and
+                    // its death: look once more before counting it lost.
+                    // Acquire: pairs with the Release store in
+                    // `Claim::publish`, as above.
+                    let again = SlotState::decode(slot.state.load(Ordering::Acquire));
+                    if again.lap == lap && again.phase == Phase::Full {
+                        out.push(Record::from_payload(ticket, slot.payload.load()));
+                        taken.records += 1;
+                    } else {
+                        taken.lost += 1;
+                    }
+                }
                 // Empty: the frontier. Claimed: a live writer; wait for it.
                 // Invalid: a corrupt slot; stop here rather than guess.
                 _ => break,
@@ -556,7 +643,18 @@ impl<'a> RingView<'a> {
     /// has claimed yet: tickets below it were claimed before this call
     /// (claims have no holes). At most one lap is probed.
     pub(crate) fn claimed_end(&self, cursor: &Cursor) -> u64 {
-        let mut ticket = cursor.progress.taken;
+        self.claimed_end_from(cursor.progress.taken)
+    }
+
+    /// Records claimed but not yet taken by a consumer, as far as one
+    /// probe of at most a lap sees: for `memtrack status`, from any process.
+    pub(crate) fn waiting(&self) -> u64 {
+        let taken = self.progress().taken;
+        self.claimed_end_from(taken).wrapping_sub(taken)
+    }
+
+    fn claimed_end_from(&self, taken: u64) -> u64 {
+        let mut ticket = taken;
         for _ in 0..self.capacity() {
             // Acquire: pairs with the writers' claim CAS (AcqRel), as in
             // `caught_up`.

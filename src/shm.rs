@@ -53,23 +53,37 @@ pub struct RingOptions {
     /// Cells of the live-counter pool; a power of two in
     /// `MIN_COUNTER_CELLS..=MAX_COUNTER_CELLS`.
     pub counter_cells: u32,
+    /// Sub-rings (one writer thread each), `0..=MAX_SUBRINGS`; 0: every
+    /// thread writes the shared ring.
+    pub subrings: u32,
+    /// Slots per sub-ring; a power of two in
+    /// `MIN_SUBRING_CAPACITY..=MAX_SUBRING_CAPACITY`.
+    pub subring_capacity: u32,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
-        RingOptions { capacity: DEFAULT_CAPACITY, counter_cells: DEFAULT_COUNTER_CELLS }
+        RingOptions {
+            capacity: DEFAULT_CAPACITY,
+            counter_cells: DEFAULT_COUNTER_CELLS,
+            subrings: DEFAULT_SUBRINGS,
+            subring_capacity: DEFAULT_SUBRING_CAPACITY,
+        }
     }
 }
 
 impl RingOptions {
-    /// The defaults, with `MEMTRACK_CAPACITY` (records) and
-    /// `MEMTRACK_COUNTER_CELLS` if set; checks `MEMTRACK_CLOCK` too. Both concern only a ring this process
-    /// creates: callers ask for them only then ([`Ring::open_or_create_with`]).
+    /// The defaults, with `MEMTRACK_CAPACITY` (records),
+    /// `MEMTRACK_COUNTER_CELLS`, `MEMTRACK_SUBRINGS` and
+    /// `MEMTRACK_SUBRING_CAPACITY` (records) if set; checks `MEMTRACK_CLOCK`
+    /// too. All concern only a ring this process creates: callers ask for
+    /// them only then ([`Ring::open_or_create_with`]).
     ///
     /// # Errors
     /// `ErrorKind::Config` if `MEMTRACK_CAPACITY` is not a valid capacity,
-    /// `MEMTRACK_COUNTER_CELLS` not a valid pool size, or
-    /// `MEMTRACK_CLOCK` is neither `monotonic` nor `tsc`.
+    /// `MEMTRACK_COUNTER_CELLS` not a valid pool size, `MEMTRACK_SUBRINGS`
+    /// or `MEMTRACK_SUBRING_CAPACITY` out of range, or `MEMTRACK_CLOCK` is
+    /// neither `monotonic` nor `tsc`.
     pub fn from_env(path: &Path) -> Result<RingOptions, Error> {
         // Read by `ClockSource::detect` when the ring is made; checked
         // here, where every setting of a new ring is, so a typo is one
@@ -100,6 +114,12 @@ impl RingOptions {
         if let Some(cells) = number("MEMTRACK_COUNTER_CELLS", "counter cells")? {
             options.counter_cells = u32::try_from(cells).unwrap_or(u32::MAX);
         }
+        if let Some(subrings) = number("MEMTRACK_SUBRINGS", "sub-rings")? {
+            options.subrings = u32::try_from(subrings).unwrap_or(u32::MAX);
+        }
+        if let Some(capacity) = number("MEMTRACK_SUBRING_CAPACITY", "records")? {
+            options.subring_capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+        }
         options.check(path)?;
         Ok(options)
     }
@@ -123,6 +143,21 @@ impl RingOptions {
                 )),
             ));
         }
+        if self.subrings > MAX_SUBRINGS {
+            return Err(Error::new(
+                path,
+                ErrorKind::Config(format!("MEMTRACK_SUBRINGS {} is more than {MAX_SUBRINGS}", self.subrings)),
+            ));
+        }
+        let s = self.subring_capacity;
+        if !s.is_power_of_two() || !(MIN_SUBRING_CAPACITY..=MAX_SUBRING_CAPACITY).contains(&s) {
+            return Err(Error::new(
+                path,
+                ErrorKind::Config(format!(
+                    "MEMTRACK_SUBRING_CAPACITY {s} is not a power of two between {MIN_SUBRING_CAPACITY} and {MAX_SUBRING_CAPACITY}"
+                )),
+            ));
+        }
         Ok(())
     }
 }
@@ -139,6 +174,11 @@ pub struct Ring {
     capacity: u64,
     lap_shift: u32,
     counter_cells: u32,
+    subrings: u32,
+    subring_capacity: u32,
+    /// Offset of the shared ring's slots (past the sub-rings), computed
+    /// once: every shared-ring write needs it.
+    shared_slots_offset: usize,
     clock: ClockSource,
     calibration: Calibration,
 }
@@ -219,7 +259,8 @@ impl Ring {
     /// Creates and links a new ring; `None` if `path` appeared meanwhile.
     fn create_new(path: &Path, options: RingOptions) -> Result<Option<Ring>, Error> {
         options.check(path)?;
-        let size = file_size(options.capacity, options.counter_cells);
+        let size =
+            file_size(options.capacity, options.counter_cells, options.subrings, options.subring_capacity);
         let file_name =
             path.file_name().ok_or_else(|| Error::new(path, ErrorKind::Config("not a file name".into())))?;
         // Short whatever the ring's name: a name that fits must not fail
@@ -387,7 +428,22 @@ impl Ring {
                 format!("counter pool of {counter_cells} cells is not a power of two in range"),
             ));
         }
-        let size = file_size(capacity, counter_cells);
+        let subrings = id.subrings.load(Ordering::Relaxed);
+        if subrings > MAX_SUBRINGS {
+            return Err(corrupt(path, format!("{subrings} sub-rings, more than {MAX_SUBRINGS}")));
+        }
+        let subring_capacity = id.subring_capacity.load(Ordering::Relaxed);
+        if !subring_capacity.is_power_of_two()
+            || !(MIN_SUBRING_CAPACITY..=MAX_SUBRING_CAPACITY).contains(&subring_capacity)
+        {
+            return Err(corrupt(
+                path,
+                format!("sub-ring capacity {subring_capacity} is not a power of two in range"),
+            ));
+        }
+        // Every field that places a byte is checked above, so this cannot
+        // overflow, and the length checks below keep every region mapped.
+        let size = file_size(capacity, counter_cells, subrings, subring_capacity);
         check("recorded file length", id.file_size.load(Ordering::Relaxed), size)?;
         check("file length", len, size)?;
         let clock_code = id.clock_source.load(Ordering::Relaxed);
@@ -408,6 +464,9 @@ impl Ring {
             capacity,
             lap_shift: capacity.trailing_zeros(),
             counter_cells,
+            subrings,
+            subring_capacity,
+            shared_slots_offset: slots_offset(counter_cells, subrings, subring_capacity),
             clock,
             calibration,
         })
@@ -496,11 +555,74 @@ impl Ring {
         // mapping; slots are 64-byte aligned there and hold only atomics.
         let slots = unsafe {
             std::slice::from_raw_parts(
-                self.map.as_ptr().add(slots_offset(self.counter_cells)) as *const Slot,
+                self.map.as_ptr().add(self.shared_slots_offset) as *const Slot,
                 self.capacity as usize,
             )
         };
         RingView::with_shift(&self.header().control, slots, self.lap_shift)
+    }
+
+    /// Sub-ring `i`'s header (`i < subring_count()`), mapped for as long as
+    /// the result lives, even past this `Ring`.
+    pub(crate) fn subring_word(&self, i: usize) -> SubRingWord {
+        assert!(i < self.subring_count());
+        SubRingWord { map: Arc::clone(&self.map), offset: subring_header_offset(self.counter_cells, i) }
+    }
+
+    /// Sub-rings in this ring (0: the shared ring only).
+    #[inline(always)]
+    pub(crate) fn subring_count(&self) -> usize {
+        self.subrings as usize
+    }
+
+    /// Slots per sub-ring.
+    pub(crate) fn subring_capacity(&self) -> u64 {
+        self.subring_capacity as u64
+    }
+
+    /// Sub-ring `i`'s header (`i < subring_count()`).
+    #[inline(always)]
+    pub(crate) fn subring_header(&self, i: usize) -> &SubRingHeader {
+        assert!(i < self.subring_count());
+        // SAFETY: `subrings` headers lie at the sub-ring region's start in
+        // the validated mapping (its length was checked against
+        // `file_size`), 128-byte aligned there (the region starts at a
+        // multiple of 128, headers are 640 bytes), and hold only atomics.
+        unsafe {
+            &*(self.map.as_ptr().add(subring_header_offset(self.counter_cells, i)) as *const SubRingHeader)
+        }
+    }
+
+    /// The slots of sub-ring `i` (`i < subring_count()`).
+    #[inline(always)]
+    pub(crate) fn subring_slots(&self, i: usize) -> &[Slot] {
+        assert!(i < self.subring_count());
+        // SAFETY: `subring_capacity` slots of sub-ring `i` lie in the
+        // validated mapping, 64-byte aligned (the region after the headers
+        // starts at a multiple of 128), and hold only atomics.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(subring_slots_offset(
+                    self.counter_cells,
+                    self.subrings,
+                    self.subring_capacity,
+                    i,
+                )) as *const Slot,
+                self.subring_capacity as usize,
+            )
+        }
+    }
+
+    /// The ring protocol over sub-ring `i` (`i < subring_count()`): its
+    /// RingControl and its slots, for the consumer (take, commit,
+    /// progress) and for the writer holding its lease.
+    #[inline(always)]
+    pub(crate) fn subring_view(&self, i: usize) -> RingView<'_> {
+        RingView::with_shift(
+            &self.subring_header(i).control,
+            self.subring_slots(i),
+            self.subring_capacity.trailing_zeros(),
+        )
     }
 
     /// Closes this attachment's descriptor in a forked child, where it is a
@@ -566,6 +688,23 @@ impl LaneWord {
         unsafe {
             &(*(self.map.as_ptr().add(PROCESS_TABLE_OFFSET) as *const ProcessEntry).add(self.index)).lanes
         }
+    }
+}
+
+/// The header of one sub-ring, with the mapping it lives in: a thread
+/// gives its sub-ring back when it exits, which may be after the `Writer`
+/// and `Ring` it hooked for were dropped.
+pub(crate) struct SubRingWord {
+    map: Arc<MmapRaw>,
+    offset: usize,
+}
+
+impl SubRingWord {
+    pub(crate) fn get(&self) -> &SubRingHeader {
+        // SAFETY: `offset` is a sub-ring header's offset in the validated
+        // mapping (from `subring_word`), which `map` keeps alive; headers
+        // are aligned there and hold only atomics.
+        unsafe { &*(self.map.as_ptr().add(self.offset) as *const SubRingHeader) }
     }
 }
 
@@ -656,7 +795,7 @@ fn map_file(path: &Path, file: &File, len: u64) -> Result<MmapRaw, Error> {
 /// Writes a new ring's header; the slots and tables are already zero
 /// (empty, lap 0; no processes; no counts).
 fn initialise(map: &MmapRaw, options: RingOptions) {
-    let RingOptions { capacity, counter_cells } = options;
+    let RingOptions { capacity, counter_cells, subrings, subring_capacity } = options;
     // SAFETY: a fresh mapping of a file no other process can see yet, at
     // least a header long and page-aligned; Header is all atomics.
     let header = unsafe { &*(map.as_ptr() as *const Header) };
@@ -666,7 +805,9 @@ fn initialise(map: &MmapRaw, options: RingOptions) {
     id.version.store(FORMAT_VERSION, Ordering::Relaxed);
     id.record_size.store(RECORD_SIZE as u32, Ordering::Relaxed);
     id.capacity.store(capacity, Ordering::Relaxed);
-    id.file_size.store(file_size(capacity, counter_cells), Ordering::Relaxed);
+    id.file_size.store(file_size(capacity, counter_cells, subrings, subring_capacity), Ordering::Relaxed);
+    id.subrings.store(subrings, Ordering::Relaxed);
+    id.subring_capacity.store(subring_capacity, Ordering::Relaxed);
     id.max_processes.store(MAX_PROCESSES as u32, Ordering::Relaxed);
     id.counter_cells.store(counter_cells, Ordering::Relaxed);
     id.capacity_entries.store(CAPACITY_ENTRIES as u32, Ordering::Relaxed);
@@ -680,4 +821,78 @@ fn initialise(map: &MmapRaw, options: RingOptions) {
     // Release: the magic goes last; pairs with the Acquire load in `attach`
     // (belt and braces: the file is not visible until it is linked).
     id.magic.store(MAGIC, Ordering::Release);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let path = ring_path(&format!("test-shm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// The sub-ring region lies where `format` says, each sub-ring a free
+    /// lease and an empty ring of its own, apart from the shared ring.
+    #[test]
+    fn sub_rings_are_laid_out_between_the_pool_and_the_shared_slots() {
+        let path = temp("subrings");
+        let options =
+            RingOptions { capacity: 64, subrings: 3, subring_capacity: 256, ..RingOptions::default() };
+        let ring = Ring::create(&path, options).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!((ring.subring_count(), ring.subring_capacity()), (3, 256));
+        let base = ring.map.as_ptr() as usize;
+        let slots_at = |s: &[Slot]| s.as_ptr() as usize - base;
+        for i in 0..3 {
+            let header = ring.subring_header(i);
+            assert_eq!(
+                std::ptr::from_ref(header) as usize - base,
+                subring_header_offset(DEFAULT_COUNTER_CELLS, i)
+            );
+            assert_eq!(header.lease.load(Ordering::Relaxed), 0, "free");
+            assert_eq!(ring.subring_slots(i).len(), 256);
+            assert_eq!(
+                slots_at(ring.subring_slots(i)),
+                subring_slots_offset(DEFAULT_COUNTER_CELLS, 3, 256, i)
+            );
+            let view = ring.subring_view(i);
+            let cursor = view.attach_consumer();
+            assert!(view.caught_up(&cursor), "empty");
+        }
+        let end = subring_slots_offset(DEFAULT_COUNTER_CELLS, 3, 256, 3);
+        assert!(slots_offset(DEFAULT_COUNTER_CELLS, 3, 256) >= end, "the shared slots come after");
+        assert_eq!(ring.file.metadata().unwrap().len(), file_size(64, DEFAULT_COUNTER_CELLS, 3, 256));
+    }
+
+    #[test]
+    fn zero_sub_rings_leave_the_format_2_layout_with_the_shared_ring_only() {
+        let path = temp("no-subrings");
+        let options = RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() };
+        let ring = Ring::create(&path, options).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(ring.subring_count(), 0);
+        assert_eq!(
+            slots_offset(DEFAULT_COUNTER_CELLS, 0, DEFAULT_SUBRING_CAPACITY),
+            subrings_offset(DEFAULT_COUNTER_CELLS)
+        );
+        assert_eq!(ring.file.metadata().unwrap().len(), 626688 + 64 * 64);
+    }
+
+    #[test]
+    fn bad_sub_ring_options_are_refused_in_one_line() {
+        for (subrings, subring_capacity, says) in [
+            (MAX_SUBRINGS + 1, DEFAULT_SUBRING_CAPACITY, "MEMTRACK_SUBRINGS 257 is more than 256"),
+            (1, 1000, "MEMTRACK_SUBRING_CAPACITY 1000 is not a power of two"),
+            (1, 128, "MEMTRACK_SUBRING_CAPACITY 128 is not a power of two between 256 and 65536"),
+            (0, 1 << 17, "MEMTRACK_SUBRING_CAPACITY 131072"),
+        ] {
+            let path = temp("bad-options");
+            let options = RingOptions { capacity: 64, subrings, subring_capacity, ..RingOptions::default() };
+            let error = Ring::create(&path, options).unwrap_err().to_string();
+            assert!(error.contains(says) && !error.contains('\n'), "{error}");
+            assert!(!path.exists());
+        }
+    }
 }

@@ -62,6 +62,17 @@ pub struct Untracked {
     pub events: u64,
 }
 
+/// One sub-ring as a snapshot saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubRingStatus {
+    /// (process-table index, generation) of the process whose thread holds
+    /// it, `None` when free. A holder that died holds it until another
+    /// thread reclaims it.
+    pub holder: Option<(u16, u32)>,
+    /// Records written to it that no consumer has taken yet.
+    pub waiting: u64,
+}
+
 /// Everything a monitor shows, read at one moment without consuming.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -85,6 +96,10 @@ pub struct Snapshot {
     pub reader_pid: Option<u32>,
     /// Tickets claimed so far (approximately: the writers' tail hint).
     pub tail: u64,
+    /// The sub-rings, by index (none in a ring made without).
+    pub subrings: Vec<SubRingStatus>,
+    /// Slots per sub-ring.
+    pub subring_capacity: u64,
 }
 
 impl Snapshot {
@@ -164,6 +179,17 @@ impl Snapshot {
             take(u.buffers, |h| &mut h.1);
         }
         held
+    }
+
+    /// Sub-rings held by a thread of a process that has not died (exited
+    /// processes hold theirs until they end).
+    pub fn subrings_in_use(&self) -> usize {
+        let alive = |(slot, generation): (u16, u32)| {
+            self.processes.iter().any(|p| {
+                p.slot == slot && p.generation == generation && p.state != crate::process::ProcessState::Died
+            })
+        };
+        self.subrings.iter().filter(|s| s.holder.is_some_and(alive)).count()
     }
 
     /// Whether the process in table entry `slot` is running.
@@ -279,6 +305,14 @@ impl Ring {
             untracked_processes: header.control.loss.untracked_processes.load(Ordering::Relaxed),
             reader_pid: (reader_pid != 0).then_some(reader_pid),
             tail: header.control.tail.tail.load(Ordering::Relaxed),
+            subrings: (0..self.subring_count())
+                .map(|i| SubRingStatus {
+                    holder: crate::subrings::holder(self.subring_header(i).lease.load(Ordering::Relaxed))
+                        .map(|(entry, generation)| (entry as u16, generation)),
+                    waiting: self.subring_view(i).waiting(),
+                })
+                .collect(),
+            subring_capacity: self.subring_capacity(),
         }
     }
 }
@@ -306,6 +340,8 @@ mod tests {
             untracked_processes: 0,
             reader_pid: None,
             tail: 0,
+            subrings: Vec::new(),
+            subring_capacity: 0,
         }
     }
 

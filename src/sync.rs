@@ -15,6 +15,9 @@
 // Under loom only the protocol is built: no AtomicPtr (the C ABI state) or
 // AtomicBool users.
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+// Loom has no compiler fence; it orders nothing loom models (it only
+// keeps the compiler from moving a clock read), so the std one serves.
+pub(crate) use std::sync::atomic::compiler_fence;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 

@@ -2,10 +2,18 @@
 //!
 //! The hot path (`alloc`, `free`) is: a plain load and store on each of the
 //! two words of this thread's live-counter cell (found through a per-thread
-//! cache, see `counters`), one clock read, one CAS to claim a slot, seven
-//! word stores and a Release store to publish it. No lock, no system call,
-//! no allocation. Only a full ring, a thread's first event, a (device,
-//! kind) new to the thread, or threads beyond the lanes leave it.
+//! cache, see `counters`), then, in the thread's own sub-ring (see
+//! `subrings`), one load and one plain store to claim the slot, one clock
+//! read, seven word stores and a Release store to publish it. No locked
+//! instruction, no line shared with another writer, no system call, no
+//! allocation. A thread without a sub-ring, or whose sub-ring is full,
+//! writes the shared ring instead (one CAS to claim a slot). Only a full
+//! shared ring, a thread's first event, a (device, kind) new to the thread,
+//! or threads beyond the lanes leave the hot path.
+//!
+//! Every record is stamped *after* its slot is claimed: the consumer
+//! merges the rings by timestamp and relies on a record's stamp being
+//! later than the moment its slot was last seen free.
 
 use std::time::{Duration, Instant};
 
@@ -17,11 +25,11 @@ use crate::format::{
     Event, FLAG_ALIAS, FLAG_MORE, LABEL_LEN, MAX_RESERVED_ID, MAX_TEXT_LEN, READER_LOCK_OFFSET, Record,
     SCOPE_NAME_LEN, SHARED_LANE, cell_owner, counter_key,
 };
-use crate::hook_thread::{HookThread, LaneLease, cache_way, fork_count};
+use crate::hook_thread::{HookThread, LaneLease, OwnSubRing, SubRingLease, cache_way, fork_count};
 use crate::process::{Registration, own_name};
-use crate::ring::Owner;
+use crate::ring::{Claim, Owner, RingView};
 use crate::shm::Ring;
-use crate::sync::{AtomicU32, AtomicU64, Ordering, PAYLOAD_WORDS};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Default time a hook that found the ring full waits for an attached
 /// consumer that makes *no progress* before it drops the record
@@ -80,6 +88,8 @@ pub struct Writer {
     /// [`fork_count`] at attach: a different count means this is a forked
     /// child using its parent's writer (see the type's docs).
     forks: u64,
+    /// Whether threads take sub-rings (see `subrings::WRITES_BY_DEFAULT`).
+    subring_writes: std::sync::atomic::AtomicBool,
 }
 
 /// The last [`Writer::serial`] given out.
@@ -127,6 +137,7 @@ impl Writer {
             serial: LAST_SERIAL.fetch_add(1, Ordering::Relaxed) + 1,
             cell_owner: cell_owner(registration.index, registration.generation),
             forks: fork_count(),
+            subring_writes: std::sync::atomic::AtomicBool::new(crate::subrings::WRITES_BY_DEFAULT),
         };
         let mut start = writer.record(Event::ProcessStart);
         start.set_label(name);
@@ -273,24 +284,24 @@ impl Writer {
     ) {
         let bytes = if b.flags & FLAG_ALIAS != 0 { 0 } else { b.size as i64 };
         let (bytes, buffers) = if event == Event::Alloc { (bytes, 1) } else { (bytes.wrapping_neg(), -1) };
-        let scope = crate::hook_thread::with(|t| {
+        crate::hook_thread::with(|t| {
             self.count(t, b.device_id, b.kind, bytes, buffers);
-            scope(t)
+            let scope = scope(t);
+            let mut record = Record {
+                buffer_id: b.buffer_id,
+                parent_id: b.parent_id,
+                address: b.address,
+                size: b.size,
+                device_id: b.device_id,
+                kind: b.kind,
+                flags: b.flags,
+                ..self.record(event)
+            };
+            if scope != 0 {
+                record.set_scope(scope);
+            }
+            self.push_from(t, &record);
         });
-        let mut record = Record {
-            buffer_id: b.buffer_id,
-            parent_id: b.parent_id,
-            address: b.address,
-            size: b.size,
-            device_id: b.device_id,
-            kind: b.kind,
-            flags: b.flags,
-            ..self.record(event)
-        };
-        if scope != 0 {
-            record.set_scope(scope);
-        }
-        self.push(&record);
     }
 
     /// Adds (bytes, buffers) to this thread's cell of (device, kind): on
@@ -373,24 +384,61 @@ impl Writer {
     fn adopt(&self, thread: &HookThread) {
         let Registration { index, generation, .. } = self.registration;
         let forked = fork_count() != self.forks;
-        thread.switch_writer(self.serial, || {
-            if forked {
-                return None;
-            }
-            take_lane(&self.ring.process_entry(index).lanes, generation).map(|lane| LaneLease {
-                word: self.ring.lane_word(index),
-                generation,
-                lane,
-                forks: self.forks,
-            })
-        });
+        thread.switch_writer(
+            self.serial,
+            || {
+                if forked {
+                    return None;
+                }
+                take_lane(&self.ring.process_entry(index).lanes, generation).map(|lane| LaneLease {
+                    word: self.ring.lane_word(index),
+                    generation,
+                    lane,
+                    forks: self.forks,
+                })
+            },
+            || if forked { None } else { self.take_subring() },
+        );
     }
 
-    /// A record of `event` stamped with the time and this process.
+    /// Whether threads that hook for this writer from now on take a
+    /// sub-ring (those holding one keep it). Until the consumer half of
+    /// issue 14 reads sub-rings this is off by default, and tests and
+    /// benches of the writer half turn it on.
+    #[doc(hidden)]
+    pub fn use_subrings(&self, on: bool) {
+        self.subring_writes.store(on, Ordering::Relaxed);
+    }
+
+    /// A sub-ring for the calling thread, if one is free (or stale) and
+    /// sub-ring writes are on ([`Writer::use_subrings`]).
+    /// Never in a forked child using its parent's writer: the lease would
+    /// name the parent's entry, whose lock the child's death does not drop.
+    fn take_subring(&self) -> Option<OwnSubRing> {
+        if !self.subring_writes.load(Ordering::Relaxed) || fork_count() != self.forks {
+            return None;
+        }
+        // Relaxed: only spreads threads' first CAS over the sub-rings.
+        static NEXT_START: AtomicU64 = AtomicU64::new(0);
+        let start = NEXT_START.fetch_add(1, Ordering::Relaxed) as usize;
+        let leased = self.ring.lease_subring(self.registration, start)?;
+        Some(OwnSubRing {
+            lease: SubRingLease {
+                header: self.ring.subring_word(leased.index),
+                lease: leased.lease,
+                forks: self.forks,
+            },
+            slots: self.ring.subring_slots(leased.index).as_ptr(),
+            lap_shift: self.ring.subring_capacity().trailing_zeros(),
+            next_ticket: leased.next_ticket,
+        })
+    }
+
+    /// A record of `event` of this process, not yet stamped: `push`
+    /// stamps it once its slot is claimed.
     #[inline(always)]
     fn record(&self, event: Event) -> Record {
         Record {
-            timestamp: self.clock.now(),
             pid: self.pid,
             process_slot: self.registration.index as u16,
             event: event as u8,
@@ -398,27 +446,105 @@ impl Writer {
         }
     }
 
-    #[inline(always)]
+    /// Writes `record` from the calling thread (the cold events: marks,
+    /// scopes, capacities, process start and exit).
     fn push(&self, record: &Record) {
-        let payload = record.payload();
-        match self.ring.view().claim(self.registration.owner) {
-            Ok(claim) => claim.publish(&payload),
-            Err(_) => self.push_full(&payload),
+        crate::hook_thread::with(|t| self.push_from(t, record));
+    }
+
+    /// Writes `record` for `thread` (`None`: a thread being torn down): to
+    /// its sub-ring if it holds one for this writer with a free slot, else
+    /// to the shared ring.
+    #[inline(always)]
+    fn push_from(&self, thread: Option<&HookThread>, record: &Record) {
+        if let Some(t) = thread
+            && t.writer.get() == self.serial
+        {
+            if let Some(claim) = self.claim_own(t) {
+                return self.stamp_and_publish(claim, record);
+            }
+            if t.subring.get().is_null() {
+                self.count_down_to_retry(t);
+            }
+        }
+        self.push_shared(record);
+    }
+
+    /// Claims the next slot of `thread`'s sub-ring: `None` if it has none
+    /// or it is full (its consumer has not taken the record a lap before).
+    #[inline(always)]
+    fn claim_own(&self, thread: &HookThread) -> Option<Claim<'_>> {
+        let header = thread.subring.get();
+        if header.is_null() {
+            return None;
+        }
+        let shift = thread.subring_shift.get();
+        // SAFETY: the thread's sub-ring fields were set by this writer
+        // (its serial matches, checked by the caller) from its own mapping,
+        // which lives as long as `self`: `header` points at a sub-ring
+        // header and `subring_slots` at its `1 << shift` slots, all atomics.
+        let view = unsafe {
+            RingView::with_shift(
+                &(*header).control,
+                std::slice::from_raw_parts(thread.subring_slots.get(), 1 << shift),
+                shift,
+            )
+        };
+        let ticket = thread.subring_ticket.get();
+        let claim = view.claim_own(self.registration.owner, ticket).ok()?;
+        // Before publishing: a signal handler that hooks on this thread
+        // between here and the publish takes the next ticket, not ours.
+        thread.subring_ticket.set(ticket.wrapping_add(1));
+        Some(claim)
+    }
+
+    /// Stamps `record` with the time now (after its claim) and publishes it.
+    #[inline(always)]
+    fn stamp_and_publish(&self, claim: Claim<'_>, record: &Record) {
+        let mut payload = record.payload();
+        payload[0] = self.clock.now(); // Word 1 of the record: its timestamp.
+        claim.publish(&payload);
+    }
+
+    /// A thread without a sub-ring, on the shared ring: after
+    /// `subrings::RETRY_HOOKS` of these, it looks for one again.
+    #[inline(always)]
+    fn count_down_to_retry(&self, thread: &HookThread) {
+        let left = thread.subring_retry.get();
+        if left > 1 {
+            thread.subring_retry.set(left - 1);
+        } else {
+            self.retry_subring(thread);
         }
     }
 
-    /// The ring was full. With a consumer attached and not stalled, wait
-    /// for it to free a slot (see [`Writer::wait_for_space`]); with none, or
-    /// when the wait gives up, drop and count.
     #[cold]
     #[inline(never)]
-    fn push_full(&self, payload: &[u64; PAYLOAD_WORDS]) {
+    fn retry_subring(&self, thread: &HookThread) {
+        thread.retry_subring(|| self.take_subring());
+    }
+
+    /// Writes `record` to the shared ring.
+    #[inline(always)]
+    fn push_shared(&self, record: &Record) {
+        match self.ring.view().claim(self.registration.owner) {
+            Ok(claim) => self.stamp_and_publish(claim, record),
+            Err(_) => self.push_full(record),
+        }
+    }
+
+    /// The shared ring was full. With a consumer attached and not stalled,
+    /// wait for it to free a slot (see [`Writer::wait_for_space`]); with
+    /// none, or when the wait gives up, drop and count.
+    #[cold]
+    #[inline(never)]
+    fn push_full(&self, record: &Record) {
         let view = self.ring.view();
         if view.consumer_attached()
             && !self.consumer_stalled(view.progress().taken)
             && let Some(claim) = self.wait_for_space()
         {
-            return claim.publish(payload);
+            return self.stamp_and_publish(claim, record);
         }
         view.count_drop();
         self.ring.process_entry(self.registration.index).dropped.fetch_add(1, Ordering::Relaxed);
@@ -485,6 +611,31 @@ impl Writer {
     #[doc(hidden)]
     pub fn claim_without_publishing(&self) -> bool {
         self.ring.view().claim(self.registration.owner).map(drop).is_ok()
+    }
+
+    /// As [`Writer::claim_without_publishing`], in the calling thread's
+    /// sub-ring (taking one first, as a hook would): false if it has none
+    /// or it is full. For crash tests only.
+    #[doc(hidden)]
+    pub fn claim_own_without_publishing(&self) -> bool {
+        crate::hook_thread::with(|t| {
+            let Some(t) = t else { return false };
+            if t.writer.get() != self.serial {
+                self.adopt(t);
+            }
+            self.claim_own(t).map(drop).is_some()
+        })
+    }
+
+    /// Which sub-ring the calling thread writes for this writer, if any
+    /// (for tests: a thread takes one at its first buffer event).
+    #[doc(hidden)]
+    pub fn own_subring(&self) -> Option<usize> {
+        crate::hook_thread::with(|t| {
+            let t = t.filter(|t| t.writer.get() == self.serial)?;
+            let header = t.subring.get();
+            (0..self.ring.subring_count()).find(|&i| std::ptr::eq(self.ring.subring_header(i), header))
+        })
     }
 
     /// The owner this writer's claims carry.
@@ -684,9 +835,9 @@ mod tests {
                     lane,
                     forks: fork_count().wrapping_sub(1),
                 };
-                crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX, || Some(inherited)));
+                crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX, || Some(inherited), || None));
                 // Hooking for another writer (and exiting) gives back the lease.
-                crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX - 1, || None));
+                crate::hook_thread::with(|t| t.unwrap().switch_writer(u64::MAX - 1, || None, || None));
             });
         });
         let _ = std::fs::remove_file(&path);
@@ -696,16 +847,20 @@ mod tests {
     /// A forked child that keeps using its parent's writer counts through
     /// the shared lane (atomic adds), never through the lane the forking
     /// thread held in the parent (plain stores, which would race the
-    /// parent's thread on the same cell and lose counts).
+    /// parent's thread on the same cell and lose counts); and writes the
+    /// shared ring, never the sub-ring the forking thread holds (nor gives
+    /// it back).
     #[test]
     fn a_forked_child_using_its_parents_writer_counts_in_the_shared_lane() {
         let path = crate::ring_path(&format!("test-writer-fork-child-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        writer.use_subrings(true);
         let buffer = MemtrackBuffer { buffer_id: 1, size: 10, device_id: 5, ..Default::default() };
-        std::thread::scope(|s| {
+        let subring = std::thread::scope(|s| {
             s.spawn(|| {
-                writer.alloc(&buffer); // This thread's lane and cached cell.
+                writer.alloc(&buffer); // This thread's lane and cached cell, and its sub-ring.
+                let subring = writer.own_subring().expect("a sub-ring");
                 // SAFETY: the child only hooks (no lock another thread of
                 // the parent may hold is taken on that path) and `_exit`s.
                 match unsafe { libc::fork() } {
@@ -719,10 +874,27 @@ mod tests {
                         // SAFETY: waits for our own child.
                         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
                         assert_eq!(status, 0);
+                        let lease = writer.ring().subring_header(subring).lease.load(Ordering::Relaxed);
+                        assert_ne!(lease, 0, "the child did not give the parent's sub-ring back");
                     }
                 }
-            });
+                subring
+            })
+            .join()
+            .unwrap()
         });
+        let ring = writer.ring();
+        let buffers_in = |view: crate::ring::RingView<'_>| {
+            let (mut cursor, mut out) = (view.attach_consumer(), Vec::new());
+            view.take(&mut cursor, 64, &mut out, |_, _| false);
+            out.iter().filter(|r| r.event == Event::Alloc as u8).map(|r| r.buffer_id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            buffers_in(ring.subring_view(subring)),
+            [1],
+            "the sub-ring holds the parent's record only"
+        );
+        assert_eq!(buffers_in(ring.view()), [2], "the child wrote the shared ring");
         let pool = writer.ring().counters();
         let mut lanes: Vec<(u8, i64)> = (0..pool.len())
             .filter_map(|i| pool.read(i))

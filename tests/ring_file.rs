@@ -239,15 +239,15 @@ fn hostile_and_broken_files_are_refused_with_the_reason() {
     patch(path, 0, b"NOTARING");
     assert!(matches!(expect_refusal(path, "bad magic").kind, ErrorKind::BadMagic));
 
-    // A version-1 ring and an unknown version: one line naming the file,
-    // the file's version and the one this build reads.
-    for found in [1u32, 3] {
+    // A version-1 or version-2 ring and an unknown version: one line
+    // naming the file, the file's version and the one this build reads.
+    for found in [1u32, 2, 4] {
         make();
         patch(path, 8, &found.to_le_bytes());
         let err = expect_refusal(path, "version");
-        assert!(matches!(err.kind, ErrorKind::Version { found: f, expected: 2 } if f == found), "{err}");
+        assert!(matches!(err.kind, ErrorKind::Version { found: f, expected: 3 } if f == found), "{err}");
         assert!(
-            err.to_string().contains(&format!("format version {found}, this build reads version 2")),
+            err.to_string().contains(&format!("format version {found}, this build reads version 3")),
             "{err}"
         );
     }
@@ -256,6 +256,21 @@ fn hostile_and_broken_files_are_refused_with_the_reason() {
     patch(path, 16, &100u64.to_le_bytes());
     let err = expect_refusal(path, "capacity");
     assert!(err.to_string().contains("power of two"), "{err}");
+
+    // Sub-ring fields out of range, or in range but not the file's: each
+    // is one line, never a mapping past the end (SIGBUS).
+    for (offset, value, says) in [
+        (64, 257u32, "257 sub-rings, more than 256"),
+        (68, 1000, "sub-ring capacity 1000 is not a power of two"),
+        (68, 1 << 17, "sub-ring capacity 131072"),
+        (64, 33, "recorded file length"),
+        (68, 1 << 16, "recorded file length"),
+    ] {
+        make();
+        patch(path, offset, &value.to_le_bytes());
+        let err = expect_refusal(path, says).to_string();
+        assert!(err.contains(says) && !err.contains('\n'), "{err}");
+    }
 
     make();
     patch(path, 12, &128u32.to_le_bytes());
@@ -266,7 +281,14 @@ fn hostile_and_broken_files_are_refused_with_the_reason() {
         .write(true)
         .open(path)
         .unwrap()
-        .set_len(format::file_size(64, format::DEFAULT_COUNTER_CELLS) - 64)
+        .set_len(
+            format::file_size(
+                64,
+                format::DEFAULT_COUNTER_CELLS,
+                format::DEFAULT_SUBRINGS,
+                format::DEFAULT_SUBRING_CAPACITY,
+            ) - 64,
+        )
         .unwrap();
     assert!(expect_refusal(path, "truncated").to_string().contains("file length"));
 

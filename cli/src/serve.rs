@@ -615,6 +615,8 @@ mod tests {
             untracked_capacities: 0,
             reader_pid: None,
             tail: 0,
+            subrings: Vec::new(),
+            subring_capacity: 0,
         }
     }
 

@@ -247,6 +247,9 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
             "lost_writer_died": s.progress.lost_writer_died,
             "lost_reader_died": s.progress.lost_reader_died,
         },
+        "subrings": {
+            "total": s.subrings.len(), "in_use": s.subrings_in_use(), "capacity": s.subring_capacity,
+        },
         "untracked_processes": s.untracked_processes,
         "untracked": {
             "bytes": untracked.0, "buffers": untracked.1, "events": untracked.2,
@@ -285,6 +288,17 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
         "records: {} delivered, {} dropped (ring full), {} lost (writer died), {} lost (consumer died)",
         s.progress.delivered, s.dropped, s.progress.lost_writer_died, s.progress.lost_reader_died
     )?;
+    if s.subrings.is_empty() {
+        writeln!(out, "sub-rings: none (every writer thread shares the ring)")?;
+    } else {
+        writeln!(
+            out,
+            "sub-rings: {} in use of {} ({} slots each)",
+            s.subrings_in_use(),
+            s.subrings.len(),
+            s.subring_capacity
+        )?;
+    }
     // Device memory held per device and kind: running processes only.
     let usage = s.device_usage();
     let approximate = s.approximate_usage();

@@ -276,7 +276,10 @@ fn broken_and_untrusted_ring_files_are_refused_by_status_and_record() {
     assert_refused(&path, "bad magic");
     make();
     patch(&path, 8, &1u32.to_le_bytes());
-    assert_refused(&path, "format version 1, this build reads version 2");
+    assert_refused(&path, "format version 1, this build reads version 3");
+    make();
+    patch(&path, 8, &2u32.to_le_bytes());
+    assert_refused(&path, "format version 2, this build reads version 3");
     make();
     patch(&path, 16, &100u64.to_le_bytes());
     assert_refused(&path, "capacity 100 is not a power of two");
@@ -285,7 +288,14 @@ fn broken_and_untrusted_ring_files_are_refused_by_status_and_record() {
         .write(true)
         .open(&path)
         .unwrap()
-        .set_len(format::file_size(64, format::DEFAULT_COUNTER_CELLS) - 64)
+        .set_len(
+            format::file_size(
+                64,
+                format::DEFAULT_COUNTER_CELLS,
+                format::DEFAULT_SUBRINGS,
+                format::DEFAULT_SUBRING_CAPACITY,
+            ) - 64,
+        )
         .unwrap();
     assert_refused(&path, "file length");
     make();

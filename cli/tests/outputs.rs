@@ -525,7 +525,14 @@ fn smaller_ring_name_and_setting_rules() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(report_json(&file.0)["records"], 5 * 2 + 1 + 2);
-    for (key, value) in [("MEMTRACK_CAPACITY", "lots"), ("MEMTRACK_CLOCK", "sundial")] {
+    for (key, value) in [
+        ("MEMTRACK_CAPACITY", "lots"),
+        ("MEMTRACK_CLOCK", "sundial"),
+        ("MEMTRACK_SUBRINGS", "257"),
+        ("MEMTRACK_SUBRINGS", "many"),
+        ("MEMTRACK_SUBRING_CAPACITY", "1000"),
+        ("MEMTRACK_SUBRING_CAPACITY", "128"),
+    ] {
         let out = record_helper(&["-o", file.str()], "busy", &[("MEMTRACK_TEST_N", "1"), (key, value)]);
         let text = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{text}");

@@ -229,7 +229,11 @@ fn serve_exports_any_device_and_kind_and_sizes_beyond_eight_tib() {
 #[test]
 fn serve_shows_what_a_full_counter_pool_could_not_count() {
     let ring = TempRing::new("v2-full-pool");
-    let small = RingOptions { capacity: 16, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let small = RingOptions {
+        capacity: 16,
+        counter_cells: memtrack::format::MIN_COUNTER_CELLS,
+        ..RingOptions::default()
+    };
     let writer = Writer::attach_named(Ring::create(&ring.0, small).unwrap(), b"many").unwrap();
     let devices = memtrack::format::MIN_COUNTER_CELLS + 72;
     for device in 0..devices {

@@ -94,7 +94,11 @@ fn status_shows_any_device_and_kind_and_huge_sizes_exactly() {
 fn status_shows_the_untracked_figure_of_a_full_counter_pool() {
     let path = memtrack::ring_path(&format!("cli-status-full-pool-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let options = memtrack::RingOptions { capacity: 64, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let options = memtrack::RingOptions {
+        capacity: 64,
+        counter_cells: memtrack::format::MIN_COUNTER_CELLS,
+        ..memtrack::RingOptions::default()
+    };
     let writer =
         memtrack::Writer::attach_named(memtrack::Ring::create(&path, options).unwrap(), b"many").unwrap();
     let devices = memtrack::format::MIN_COUNTER_CELLS + 10;
@@ -124,8 +128,11 @@ fn status_shows_the_untracked_figure_of_a_full_counter_pool() {
 fn status_nets_a_free_counted_untracked_against_the_device_and_marks_it_approximate() {
     let path = memtrack::ring_path(&format!("cli-status-untracked-free-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let options =
-        memtrack::RingOptions { capacity: 1024, counter_cells: memtrack::format::MIN_COUNTER_CELLS };
+    let options = memtrack::RingOptions {
+        capacity: 1024,
+        counter_cells: memtrack::format::MIN_COUNTER_CELLS,
+        ..memtrack::RingOptions::default()
+    };
     let writer =
         memtrack::Writer::attach_named(memtrack::Ring::create(&path, options).unwrap(), b"netted").unwrap();
     let buffer = memtrack::MemtrackBuffer { buffer_id: 1, size: 4096, device_id: 1000, ..Default::default() };
@@ -315,6 +322,38 @@ fn status_loop_repeats_with_one_csv_header_until_interrupted() {
     assert_eq!(seen[0], "device,kind,used,total,percent");
     assert!(seen[1..].iter().all(|l| l == "2,L1,3000,,"), "{seen:?}");
     assert!(seen.len() >= 3);
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Format 3: status counts the sub-rings held by threads of live
+/// processes, in text and JSON, without consuming; a thread's exit frees
+/// its sub-ring.
+#[test]
+fn status_shows_the_sub_rings_in_use() {
+    let (path, writer) = ring_with_writer("cli-status-subrings");
+    writer.use_subrings(true);
+    let ring = path.to_str().unwrap();
+    let subrings = |doc: &serde_json::Value| doc["subrings"].clone();
+    let (holding, checked) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        let thread = s.spawn(|| {
+            writer.alloc(&l1_buffer(1));
+            holding.wait();
+            checked.wait();
+        });
+        holding.wait();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
+        assert_eq!(subrings(&doc), serde_json::json!({"total": 32, "in_use": 1, "capacity": 2048}));
+        let text = String::from_utf8(memtrack(&["status", "--ring", ring]).stdout).unwrap();
+        assert!(text.contains("sub-rings: 1 in use of 32 (2048 slots each)"), "{text}");
+        checked.wait();
+        thread.join().unwrap();
+    });
+    let doc: serde_json::Value =
+        serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
+    assert_eq!(subrings(&doc)["in_use"], 0, "given back at thread exit");
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }

@@ -21,24 +21,28 @@ fn progress_copy() -> ProgressCopy {
     }
 }
 
+/// A control block as a fresh file holds it (all zero).
+pub(crate) fn control() -> RingControl {
+    RingControl {
+        tail: TailLine { tail: AtomicU64::new(0) },
+        loss: LossLine {
+            dropped: AtomicU64::new(0),
+            untracked_processes: AtomicU64::new(0),
+            untracked_capacities: AtomicU64::new(0),
+        },
+        reader: ReaderLine {
+            reader_pid: AtomicU32::new(0),
+            reader_pid_ns: AtomicU32::new(0),
+            progress_epoch: AtomicU64::new(0),
+            progress: [progress_copy(), progress_copy()],
+        },
+        wait: WaitLine { waiters: AtomicU32::new(0), wake: FutexWord::new(0) },
+    }
+}
+
 impl HeapRing {
     pub(crate) fn new(capacity: usize) -> HeapRing {
-        let control = RingControl {
-            tail: TailLine { tail: AtomicU64::new(0) },
-            loss: LossLine {
-                dropped: AtomicU64::new(0),
-                untracked_processes: AtomicU64::new(0),
-                untracked_capacities: AtomicU64::new(0),
-            },
-            reader: ReaderLine {
-                reader_pid: AtomicU32::new(0),
-                reader_pid_ns: AtomicU32::new(0),
-                progress_epoch: AtomicU64::new(0),
-                progress: [progress_copy(), progress_copy()],
-            },
-            wait: WaitLine { waiters: AtomicU32::new(0), wake: FutexWord::new(0) },
-        };
-        HeapRing { control, slots: (0..capacity).map(|_| Slot::new()).collect() }
+        HeapRing { control: control(), slots: (0..capacity).map(|_| Slot::new()).collect() }
     }
 
     pub(crate) fn view(&self) -> RingView<'_> {

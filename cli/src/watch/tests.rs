@@ -49,6 +49,8 @@ fn snapshot(processes: Vec<ProcessInfo>, counters: Vec<LiveCounter>, capacities:
         untracked_capacities: 0,
         reader_pid: Some(OWN_PID),
         tail: 0,
+        subrings: Vec::new(),
+        subring_capacity: 0,
     }
 }
 
