@@ -198,6 +198,34 @@ pub(crate) struct Taken {
     pub lost: usize,
 }
 
+/// One slot as the consumer finds it (`RingView::look`).
+enum Seen<'a> {
+    /// Empty, or not yet claimed for the ticket's lap: the frontier.
+    Unclaimed,
+    /// Claimed by this owner, not yet published.
+    Claimed(Owner),
+    /// Published: the payload is complete.
+    Full(&'a Slot),
+    /// A state the protocol never writes.
+    Corrupt,
+}
+
+/// What ended a [`RingView::peek`]: the state of the first ticket it did
+/// not report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Frontier {
+    /// Not yet claimed for its lap: every later record of this ring will be
+    /// claimed after the look.
+    Unclaimed,
+    /// Claimed by a writer not found dead: it is still filling the slot.
+    Claimed,
+    /// The peek stopped after `max` tickets without looking further.
+    Limit,
+    /// A state the protocol never writes (a corrupt file): the consumer
+    /// stops there, as `take` does.
+    Corrupt,
+}
+
 /// A consumer's private cursor: the progress it last published, and the
 /// batch it has taken but not committed.
 #[derive(Debug)]
@@ -553,34 +581,24 @@ impl<'a> RingView<'a> {
             // in flight (a consumer on another core otherwise falls behind
             // a writer running flat out).
             prefetch(self.slot(ticket.wrapping_add(PREFETCH_DISTANCE)));
-            let slot = self.slot(ticket);
-            let lap = self.lap(ticket);
-            // Acquire: pairs with the Release store in `Claim::publish`, so
-            // the payload is complete.
-            let state = SlotState::decode(slot.state.load(Ordering::Acquire));
-            if state.lap != lap {
-                break; // Not yet claimed for this lap.
-            }
-            match state.phase {
-                Phase::Full => {
+            match self.look(ticket) {
+                Seen::Full(slot) => {
                     out.push(Record::from_payload(ticket, slot.payload.load()));
                     taken.records += 1;
                 }
-                Phase::Claimed if is_dead(ticket, Owner::decode(state.owner)) => {
+                Seen::Claimed(owner) if is_dead(ticket, owner) => {
                     // The writer may have published between our load and
-                    // its death: look once more before counting it lost.
-                    // Acquire: pairs with the Release store in
-                    // `Claim::publish`, as above.
-                    let again = SlotState::decode(slot.state.load(Ordering::Acquire));
-                    if again.lap == lap && again.phase == Phase::Full {
+                    // its death: look once more before counting it lost
+                    // (`look`'s Acquire pairs with `Claim::publish`).
+                    if let Seen::Full(slot) = self.look(ticket) {
                         out.push(Record::from_payload(ticket, slot.payload.load()));
                         taken.records += 1;
                     } else {
                         taken.lost += 1;
                     }
                 }
-                // Empty: the frontier. Claimed: a live writer; wait for it.
-                // Invalid: a corrupt slot; stop here rather than guess.
+                // The frontier, a live writer's claim (wait for it), or a
+                // corrupt slot (stop here rather than guess).
                 _ => break,
             }
             ticket = ticket.wrapping_add(1);
@@ -599,6 +617,66 @@ impl<'a> RingView<'a> {
         self.wake_writers();
         cursor.pending = taken;
         taken
+    }
+
+    /// What the consumer finds at `ticket`: the one reading of a slot's
+    /// state that [`RingView::take`] and [`RingView::peek`] share, so that
+    /// both always agree on where a batch ends.
+    #[inline(always)]
+    fn look(&self, ticket: u64) -> Seen<'a> {
+        let slot = self.slot(ticket);
+        // Acquire: pairs with the Release store in `Claim::publish`, so the
+        // payload of a Full slot is complete.
+        let state = SlotState::decode(slot.state.load(Ordering::Acquire));
+        if state.lap != self.lap(ticket) {
+            return Seen::Unclaimed; // Not yet claimed for this lap.
+        }
+        match state.phase {
+            Phase::Empty => Seen::Unclaimed,
+            Phase::Claimed => Seen::Claimed(Owner::decode(state.owner)),
+            Phase::Full => Seen::Full(slot),
+            Phase::Invalid => Seen::Corrupt,
+        }
+    }
+
+    /// Looks at up to `max` tickets from the consumer's next one without
+    /// taking anything (no store: any process may call it, and the slots
+    /// stay the writers'): appends, per ticket, `Some(timestamp)` for a
+    /// published record or `None` for a claim of a writer `is_dead` says
+    /// died (a record [`RingView::take`] will count lost), and says what
+    /// ended the look. `is_dead` is asked as `take` asks it (only about a
+    /// claim that would end the run), so a `take` of the tickets peeked here
+    /// finds the same run, as long as it treats the `None`s as dead: a Full
+    /// slot stays Full and a dead writer's claim stays claimed until the
+    /// consumer frees them.
+    ///
+    /// The consumer's merge of several rings (`consumer::merge`) orders
+    /// records by these timestamps before it takes them.
+    pub(crate) fn peek(
+        &self,
+        cursor: &Cursor,
+        max: usize,
+        stamps: &mut Vec<Option<u64>>,
+        mut is_dead: impl FnMut(u64, Owner) -> bool,
+    ) -> Frontier {
+        let start = cursor.progress.taken;
+        let mut ticket = start;
+        while ticket.wrapping_sub(start) < max as u64 {
+            prefetch(self.slot(ticket.wrapping_add(PREFETCH_DISTANCE)));
+            match self.look(ticket) {
+                Seen::Full(slot) => stamps.push(Some(slot.payload.first_word())),
+                // As in `take`: published between the look and the death?
+                Seen::Claimed(owner) if is_dead(ticket, owner) => match self.look(ticket) {
+                    Seen::Full(slot) => stamps.push(Some(slot.payload.first_word())),
+                    _ => stamps.push(None),
+                },
+                Seen::Claimed(_) => return Frontier::Claimed,
+                Seen::Unclaimed => return Frontier::Unclaimed,
+                Seen::Corrupt => return Frontier::Corrupt,
+            }
+            ticket = ticket.wrapping_add(1);
+        }
+        Frontier::Limit
     }
 
     /// Whether `ticket`'s record is published for its lap: one load of its

@@ -52,6 +52,13 @@ impl PayloadCell {
     pub(crate) fn load(&self) -> [u64; PAYLOAD_WORDS] {
         std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
+
+    /// The payload's first word (a record's timestamp), under the same
+    /// condition as [`PayloadCell::load`].
+    #[inline(always)]
+    pub(crate) fn first_word(&self) -> u64 {
+        self.0[0].load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(loom)]
@@ -72,6 +79,11 @@ impl PayloadCell {
     pub(crate) fn load(&self) -> [u64; PAYLOAD_WORDS] {
         // SAFETY: as in `store`; loom reports any access that is not ordered.
         self.0.with(|p| unsafe { *p })
+    }
+
+    pub(crate) fn first_word(&self) -> u64 {
+        // SAFETY: as in `store`; loom reports any access that is not ordered.
+        self.0.with(|p| unsafe { (*p)[0] })
     }
 }
 
