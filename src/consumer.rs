@@ -1,6 +1,7 @@
 //! The consumer: the one process that drains a ring.
 
 mod batching;
+mod merge;
 
 pub use batching::BatchPolicy;
 use batching::{Batching, Due};

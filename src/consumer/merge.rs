@@ -1,0 +1,262 @@
+//! The consumer's merge of several rings into one stream (format 3, issue 14).
+//!
+//! Since format 3 a record lives in one of several *sources*: the shared
+//! ring, or the sub-ring of the writer thread that wrote it. Each source is
+//! in order (a sub-ring is one thread's program order, the shared ring is in
+//! claim order), but the sources are not ordered against each other, and
+//! one buffer's ALLOC and FREE may come from two threads, so two sources.
+//! This module decides, from a read-only look at every source
+//! (`RingView::peek`), how many tickets to take from each and in which
+//! order to hand their records on. It is pure and single-threaded: the
+//! consumer does the looking and taking (`consumer::rounds`).
+//!
+//! **The rule.** Every record is stamped *after* its slot is claimed.
+//! So if record x was complete before record y was claimed (which is what
+//! "x happens before y" amounts to for a reader: x's FREE cannot be written
+//! before the ALLOC it frees was), every record at or after y in y's source
+//! is stamped later than x. Give each peeked record the key
+//! `key(r) = min(stamp of r and of every later record of its peeked run)`;
+//! then x → y implies `key(x) ≤ stamp(x) < key(y)`, and keys never decrease
+//! along a source. A record not peeked yet may still come before a peeked
+//! one, so each source also has a **bound**, a lower bound of the stamp of
+//! any record it may still produce beyond its peeked run:
+//!
+//! * its frontier slot was seen unclaimed after the consumer read its clock
+//!   at `L`: every later record is claimed after that look, so stamped
+//!   after `L` — less [`SLACK_NS`], for the writer's clock and the
+//!   consumer's not agreeing exactly (two cores' TSCs; a clock read that
+//!   the CPU executes a little ahead of the loads before it);
+//! * a sub-ring is one thread's (or, after it, its lease's next holder's):
+//!   its later records are stamped no earlier than its last peeked one;
+//! * its frontier is claimed by a live writer (or corrupt): nothing new is
+//!   known, and the source keeps its bound of the round before (still a
+//!   lower bound: the claim became visible after the look that produced it).
+//!
+//! The **watermark** `W` is the least bound of all sources: no record not yet
+//! peeked anywhere is stamped below it. A round takes from each source the
+//! prefix of its run with `key ≤ W` and merges those prefixes by
+//! `(key, source index)`, keeping each source's order. If x → y and y is
+//! taken, x is taken in the same round or an earlier one (x unpeeked would
+//! mean `stamp(x) ≥ W ≥ key(y) > stamp(x)`), and within a round the keys
+//! put x first.
+//!
+//! **What is not ordered.** Records of two threads that overlap in time
+//! (neither was complete before the other was claimed) come out in stamp
+//! order as far as the keys can tell, but nothing more is promised: no
+//! reader can tell in which order they happened. A clock that disagrees
+//! between cores by more than [`SLACK`] could let a record claimed just
+//! after the consumer's look be stamped below `W`; it would then still come
+//! out in its source's order, but after records that it happened before.
+//!
+//! A claim of a dead writer (`None` in a run) carries no record: it is
+//! taken as soon as everything before it in its source is.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::ring::Frontier;
+
+/// How far below the consumer's clock reading a record claimed after it
+/// may be stamped, in nanoseconds (see the module doc). With clocks that
+/// agree exactly no slack is needed (`tests`: the randomized model): a
+/// record x that happened before y was complete before y's claim, so
+/// either the consumer saw x or x was published after its look, and then
+/// y was stamped after `L`. What the slack covers is disagreement between
+/// the consumer's clock and a writer's: invariant TSCs of two cores of one
+/// machine (synchronised by firmware, checked by Linux at boot to within a
+/// few hundred cycles), an `rdtsc` executed ahead of the loads before it
+/// (the out-of-order window, well under a microsecond), a VM's virtual TSCs.
+/// 50 µs leaves a wide margin; a claim store still in its writer's store
+/// buffer when the consumer looks needs none (its publish comes later).
+/// The price: a record waits at least this long before it is handed on.
+pub(crate) const SLACK_NS: u64 = 50_000;
+
+/// Which kind of ring a source is: its bound's rules differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SourceKind {
+    /// The ring every writer may claim in (in claim order).
+    Shared,
+    /// One writer thread's ring (in that thread's order).
+    SubRing,
+}
+
+/// What the consumer knows of a source's records beyond its peeked run:
+/// none at or after ticket `end` is stamped below `value`. Kept between
+/// rounds, because a source whose frontier is a live claim gives no new
+/// evidence (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bound {
+    value: u64,
+    end: u64,
+}
+
+impl Bound {
+    /// The source's bound for this round, after a look at it from ticket
+    /// `start` found `stamps` and `frontier`; `seen_after` is the consumer's
+    /// clock at the round's start less [`SLACK_NS`] (in ticks).
+    ///
+    /// The evidence of an earlier round holds only beyond the run that
+    /// round peeked: a sub-ring's look may stop at one batch, short of
+    /// records an earlier look saw, and those may be stamped below it.
+    pub(crate) fn after_peek(
+        &mut self,
+        kind: SourceKind,
+        start: u64,
+        seen_after: u64,
+        stamps: &[Option<u64>],
+        frontier: Frontier,
+    ) -> u64 {
+        let end = start.wrapping_add(stamps.len() as u64);
+        let mut bound = 0;
+        if frontier == Frontier::Unclaimed {
+            bound = seen_after;
+        }
+        if kind == SourceKind::SubRing
+            && let Some(last) = stamps.iter().rev().find_map(|s| *s)
+        {
+            // One thread's ring (its lease passes on only when it exits).
+            bound = bound.max(last);
+        }
+        // (Wrapping: tickets come from a file anyone may have scribbled on.)
+        let reaches_earlier_end = end.wrapping_sub(self.end) as i64 >= 0;
+        if reaches_earlier_end {
+            bound = bound.max(self.value);
+            *self = Bound { value: bound, end };
+        }
+        bound
+    }
+}
+
+/// One source's part in a round: its peeked run and its bound.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Source<'a> {
+    /// Per peeked ticket: the record's stamp, or `None` for a dead writer's
+    /// claim.
+    pub(crate) stamps: &'a [Option<u64>],
+    /// See [`Bound::after_peek`].
+    pub(crate) bound: u64,
+}
+
+/// What a round takes, and in which order it hands records on.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// The least bound of all sources.
+    pub(crate) watermark: u64,
+    /// Per source, how many of its peeked tickets to take (records and
+    /// dead claims).
+    pub(crate) prefix: Vec<usize>,
+    /// The merged order of the taken records (dead claims are not in it):
+    /// runs of `(source index, records)`, each taking that many records
+    /// from that source, in its order.
+    pub(crate) runs: Vec<(usize, usize)>,
+}
+
+impl Plan {
+    /// Records the plan hands on.
+    #[cfg(test)]
+    pub(crate) fn records(&self) -> usize {
+        self.runs.iter().map(|&(_, n)| n).sum()
+    }
+}
+
+/// The merge's scratch space, kept between rounds so a round allocates
+/// nothing once the consumer is warm.
+#[derive(Debug, Default)]
+pub(crate) struct Merger {
+    /// Keys of the taken records, source after source.
+    keys: Vec<u64>,
+    /// Where each source's keys start in `keys`.
+    starts: Vec<usize>,
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+}
+
+impl Merger {
+    /// Plans one round over `sources` into `plan` (see the module doc).
+    pub(crate) fn plan(&mut self, sources: &[Source<'_>], plan: &mut Plan) {
+        plan.watermark = sources.iter().map(|s| s.bound).min().unwrap_or(u64::MAX);
+        plan.prefix.clear();
+        plan.runs.clear();
+        self.keys.clear();
+        self.starts.clear();
+        for source in sources {
+            self.starts.push(self.keys.len());
+            let taken = push_prefix_keys(source.stamps, plan.watermark, &mut self.keys);
+            plan.prefix.push(taken);
+        }
+        self.starts.push(self.keys.len());
+        let with_records: Vec<usize> = (0..sources.len()).filter(|&i| self.starts[i + 1] > self.starts[i]).collect();
+        match with_records[..] {
+            [] => {}
+            // The common case (one busy thread): no merge to do.
+            [only] => plan.runs.push((only, self.starts[only + 1] - self.starts[only])),
+            _ => self.merge(&with_records, plan),
+        }
+    }
+
+    /// The k-way merge of the prefixes' keys, by (key, source index).
+    fn merge(&mut self, with_records: &[usize], plan: &mut Plan) {
+        let mut next = self.starts.clone();
+        self.heap.clear();
+        for &i in with_records {
+            self.heap.push(Reverse((self.keys[next[i]], i)));
+        }
+        while let Some(Reverse((_, i))) = self.heap.pop() {
+            // Take from source i every record whose key stays below the
+            // next source's head, in one run.
+            let end = self.starts[i + 1];
+            let limit = self.heap.peek().map(|Reverse(head)| *head);
+            let mut n = 0;
+            while next[i] < end && limit.is_none_or(|head| (self.keys[next[i]], i) < head) {
+                next[i] += 1;
+                n += 1;
+            }
+            match plan.runs.last_mut() {
+                Some((last, count)) if *last == i => *count += n,
+                _ => plan.runs.push((i, n)),
+            }
+            if next[i] < end {
+                self.heap.push(Reverse((self.keys[next[i]], i)));
+            }
+        }
+    }
+}
+
+/// Appends the keys of the records of `stamps`' prefix with key ≤
+/// `watermark` to `keys`, and returns the prefix's length in tickets.
+fn push_prefix_keys(stamps: &[Option<u64>], watermark: u64, keys: &mut Vec<u64>) -> usize {
+    // Suffix minimum, from the run's end: a dead claim after the last
+    // record has no key and goes with what precedes it.
+    let first = keys.len();
+    let mut suffix_min: Option<u64> = None;
+    let mut records = 0;
+    for stamp in stamps.iter().rev() {
+        if let Some(stamp) = *stamp {
+            let key = suffix_min.map_or(stamp, |m| m.min(stamp));
+            suffix_min = Some(key);
+            keys.push(key);
+            records += 1;
+        }
+    }
+    keys[first..].reverse();
+    // Keys never decrease along the run: the prefix ends at the first
+    // record whose key is above the watermark.
+    let take_records = keys[first..].partition_point(|&k| k <= watermark);
+    keys.truncate(first + take_records);
+    if take_records == records {
+        return stamps.len();
+    }
+    // The prefix's tickets: up to the first record not taken.
+    let mut seen = 0;
+    stamps
+        .iter()
+        .position(|s| {
+            if s.is_some() {
+                seen += 1;
+            }
+            seen > take_records
+        })
+        .unwrap_or(stamps.len())
+}
+
+#[cfg(test)]
+mod tests;
