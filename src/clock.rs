@@ -93,6 +93,30 @@ impl ClockSource {
         }
     }
 
+    /// Reads the clock no earlier than every instruction before the call and
+    /// no later than every load after it: for a consumer that compares the
+    /// reading with what it then finds in slots (`consumer::merge`). A bare
+    /// `rdtsc` may execute before the loads ahead of it complete, or after
+    /// later ones; `lfence` on both sides forbids both (on AMD as well: Linux
+    /// makes `lfence` dispatch-serializing there).
+    #[inline]
+    pub fn now_ordered(self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: lfence has no preconditions; SSE2 is part of x86-64.
+        unsafe {
+            core::arch::x86_64::_mm_lfence()
+        };
+        let now = self.now();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        unsafe {
+            core::arch::x86_64::_mm_lfence()
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        now
+    }
+
     /// Measures this clock against `CLOCK_MONOTONIC` over `interval`.
     pub fn calibrate(self, interval: std::time::Duration) -> Calibration {
         let (t0, ns0) = (self.now(), monotonic_ns());

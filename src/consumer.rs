@@ -1,26 +1,23 @@
-//! The consumer: the one process that drains a ring.
+//! The consumer: the one process that drains a ring — the shared ring and
+//! every sub-ring, merged into one stream (`sources`, `merge`).
 
 mod batching;
 mod merge;
+mod sources;
 
 pub use batching::BatchPolicy;
-use batching::{Batching, Due};
+pub(crate) use sources::total_progress;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 use crate::format::{READER_LOCK_OFFSET, Record};
 use crate::process::pid_namespace;
-use crate::ring::{Cursor, Owner, Progress};
+use crate::ring::Progress;
 use crate::shm::Ring;
 use crate::sync::Ordering;
-
-/// How long a claim may stay unpublished before the consumer asks the
-/// kernel whether its writer is alive. A live writer publishes within
-/// nanoseconds unless descheduled; this keeps the system call off the
-/// common path.
-const LIVENESS_GRACE: Duration = Duration::from_millis(2);
+use sources::Sources;
 
 /// The longest sleep of an idle consumer.
 const LONGEST_IDLE_PAUSE: Duration = Duration::from_millis(1);
@@ -38,19 +35,16 @@ pub struct Batch {
 /// dropped; a second consumer gets `ErrorKind::ReaderBusy`.
 pub struct Consumer {
     ring: Ring,
-    cursor: Cursor,
-    /// The claim (ticket, owner) the consumer last found blocking it, and
-    /// since when.
-    blocked_on: Option<(u64, Owner, Instant)>,
+    /// The shared ring and the sub-rings, each with its cursor.
+    sources: Sources,
     /// The next idle pause (see [`Consumer::pause_if_idle`]).
     idle_pause: Duration,
-    /// When [`Consumer::take_due`] takes records (module `batching`).
-    batching: Batching,
 }
 
 impl Consumer {
-    /// Attaches as the consumer of the ring at `path`, resuming after the
-    /// last record the previous consumer committed.
+    /// Attaches as the consumer of the ring at `path`, resuming every
+    /// source (the shared ring, each sub-ring) after the last record the
+    /// previous consumer committed there.
     ///
     /// # Errors
     /// As [`Ring::open`]; `ReaderBusy` (with the consumer's pid) if another
@@ -70,9 +64,8 @@ impl Consumer {
         }
         reader.reader_pid.store(std::process::id(), Ordering::Relaxed);
         reader.reader_pid_ns.store(own_namespace, Ordering::Relaxed);
-        let cursor = ring.view().attach_consumer();
-        let batching = Batching::new(BatchPolicy::for_capacity(ring.capacity()));
-        Ok(Consumer { ring, cursor, blocked_on: None, idle_pause: Duration::ZERO, batching })
+        let sources = Sources::attach(&ring);
+        Ok(Consumer { ring, sources, idle_pause: Duration::ZERO })
     }
 
     /// The ring being consumed.
@@ -80,53 +73,49 @@ impl Consumer {
         &self.ring
     }
 
-    /// Takes up to `max` records, in ticket order, appending them to `out`.
-    /// Call [`Consumer::commit`] once they are handed on; a consumer killed
+    /// Takes up to `max` records, in merged order, appending them to `out`;
+    /// each record's `ticket` is its position in the merged stream. Call
+    /// [`Consumer::commit`] once they are handed on; a consumer killed
     /// before that loses them, and its successor counts them lost.
     ///
-    /// Never waits: a slot a live writer is still filling ends the batch.
+    /// The order: the rings' records merged by timestamp behind a
+    /// watermark (`consumer::merge`): a record that was complete before
+    /// another was claimed comes first, and each ring's own order is kept.
+    /// Records stamped within the last 50 µs may wait for the next take.
+    ///
+    /// Never waits for a writer: a slot a live writer is still filling ends
+    /// its ring's part of the batch (and holds back later records of the
+    /// other rings). Waits at most 50 µs, once, when every record it found
+    /// is that recent.
     pub fn take(&mut self, max: usize, out: &mut Vec<Record>) -> Batch {
-        let (ring, blocked_on) = (&self.ring, &mut self.blocked_on);
-        let taken = ring.view().take(&mut self.cursor, max, out, |ticket, owner| match *blocked_on {
-            Some((t, o, since)) if (t, o) == (ticket, owner) => {
-                since.elapsed() >= LIVENESS_GRACE && ring.is_owner_dead(owner)
-            }
-            _ => {
-                *blocked_on = Some((ticket, owner, Instant::now()));
-                false
-            }
-        });
-        Batch { records: taken.records, lost: taken.lost }
+        let round = self.sources.round_all(&self.ring, max, out);
+        Batch { records: round.records, lost: round.lost }
     }
 
-    /// As [`Consumer::take`], but only what the batching policy says is
-    /// due ([`BatchPolicy`]): nothing while fewer than a batch are published
-    /// and the oldest has not waited its bound, one whole batch when one is
-    /// published, everything when writers wait for space. The readers that
-    /// run beside a workload take records this way; `take` and
+    /// As [`Consumer::take`], but only when the batching policy says a
+    /// take is due ([`BatchPolicy`]), for any ring: a whole batch published,
+    /// writers waiting for space, or a record that waited its bound. The
+    /// readers that run beside a workload take records this way; `take` and
     /// [`Consumer::drain`] take everything, for the end of a recording.
     pub fn take_due(&mut self, max: usize, out: &mut Vec<Record>) -> Batch {
-        let next = self.cursor.progress().taken;
-        match self.batching.due(&self.ring.view(), next, self.ring.capacity(), false) {
-            Due::Nothing => Batch::default(),
-            Due::Batch(batch) => self.take(max.min(usize::try_from(batch).unwrap_or(usize::MAX)), out),
-            Due::Everything => self.take(max, out),
-        }
+        let round = self.sources.round(&self.ring, max, out, false);
+        Batch { records: round.records, lost: round.lost }
     }
 
     /// The batching policy of [`Consumer::take_due`].
     pub fn batch_policy(&self) -> BatchPolicy {
-        self.batching.policy()
+        self.sources.batch_policy()
     }
 
-    /// Replaces the batching policy ([`BatchPolicy::eager`]: none).
+    /// Replaces the batching policy ([`BatchPolicy::eager`]: none); a
+    /// sub-ring's batches stay no larger than an eighth of it.
     pub fn set_batch_policy(&mut self, policy: BatchPolicy) {
-        self.batching = Batching::new(policy);
+        self.sources.set_batch_policy(&self.ring, policy);
     }
 
     /// Declares the records of the last [`Consumer::take`] handed on.
     pub fn commit(&mut self) {
-        self.ring.view().commit(&mut self.cursor);
+        self.sources.commit(&self.ring);
     }
 
     /// Takes, hands to `f` and commits, until the ring is momentarily empty
@@ -179,18 +168,21 @@ impl Consumer {
         Ok(handled)
     }
 
-    /// Whether every record claimed so far has been taken. A writer that
-    /// stopped (or died) before this returns true has nothing left in the
-    /// ring; the reader uses it to place a death after the dead process's
-    /// last record.
+    /// Whether every record claimed so far, in every ring, has been taken.
+    /// A writer that stopped (or died) before this returns true has nothing
+    /// left in the ring; the reader uses it to place a death after the dead
+    /// process's last record.
     pub fn caught_up(&self) -> bool {
-        self.ring.view().caught_up(&self.cursor)
+        self.sources.caught_up(&self.ring)
     }
 
-    /// The first ticket no writer has claimed yet: the records between
-    /// [`Consumer::progress`]'s `taken` and this are in the ring, waiting.
+    /// [`Consumer::progress`]'s `taken` plus the records claimed so far and
+    /// not yet taken, in every ring: the merged stream's position that the
+    /// records claimed before this call end below. (Claimed before does not
+    /// mean merged before: a record claimed later in another ring may be
+    /// stamped earlier and come out among them.)
     pub fn claimed_end(&self) -> u64 {
-        self.ring.view().claimed_end(&self.cursor)
+        self.sources.claimed_end(&self.ring)
     }
 
     /// Sleeps when the last drain found the ring nearly empty, so the
@@ -210,8 +202,11 @@ impl Consumer {
     /// at most 1 ms (64 Ki slots). Writers that fill the ring meanwhile
     /// sleep until the next take wakes them (`RingView::wake_writers`), so
     /// pacing alone never makes a writer drop.
+    ///
+    /// With sub-rings the smallest ring sets these figures: a sub-ring that
+    /// fills sends its writer to the shared ring, the slower path.
     pub fn pause_if_idle(&mut self, handled: usize) {
-        let capacity = self.ring.capacity();
+        let capacity = self.sources.smallest_capacity(&self.ring);
         let shortest = Duration::from_nanos((capacity * 3 / 2).clamp(10_000, 1_000_000));
         if handled as u64 >= (capacity / 64).max(1) {
             self.idle_pause = shortest;
@@ -223,9 +218,11 @@ impl Consumer {
         self.idle_pause = pause * 2;
     }
 
-    /// The consumer progress as of the last take or commit.
+    /// The consumer progress as of the last take or commit, summed over
+    /// the rings (`taken` and `committed` are positions in the merged
+    /// stream).
     pub fn progress(&self) -> Progress {
-        self.cursor.progress()
+        self.sources.progress()
     }
 }
 

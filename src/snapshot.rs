@@ -300,7 +300,7 @@ impl Ring {
             capacities,
             untracked,
             untracked_capacities: header.control.loss.untracked_capacities.load(Ordering::Relaxed),
-            progress: self.view().progress(),
+            progress: crate::consumer::total_progress(self),
             dropped: self.view().dropped(),
             untracked_processes: header.control.loss.untracked_processes.load(Ordering::Relaxed),
             reader_pid: (reader_pid != 0).then_some(reader_pid),

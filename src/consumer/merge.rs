@@ -153,9 +153,34 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// Records the plan hands on.
-    #[cfg(test)]
     pub(crate) fn records(&self) -> usize {
         self.runs.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// Cuts the plan to its first `max` records in merged order (a prefix
+    /// of the merged stream is as ordered as the whole); `sources` are
+    /// those it was planned over.
+    pub(crate) fn truncate(&mut self, max: usize, sources: &[Source<'_>]) {
+        if self.records() <= max {
+            return;
+        }
+        let mut per_source = vec![0; sources.len()];
+        let mut left = max;
+        let mut kept = 0;
+        for run in self.runs.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            run.1 = run.1.min(left);
+            left -= run.1;
+            per_source[run.0] += run.1;
+            kept += 1;
+        }
+        self.runs.truncate(kept);
+        for (s, source) in sources.iter().enumerate() {
+            let run = &source.stamps[..self.prefix[s]];
+            self.prefix[s] = tickets_before_record(run, per_source[s]);
+        }
     }
 }
 
@@ -245,7 +270,13 @@ fn push_prefix_keys(stamps: &[Option<u64>], watermark: u64, keys: &mut Vec<u64>)
     if take_records == records {
         return stamps.len();
     }
-    // The prefix's tickets: up to the first record not taken.
+    tickets_before_record(stamps, take_records)
+}
+
+/// The tickets of `stamps` before its record number `n` (from 0): its
+/// first `n` records and the dead claims among and after them; all of
+/// `stamps` if it holds no more than `n` records.
+fn tickets_before_record(stamps: &[Option<u64>], n: usize) -> usize {
     let mut seen = 0;
     stamps
         .iter()
@@ -253,7 +284,7 @@ fn push_prefix_keys(stamps: &[Option<u64>], watermark: u64, keys: &mut Vec<u64>)
             if s.is_some() {
                 seen += 1;
             }
-            seen > take_records
+            seen > n
         })
         .unwrap_or(stamps.len())
 }

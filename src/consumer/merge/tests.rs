@@ -47,6 +47,21 @@ fn prefixes_merge_by_key_then_source_keeping_each_source_in_order() {
 }
 
 #[test]
+fn a_truncated_plan_is_a_prefix_of_the_merged_stream() {
+    let a: &[Option<u64>] = &[Some(1), None, Some(4), Some(9)];
+    let b: &[Option<u64>] = &[None, Some(2), Some(3)];
+    let sources = [Source { stamps: a, bound: 10 }, Source { stamps: b, bound: 10 }];
+    let mut p = Plan::default();
+    Merger::default().plan(&sources, &mut p);
+    assert_eq!((&p.prefix[..], &p.runs[..]), (&[4, 3][..], &[(0, 1), (1, 2), (0, 2)][..]));
+    p.truncate(2, &sources);
+    assert_eq!(p.runs, [(0, 1), (1, 1)]);
+    assert_eq!(p.prefix, [2, 2], "the dead claim after a's first record goes with it");
+    p.truncate(0, &sources);
+    assert_eq!((&p.prefix[..], p.records()), (&[0, 1][..], 0));
+}
+
+#[test]
 fn bounds_follow_the_frontier_and_hold_only_beyond_the_run_that_gave_them() {
     use Frontier::*;
     use SourceKind::*;
