@@ -11,8 +11,9 @@
 //!
 //! **Merged tickets.** A record's `ticket` becomes its position in the
 //! merged stream: the sum over sources of the positions committed before
-//! its round, plus its index in the round (the round's lost records take
-//! their numbers first). Sums of positions are what `progress`,
+//! its round, plus its index in the round, where a dead writer's claim
+//! (a lost record) takes the number just before the next record of its
+//! source. Sums of positions are what `progress`,
 //! `claimed_end` and the rest report, so tickets, `taken` and `committed`
 //! stay in one space.
 
@@ -34,9 +35,9 @@ const LIVENESS_GRACE: Duration = Duration::from_millis(2);
 #[derive(Debug)]
 struct SourceState {
     cursor: Cursor,
-    /// The claim (ticket, owner) the consumer last found blocking this
-    /// source, and since when.
-    blocked_on: Option<(u64, Owner, Instant)>,
+    /// The claims of this source the consumer found blocking it and then
+    /// dead (`is_dead`).
+    liveness: Liveness,
     /// What the consumer knows of the stamps still to come.
     bound: Bound,
     /// This round's bound (`Bound::after_peek`).
@@ -54,8 +55,6 @@ struct SourceState {
 pub(crate) struct Round {
     pub(crate) records: usize,
     pub(crate) lost: usize,
-    /// Records were peeked but held back by the watermark.
-    pub(crate) held: bool,
 }
 
 /// The consumer's sources and the merge's scratch space.
@@ -110,7 +109,7 @@ impl Sources {
         let sources = (0..=ring.subring_count())
             .map(|s| SourceState {
                 cursor: view(ring, s).attach_consumer(),
-                blocked_on: None,
+                liveness: Liveness::default(),
                 bound: Bound::default(),
                 round_bound: 0,
                 batching: Batching::new(policy_for(ring, s, policy)),
@@ -183,30 +182,53 @@ impl Sources {
         if !due_any {
             return Round::default();
         }
-        self.round_with(ring, max, out, &limits)
+        self.look(ring, max, &limits);
+        self.take_planned(ring, out)
     }
 
-    fn round_with(&mut self, ring: &Ring, max: usize, out: &mut Vec<Record>, limits: &[usize]) -> Round {
+    /// As [`Sources::round`] with everything due, but when the watermark
+    /// held back records it found (stamped within the last [`SLACK_NS`] or
+    /// so, or behind a live claim), waits that long once and looks again
+    /// before it takes: for a caller that drains to the end.
+    pub(crate) fn round_all(&mut self, ring: &Ring, max: usize, out: &mut Vec<Record>) -> Round {
+        let limits: Vec<usize> = (0..self.sources.len()).map(|s| capacity(ring, s) as usize + 1).collect();
+        if self.look(ring, max, &limits) {
+            std::thread::sleep(Duration::from_nanos(SLACK_NS));
+            self.look(ring, max, &limits);
+        }
+        self.take_planned(ring, out)
+    }
+
+    /// Peeks every source (up to `limits[s]` tickets) and plans the round
+    /// into `self.plan`. Returns whether the watermark held back a record
+    /// the plan would otherwise have room for.
+    fn look(&mut self, ring: &Ring, max: usize, limits: &[usize]) -> bool {
         // The clock before any slot load (module `merge`: every record
         // claimed after a look at its slot is stamped after this).
         let seen_after = ring.clock_source().now_ordered().saturating_sub(self.slack_ticks);
-        let mut peeked = false;
+        let mut peeked = 0;
         for (s, source) in self.sources.iter_mut().enumerate() {
             source.stamps.clear();
-            let blocked_on = &mut source.blocked_on;
+            let liveness = &mut source.liveness;
             let frontier = view(ring, s).peek(&source.cursor, limits[s], &mut source.stamps, |ticket, owner| {
-                is_dead(ring, blocked_on, ticket, owner)
+                liveness.is_dead(ring, ticket, owner)
             });
             let kind = if s == 0 { SourceKind::Shared } else { SourceKind::SubRing };
             let start = source.cursor.progress().taken;
             source.round_bound = source.bound.after_peek(kind, start, seen_after, &source.stamps, frontier);
-            peeked |= !source.stamps.is_empty();
+            peeked += source.stamps.iter().filter(|s| s.is_some()).count();
         }
         let round: Vec<Source<'_>> =
             self.sources.iter().map(|s| Source { stamps: &s.stamps, bound: s.round_bound }).collect();
         self.merger.plan(&round, &mut self.plan);
+        let planned = self.plan.records();
         self.plan.truncate(max, &round);
-        drop(round);
+        planned < peeked && planned < max
+    }
+
+    /// Takes what `self.plan` says from each source and appends the records
+    /// to `out` in merged order, numbered with merged tickets.
+    fn take_planned(&mut self, ring: &Ring, out: &mut Vec<Record>) -> Round {
         let base = self.progress().taken;
         let first = out.len();
         let mut lost = 0;
@@ -222,6 +244,7 @@ impl Sources {
             let taken = view(ring, s).take(&mut source.cursor, n, into, |_, _| true);
             debug_assert_eq!(taken.records + taken.lost, n, "a take finds what the peek found");
             lost += taken.lost;
+            source.liveness.forget_below(source.cursor.progress().taken);
         }
         if !single {
             for &(s, n) in &self.plan.runs {
@@ -231,40 +254,70 @@ impl Sources {
                 source.taken.clear();
             }
         }
-        // Merged tickets: lost records take the round's first numbers.
-        let numbered = base.wrapping_add(lost as u64);
-        for (i, record) in out[first..].iter_mut().enumerate() {
-            record.ticket = numbered.wrapping_add(i as u64);
+        // Merged tickets. A dead writer's claim takes the number just before
+        // the next record of its source (trailing ones, the round's last
+        // numbers): with one busy ring, merged tickets are its own.
+        let mut next = base;
+        let mut record = first;
+        let mut cursors = vec![0; self.sources.len()];
+        for &(s, n) in &self.plan.runs {
+            let stamps = &self.sources[s].stamps;
+            for _ in 0..n {
+                while stamps[cursors[s]].is_none() {
+                    cursors[s] += 1;
+                    next = next.wrapping_add(1);
+                }
+                cursors[s] += 1;
+                out[record].ticket = next;
+                next = next.wrapping_add(1);
+                record += 1;
+            }
         }
-        let records = out.len() - first;
-        Round { records, lost, held: peeked && records + lost == 0 }
-    }
-
-    /// As [`Sources::round`] with everything due, but when records were
-    /// peeked and all held back by the watermark (stamped within the last
-    /// [`SLACK_NS`] or so), waits that long once and looks again: for a
-    /// caller that drains to the end.
-    pub(crate) fn round_all(&mut self, ring: &Ring, max: usize, out: &mut Vec<Record>) -> Round {
-        let round = self.round(ring, max, out, true);
-        if !round.held {
-            return round;
-        }
-        std::thread::sleep(Duration::from_nanos(SLACK_NS));
-        self.round(ring, max, out, true)
+        Round { records: out.len() - first, lost }
     }
 }
 
-/// Whether the writer holding (`ticket`, `owner`) died: asked only about the
-/// claim a source is blocked on, and only once it blocked it for
-/// [`LIVENESS_GRACE`] (one system call then).
-fn is_dead(ring: &Ring, blocked_on: &mut Option<(u64, Owner, Instant)>, ticket: u64, owner: Owner) -> bool {
-    match *blocked_on {
-        Some((t, o, since)) if (t, o) == (ticket, owner) => {
-            since.elapsed() >= LIVENESS_GRACE && ring.is_owner_dead(owner)
+/// Which claims of one source block it, and which were found dead.
+///
+/// A peek asks about every claim in its run each round (a take used to
+/// consume a dead claim as soon as it was found; a peek may find it again
+/// and again while the watermark holds its source back), so a verdict of
+/// "dead" is kept until the claim is taken.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// The claim (ticket, owner) last found blocking the source, and since
+    /// when.
+    blocked_on: Option<(u64, Owner, Instant)>,
+    /// Claims found dead and not yet taken.
+    dead: Vec<(u64, Owner)>,
+}
+
+impl Liveness {
+    /// Whether the writer holding (`ticket`, `owner`) died: asked of the
+    /// kernel only once the claim blocked the source for
+    /// [`LIVENESS_GRACE`] (one system call then).
+    fn is_dead(&mut self, ring: &Ring, ticket: u64, owner: Owner) -> bool {
+        if self.dead.contains(&(ticket, owner)) {
+            return true;
         }
-        _ => {
-            *blocked_on = Some((ticket, owner, Instant::now()));
-            false
+        match self.blocked_on {
+            Some((t, o, since)) if (t, o) == (ticket, owner) => {
+                let dead = since.elapsed() >= LIVENESS_GRACE && ring.is_owner_dead(owner);
+                if dead {
+                    self.dead.push((ticket, owner));
+                    self.blocked_on = None;
+                }
+                dead
+            }
+            _ => {
+                self.blocked_on = Some((ticket, owner, Instant::now()));
+                false
+            }
         }
+    }
+
+    /// Drops the verdicts on claims below `taken` (taken, counted lost).
+    fn forget_below(&mut self, taken: u64) {
+        self.dead.retain(|&(ticket, _)| ticket.wrapping_sub(taken) as i64 >= 0);
     }
 }
