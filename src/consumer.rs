@@ -242,3 +242,6 @@ impl Drop for Consumer {
         self.ring.unlock(READER_LOCK_OFFSET);
     }
 }
+
+#[cfg(test)]
+mod tests;

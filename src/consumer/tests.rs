@@ -1,0 +1,179 @@
+//! The consumer over several rings of a real ring file: records written
+//! straight into the shared ring and the sub-rings (the writer's sub-ring
+//! path is the writer's tests' business), each stamped after its claim.
+
+use super::*;
+use crate::ring::{Owner, RingView};
+use crate::shm::RingOptions;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+
+/// A ring file with two sub-rings, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(tag: &str) -> (TempFile, Ring) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, StdOrdering::Relaxed);
+        let path = crate::shm::ring_path(&format!("unit-consumer-{tag}-{}-{n}", std::process::id()));
+        let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
+        let ring = Ring::create(&path, options).unwrap();
+        (TempFile(path), ring)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An owner no process holds: asked about, it is dead.
+const NOBODY: Owner = Owner { slot: 1000, generation: 1 };
+/// The owner of records that are published (never asked about).
+const WRITER: Owner = Owner { slot: 3, generation: 1 };
+
+/// Source 0 is the shared ring, `i + 1` sub-ring `i`.
+fn source(ring: &Ring, s: usize) -> RingView<'_> {
+    if s == 0 { ring.view() } else { ring.subring_view(s - 1) }
+}
+
+/// Writes record `id` into source `s`, stamped after its claim.
+fn put(ring: &Ring, s: usize, id: u64) {
+    let claim = source(ring, s).claim(WRITER).unwrap();
+    let stamp = ring.clock_source().now();
+    claim.publish(&[stamp, id, 0, 0, 0, 0, 0]);
+}
+
+/// Everything there is, once every record is older than the slack.
+fn drain(consumer: &mut Consumer) -> Vec<Record> {
+    std::thread::sleep(Duration::from_millis(1));
+    let (mut out, mut buf) = (Vec::new(), Vec::new());
+    consumer
+        .drain(usize::MAX, &mut buf, |r| {
+            out.extend_from_slice(r);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    out
+}
+
+fn ids(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.buffer_id).collect()
+}
+
+fn tickets(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.ticket).collect()
+}
+
+#[test]
+fn records_of_every_ring_come_out_in_stamp_order_with_merged_tickets() {
+    let (tmp, ring) = TempFile::new("merged");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    // One buffer passed from thread to thread: each record written after
+    // the one before it was complete, in three rings.
+    let order = [1, 0, 2, 2, 1, 0, 0, 1, 2];
+    for (id, &s) in order.iter().enumerate() {
+        put(&ring, s, id as u64);
+    }
+    assert!(!consumer.caught_up());
+    assert_eq!(consumer.claimed_end(), 9);
+    let out = drain(&mut consumer);
+    assert_eq!(ids(&out), (0..9).collect::<Vec<_>>());
+    assert_eq!(tickets(&out), (0..9).collect::<Vec<_>>());
+    let progress = consumer.progress();
+    assert_eq!((progress.taken, progress.committed, progress.delivered), (9, 9, 9));
+    assert_eq!(total_progress(&ring), progress, "the file says what the consumer says");
+    assert!(consumer.caught_up());
+    assert_eq!(consumer.claimed_end(), 9);
+}
+
+#[test]
+fn a_ring_keeps_its_own_order_whatever_the_stamps() {
+    let (tmp, ring) = TempFile::new("own-order");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    // Claimed first, stamped last (a writer preempted between the two).
+    let late = ring.view().claim(WRITER).unwrap();
+    put(&ring, 0, 1);
+    put(&ring, 1, 2);
+    late.publish(&[ring.clock_source().now(), 0, 0, 0, 0, 0, 0]);
+    let out = drain(&mut consumer);
+    // 0 comes before 1 (its ring's order), and so before 2, which came
+    // after 1 in time; 0's stamp is the latest of all.
+    assert_eq!(ids(&out), [0, 1, 2]);
+    assert_eq!(tickets(&out), [0, 1, 2]);
+}
+
+#[test]
+fn a_take_of_fewer_than_there_are_is_a_prefix_of_the_merged_stream() {
+    let (tmp, ring) = TempFile::new("prefix");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    for (id, s) in [2, 1, 0, 2, 1].into_iter().enumerate() {
+        put(&ring, s, id as u64);
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    let mut out = Vec::new();
+    assert_eq!(consumer.take(2, &mut out), Batch { records: 2, lost: 0 });
+    consumer.commit();
+    assert_eq!(consumer.progress().committed, 2);
+    out.extend(drain(&mut consumer));
+    assert_eq!(ids(&out), [0, 1, 2, 3, 4]);
+    assert_eq!(tickets(&out), [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_restarted_consumer_resumes_every_ring_and_counts_what_its_predecessor_held() {
+    let (tmp, ring) = TempFile::new("restart");
+    let mut first = Consumer::attach(&tmp.0).unwrap();
+    for (id, s) in [0, 1, 2, 1].into_iter().enumerate() {
+        put(&ring, s, id as u64);
+    }
+    let committed = drain(&mut first);
+    assert_eq!(tickets(&committed), [0, 1, 2, 3]);
+    for (id, s) in [2, 0, 1].into_iter().enumerate() {
+        put(&ring, s, 10 + id as u64);
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    let mut held = Vec::new();
+    assert_eq!(first.take(usize::MAX, &mut held).records, 3);
+    // Killed before it commits: its successor counts the three lost, once.
+    drop(first);
+    put(&ring, 2, 20);
+    put(&ring, 0, 21);
+    let mut second = Consumer::attach(&tmp.0).unwrap();
+    assert_eq!(second.progress().lost_reader_died, 3);
+    assert_eq!(second.progress().taken, 7);
+    let out = drain(&mut second);
+    assert_eq!(ids(&out), [20, 21]);
+    assert_eq!(tickets(&out), [7, 8], "merged tickets go on from the sum of the rings' positions");
+    let p = second.progress();
+    assert_eq!(p.delivered + p.lost_reader_died + p.lost_writer_died, p.committed);
+}
+
+#[test]
+fn a_dead_writers_claim_in_a_sub_ring_is_counted_lost_and_holds_nothing_back_for_long() {
+    let (tmp, ring) = TempFile::new("dead-claim");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    put(&ring, 1, 0);
+    // A writer killed between its claim and its publish.
+    drop(ring.subring_view(0).claim(NOBODY).unwrap());
+    put(&ring, 1, 2);
+    put(&ring, 2, 3);
+    put(&ring, 0, 4);
+    let mut out = Vec::new();
+    // Found dead once it blocked its ring for the grace period.
+    for _ in 0..100 {
+        out.extend(drain(&mut consumer));
+        if out.len() == 4 {
+            break;
+        }
+        std::thread::sleep(LIVENESS_GRACE_FOR_TESTS);
+    }
+    assert_eq!(ids(&out), [0, 2, 3, 4]);
+    assert_eq!(tickets(&out), [0, 2, 3, 4], "the lost claim took number 1, before its ring's next record");
+    let p = consumer.progress();
+    assert_eq!((p.delivered, p.lost_writer_died, p.committed), (4, 1, 5));
+    assert!(consumer.caught_up());
+}
+
+/// At least the consumer's grace before it asks whether a writer died.
+const LIVENESS_GRACE_FOR_TESTS: Duration = Duration::from_millis(3);
