@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the blocks of a memtrack record file (.mtr, versions 1 to 3), one
+"""Prints the blocks of a memtrack record file (.mtr, versions 1 to 4), one
 per line as 128 hex digits (the 64 bytes, event code at byte 58), the end
 block left out: the reference decoder of docs/READER.md, "Record file".
 
@@ -44,7 +44,7 @@ def blocks(data):
                 return
             yield block
         raise ValueError("no end block")
-    if version != 3:
+    if version not in (3, 4):  # 4: version 3 with attach times in identity blocks
         raise ValueError(f"version {version}")
     ticket, time, slot, streams = M, 0, 0, {}
     at = 0

@@ -547,8 +547,9 @@ impl Engine {
     /// The first owner of an entry in the stream is generation 1, as in a
     /// fresh table, unless the reader attached to a ring in use: then the
     /// table it found ([`IdentityBlock::initial`]) says which generation
-    /// owned the entry, and records claimed before that look are of it (its
-    /// pid) or of an earlier owner, those after of it or of a later one.
+    /// owned the entry, and records of another pid are of an earlier owner
+    /// if stamped before that owner attached, else of a later one
+    /// ([`IdentityBlock::is_before_owner`]).
     /// A start record a full ring dropped, of an owner with the pid of the
     /// previous one, is the one case that merges two owners.
     fn owner(&mut self, record: &Record, time_ns: u64) -> ProcessId {
@@ -566,7 +567,7 @@ impl Engine {
         let generation = match self.initial.get(&slot) {
             None => 1,
             Some(first) if first.pid == pid => first.generation,
-            Some(first) if record.ticket < first.tail => first.generation.wrapping_sub(1),
+            Some(first) if first.is_before_owner(record) => first.generation.wrapping_sub(1),
             Some(first) => first.generation.wrapping_add(1),
         };
         self.new_process(slot, generation, pid)

@@ -190,7 +190,7 @@ impl Session {
             announced: HashSet::new(),
             last_poll: Instant::now() - PROCESS_POLL,
         };
-        session.announce(&at_start.processes, Some(backlog_end))?;
+        session.announce(&at_start.processes, true)?;
         session.write_start(&at_start, start)?;
         Ok(session)
     }
@@ -344,7 +344,7 @@ impl Session {
     /// block, deaths are queued for `place_deaths`.
     fn watch_table(&mut self) -> Result<()> {
         let table = self.ring().processes();
-        self.announce(&table, None)?;
+        self.announce(&table, false)?;
         for p in table {
             let id = (p.slot, p.generation);
             if p.state == ProcessState::Died
@@ -361,7 +361,7 @@ impl Session {
     /// yet into the stream, with its pid in our namespace where it can be
     /// found (it must be alive for that: the earlier the better).
     /// `initial_tail`: `table` is the table as we found it on attaching.
-    fn announce(&mut self, table: &[ProcessInfo], initial_tail: Option<u64>) -> Result<()> {
+    fn announce(&mut self, table: &[ProcessInfo], initial: bool) -> Result<()> {
         let new: Vec<&ProcessInfo> =
             table.iter().filter(|p| !self.announced.contains(&(p.slot, p.generation))).collect();
         if new.is_empty() {
@@ -370,7 +370,7 @@ impl Session {
         let new: Vec<ProcessInfo> = new.into_iter().cloned().collect();
         for (p, host_pid) in new.iter().zip(host_pids(&new)) {
             self.announced.insert((p.slot, p.generation));
-            self.handle_block(Block::Identity(IdentityBlock::new(p, host_pid, initial_tail)))?;
+            self.handle_block(Block::Identity(IdentityBlock::new(p, host_pid, initial)))?;
         }
         Ok(())
     }

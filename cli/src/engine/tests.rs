@@ -376,7 +376,7 @@ fn a_reader_attaching_late_takes_generations_from_the_table_it_found() {
     let mut s = Stream(testing::Stream::new(10));
     let initial = |slot, generation, pid| {
         let entry = table_entry(slot, generation, pid, "seen");
-        Block::Identity(IdentityBlock::new(&entry, Some(pid + 1000), Some(100)))
+        Block::Identity(IdentityBlock::version_3(&entry, Some(pid + 1000), Some(100)))
     };
     // Entry 0: generation 5 (pid 7) owned it when the reader looked, after
     // ticket 100. Entry 1: generation 3 (pid 8). Entry 2: generation 2 (pid 12).
@@ -410,16 +410,40 @@ fn a_reader_attaching_late_takes_generations_from_the_table_it_found() {
 }
 
 #[test]
+fn since_record_file_version_4_an_owners_attach_time_tells_earlier_owners_from_later_ones() {
+    // Records are stamped 10, 20, 30, 40. Merged tickets (ring format 3)
+    // say nothing of claim order across rings: these contradict the stamps.
+    let mut s = Stream(testing::Stream::new(10));
+    let initial = |slot, generation, pid, attach_ticks| {
+        let entry = memtrack::ProcessInfo { attach_ticks, ..table_entry(slot, generation, pid, "seen") };
+        Block::Identity(IdentityBlock::new(&entry, None, true))
+    };
+    for block in [initial(0, 5, 7, 15), initial(1, 3, 8, 15)] {
+        s.engine.apply_block(&block);
+    }
+    let mut at = |ticket, slot, pid, event: Event| {
+        let mut r = testing::buffer_record(event, pid, 0, DRAM, ticket, 1);
+        (r.ticket, r.process_slot) = (ticket, slot);
+        s.push(r);
+    };
+    at(900, 0, 9, Event::Alloc); // stamped 10, before generation 5 attached: an earlier owner
+    at(901, 0, 7, Event::Alloc); // the owner the reader saw
+    at(2, 1, 11, Event::Alloc); // stamped 30, after generation 3 attached: a later owner
+    let keys: Vec<(String, u32)> = s.engine.processes().iter().map(|p| (p.key(), p.pid)).collect();
+    assert_eq!(keys, [("0.4".to_owned(), 9), ("0.5".to_owned(), 7), ("1.4".to_owned(), 11)]);
+}
+
+#[test]
 fn identity_blocks_name_the_process_with_its_pid_in_the_readers_namespace() {
     let mut s = Stream::new();
     s.start(1, 1, "w");
     let mut entry = table_entry(1, 1, 1, "w");
     entry.start_time = 777;
-    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&entry, Some(4321), None)));
+    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&entry, Some(4321), false)));
     // Another owner's identity (the same pid, the next generation) is not this one's.
     let mut next = table_entry(1, 2, 1, "w");
     next.start_time = 888;
-    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&next, Some(5555), None)));
+    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&next, Some(5555), false)));
     let p = s.engine.process(s.id(1));
     assert_eq!((p.host_pid, p.start_time), (Some(4321), Some(777)));
     s.start(1, 1, "w");
@@ -455,7 +479,7 @@ fn table_block(state: memtrack::ProcessState, dropped: u64, phase: u8) -> Block 
 fn mid_run(opening: (i64, i64), first: u64, backlog_end: u64) -> Stream {
     let mut s = Stream(testing::Stream::new(10));
     let entry = table_entry(0, 1, 100, "runtime");
-    s.engine.apply_block(&Block::Identity(IdentityBlock::new(&entry, None, Some(backlog_end))));
+    s.engine.apply_block(&Block::Identity(IdentityBlock::version_3(&entry, None, Some(backlog_end))));
     s.engine.apply_block(&table_block(memtrack::ProcessState::Running, 0, ProcessBlock::AT_START));
     s.engine.apply_block(&Block::opening(CounterBlock::new(&entry, 0, DRAM, opening.0, opening.1)));
     s.engine.apply_block(&Block::Start(StartBlock::new(0, first, backlog_end, 0)));

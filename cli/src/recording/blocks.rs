@@ -132,8 +132,10 @@ pub struct DiedBlock {
 pub struct IdentityBlock {
     /// Start time (clock ticks since boot, `/proc/PID/stat` field 22).
     pub start_time: u64,
-    /// With `initial`: tickets claimed before the reader read the table
-    /// (the ring's tail, read first). 0 otherwise.
+    /// With `initial`: in files of version 4 on (flag
+    /// [`IdentityBlock::owner_attached_at`]), the ring clock when this owner
+    /// attached to its entry; in older files, tickets claimed before the
+    /// reader read the table (the ring's tail, read first). 0 otherwise.
     pub tail: u64,
     /// Name, NUL-padded.
     pub name: [u8; 32],
@@ -151,6 +153,10 @@ pub struct IdentityBlock {
 
 /// `IdentityBlock::flags`: the table as the reader found it on attaching.
 const IDENTITY_INITIAL: u8 = 1;
+/// `IdentityBlock::flags` (files of version 4 on): `tail` holds the owner's
+/// attach time (ring clock), not a ticket. Merged tickets (ring format 3)
+/// do not say which records were claimed before the table was read.
+const IDENTITY_ATTACH_TICKS: u8 = 2;
 
 const _: () = {
     assert!(size_of::<StartBlock>() == BLOCK_SIZE);
@@ -269,9 +275,20 @@ impl DiedBlock {
 
 impl IdentityBlock {
     /// Process `p`, found at `host_pid` in the reader's namespace (if it
-    /// was); `initial_tail` for an entry of the table a reader attaching
-    /// to a ring in use found, with the tail it read before.
-    pub fn new(p: &memtrack::ProcessInfo, host_pid: Option<u32>, initial_tail: Option<u64>) -> IdentityBlock {
+    /// was); `initial` for an entry of the table a reader attaching to a
+    /// ring in use found (it then carries the owner's attach time).
+    pub fn new(p: &memtrack::ProcessInfo, host_pid: Option<u32>, initial: bool) -> IdentityBlock {
+        let mut block = IdentityBlock::version_3(p, host_pid, initial.then_some(p.attach_ticks));
+        if initial {
+            block.flags |= IDENTITY_ATTACH_TICKS;
+        }
+        block
+    }
+
+    /// As a reader writing record files of versions 1 to 3 made it:
+    /// `initial_tail`, for an entry of the table a reader attaching to a
+    /// ring in use found, is the ring tail it read before.
+    pub fn version_3(p: &memtrack::ProcessInfo, host_pid: Option<u32>, initial_tail: Option<u64>) -> IdentityBlock {
         let mut block = IdentityBlock {
             start_time: p.start_time,
             tail: initial_tail.unwrap_or(0),
@@ -286,6 +303,25 @@ impl IdentityBlock {
         let n = p.name.len().min(block.name.len());
         block.name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
         block
+    }
+
+    /// With `initial`: the ring clock when this owner attached to its
+    /// entry, if the block says (files of version 4 on).
+    pub fn owner_attached_at(&self) -> Option<u64> {
+        (self.flags & IDENTITY_ATTACH_TICKS != 0).then_some(self.tail)
+    }
+
+    /// With `initial`: whether `record`, of this entry but of another pid,
+    /// is of an owner before this one (else of one after it). A record
+    /// stamped before this owner attached is of an earlier one: the entry
+    /// passes on only once its owner is gone, and every record is stamped
+    /// by its writer's clock, the clock of `owner_attached_at`. Older files
+    /// carry the ring's tail instead: a record claimed below it is earlier.
+    pub fn is_before_owner(&self, record: &Record) -> bool {
+        match self.owner_attached_at() {
+            Some(attached) => record.timestamp < attached,
+            None => record.ticket < self.tail,
+        }
     }
 
     /// Whether it is of the table as the reader found it on attaching.

@@ -53,8 +53,10 @@ use framing::{FRAME_HEADER_SIZE, FrameHeader, SEAL_AT};
 
 /// `"MTRECORD"`, little-endian.
 pub const FILE_MAGIC: u64 = u64::from_le_bytes(*b"MTRECORD");
-/// Version of this layout.
-pub const FILE_VERSION: u32 = 3;
+/// Version of this layout. Version 4 is version 3's layout; its initial
+/// identity blocks carry their owner's attach time, not a ring tail (ring
+/// format 3's merged tickets say nothing about claim order across rings).
+pub const FILE_VERSION: u32 = 4;
 /// The oldest version this reader reads.
 pub const OLDEST_FILE_VERSION: u32 = 1;
 /// Bytes of the file header.
@@ -840,8 +842,8 @@ mod tests {
         };
         let blocks = [
             Block::Record(record),
-            Block::Identity(IdentityBlock::new(&victim, Some(4242), Some(17))),
-            Block::Identity(IdentityBlock::new(&victim, None, None)),
+            Block::Identity(IdentityBlock::version_3(&victim, Some(4242), Some(17))),
+            Block::Identity(IdentityBlock::new(&victim, None, false)),
             Block::Died(DiedBlock::new(&victim, 99)),
             Block::Loss(LossBlock::new(5, &Progress { lost_writer_died: 1, ..Default::default() }, 0)),
             Block::Counter(CounterBlock::new(&victim, 1, 0, -5, 2)),
