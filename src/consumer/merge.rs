@@ -209,7 +209,8 @@ impl Merger {
             plan.prefix.push(taken);
         }
         self.starts.push(self.keys.len());
-        let with_records: Vec<usize> = (0..sources.len()).filter(|&i| self.starts[i + 1] > self.starts[i]).collect();
+        let with_records: Vec<usize> =
+            (0..sources.len()).filter(|&i| self.starts[i + 1] > self.starts[i]).collect();
         match with_records[..] {
             [] => {}
             // The common case (one busy thread): no merge to do.

@@ -145,7 +145,8 @@ impl Sources {
 
     /// The sum of the sources' first unclaimed positions.
     pub(crate) fn claimed_end(&self, ring: &Ring) -> u64 {
-        let ends = self.sources.iter().enumerate().map(|(s, source)| view(ring, s).claimed_end(&source.cursor));
+        let ends =
+            self.sources.iter().enumerate().map(|(s, source)| view(ring, s).claimed_end(&source.cursor));
         ends.fold(0, u64::wrapping_add)
     }
 
@@ -164,7 +165,13 @@ impl Sources {
 
     /// One round, if `everything` or the batching policy of any source says
     /// one is due: up to `max` records in merged order into `out`.
-    pub(crate) fn round(&mut self, ring: &Ring, max: usize, out: &mut Vec<Record>, everything: bool) -> Round {
+    pub(crate) fn round(
+        &mut self,
+        ring: &Ring,
+        max: usize,
+        out: &mut Vec<Record>,
+        everything: bool,
+    ) -> Round {
         // Per source, how far to look: a sub-ring with a whole batch
         // published, exactly that batch (not the lines its writer is
         // filling); else to the frontier (a full lap ends there).
@@ -210,9 +217,10 @@ impl Sources {
         for (s, source) in self.sources.iter_mut().enumerate() {
             source.stamps.clear();
             let liveness = &mut source.liveness;
-            let frontier = view(ring, s).peek(&source.cursor, limits[s], &mut source.stamps, |ticket, owner| {
-                liveness.is_dead(ring, ticket, owner)
-            });
+            let frontier =
+                view(ring, s).peek(&source.cursor, limits[s], &mut source.stamps, |ticket, owner| {
+                    liveness.is_dead(ring, ticket, owner)
+                });
             let kind = if s == 0 { SourceKind::Shared } else { SourceKind::SubRing };
             let start = source.cursor.progress().taken;
             source.round_bound = source.bound.after_peek(kind, start, seen_after, &source.stamps, frontier);

@@ -15,7 +15,8 @@ impl TempFile {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, StdOrdering::Relaxed);
         let path = crate::shm::ring_path(&format!("unit-consumer-{tag}-{}-{n}", std::process::id()));
-        let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
+        let options =
+            RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
         let ring = Ring::create(&path, options).unwrap();
         (TempFile(path), ring)
     }

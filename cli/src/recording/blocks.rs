@@ -288,7 +288,11 @@ impl IdentityBlock {
     /// As a reader writing record files of versions 1 to 3 made it:
     /// `initial_tail`, for an entry of the table a reader attaching to a
     /// ring in use found, is the ring tail it read before.
-    pub fn version_3(p: &memtrack::ProcessInfo, host_pid: Option<u32>, initial_tail: Option<u64>) -> IdentityBlock {
+    pub fn version_3(
+        p: &memtrack::ProcessInfo,
+        host_pid: Option<u32>,
+        initial_tail: Option<u64>,
+    ) -> IdentityBlock {
         let mut block = IdentityBlock {
             start_time: p.start_time,
             tail: initial_tail.unwrap_or(0),

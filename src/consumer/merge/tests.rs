@@ -71,7 +71,11 @@ fn bounds_follow_the_frontier_and_hold_only_beyond_the_run_that_gave_them() {
     assert_eq!(fresh(10, 0).after_peek(Shared, 0, 30, &run, Claimed), 10, "a live claim keeps the old bound");
     assert_eq!(fresh(10, 0).after_peek(Shared, 0, 30, &run, Limit), 10);
     assert_eq!(fresh(50, 0).after_peek(Shared, 0, 30, &run, Unclaimed), 50, "evidence is kept");
-    assert_eq!(fresh(10, 0).after_peek(SubRing, 0, 30, &run, Unclaimed), 40, "one thread: later stamps are later");
+    assert_eq!(
+        fresh(10, 0).after_peek(SubRing, 0, 30, &run, Unclaimed),
+        40,
+        "one thread: later stamps are later"
+    );
     assert_eq!(fresh(10, 0).after_peek(SubRing, 0, 30, &run, Claimed), 40);
     assert_eq!(fresh(10, 0).after_peek(SubRing, 0, 30, &[], Corrupt), 10);
     // A look that stops short of where an earlier one ended (a sub-ring's
@@ -80,7 +84,11 @@ fn bounds_follow_the_frontier_and_hold_only_beyond_the_run_that_gave_them() {
     let mut bound = Bound::default();
     assert_eq!(bound.after_peek(SubRing, 0, 0, &[Some(1), Some(2), Some(9)], Unclaimed), 9);
     assert_eq!(bound.after_peek(SubRing, 0, 10, &[Some(1)], Limit), 1);
-    assert_eq!(bound.after_peek(SubRing, 1, 10, &[Some(2), Some(9)], Claimed), 9, "from ticket 3 on, as said");
+    assert_eq!(
+        bound.after_peek(SubRing, 1, 10, &[Some(2), Some(9)], Claimed),
+        9,
+        "from ticket 3 on, as said"
+    );
 }
 
 // ---- a randomized model: threads, sub-rings, a shared ring, a consumer --
@@ -109,7 +117,6 @@ impl Rng {
 /// A record as the model knows it.
 #[derive(Clone, Copy, Debug)]
 struct Rec {
-    id: usize,
     /// When its claim happened and when it was complete (model time).
     claimed_at: u64,
     published_at: u64,
@@ -122,8 +129,15 @@ enum Slot {
     /// Claimed; the claim is visible to the consumer from `visible_at` on
     /// (a sub-ring's claim is a plain store that may wait in a store
     /// buffer; the shared ring's is a CAS, visible at once).
-    Claimed { id: usize, visible_at: u64, dead: bool },
-    Full { id: usize, stamp: u64 },
+    Claimed {
+        id: usize,
+        visible_at: u64,
+        dead: bool,
+    },
+    Full {
+        id: usize,
+        stamp: u64,
+    },
 }
 
 #[derive(Default)]
@@ -232,7 +246,7 @@ impl Model {
                         Some((self.next_buffer - 1, true))
                     }
                 };
-                self.records.push(Rec { id, claimed_at: now, published_at: u64::MAX, buffer });
+                self.records.push(Rec { claimed_at: now, published_at: u64::MAX, buffer });
                 let ring = &mut self.rings[source];
                 ring.slots.push(Slot::Claimed { id, visible_at: now + delay, dead: false });
                 self.threads[t].step = Step::Claimed { source, ticket: ring.slots.len() - 1 };
@@ -274,7 +288,9 @@ impl Model {
     fn end_thread(&mut self, t: usize) {
         let thread = self.threads.swap_remove(t);
         if let Step::Claimed { source, ticket } | Step::Stamped { source, ticket, .. } = thread.step {
-            let Slot::Claimed { id, visible_at, .. } = self.rings[source].slots[ticket] else { unreachable!() };
+            let Slot::Claimed { id, visible_at, .. } = self.rings[source].slots[ticket] else {
+                unreachable!()
+            };
             self.rings[source].slots[ticket] = Slot::Claimed { id, visible_at, dead: true };
             self.dead_claims += 1;
             self.records[id].published_at = u64::MAX; // Never published.
@@ -301,7 +317,9 @@ impl Model {
             }
             match *slot {
                 Slot::Full { stamp, .. } => stamps.push(Some(stamp)),
-                Slot::Claimed { visible_at, .. } if visible_at > self.now => return (stamps, Frontier::Unclaimed),
+                Slot::Claimed { visible_at, .. } if visible_at > self.now => {
+                    return (stamps, Frontier::Unclaimed);
+                }
                 Slot::Claimed { dead: true, .. } => stamps.push(None),
                 Slot::Claimed { .. } => return (stamps, Frontier::Claimed),
             }
@@ -378,8 +396,14 @@ impl Reader {
 fn run(seed: u64, store_buffer_delay: u64, writer_clock_behind: u64, slack: u64) -> Result<(), String> {
     let mut model = Model::new(seed, store_buffer_delay, writer_clock_behind);
     let sources = model.rings.len();
-    let mut reader =
-        Reader { slack, bounds: vec![Bound::default(); sources], merger: Merger::default(), round: None, out: Vec::new(), lost: 0 };
+    let mut reader = Reader {
+        slack,
+        bounds: vec![Bound::default(); sources],
+        merger: Merger::default(),
+        round: None,
+        out: Vec::new(),
+        lost: 0,
+    };
     let mut spawned = 4;
     while !model.threads.is_empty() {
         // The scheduler: mostly writers, the consumer a third of the time.
@@ -446,7 +470,10 @@ fn check(model: &Model, reader: &Reader) -> Result<(), String> {
     for &(id, _) in reader.out.iter().rev() {
         let rec = &model.records[id];
         if earliest_after < rec.claimed_at {
-            return Err(format!("record {id} (claimed at {}) before one complete at {earliest_after}", rec.claimed_at));
+            return Err(format!(
+                "record {id} (claimed at {}) before one complete at {earliest_after}",
+                rec.claimed_at
+            ));
         }
         earliest_after = earliest_after.min(rec.published_at);
     }
@@ -457,7 +484,9 @@ fn check(model: &Model, reader: &Reader) -> Result<(), String> {
             Some((b, true)) => {
                 alloc_at.insert(b, id);
             }
-            Some((b, false)) if !alloc_at.contains_key(&b) => return Err(format!("buffer {b} freed before its alloc")),
+            Some((b, false)) if !alloc_at.contains_key(&b) => {
+                return Err(format!("buffer {b} freed before its alloc"));
+            }
             _ => {}
         }
     }
