@@ -70,7 +70,11 @@ pub struct StartBlock {
     pub first_ticket: u64,
     /// Tickets below this were claimed before the reader attached: the
     /// records the ring held then (the backlog). Their effect is already in
-    /// the opening counters.
+    /// the opening counters. With merged tickets (ring format 3) the count
+    /// is exact, the boundary nearly: a record claimed before the attach
+    /// but stamped after it may swap places with one of another ring
+    /// claimed just after (the same uncertainty as a hook caught between
+    /// the reader's two reads, which the counter cross-check marks).
     pub backlog_end: u64,
     /// Records the ring's writers had dropped before the reader attached.
     pub dropped_before: u64,
