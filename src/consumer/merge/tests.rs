@@ -304,7 +304,7 @@ impl Model {
 
     /// The consumer's look at source `s` at the current time, as
     /// `RingView::peek` would give it.
-    fn peek(&self, s: usize) -> (Vec<Option<u64>>, Frontier) {
+    fn peek(&self, s: usize) -> Peeked {
         let ring = &self.rings[s];
         let subring_batch = s != 0
             && matches!(ring.slots.get(ring.taken + BATCH - 1), Some(Slot::Full { .. }))
@@ -331,13 +331,16 @@ impl Model {
     }
 }
 
+/// What a look at one source found.
+type Peeked = (Vec<Option<u64>>, Frontier);
+
 /// The consumer's state across rounds, and its output.
 struct Reader {
     slack: u64,
     bounds: Vec<Bound>,
     merger: Merger,
     /// Within a round: its clock and what it peeked so far.
-    round: Option<(u64, Vec<(Vec<Option<u64>>, Frontier)>)>,
+    round: Option<(u64, Vec<Peeked>)>,
     out: Vec<(usize, usize)>, // (record id, source)
     lost: usize,
 }
