@@ -3,7 +3,8 @@
 //!
 //! * `reader/drain_to_file`: records per second through a recording
 //!   session (into a record file, flushed before each commit, as `memtrack
-//!   record` does) while a writer thread runs flat out;
+//!   record` does) while a writer thread runs flat out (in the shared
+//!   ring, or with `MEMTRACK_BENCH_SUBRINGS=1` in its own sub-ring);
 //! * `reader/report_10m`: `memtrack report`'s analysis of a 10 M-record file
 //!   (5 rounds of 1 M allocations then 1 M frees: 1 M live buffers at the
 //!   peak).
@@ -44,6 +45,9 @@ fn drain_to_file(c: &mut Criterion) {
         Ring::create(&ring.0, RingOptions { capacity: RING_CAPACITY, ..RingOptions::default() }).unwrap(),
     )
     .unwrap();
+    // MEMTRACK_BENCH_SUBRINGS=1: the writer thread writes its own sub-ring
+    // (format 3), which the reader merges with the shared ring.
+    writer.use_subrings(std::env::var_os("MEMTRACK_BENCH_SUBRINGS").is_some_and(|v| v == "1"));
     let file = temp_file("drain");
     let mut group = c.benchmark_group("reader");
     group.sample_size(10).throughput(Throughput::Elements(DRAIN_RECORDS));

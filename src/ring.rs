@@ -639,27 +639,28 @@ impl<'a> RingView<'a> {
         }
     }
 
-    /// Looks at up to `max` tickets from the consumer's next one without
-    /// taking anything (no store: any process may call it, and the slots
-    /// stay the writers'): appends, per ticket, `Some(timestamp)` for a
-    /// published record or `None` for a claim of a writer `is_dead` says
-    /// died (a record [`RingView::take`] will count lost), and says what
-    /// ended the look. `is_dead` is asked as `take` asks it (only about a
-    /// claim that would end the run), so a `take` of the tickets peeked here
-    /// finds the same run, as long as it treats the `None`s as dead: a Full
-    /// slot stays Full and a dead writer's claim stays claimed until the
-    /// consumer frees them.
+    /// Looks at up to `max` tickets from `start` (the consumer's next
+    /// ticket, or past tickets it already looked at) without taking
+    /// anything (no store: any process may call it, and the slots stay the
+    /// writers'): appends, per ticket, `Some(timestamp)` for a published
+    /// record or `None` for a claim of a writer `is_dead` says died (a
+    /// record [`RingView::take`] will count lost), and says what ended the
+    /// look. `is_dead` is asked as `take` asks it (only about a claim that
+    /// would end the run), so a `take` of the tickets peeked here finds the
+    /// same run, as long as it treats the `None`s as dead: a Full slot stays
+    /// Full and a dead writer's claim stays claimed until the consumer frees
+    /// them (so a consumer may keep what it peeked and look further on
+    /// from there next time).
     ///
     /// The consumer's merge of several rings (`consumer::merge`) orders
     /// records by these timestamps before it takes them.
     pub(crate) fn peek(
         &self,
-        cursor: &Cursor,
+        start: u64,
         max: usize,
         stamps: &mut Vec<Option<u64>>,
         mut is_dead: impl FnMut(u64, Owner) -> bool,
     ) -> Frontier {
-        let start = cursor.progress.taken;
         let mut ticket = start;
         while ticket.wrapping_sub(start) < max as u64 {
             prefetch(self.slot(ticket.wrapping_add(PREFETCH_DISTANCE)));

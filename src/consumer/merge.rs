@@ -69,7 +69,7 @@ use crate::ring::Frontier;
 /// 50 µs leaves a wide margin; a claim store still in its writer's store
 /// buffer when the consumer looks needs none (its publish comes later).
 /// The price: a record waits at least this long before it is handed on.
-pub(crate) const SLACK_NS: u64 = 50_000;
+pub(crate) const SLACK_NS: u64 = 10_000;
 
 /// Which kind of ring a source is: its bound's rules differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

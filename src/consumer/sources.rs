@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::batching::{BatchPolicy, Batching, Due};
 use super::merge::{Bound, Merger, Plan, SLACK_NS, Source, SourceKind};
 use crate::format::Record;
-use crate::ring::{Cursor, Owner, Progress, RingView};
+use crate::ring::{Cursor, Frontier, Owner, Progress, RingView};
 use crate::shm::Ring;
 
 /// How long a claim may stay unpublished before the consumer asks the
@@ -44,8 +44,11 @@ struct SourceState {
     round_bound: u64,
     /// When this source wants a round (module `batching`).
     batching: Batching,
-    /// The last round's peeked run.
+    /// What the consumer peeked and has not taken yet: `stamps[head..]`,
+    /// from the cursor's next ticket on (kept between rounds: the slots
+    /// stay as they were until taken, so each is peeked once).
     stamps: Vec<Option<u64>>,
+    head: usize,
     /// The last round's take, when it is merged with other sources'.
     taken: Vec<Record>,
 }
@@ -114,6 +117,7 @@ impl Sources {
                 round_bound: 0,
                 batching: Batching::new(policy_for(ring, s, policy)),
                 stamps: Vec::new(),
+                head: 0,
                 taken: Vec::new(),
             })
             .collect();
@@ -213,25 +217,33 @@ impl Sources {
         // The clock before any slot load (module `merge`: every record
         // claimed after a look at its slot is stamped after this).
         let seen_after = ring.clock_source().now_ordered().saturating_sub(self.slack_ticks);
-        let mut peeked = 0;
         for (s, source) in self.sources.iter_mut().enumerate() {
-            source.stamps.clear();
-            let liveness = &mut source.liveness;
-            let frontier =
-                view(ring, s).peek(&source.cursor, limits[s], &mut source.stamps, |ticket, owner| {
-                    liveness.is_dead(ring, ticket, owner)
-                });
-            let kind = if s == 0 { SourceKind::Shared } else { SourceKind::SubRing };
+            // Look on from where the last look ended.
+            let known = source.stamps.len() - source.head;
             let start = source.cursor.progress().taken;
-            source.round_bound = source.bound.after_peek(kind, start, seen_after, &source.stamps, frontier);
-            peeked += source.stamps.iter().filter(|s| s.is_some()).count();
+            let frontier = if known < limits[s] {
+                let liveness = &mut source.liveness;
+                let from = start.wrapping_add(known as u64);
+                view(ring, s).peek(from, limits[s] - known, &mut source.stamps, |ticket, owner| {
+                    liveness.is_dead(ring, ticket, owner)
+                })
+            } else {
+                Frontier::Limit
+            };
+            let kind = if s == 0 { SourceKind::Shared } else { SourceKind::SubRing };
+            let run = &source.stamps[source.head..];
+            source.round_bound = source.bound.after_peek(kind, start, seen_after, run, frontier);
         }
-        let round: Vec<Source<'_>> =
-            self.sources.iter().map(|s| Source { stamps: &s.stamps, bound: s.round_bound }).collect();
+        let round: Vec<Source<'_>> = self
+            .sources
+            .iter()
+            .map(|s| Source { stamps: &s.stamps[s.head..], bound: s.round_bound })
+            .collect();
         self.merger.plan(&round, &mut self.plan);
+        let held = round.iter().zip(&self.plan.prefix).any(|(source, &n)| n < source.stamps.len());
         let planned = self.plan.records();
         self.plan.truncate(max, &round);
-        planned < peeked && planned < max
+        held && planned < max
     }
 
     /// Takes what `self.plan` says from each source and appends the records
@@ -267,7 +279,7 @@ impl Sources {
         // numbers): with one busy ring, merged tickets are its own.
         let mut next = base;
         let mut record = first;
-        let mut cursors = vec![0; self.sources.len()];
+        let mut cursors: Vec<usize> = self.sources.iter().map(|s| s.head).collect();
         for &(s, n) in &self.plan.runs {
             let stamps = &self.sources[s].stamps;
             for _ in 0..n {
@@ -279,6 +291,14 @@ impl Sources {
                 out[record].ticket = next;
                 next = next.wrapping_add(1);
                 record += 1;
+            }
+        }
+        for (source, &n) in self.sources.iter_mut().zip(&self.plan.prefix) {
+            source.head += n;
+            // Drop what was taken, now and then rather than every round.
+            if source.head * 2 >= source.stamps.len() {
+                source.stamps.drain(..source.head);
+                source.head = 0;
             }
         }
         Round { records: out.len() - first, lost }

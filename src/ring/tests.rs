@@ -123,15 +123,15 @@ fn peek_reports_stamps_and_the_frontier_and_takes_nothing() {
     let view = ring.view();
     let mut cursor = view.attach_consumer();
     let mut stamps = Vec::new();
-    assert_eq!(view.peek(&cursor, 8, &mut stamps, never_dead), Frontier::Unclaimed);
+    assert_eq!(view.peek(cursor.progress().taken, 8, &mut stamps, never_dead), Frontier::Unclaimed);
     assert!(stamps.is_empty());
     for i in 0..3 {
         view.claim(ALICE).unwrap().publish(&payload(10 + i));
     }
-    assert_eq!(view.peek(&cursor, 8, &mut stamps, never_dead), Frontier::Unclaimed);
+    assert_eq!(view.peek(cursor.progress().taken, 8, &mut stamps, never_dead), Frontier::Unclaimed);
     assert_eq!(stamps, [Some(10), Some(11), Some(12)]);
     stamps.clear();
-    assert_eq!(view.peek(&cursor, 2, &mut stamps, never_dead), Frontier::Limit);
+    assert_eq!(view.peek(cursor.progress().taken, 2, &mut stamps, never_dead), Frontier::Limit);
     assert_eq!(stamps, [Some(10), Some(11)]);
     // Nothing was taken: the progress did not move and a take finds all three.
     assert_eq!(view.progress(), Progress::default());
@@ -142,7 +142,7 @@ fn peek_reports_stamps_and_the_frontier_and_takes_nothing() {
         view.claim(BOB).unwrap().publish(&payload(20 + i));
     }
     stamps.clear();
-    assert_eq!(view.peek(&cursor, 100, &mut stamps, never_dead), Frontier::Unclaimed);
+    assert_eq!(view.peek(cursor.progress().taken, 100, &mut stamps, never_dead), Frontier::Unclaimed);
     assert_eq!(stamps.len(), 8);
     assert_eq!(stamps[7], Some(27));
 }
@@ -159,7 +159,7 @@ fn peek_and_take_agree_on_live_and_dead_claims() {
     view.claim(BOB).unwrap().publish(&payload(5));
     drop(dead); // Alice dies holding ticket 1.
     let mut stamps = Vec::new();
-    assert_eq!(view.peek(&cursor, 8, &mut stamps, never_dead), Frontier::Claimed);
+    assert_eq!(view.peek(cursor.progress().taken, 8, &mut stamps, never_dead), Frontier::Claimed);
     assert_eq!(stamps, [Some(1)], "a claim not found dead ends the run");
     stamps.clear();
     let mut asked = Vec::new();
@@ -167,7 +167,7 @@ fn peek_and_take_agree_on_live_and_dead_claims() {
         asked.push(t);
         o == ALICE
     };
-    assert_eq!(view.peek(&cursor, 8, &mut stamps, is_dead), Frontier::Claimed);
+    assert_eq!(view.peek(cursor.progress().taken, 8, &mut stamps, is_dead), Frontier::Claimed);
     assert_eq!(stamps, [Some(1), None, Some(3)], "the dead claim is lost; Bob's live one ends the run");
     assert_eq!(asked, [1, 3], "asked only about claims");
     // A take of exactly the peeked tickets, told they are dead, finds the same run.
@@ -177,7 +177,7 @@ fn peek_and_take_agree_on_live_and_dead_claims() {
     assert_eq!(out.iter().map(|r| r.timestamp).collect::<Vec<_>>(), [1, 3]);
     live.publish(&payload(4));
     stamps.clear();
-    assert_eq!(view.peek(&cursor, 8, &mut stamps, never_dead), Frontier::Unclaimed);
+    assert_eq!(view.peek(cursor.progress().taken, 8, &mut stamps, never_dead), Frontier::Unclaimed);
     assert_eq!(stamps, [Some(4), Some(5)]);
 }
 
@@ -189,7 +189,7 @@ fn peek_stops_at_a_corrupt_slot() {
     view.claim(ALICE).unwrap().publish(&payload(1));
     ring.slots[1].state.store(3, Ordering::Relaxed);
     let mut stamps = Vec::new();
-    assert_eq!(view.peek(&cursor, 4, &mut stamps, |_, _| true), Frontier::Corrupt);
+    assert_eq!(view.peek(cursor.progress().taken, 4, &mut stamps, |_, _| true), Frontier::Corrupt);
     assert_eq!(stamps, [Some(1)]);
 }
 
