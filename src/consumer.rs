@@ -81,11 +81,11 @@ impl Consumer {
     /// The order: the rings' records merged by timestamp behind a
     /// watermark (`consumer::merge`): a record that was complete before
     /// another was claimed comes first, and each ring's own order is kept.
-    /// Records stamped within the last 50 µs may wait for the next take.
+    /// Records stamped within the last 10 µs may wait for the next take.
     ///
     /// Never waits for a writer: a slot a live writer is still filling ends
     /// its ring's part of the batch (and holds back later records of the
-    /// other rings). Waits at most 50 µs, once, when every record it found
+    /// other rings). Waits at most 10 µs, once, when every record it found
     /// is that recent.
     pub fn take(&mut self, max: usize, out: &mut Vec<Record>) -> Batch {
         let round = self.sources.round_all(&self.ring, max, out);

@@ -94,7 +94,7 @@ fn whole_batches_are_taken_at_once_and_the_rest_waits() {
     let batch = consumer.batch_policy().batch;
     assert_eq!(batch, CAPACITY / 8);
     // Two whole batches and a few (the writer's start record is one of
-    // them), all stamped longer ago than the merge's slack (50 µs), so the
+    // them), all stamped longer ago than the merge's slack (10 µs), so the
     // watermark holds none back.
     for id in 1..2 * batch + 5 {
         writer.alloc(&buffer(id));

@@ -66,9 +66,13 @@ use crate::ring::Frontier;
 /// machine (synchronised by firmware, checked by Linux at boot to within a
 /// few hundred cycles), an `rdtsc` executed ahead of the loads before it
 /// (the out-of-order window, well under a microsecond), a VM's virtual TSCs.
-/// 50 µs leaves a wide margin; a claim store still in its writer's store
-/// buffer when the consumer looks needs none (its publish comes later).
-/// The price: a record waits at least this long before it is handed on.
+/// 10 µs leaves a wide margin over those; a claim store still in its
+/// writer's store buffer when the consumer looks needs none (its publish
+/// comes later). The price: a record waits at least this long before it is
+/// handed on, so a thread's sub-ring must hold what the thread writes in
+/// that time, or it spills into the shared ring: 10 µs at 15 ns a record
+/// is ~670 records of the default 2048 (50 µs, tried first, was ~3300, and
+/// a writer flat out then lived in the shared ring).
 pub(crate) const SLACK_NS: u64 = 10_000;
 
 /// Which kind of ring a source is: its bound's rules differ.
