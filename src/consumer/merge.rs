@@ -162,12 +162,10 @@ impl Plan {
     }
 
     /// Cuts the plan to its first `max` records in merged order (a prefix
-    /// of the merged stream is as ordered as the whole); `sources` are
-    /// those it was planned over.
+    /// of the merged stream is as ordered as the whole), and each source's
+    /// prefix to the records its runs hand on; `sources` are those it was
+    /// planned over.
     pub(crate) fn truncate(&mut self, max: usize, sources: &[Source<'_>]) {
-        if self.records() <= max {
-            return;
-        }
         let mut per_source = vec![0; sources.len()];
         let mut left = max;
         let mut kept = 0;
@@ -196,31 +194,57 @@ pub(crate) struct Merger {
     keys: Vec<u64>,
     /// Where each source's keys start in `keys`.
     starts: Vec<usize>,
+    /// Per source, one past its last record stamped at or below the
+    /// watermark.
+    ends: Vec<usize>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
 }
 
 impl Merger {
-    /// Plans one round over `sources` into `plan` (see the module doc).
-    pub(crate) fn plan(&mut self, sources: &[Source<'_>], plan: &mut Plan) {
-        plan.watermark = sources.iter().map(|s| s.bound).min().unwrap_or(u64::MAX);
+    /// Plans one round over `sources` into `plan` (see the module doc),
+    /// cut to its first `max` records in merged order.
+    ///
+    /// The work is in what is taken, not in what was peeked: a record's key
+    /// is at or below the watermark exactly when some record at or after it
+    /// in its run is stamped at or below it, so a source's prefix ends at
+    /// its last such record (found from the run's end, where the newest
+    /// records are); and keys are computed only where two sources have
+    /// records to merge, for the first `max` of each.
+    pub(crate) fn plan(&mut self, sources: &[Source<'_>], max: usize, plan: &mut Plan) {
+        let watermark = sources.iter().map(|s| s.bound).min().unwrap_or(u64::MAX);
+        plan.watermark = watermark;
         plan.prefix.clear();
         plan.runs.clear();
         self.keys.clear();
         self.starts.clear();
-        for source in sources {
-            self.starts.push(self.keys.len());
-            let taken = push_prefix_keys(source.stamps, plan.watermark, &mut self.keys);
-            plan.prefix.push(taken);
+        self.ends.clear();
+        let mut with_records = Vec::new();
+        for (s, source) in sources.iter().enumerate() {
+            let stamps = source.stamps;
+            // One past the last record stamped at or below the watermark.
+            let end = stamps.iter().rposition(|t| t.is_some_and(|t| t <= watermark)).map_or(0, |j| j + 1);
+            // With the dead claims after it, up to the next record.
+            let dead_after = stamps[end..].iter().take_while(|t| t.is_none()).count();
+            plan.prefix.push(end + dead_after);
+            self.ends.push(end);
+            if end > 0 {
+                with_records.push(s);
+            }
         }
-        self.starts.push(self.keys.len());
-        let with_records: Vec<usize> =
-            (0..sources.len()).filter(|&i| self.starts[i + 1] > self.starts[i]).collect();
         match with_records[..] {
             [] => {}
             // The common case (one busy thread): no merge to do.
-            [only] => plan.runs.push((only, self.starts[only + 1] - self.starts[only])),
-            _ => self.merge(&with_records, plan),
+            [only] => plan.runs.push((only, count_records(&sources[only].stamps[..self.ends[only]], max))),
+            _ => {
+                for s in 0..sources.len() {
+                    self.starts.push(self.keys.len());
+                    push_keys(&sources[s].stamps[..self.ends[s]], max, &mut self.keys);
+                }
+                self.starts.push(self.keys.len());
+                self.merge(&with_records, plan);
+            }
         }
+        plan.truncate(max, sources);
     }
 
     /// The k-way merge of the prefixes' keys, by (key, source index).
@@ -251,31 +275,25 @@ impl Merger {
     }
 }
 
-/// Appends the keys of the records of `stamps`' prefix with key ≤
-/// `watermark` to `keys`, and returns the prefix's length in tickets.
-fn push_prefix_keys(stamps: &[Option<u64>], watermark: u64, keys: &mut Vec<u64>) -> usize {
-    // Suffix minimum, from the run's end: a dead claim after the last
-    // record has no key and goes with what precedes it.
+/// Records in `stamps`, counting no further than `limit`.
+fn count_records(stamps: &[Option<u64>], limit: usize) -> usize {
+    stamps.iter().filter(|t| t.is_some()).take(limit).count()
+}
+
+/// Appends the keys of the first `max` records of `prefix` (a source's
+/// prefix: every key in it is at or below the watermark, every later one
+/// above, so the later records do not change these) to `keys`: each the
+/// least stamp of it and of every later record of the prefix.
+fn push_keys(prefix: &[Option<u64>], max: usize, keys: &mut Vec<u64>) {
     let first = keys.len();
-    let mut suffix_min: Option<u64> = None;
-    let mut records = 0;
-    for stamp in stamps.iter().rev() {
-        if let Some(stamp) = *stamp {
-            let key = suffix_min.map_or(stamp, |m| m.min(stamp));
-            suffix_min = Some(key);
-            keys.push(key);
-            records += 1;
-        }
+    // Where the first `max` records end, and the least stamp after them.
+    let cut = tickets_before_record(prefix, max);
+    let mut suffix_min = prefix[cut..].iter().filter_map(|t| *t).min().unwrap_or(u64::MAX);
+    for stamp in prefix[..cut].iter().rev().filter_map(|t| *t) {
+        suffix_min = suffix_min.min(stamp);
+        keys.push(suffix_min);
     }
     keys[first..].reverse();
-    // Keys never decrease along the run: the prefix ends at the first
-    // record whose key is above the watermark.
-    let take_records = keys[first..].partition_point(|&k| k <= watermark);
-    keys.truncate(first + take_records);
-    if take_records == records {
-        return stamps.len();
-    }
-    tickets_before_record(stamps, take_records)
 }
 
 /// The tickets of `stamps` before its record number `n` (from 0): its

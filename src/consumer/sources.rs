@@ -239,11 +239,10 @@ impl Sources {
             .iter()
             .map(|s| Source { stamps: &s.stamps[s.head..], bound: s.round_bound })
             .collect();
-        self.merger.plan(&round, &mut self.plan);
+        self.merger.plan(&round, max, &mut self.plan);
+        // Records left behind, and not because the plan is full.
         let held = round.iter().zip(&self.plan.prefix).any(|(source, &n)| n < source.stamps.len());
-        let planned = self.plan.records();
-        self.plan.truncate(max, &round);
-        held && planned < max
+        held && self.plan.records() < max
     }
 
     /// Takes what `self.plan` says from each source and appends the records

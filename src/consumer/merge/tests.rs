@@ -3,7 +3,7 @@ use super::*;
 fn plan(sources: &[(&[Option<u64>], u64)]) -> Plan {
     let sources: Vec<Source<'_>> = sources.iter().map(|&(stamps, bound)| Source { stamps, bound }).collect();
     let mut plan = Plan::default();
-    Merger::default().plan(&sources, &mut plan);
+    Merger::default().plan(&sources, usize::MAX, &mut plan);
     plan
 }
 
@@ -52,7 +52,7 @@ fn a_truncated_plan_is_a_prefix_of_the_merged_stream() {
     let b: &[Option<u64>] = &[None, Some(2), Some(3)];
     let sources = [Source { stamps: a, bound: 10 }, Source { stamps: b, bound: 10 }];
     let mut p = Plan::default();
-    Merger::default().plan(&sources, &mut p);
+    Merger::default().plan(&sources, usize::MAX, &mut p);
     assert_eq!((&p.prefix[..], &p.runs[..]), (&[4, 3][..], &[(0, 1), (1, 2), (0, 2)][..]));
     p.truncate(2, &sources);
     assert_eq!(p.runs, [(0, 1), (1, 1)]);
@@ -368,7 +368,9 @@ impl Reader {
             round.push(Source { stamps, bound });
         }
         let mut plan = Plan::default();
-        self.merger.plan(&round, &mut plan);
+        // Sometimes a take of a few only (a prefix of the merged stream).
+        let max = if model.rng.chance(30) { 1 + model.rng.below(4) as usize } else { usize::MAX };
+        self.merger.plan(&round, max, &mut plan);
         // Take: the ids of each source's prefix, in order, then merge.
         let mut taken: Vec<std::collections::VecDeque<usize>> = Vec::new();
         for (s, &n) in plan.prefix.iter().enumerate() {
