@@ -176,17 +176,25 @@ impl Sources {
         out: &mut Vec<Record>,
         everything: bool,
     ) -> Round {
-        // Per source, how far to look: a sub-ring with a whole batch
-        // published, exactly that batch (not the lines its writer is
+        // Per source, how far to look: a sub-ring with whole batches
+        // published, exactly those batches (not the lines its writer is
         // filling); else to the frontier (a full lap ends there).
         let mut due_any = false;
         let mut limits = Vec::with_capacity(self.sources.len());
         for (s, source) in self.sources.iter_mut().enumerate() {
             let (view, cap) = (view(ring, s), capacity(ring, s));
-            let due = source.batching.due(&view, source.cursor.progress().taken, cap, everything);
+            let next = source.cursor.progress().taken;
+            let due = source.batching.due(&view, next, cap, everything);
             due_any |= due != Due::Nothing;
             limits.push(match due {
-                Due::Batch(batch) if s != 0 => batch as usize,
+                Due::Batch(batch) if s != 0 => {
+                    // One load per further batch (at most capacity / batch).
+                    let mut end = batch;
+                    while end + batch <= cap && view.published(next.wrapping_add(end + batch - 1)) {
+                        end += batch;
+                    }
+                    end as usize
+                }
                 _ => cap as usize + 1,
             });
         }
