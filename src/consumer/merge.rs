@@ -283,7 +283,11 @@ fn count_records(stamps: &[Option<u64>], limit: usize) -> usize {
 /// Appends the keys of the first `max` records of `prefix` (a source's
 /// prefix: every key in it is at or below the watermark, every later one
 /// above, so the later records do not change these) to `keys`: each the
-/// least stamp of it and of every later record of the prefix.
+/// least stamp of it and of every later record of the prefix. (All of the
+/// prefix counts, not only the `max` records: when the plan is cut at
+/// `max`, a record of another source must not pass one of this source that
+/// happened before it and lies beyond the cut; the randomized model finds
+/// that at once.)
 fn push_keys(prefix: &[Option<u64>], max: usize, keys: &mut Vec<u64>) {
     let first = keys.len();
     // Where the first `max` records end, and the least stamp after them.

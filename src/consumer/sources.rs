@@ -274,8 +274,10 @@ impl Sources {
             source.liveness.forget_below(source.cursor.progress().taken);
         }
         if !single {
+            let mut from = vec![0; self.sources.len()];
             for &(s, n) in &self.plan.runs {
-                out.extend(self.sources[s].taken.drain(..n));
+                out.extend_from_slice(&self.sources[s].taken[from[s]..from[s] + n]);
+                from[s] += n;
             }
             for source in &mut self.sources {
                 source.taken.clear();
