@@ -236,9 +236,9 @@ impl Merger {
             // The common case (one busy thread): no merge to do.
             [only] => plan.runs.push((only, count_records(&sources[only].stamps[..self.ends[only]], max))),
             _ => {
-                for s in 0..sources.len() {
+                for (source, &end) in sources.iter().zip(&self.ends) {
                     self.starts.push(self.keys.len());
-                    push_keys(&sources[s].stamps[..self.ends[s]], max, &mut self.keys);
+                    push_keys(&source.stamps[..end], max, &mut self.keys);
                 }
                 self.starts.push(self.keys.len());
                 self.merge(&with_records, plan);
