@@ -75,7 +75,7 @@ pub(crate) fn holder(lease: u64) -> Option<(usize, u32)> {
 /// (`Writer::use_subrings`). Off until the consumer that reads sub-rings
 /// (the other half of issue 14) is merged: until then a record in a
 /// sub-ring would reach no reader. The merge turns it on.
-pub(crate) const WRITES_BY_DEFAULT: bool = false;
+pub(crate) const WRITES_BY_DEFAULT: bool = true;
 
 #[cfg(not(loom))]
 mod lease_in_a_ring {
