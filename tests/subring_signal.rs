@@ -47,7 +47,7 @@ fn a_signal_handler_hooking_mid_claim_loses_no_record() {
     // SAFETY: installs a handler for SIGUSR1, which this test alone sends.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_signal as usize;
+        action.sa_sigaction = on_signal as *const () as usize;
         action.sa_flags = libc::SA_RESTART;
         assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
     }
