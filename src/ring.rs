@@ -565,17 +565,46 @@ impl<'a> RingView<'a> {
     /// Must be followed by [`RingView::commit`] once the caller has handed
     /// the records on; a consumer that dies in between loses the batch, and
     /// the next one counts it.
+    ///
+    /// (The consumer itself takes with [`RingView::take_stamped_until`] or
+    /// peeks then [`RingView::read_published`]; this plain form is the one
+    /// the ring's unit tests and loom models drive.)
+    #[cfg(test)]
     pub(crate) fn take(
         &self,
         cursor: &mut Cursor,
         max: usize,
         out: &mut Vec<Record>,
-        mut is_dead: impl FnMut(u64, Owner) -> bool,
+        is_dead: impl FnMut(u64, Owner) -> bool,
     ) -> Taken {
-        debug_assert_eq!(cursor.pending, Taken::default(), "take without commit");
+        let first_number = cursor.progress.taken;
+        self.take_stamped_until(cursor, max, u64::MAX, first_number, out, is_dead).0
+    }
+
+    /// As [`RingView::take`], but stops before the first published record
+    /// stamped after `stamp_limit` (the second value says whether that is
+    /// what ended the take), and numbers the records from `first_number`
+    /// on (the ticket after `k` taken tickets, records or lost claims, gets
+    /// `first_number + k`): the consumer's take from the one ring that has
+    /// records when the others are idle (`consumer::sources`), straight
+    /// into its output in merged tickets, with no peek before it.
+    ///
+    /// Several takes may precede one [`RingView::commit`]; it commits them
+    /// all.
+    pub(crate) fn take_stamped_until(
+        &self,
+        cursor: &mut Cursor,
+        max: usize,
+        stamp_limit: u64,
+        first_number: u64,
+        out: &mut Vec<Record>,
+        mut is_dead: impl FnMut(u64, Owner) -> bool,
+    ) -> (Taken, bool) {
         let start = cursor.progress.taken;
         let mut ticket = start;
         let mut taken = Taken::default();
+        let mut stamp_ended = false;
+        let number = |ticket: u64| first_number.wrapping_add(ticket.wrapping_sub(start));
         while ticket.wrapping_sub(start) < max as u64 {
             // The writers' slots are in their caches: keep several misses
             // in flight (a consumer on another core otherwise falls behind
@@ -583,18 +612,29 @@ impl<'a> RingView<'a> {
             prefetch(self.slot(ticket.wrapping_add(PREFETCH_DISTANCE)));
             match self.look(ticket) {
                 Seen::Full(slot) => {
-                    out.push(Record::from_payload(ticket, slot.payload.load()));
+                    let payload = slot.payload.load();
+                    // The payload's first word is the record's stamp.
+                    if payload[0] > stamp_limit {
+                        stamp_ended = true;
+                        break;
+                    }
+                    out.push(Record::from_payload(number(ticket), payload));
                     taken.records += 1;
                 }
                 Seen::Claimed(owner) if is_dead(ticket, owner) => {
                     // The writer may have published between our load and
                     // its death: look once more before counting it lost
                     // (`look`'s Acquire pairs with `Claim::publish`).
-                    if let Seen::Full(slot) = self.look(ticket) {
-                        out.push(Record::from_payload(ticket, slot.payload.load()));
-                        taken.records += 1;
-                    } else {
-                        taken.lost += 1;
+                    match self.look(ticket) {
+                        Seen::Full(slot) if slot.payload.first_word() > stamp_limit => {
+                            stamp_ended = true;
+                            break;
+                        }
+                        Seen::Full(slot) => {
+                            out.push(Record::from_payload(number(ticket), slot.payload.load()));
+                            taken.records += 1;
+                        }
+                        _ => taken.lost += 1,
                     }
                 }
                 // The frontier, a live writer's claim (wait for it), or a
@@ -603,20 +643,48 @@ impl<'a> RingView<'a> {
             }
             ticket = ticket.wrapping_add(1);
         }
-        if ticket == start {
-            return taken;
+        self.release_taken(cursor, ticket.wrapping_sub(start), taken);
+        (taken, stamp_ended)
+    }
+
+    /// The record published at `ticket`, numbered `number`, read without
+    /// loading the slot's state again: for the consumer, which found the
+    /// slot Full in an earlier [`RingView::peek`] and has not taken it
+    /// since. That look is enough: a Full slot stays Full until the one
+    /// consumer frees it (writers claim only a slot Empty for their lap; a
+    /// reclaimer of a dead sub-ring lease probes past claimed slots and
+    /// writes none of them), so the payload is the one the peek saw, and
+    /// the peek's Acquire load (same thread, before this in program order)
+    /// already pairs with the writer's Release in `Claim::publish`.
+    #[inline(always)]
+    pub(crate) fn read_published(&self, ticket: u64, number: u64) -> Record {
+        let slot = self.slot(ticket);
+        prefetch(self.slot(ticket.wrapping_add(PREFETCH_DISTANCE)));
+        Record::from_payload(number, slot.payload.load())
+    }
+
+    /// Ends a take of the `n` tickets from the cursor's next one, whose
+    /// records (and lost claims, `taken`) the caller has copied out:
+    /// publishes the new `taken` position, frees the slots and wakes
+    /// writers waiting for space. The caller must have found every one of
+    /// those tickets Full or claimed by a dead writer (`take`, `peek`).
+    pub(crate) fn release_taken(&self, cursor: &mut Cursor, n: u64, taken: Taken) {
+        if n == 0 {
+            return;
         }
-        cursor.progress.taken = ticket;
+        let start = cursor.progress.taken;
+        let end = start.wrapping_add(n);
+        cursor.progress.taken = end;
         self.publish_progress(&cursor.progress);
-        for t in (0..ticket.wrapping_sub(start)).map(|i| start.wrapping_add(i)) {
+        for t in (0..n).map(|i| start.wrapping_add(i)) {
             let next_lap = SlotState::empty(self.lap(t).wrapping_add(1));
             // Release: our payload reads happen before the next writer's
             // stores; pairs with the Acquire load in `claim`.
             self.slot(t).state.store(next_lap.encode(), Ordering::Release);
         }
         self.wake_writers();
-        cursor.pending = taken;
-        taken
+        cursor.pending.records += taken.records;
+        cursor.pending.lost += taken.lost;
     }
 
     /// What the consumer finds at `ticket`: the one reading of a slot's

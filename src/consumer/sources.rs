@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::batching::{BatchPolicy, Batching, Due};
 use super::merge::{Bound, Merger, Plan, SLACK_NS, Source, SourceKind};
 use crate::format::Record;
-use crate::ring::{Cursor, Frontier, Owner, Progress, RingView};
+use crate::ring::{Cursor, Frontier, Owner, Progress, RingView, Taken};
 use crate::shm::Ring;
 
 /// How long a claim may stay unpublished before the consumer asks the
@@ -49,8 +49,9 @@ struct SourceState {
     /// stay as they were until taken, so each is peeked once).
     stamps: Vec<Option<u64>>,
     head: usize,
-    /// The last round's take, when it is merged with other sources'.
-    taken: Vec<Record>,
+    /// What this round's first look at the source found ([`Frontier::Limit`]
+    /// when it did not look, or found a record or a dead claim).
+    frontier: Frontier,
 }
 
 /// What one round found: what [`super::Batch`] reports.
@@ -66,6 +67,10 @@ pub(crate) struct Sources {
     sources: Vec<SourceState>,
     merger: Merger,
     plan: Plan,
+    /// Scratch: per source, how far a round looks.
+    limits: Vec<usize>,
+    /// Scratch: per source, where `take_planned` is in its peeked run.
+    positions: Vec<usize>,
     /// [`SLACK_NS`] in ring-clock ticks.
     slack_ticks: u64,
 }
@@ -118,12 +123,19 @@ impl Sources {
                 batching: Batching::new(policy_for(ring, s, policy)),
                 stamps: Vec::new(),
                 head: 0,
-                taken: Vec::new(),
+                frontier: Frontier::Limit,
             })
             .collect();
         let calibration = ring.calibration();
         let slack_ticks = (SLACK_NS as u128 * calibration.ticks_per_second as u128 / 1_000_000_000) as u64;
-        Sources { sources, merger: Merger::default(), plan: Plan::default(), slack_ticks }
+        Sources {
+            sources,
+            merger: Merger::default(),
+            plan: Plan::default(),
+            limits: Vec::new(),
+            positions: Vec::new(),
+            slack_ticks,
+        }
     }
 
     /// The shared ring's batching policy.
@@ -180,7 +192,8 @@ impl Sources {
         // published, exactly those batches (not the lines its writer is
         // filling); else to the frontier (a full lap ends there).
         let mut due_any = false;
-        let mut limits = Vec::with_capacity(self.sources.len());
+        let mut limits = std::mem::take(&mut self.limits);
+        limits.clear();
         for (s, source) in self.sources.iter_mut().enumerate() {
             let (view, cap) = (view(ring, s), capacity(ring, s));
             let next = source.cursor.progress().taken;
@@ -198,38 +211,148 @@ impl Sources {
                 _ => cap as usize + 1,
             });
         }
-        if !due_any {
-            return Round::default();
-        }
-        self.look(ring, max, &limits);
-        self.take_planned(ring, out)
+        let round = if due_any { self.round_within(ring, max, &limits, out).0 } else { Round::default() };
+        self.limits = limits;
+        round
     }
 
     /// As [`Sources::round`] with everything due, but when the watermark
     /// held back records it found (stamped within the last [`SLACK_NS`] or
-    /// so, or behind a live claim), waits that long once and looks again
-    /// before it takes: for a caller that drains to the end.
+    /// so, or behind a live claim), waits that long once and takes again
+    /// (both takes go into one commit): for a caller that drains to the
+    /// end.
     pub(crate) fn round_all(&mut self, ring: &Ring, max: usize, out: &mut Vec<Record>) -> Round {
-        let limits: Vec<usize> = (0..self.sources.len()).map(|s| capacity(ring, s) as usize + 1).collect();
-        if self.look(ring, max, &limits) {
+        let mut limits = std::mem::take(&mut self.limits);
+        limits.clear();
+        limits.extend((0..self.sources.len()).map(|s| capacity(ring, s) as usize + 1));
+        let (mut round, held) = self.round_within(ring, max, &limits, out);
+        if held && round.records < max {
             std::thread::sleep(Duration::from_nanos(SLACK_NS));
-            self.look(ring, max, &limits);
+            let (more, _) = self.round_within(ring, max - round.records, &limits, out);
+            round.records += more.records;
+            round.lost += more.lost;
         }
-        self.take_planned(ring, out)
+        self.limits = limits;
+        round
+    }
+
+    /// Looks at every source (up to `limits[s]` tickets) and takes what the
+    /// watermark lets through, up to `max` records. Also returns whether
+    /// the watermark held back a record there was room for.
+    ///
+    /// First one load per source with nothing peeked: whether its next
+    /// slot holds anything. When only one source does (one busy thread,
+    /// the common case), that source is taken straight into `out`
+    /// ([`Sources::take_single`]); else every source is peeked and merged.
+    fn round_within(
+        &mut self,
+        ring: &Ring,
+        max: usize,
+        limits: &[usize],
+        out: &mut Vec<Record>,
+    ) -> (Round, bool) {
+        // The clock before any slot load (module `merge`: every record
+        // claimed after a look at its slot is stamped after this).
+        let seen_after = ring.clock_source().now_ordered().saturating_sub(self.slack_ticks);
+        let mut busy = None;
+        let mut busy_count = 0;
+        for (s, source) in self.sources.iter_mut().enumerate() {
+            let known = source.stamps.len() - source.head;
+            source.frontier = if known == 0 && limits[s] > 0 {
+                let liveness = &mut source.liveness;
+                let from = source.cursor.progress().taken;
+                view(ring, s)
+                    .peek(from, 1, &mut source.stamps, |ticket, owner| liveness.is_dead(ring, ticket, owner))
+            } else {
+                Frontier::Limit
+            };
+            if source.stamps.len() > source.head {
+                busy = Some(s);
+                busy_count += 1;
+            }
+        }
+        match (busy_count, busy) {
+            (0, _) => {
+                // Nothing to take; the bounds still learn from the look.
+                for (s, source) in self.sources.iter_mut().enumerate() {
+                    let start = source.cursor.progress().taken;
+                    source.bound.after_peek(kind(s), start, seen_after, &[], source.frontier);
+                }
+                (Round::default(), false)
+            }
+            (1, Some(busy)) => self.take_single(ring, busy, seen_after, max.min(limits[busy]), out),
+            _ => {
+                let held = self.look(ring, max, limits, seen_after);
+                (self.take_planned(ring, out), held)
+            }
+        }
+    }
+
+    /// The round when only source `busy` has records (every other source
+    /// was found with nothing peeked and its next slot unclaimed, or
+    /// claimed by a live writer): takes from it straight into `out`, in
+    /// its own order, every record up to the first stamped above the least
+    /// bound `w` of the *other* sources, with no peek, no keys, no copy.
+    ///
+    /// Why this is the merge's answer: a record x of `busy` taken here and
+    /// a record z of another source that happened before it (z complete
+    /// before x was claimed) have `stamp(z) < stamp(x) ≤ w`, and z is not
+    /// peeked (the other sources have no peeked run), so the bound says
+    /// `stamp(z) ≥ w`: no such z exists, now or later. Within `busy` the
+    /// order is its own. Stopping early (at the first record above `w`,
+    /// or at `max`) leaves a suffix of `busy` for a later round, and no
+    /// record of another source comes out in this one, so no record can
+    /// pass one that happened before it. (`busy`'s own bound matters only
+    /// to the records of other sources, so it is not computed; its kept
+    /// bound stays a valid lower bound.) What `busy` peeked before is
+    /// dropped: it is only a cache of slots that stay as they were until
+    /// taken; the dead-claim verdicts stay in `liveness`.
+    fn take_single(
+        &mut self,
+        ring: &Ring,
+        busy: usize,
+        seen_after: u64,
+        max: usize,
+        out: &mut Vec<Record>,
+    ) -> (Round, bool) {
+        let mut watermark = u64::MAX;
+        for (s, source) in self.sources.iter_mut().enumerate() {
+            if s != busy {
+                let start = source.cursor.progress().taken;
+                let bound = source.bound.after_peek(kind(s), start, seen_after, &[], source.frontier);
+                watermark = watermark.min(bound);
+            }
+        }
+        let base = self.progress().taken;
+        let source = &mut self.sources[busy];
+        source.stamps.clear();
+        source.head = 0;
+        let liveness = &mut source.liveness;
+        let (taken, stamp_ended) = view(ring, busy).take_stamped_until(
+            &mut source.cursor,
+            max,
+            watermark,
+            base,
+            out,
+            |ticket, owner| liveness.is_dead(ring, ticket, owner),
+        );
+        liveness.forget_below(source.cursor.progress().taken);
+        (Round { records: taken.records, lost: taken.lost }, stamp_ended && taken.records < max)
     }
 
     /// Peeks every source (up to `limits[s]` tickets) and plans the round
     /// into `self.plan`. Returns whether the watermark held back a record
     /// the plan would otherwise have room for.
-    fn look(&mut self, ring: &Ring, max: usize, limits: &[usize]) -> bool {
-        // The clock before any slot load (module `merge`: every record
-        // claimed after a look at its slot is stamped after this).
-        let seen_after = ring.clock_source().now_ordered().saturating_sub(self.slack_ticks);
+    fn look(&mut self, ring: &Ring, max: usize, limits: &[usize], seen_after: u64) -> bool {
         for (s, source) in self.sources.iter_mut().enumerate() {
-            // Look on from where the last look ended.
+            // Look on from where the last look ended (or, for a source
+            // whose first slot `round_within` looked at and found its
+            // frontier, not again: what it found stands for this look).
             let known = source.stamps.len() - source.head;
             let start = source.cursor.progress().taken;
-            let frontier = if known < limits[s] {
+            let frontier = if source.frontier != Frontier::Limit {
+                source.frontier
+            } else if known < limits[s] {
                 let liveness = &mut source.liveness;
                 let from = start.wrapping_add(known as u64);
                 view(ring, s).peek(from, limits[s] - known, &mut source.stamps, |ticket, owner| {
@@ -238,9 +361,8 @@ impl Sources {
             } else {
                 Frontier::Limit
             };
-            let kind = if s == 0 { SourceKind::Shared } else { SourceKind::SubRing };
             let run = &source.stamps[source.head..];
-            source.round_bound = source.bound.after_peek(kind, start, seen_after, run, frontier);
+            source.round_bound = source.bound.after_peek(kind(s), start, seen_after, run, frontier);
         }
         let round: Vec<Source<'_>> = self
             .sources
@@ -253,65 +375,70 @@ impl Sources {
         held && self.plan.records() < max
     }
 
-    /// Takes what `self.plan` says from each source and appends the records
-    /// to `out` in merged order, numbered with merged tickets.
+    /// Takes what `self.plan` says from each source, reading each record
+    /// once straight from its slot into `out` in merged order, numbered
+    /// with merged tickets, then frees every source's taken slots.
     fn take_planned(&mut self, ring: &Ring, out: &mut Vec<Record>) -> Round {
         let base = self.progress().taken;
         let first = out.len();
+        // Merged tickets. A dead writer's claim takes the number just before
+        // the next record of its source (trailing ones, the round's last
+        // numbers): with one busy ring, merged tickets are its own.
+        let mut number = base;
+        let mut positions = std::mem::take(&mut self.positions);
+        positions.clear();
+        positions.extend(self.sources.iter().map(|s| s.head));
+        for &(s, n) in &self.plan.runs {
+            let source = &self.sources[s];
+            let view = view(ring, s);
+            let start = source.cursor.progress().taken;
+            let position = &mut positions[s];
+            for _ in 0..n {
+                while source.stamps[*position].is_none() {
+                    *position += 1;
+                    number = number.wrapping_add(1);
+                }
+                // Every record here was peeked Full and is not taken yet
+                // (`RingView::read_published`).
+                let ticket = start.wrapping_add((*position - source.head) as u64);
+                out.push(view.read_published(ticket, number));
+                *position += 1;
+                number = number.wrapping_add(1);
+            }
+        }
+        self.positions = positions;
         let mut lost = 0;
-        let single = self.plan.runs.len() <= 1;
         for (s, source) in self.sources.iter_mut().enumerate() {
             let n = self.plan.prefix[s];
             if n == 0 {
                 continue;
             }
             // Every claim among the peeked tickets was found dead by the
-            // peek (a live one ends it), and a take finds the same slots.
-            let into = if single { &mut *out } else { &mut source.taken };
-            let taken = view(ring, s).take(&mut source.cursor, n, into, |_, _| true);
-            debug_assert_eq!(taken.records + taken.lost, n, "a take finds what the peek found");
+            // peek (a live one ends it): those are the lost ones.
+            let run = &source.stamps[source.head..source.head + n];
+            let records = run.iter().filter(|t| t.is_some()).count();
+            let taken = Taken { records, lost: n - records };
+            view(ring, s).release_taken(&mut source.cursor, n as u64, taken);
             lost += taken.lost;
             source.liveness.forget_below(source.cursor.progress().taken);
-        }
-        if !single {
-            let mut from = vec![0; self.sources.len()];
-            for &(s, n) in &self.plan.runs {
-                out.extend_from_slice(&self.sources[s].taken[from[s]..from[s] + n]);
-                from[s] += n;
-            }
-            for source in &mut self.sources {
-                source.taken.clear();
-            }
-        }
-        // Merged tickets. A dead writer's claim takes the number just before
-        // the next record of its source (trailing ones, the round's last
-        // numbers): with one busy ring, merged tickets are its own.
-        let mut next = base;
-        let mut record = first;
-        let mut cursors: Vec<usize> = self.sources.iter().map(|s| s.head).collect();
-        for &(s, n) in &self.plan.runs {
-            let stamps = &self.sources[s].stamps;
-            for _ in 0..n {
-                while stamps[cursors[s]].is_none() {
-                    cursors[s] += 1;
-                    next = next.wrapping_add(1);
-                }
-                cursors[s] += 1;
-                out[record].ticket = next;
-                next = next.wrapping_add(1);
-                record += 1;
-            }
-        }
-        for (source, &n) in self.sources.iter_mut().zip(&self.plan.prefix) {
             source.head += n;
-            // Drop what was taken, now and then rather than every round.
-            if source.head * 2 >= source.stamps.len() {
+            // Drop what was taken: at once when nothing is left (no copy),
+            // else now and then, when what is kept is no longer than what
+            // goes (so each peeked ticket is moved at most once on average).
+            if source.head == source.stamps.len() {
+                source.stamps.clear();
+                source.head = 0;
+            } else if source.head * 2 >= source.stamps.len() {
                 source.stamps.drain(..source.head);
                 source.head = 0;
             }
         }
         Round { records: out.len() - first, lost }
     }
+}
+
+fn kind(s: usize) -> SourceKind {
+    if s == 0 { SourceKind::Shared } else { SourceKind::SubRing }
 }
 
 /// Which claims of one source block it, and which were found dead.
