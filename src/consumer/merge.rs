@@ -137,6 +137,11 @@ pub(crate) struct Source<'a> {
     /// Per peeked ticket: the record's stamp, or `None` for a dead writer's
     /// claim.
     pub(crate) stamps: &'a [Option<u64>],
+    /// Per peeked ticket, the least stamp of the records from it to the
+    /// run's end (`u64::MAX` if none): kept up to date by [`extend_keys`]
+    /// as the run grows, so a round costs no pass over the whole run.
+    /// Never decreasing along the run.
+    pub(crate) keys: &'a [u64],
     /// See [`Bound::after_peek`].
     pub(crate) bound: u64,
 }
@@ -198,6 +203,10 @@ pub(crate) struct Merger {
     /// watermark.
     ends: Vec<usize>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
+    /// The sources with records to take this round.
+    with_records: Vec<usize>,
+    /// Per source, its next key in `keys` during the merge.
+    next: Vec<usize>,
 }
 
 impl Merger {
@@ -218,11 +227,15 @@ impl Merger {
         self.keys.clear();
         self.starts.clear();
         self.ends.clear();
-        let mut with_records = Vec::new();
+        let mut with_records = std::mem::take(&mut self.with_records);
+        with_records.clear();
         for (s, source) in sources.iter().enumerate() {
             let stamps = source.stamps;
-            // One past the last record stamped at or below the watermark.
-            let end = stamps.iter().rposition(|t| t.is_some_and(|t| t <= watermark)).map_or(0, |j| j + 1);
+            // One past the last record stamped at or below the watermark:
+            // the keys up to it are at or below it, the later ones above
+            // (a dead claim's key is its next record's), and keys never
+            // decrease along the run: a binary search.
+            let end = source.keys.partition_point(|&k| k <= watermark);
             // With the dead claims after it, up to the next record.
             let dead_after = stamps[end..].iter().take_while(|t| t.is_none()).count();
             plan.prefix.push(end + dead_after);
@@ -238,18 +251,25 @@ impl Merger {
             _ => {
                 for (source, &end) in sources.iter().zip(&self.ends) {
                     self.starts.push(self.keys.len());
-                    push_keys(&source.stamps[..end], max, &mut self.keys);
+                    push_keys(&source.stamps[..end], &source.keys[..end], max, &mut self.keys);
                 }
                 self.starts.push(self.keys.len());
                 self.merge(&with_records, plan);
             }
         }
-        plan.truncate(max, sources);
+        self.with_records = with_records;
+        // Fewer than `max` records: nothing was cut, and each prefix is
+        // already the tickets its runs hand on.
+        if plan.records() >= max {
+            plan.truncate(max, sources);
+        }
     }
 
     /// The k-way merge of the prefixes' keys, by (key, source index).
     fn merge(&mut self, with_records: &[usize], plan: &mut Plan) {
-        let mut next = self.starts.clone();
+        let mut next = std::mem::take(&mut self.next);
+        next.clear();
+        next.extend_from_slice(&self.starts);
         self.heap.clear();
         for &i in with_records {
             self.heap.push(Reverse((self.keys[next[i]], i)));
@@ -272,6 +292,7 @@ impl Merger {
                 self.heap.push(Reverse((self.keys[next[i]], i)));
             }
         }
+        self.next = next;
     }
 }
 
@@ -282,22 +303,42 @@ fn count_records(stamps: &[Option<u64>], limit: usize) -> usize {
 
 /// Appends the keys of the first `max` records of `prefix` (a source's
 /// prefix: every key in it is at or below the watermark, every later one
-/// above, so the later records do not change these) to `keys`: each the
-/// least stamp of it and of every later record of the prefix. (All of the
-/// prefix counts, not only the `max` records: when the plan is cut at
-/// `max`, a record of another source must not pass one of this source that
-/// happened before it and lies beyond the cut; the randomized model finds
-/// that at once.)
-fn push_keys(prefix: &[Option<u64>], max: usize, keys: &mut Vec<u64>) {
-    let first = keys.len();
-    // Where the first `max` records end, and the least stamp after them.
-    let cut = tickets_before_record(prefix, max);
-    let mut suffix_min = prefix[cut..].iter().filter_map(|t| *t).min().unwrap_or(u64::MAX);
-    for stamp in prefix[..cut].iter().rev().filter_map(|t| *t) {
-        suffix_min = suffix_min.min(stamp);
-        keys.push(suffix_min);
+/// above) to `keys`: each the least stamp of it and of every later record
+/// of the run. Over the prefix or over the whole run is the same: the
+/// records after the prefix are all stamped above the watermark, and each
+/// key in it is at or below. (All of the prefix counts, not only the `max`
+/// records: when the plan is cut at `max`, a record of another source must
+/// not pass one of this source that happened before it and lies beyond the
+/// cut; the randomized model finds that at once.)
+fn push_keys(prefix: &[Option<u64>], prefix_keys: &[u64], max: usize, keys: &mut Vec<u64>) {
+    let records = prefix.iter().zip(prefix_keys).filter(|(t, _)| t.is_some()).take(max);
+    keys.extend(records.map(|(_, &k)| k));
+}
+
+/// Brings `keys` (see [`Source::keys`]) up to date with `stamps` after a
+/// peek appended to `stamps` (`keys` covers its first `keys.len()`
+/// tickets; those before `from` are taken and need no update): the new
+/// tickets' keys from the back, then the older keys that the new records
+/// lower, from the back until one is no greater (keys never decrease, so
+/// the earlier ones are no greater either). Each append costs its own
+/// tickets plus the older keys it lowers: a run whose stamps mostly
+/// increase costs a pass over what is new.
+pub(crate) fn extend_keys(stamps: &[Option<u64>], keys: &mut Vec<u64>, from: usize) {
+    let old = keys.len();
+    let mut least = u64::MAX;
+    keys.resize(stamps.len(), u64::MAX);
+    for (key, stamp) in keys[old..].iter_mut().zip(&stamps[old..]).rev() {
+        if let Some(t) = *stamp {
+            least = least.min(t);
+        }
+        *key = least;
     }
-    keys[first..].reverse();
+    for key in keys[from.min(old)..old].iter_mut().rev() {
+        if *key <= least {
+            break;
+        }
+        *key = least;
+    }
 }
 
 /// The tickets of `stamps` before its record number `n` (from 0): its

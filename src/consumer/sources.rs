@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use super::batching::{BatchPolicy, Batching, Due};
-use super::merge::{Bound, Merger, Plan, SLACK_NS, Source, SourceKind};
+use super::merge::{Bound, Merger, Plan, SLACK_NS, Source, SourceKind, extend_keys};
 use crate::format::Record;
 use crate::ring::{Cursor, Frontier, Owner, Progress, RingView, Taken};
 use crate::shm::Ring;
@@ -48,6 +48,8 @@ struct SourceState {
     /// from the cursor's next ticket on (kept between rounds: the slots
     /// stay as they were until taken, so each is peeked once).
     stamps: Vec<Option<u64>>,
+    /// The merge's keys of `stamps` (`merge::extend_keys`), index for index.
+    keys: Vec<u64>,
     head: usize,
     /// What this round's first look at the source found ([`Frontier::Limit`]
     /// when it did not look, or found a record or a dead claim).
@@ -122,6 +124,7 @@ impl Sources {
                 round_bound: 0,
                 batching: Batching::new(policy_for(ring, s, policy)),
                 stamps: Vec::new(),
+                keys: Vec::new(),
                 head: 0,
                 frontier: Frontier::Limit,
             })
@@ -261,8 +264,10 @@ impl Sources {
             source.frontier = if known == 0 && limits[s] > 0 {
                 let liveness = &mut source.liveness;
                 let from = source.cursor.progress().taken;
-                view(ring, s)
-                    .peek(from, 1, &mut source.stamps, |ticket, owner| liveness.is_dead(ring, ticket, owner))
+                let frontier = view(ring, s)
+                    .peek(from, 1, &mut source.stamps, |ticket, owner| liveness.is_dead(ring, ticket, owner));
+                extend_keys(&source.stamps, &mut source.keys, source.head);
+                frontier
             } else {
                 Frontier::Limit
             };
@@ -326,6 +331,7 @@ impl Sources {
         let base = self.progress().taken;
         let source = &mut self.sources[busy];
         source.stamps.clear();
+        source.keys.clear();
         source.head = 0;
         let liveness = &mut source.liveness;
         let (taken, stamp_ended) = view(ring, busy).take_stamped_until(
@@ -355,9 +361,12 @@ impl Sources {
             } else if known < limits[s] {
                 let liveness = &mut source.liveness;
                 let from = start.wrapping_add(known as u64);
-                view(ring, s).peek(from, limits[s] - known, &mut source.stamps, |ticket, owner| {
-                    liveness.is_dead(ring, ticket, owner)
-                })
+                let frontier =
+                    view(ring, s).peek(from, limits[s] - known, &mut source.stamps, |ticket, owner| {
+                        liveness.is_dead(ring, ticket, owner)
+                    });
+                extend_keys(&source.stamps, &mut source.keys, source.head);
+                frontier
             } else {
                 Frontier::Limit
             };
@@ -367,7 +376,7 @@ impl Sources {
         let round: Vec<Source<'_>> = self
             .sources
             .iter()
-            .map(|s| Source { stamps: &s.stamps[s.head..], bound: s.round_bound })
+            .map(|s| Source { stamps: &s.stamps[s.head..], keys: &s.keys[s.head..], bound: s.round_bound })
             .collect();
         self.merger.plan(&round, max, &mut self.plan);
         // Records left behind, and not because the plan is full.
@@ -427,9 +436,11 @@ impl Sources {
             // goes (so each peeked ticket is moved at most once on average).
             if source.head == source.stamps.len() {
                 source.stamps.clear();
+                source.keys.clear();
                 source.head = 0;
             } else if source.head * 2 >= source.stamps.len() {
                 source.stamps.drain(..source.head);
+                source.keys.drain(..source.head);
                 source.head = 0;
             }
         }

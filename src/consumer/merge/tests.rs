@@ -1,7 +1,15 @@
 use super::*;
 
+fn keys_of(stamps: &[Option<u64>]) -> Vec<u64> {
+    let mut keys = Vec::new();
+    extend_keys(stamps, &mut keys, 0);
+    keys
+}
+
 fn plan(sources: &[(&[Option<u64>], u64)]) -> Plan {
-    let sources: Vec<Source<'_>> = sources.iter().map(|&(stamps, bound)| Source { stamps, bound }).collect();
+    let keys: Vec<Vec<u64>> = sources.iter().map(|&(stamps, _)| keys_of(stamps)).collect();
+    let sources: Vec<Source<'_>> =
+        sources.iter().zip(&keys).map(|(&(stamps, bound), keys)| Source { stamps, keys, bound }).collect();
     let mut plan = Plan::default();
     Merger::default().plan(&sources, usize::MAX, &mut plan);
     plan
@@ -50,7 +58,8 @@ fn prefixes_merge_by_key_then_source_keeping_each_source_in_order() {
 fn a_truncated_plan_is_a_prefix_of_the_merged_stream() {
     let a: &[Option<u64>] = &[Some(1), None, Some(4), Some(9)];
     let b: &[Option<u64>] = &[None, Some(2), Some(3)];
-    let sources = [Source { stamps: a, bound: 10 }, Source { stamps: b, bound: 10 }];
+    let (ka, kb) = (keys_of(a), keys_of(b));
+    let sources = [Source { stamps: a, keys: &ka, bound: 10 }, Source { stamps: b, keys: &kb, bound: 10 }];
     let mut p = Plan::default();
     Merger::default().plan(&sources, usize::MAX, &mut p);
     assert_eq!((&p.prefix[..], &p.runs[..]), (&[4, 3][..], &[(0, 1), (1, 2), (0, 2)][..]));
@@ -360,12 +369,24 @@ impl Reader {
             return false;
         }
         let seen_after = clock.saturating_sub(self.slack);
+        // The keys as the consumer keeps them: extended as its look grows
+        // (here in two steps, split at random).
+        let keys: Vec<Vec<u64>> = peeks
+            .iter()
+            .map(|(stamps, _)| {
+                let mut keys = Vec::new();
+                let split = model.rng.below(stamps.len() as u64 + 1) as usize;
+                extend_keys(&stamps[..split], &mut keys, 0);
+                extend_keys(stamps, &mut keys, 0);
+                keys
+            })
+            .collect();
         let mut round = Vec::new();
-        for (s, (stamps, frontier)) in peeks.iter().enumerate() {
+        for (s, ((stamps, frontier), keys)) in peeks.iter().zip(&keys).enumerate() {
             let kind = if s == 0 { SourceKind::Shared } else { SourceKind::SubRing };
             let start = model.rings[s].taken as u64;
             let bound = self.bounds[s].after_peek(kind, start, seen_after, stamps, *frontier);
-            round.push(Source { stamps, bound });
+            round.push(Source { stamps, keys, bound });
         }
         let mut plan = Plan::default();
         // Sometimes a take of a few only (a prefix of the merged stream).
@@ -515,4 +536,23 @@ fn a_slack_smaller_than_the_clock_disagreement_breaks_the_order() {
     let failures = |behind, slack| (0..500).filter(|&seed| run(seed, 6, behind, slack).is_err()).count();
     assert!(failures(30, 0) > 0, "no seed broke the order with no slack");
     assert_eq!(failures(30, 30), 0);
+}
+
+#[test]
+fn keys_extended_step_by_step_are_the_keys_of_the_whole_run() {
+    let mut rng = Rng(7);
+    for _ in 0..2000 {
+        let len = rng.below(40) as usize;
+        let stamps: Vec<Option<u64>> =
+            (0..len).map(|_| if rng.chance(10) { None } else { Some(rng.below(50)) }).collect();
+        let mut keys = Vec::new();
+        let mut at = 0;
+        while at < len {
+            at += 1 + rng.below((len - at) as u64) as usize;
+            extend_keys(&stamps[..at], &mut keys, 0);
+        }
+        let expected: Vec<u64> =
+            (0..len).map(|i| stamps[i..].iter().filter_map(|t| *t).min().unwrap_or(u64::MAX)).collect();
+        assert_eq!(keys, expected, "{stamps:?}");
+    }
 }
