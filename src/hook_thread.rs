@@ -10,7 +10,7 @@ use std::cell::Cell;
 
 use crate::format::{CounterCell, SHARED_LANE, Slot, SubRingHeader};
 use crate::shm::{LaneWord, SubRingWord};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, compiler_fence};
 
 /// Forks this process has gone through since it started (as counted in
 /// the child by [`after_fork_in_child`]): which process a lane lease or a
@@ -118,6 +118,8 @@ pub(crate) struct HookThread {
     /// (scope epoch, innermost scope node) for the ALLOC hook; `ffi::scope`
     /// keeps it.
     pub(crate) scope: Cell<(usize, u32)>,
+    /// Whether this thread is inside a hook (see [`with`]).
+    pub(crate) in_hook: Cell<bool>,
     /// `Writer::serial` of the writer the fields below are of (0: none).
     pub(crate) writer: Cell<u64>,
     /// This thread's lane of that writer's process entry, or [`SHARED_LANE`].
@@ -220,22 +222,27 @@ impl Drop for LeaseSlot {
         if lane.is_none() && subring.is_none() {
             return;
         }
+        // First forget them: hooks later in this thread's teardown
+        // (another library's thread-local destructor freeing a buffer), or
+        // a signal handler hooking while we give them back, must not write
+        // the lane or the sub-ring any more -- another thread may hold them
+        // the moment they are given back. They adopt the writer anew, which
+        // gives them the shared lane and the shared ring. (The thread's
+        // state has no destructor: it outlives this one.)
+        let next_ticket = HOOK
+            .try_with(|t| {
+                t.forget_subring();
+                t.writer.set(0);
+                t.subring_ticket.get()
+            })
+            .unwrap_or(0);
+        compiler_fence(Ordering::SeqCst);
         if let Some(lane) = lane {
             lane.release();
         }
-        // The thread's state (no destructor) outlives this one.
-        let next_ticket = HOOK.try_with(|t| t.subring_ticket.get()).unwrap_or(0);
         if let Some(subring) = subring {
             subring.release(next_ticket);
         }
-        // Hooks later in this thread's teardown (another library's
-        // thread-local destructor freeing a buffer) must not write the
-        // lane or the sub-ring any more: make them adopt the writer anew,
-        // which gives them the shared lane and the shared ring.
-        let _ = HOOK.try_with(|t| {
-            t.forget_subring();
-            t.writer.set(0);
-        });
     }
 }
 
@@ -250,6 +257,7 @@ thread_local! {
     static HOOK: HookThread = const {
         HookThread {
             scope: Cell::new((0, 0)),
+            in_hook: Cell::new(false),
             writer: Cell::new(0),
             lane: Cell::new(SHARED_LANE),
             cache: [const { Cell::new((0, std::ptr::null())) }; CACHE_WAYS],
@@ -265,12 +273,32 @@ thread_local! {
     static LEASE: LeaseSlot = const { LeaseSlot(Cell::new(Leases { lane: None, subring: None })) };
 }
 
-/// Runs `f` with this thread's state, or with `None` while the thread is
-/// being torn down (its thread-locals destroyed).
+/// Runs `f` with this thread's state; with `None` while the thread is
+/// being torn down (its thread-locals destroyed), and inside a hook this
+/// thread is already running: a signal handler that hooks while the
+/// interrupted code is mid-hook. The thread's plain-store paths (its
+/// sub-ring's claim, its lane's counter cells, its lease slots) belong to
+/// the interrupted hook, which would overwrite what the nested one wrote;
+/// with `None` the nested hook takes the paths any thread may take at any
+/// moment: the shared lane's atomic adds and the shared ring's CAS claim.
 #[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(Option<&HookThread>) -> R) -> R {
     let mut f = Some(f);
-    match HOOK.try_with(|t| (f.take().expect("called once"))(Some(t))) {
+    let run = |t: &HookThread| {
+        let f = f.take().expect("called once");
+        if t.in_hook.get() {
+            return f(None);
+        }
+        t.in_hook.set(true);
+        // Compiler fences: a signal handler runs on this thread, so only
+        // the compiler could move the flag's stores past the hook's own.
+        compiler_fence(Ordering::SeqCst);
+        let result = f(Some(t));
+        compiler_fence(Ordering::SeqCst);
+        t.in_hook.set(false);
+        result
+    };
+    match HOOK.try_with(run) {
         Ok(r) => r,
         Err(_) => (f.take().expect("not called"))(None),
     }

@@ -34,7 +34,6 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 #[test]
-#[ignore = "bug: claim_own is not reentrant; a signal handler hooking between its load and store loses a record"]
 fn a_signal_handler_hooking_mid_claim_loses_no_record() {
     let ring = TempRing::new("subring-signal");
     let options =
