@@ -1,4 +1,4 @@
-//! Two format-3 bugs, as ignored tests. (1) A signal handler that hooks on a thread interrupted inside its own
+//! Two format-3 review findings, fixed. (1) A signal handler that hooks on a thread interrupted inside its own
 //! sub-ring claim (`RingView::claim_own`: a load that finds the slot
 //! EMPTY, then a plain store of CLAIMED). The handler's hook finds the
 //! same ticket EMPTY, claims and publishes it; the interrupted claim then
@@ -119,11 +119,10 @@ fn a_signal_handler_hooking_mid_claim_loses_no_record() {
 
 /// One word of a sub-ring nobody writes set to a state the protocol never
 /// writes (a hostile or damaged file): that ring stops at it, as a take
-/// always did, but its bound then never moves, so the watermark holds back
-/// every other ring's records for good (in format 2 only the damaged ring
-/// stopped).
+/// always did, and bounds nothing (`merge::Bound`), so the watermark does
+/// not hold back every other ring's records for good, as it did before the
+/// fix: only the damaged ring stops, as in format 2.
 #[test]
-#[ignore = "bug: a corrupt frontier in any sub-ring freezes the watermark: nothing from any ring is delivered"]
 fn a_corrupt_slot_in_an_unused_sub_ring_does_not_stop_the_shared_ring() {
     use std::os::unix::fs::FileExt;
     let ring = TempRing::new("subring-corrupt");

@@ -28,9 +28,12 @@
 //!   the CPU executes a little ahead of the loads before it);
 //! * a sub-ring is one thread's (or, after it, its lease's next holder's):
 //!   its later records are stamped no earlier than its last peeked one;
-//! * its frontier is claimed by a live writer (or corrupt): nothing new is
-//!   known, and the source keeps its bound of the round before (still a
-//!   lower bound: the claim became visible after the look that produced it).
+//! * its frontier is claimed by a live writer: nothing new is known, and
+//!   the source keeps its bound of the round before (still a lower bound:
+//!   the claim became visible after the look that produced it);
+//! * its frontier holds a state the protocol never writes (a corrupt file):
+//!   nothing past it is ever taken, so it bounds nothing (`u64::MAX`), and
+//!   one scribbled slot stops only its own ring, as in format 2.
 //!
 //! The **watermark** `W` is the least bound of all sources: no record not yet
 //! peeked anywhere is stamped below it. A round takes from each source the
@@ -114,6 +117,13 @@ impl Bound {
         let mut bound = 0;
         if frontier == Frontier::Unclaimed {
             bound = seen_after;
+        }
+        if frontier == Frontier::Corrupt {
+            // Nothing past a state the protocol never writes is ever taken
+            // (`take` stops there): the ring has no record still to come to
+            // order the others against, and bounding them by it would stop
+            // every ring's delivery, not only this one's.
+            bound = u64::MAX;
         }
         if kind == SourceKind::SubRing
             && let Some(last) = stamps.iter().rev().find_map(|s| *s)
