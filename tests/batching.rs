@@ -27,12 +27,19 @@ fn buffer(id: u64) -> MemtrackBuffer {
     MemtrackBuffer { buffer_id: id, size: 64, address: id << 12, ..Default::default() }
 }
 
+/// A ring of CAPACITY slots with the default sub-rings.
 fn ring(tmp: &TempRing) -> Writer {
-    Writer::attach_named(
-        Ring::create(tmp.path(), RingOptions { capacity: CAPACITY, ..RingOptions::default() }).unwrap(),
-        b"batching",
-    )
-    .unwrap()
+    ring_with(tmp, RingOptions { capacity: CAPACITY, ..RingOptions::default() })
+}
+
+/// A ring of CAPACITY slots without sub-rings: every record goes to the
+/// shared ring, and the shared ring's batches are what is taken.
+fn shared_ring_only(tmp: &TempRing) -> Writer {
+    ring_with(tmp, RingOptions { capacity: CAPACITY, subrings: 0, ..RingOptions::default() })
+}
+
+fn ring_with(tmp: &TempRing, options: RingOptions) -> Writer {
+    Writer::attach_named(Ring::create(tmp.path(), options).unwrap(), b"batching").unwrap()
 }
 
 /// `consumer.take_due`, committed, into `out`.
@@ -89,7 +96,7 @@ fn the_default_batch_is_an_eighth_of_the_ring_up_to_4096() {
 #[test]
 fn whole_batches_are_taken_at_once_and_the_rest_waits() {
     let tmp = TempRing::new("batching-whole");
-    let writer = ring(&tmp);
+    let writer = shared_ring_only(&tmp);
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let batch = consumer.batch_policy().batch;
     assert_eq!(batch, CAPACITY / 8);
@@ -120,6 +127,47 @@ fn whole_batches_are_taken_at_once_and_the_rest_waits() {
     assert_eq!(drained, Ok(5));
     let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
     assert_eq!(tickets, (0..2 * batch + 10).collect::<Vec<_>>(), "in order, none twice, none missing");
+    assert!(consumer.caught_up());
+}
+
+/// The same with the default sub-rings: the writer's thread writes its
+/// own sub-ring (2048 slots, batches of 256), whose whole batches are
+/// taken at once (with the shared ring's whole published run: the writer's
+/// start record, written before its thread took a sub-ring) and whose
+/// rest waits.
+#[test]
+fn a_sub_rings_whole_batches_are_taken_at_once_and_the_rest_waits() {
+    let tmp = TempRing::new("batching-sub");
+    let writer = ring(&tmp);
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let subring_capacity = u64::from(RingOptions::default().subring_capacity);
+    assert!(RingOptions::default().subrings > 0, "sub-rings are on by default");
+    let batch = BatchPolicy::for_capacity(subring_capacity).batch;
+    assert_eq!(batch, 256);
+    for id in 1..=2 * batch + 3 {
+        writer.alloc(&buffer(id));
+    }
+    let snapshot = writer.ring().snapshot();
+    let waiting: Vec<u64> = snapshot.subrings.iter().map(|s| s.waiting).filter(|&w| w > 0).collect();
+    assert_eq!(waiting, [2 * batch + 3], "the thread wrote one sub-ring: {snapshot:?}");
+    std::thread::sleep(Duration::from_millis(1));
+    let mut out = Vec::new();
+    assert_eq!(take_due(&mut consumer, &mut out).records as u64, 1 + 2 * batch);
+    // Three left and five more: fewer than a batch, nothing is due yet.
+    for id in 0..5 {
+        writer.alloc(&buffer(id));
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    assert_eq!(take_due(&mut consumer, &mut out).records, 0);
+    assert!(!consumer.caught_up());
+    let mut buf = Vec::new();
+    let drained = consumer.drain(usize::MAX, &mut buf, |r| {
+        out.extend_from_slice(r);
+        Ok::<(), ()>(())
+    });
+    assert_eq!(drained, Ok(8));
+    let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
+    assert_eq!(tickets, (0..2 * batch + 9).collect::<Vec<_>>(), "in order, none twice, none missing");
     assert!(consumer.caught_up());
 }
 
@@ -157,12 +205,14 @@ fn without_batching_every_record_is_taken_at_once() {
 
 /// Lossless: a writer that finds the ring full and waits for space is
 /// served at once by a batching reader in another process, without waiting
-/// for a batch or the latency bound (here neither would ever come).
+/// for a batch or the latency bound (here neither would ever come). No
+/// sub-rings: a writer never waits on one (a full sub-ring sends it to the
+/// shared ring), and up to a sub-ring's batch could stay there untaken.
 #[test]
 fn writers_waiting_for_space_are_served_without_waiting_for_a_batch() {
     let tmp = TempRing::new("batching-waiters");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() }).unwrap(),
     )
     .unwrap();
     let mut reader = helper_command("batching-reader")
