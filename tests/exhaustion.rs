@@ -4,6 +4,11 @@
 //! 64 entries are held by live processes. Each must degrade cleanly and
 //! countably: creation fails with one line, the workload runs on untracked,
 //! and every record and process is accounted for.
+//!
+//! The full-ring tests make rings without sub-rings where what they test
+//! is the shared ring's wait, stall and drop rules: a writer never waits on
+//! its sub-ring (a full one sends it to the shared ring), so with one the
+//! shared ring would not fill. One test fills both.
 
 mod common;
 #[path = "common/reliability.rs"]
@@ -184,7 +189,7 @@ fn a_failing_fallocate_fails_creation_cleanly_and_the_workload_runs_untracked() 
 fn a_ring_left_full_without_a_reader_is_accounted_exactly_when_one_attaches() {
     let tmp = TempRing::new("full-idle");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() }).unwrap(),
     )
     .unwrap();
     let events = 10_000u64;
@@ -218,11 +223,56 @@ fn a_ring_left_full_without_a_reader_is_accounted_exactly_when_one_attaches() {
     assert_eq!(s.progress.lost_writer_died + s.progress.lost_reader_died, 0);
 }
 
+/// The same with a sub-ring: the writer's thread fills its sub-ring, then
+/// the shared ring, then drops; a reader attaching later gets both laps,
+/// merged in the order they were written, and the writer's sub-ring again
+/// once it has room.
+#[test]
+fn a_full_sub_ring_and_a_full_shared_ring_are_accounted_exactly_when_a_reader_attaches() {
+    let tmp = TempRing::new("full-idle-sub");
+    let (shared, sub) = (64u64, 256u64);
+    let options = RingOptions { capacity: shared, subrings: 4, subring_capacity: sub as u32, ..RingOptions::default() };
+    let writer = Writer::attach(Ring::create(tmp.path(), options).unwrap()).unwrap();
+    let events = 10_000u64;
+    for id in 0..events {
+        writer.alloc(&MemtrackBuffer { buffer_id: id, size: 8, ..Default::default() });
+    }
+    let s = writer.ring().snapshot();
+    // The start record went to the shared ring (written at attach, before
+    // the thread's first hook took a sub-ring).
+    assert_eq!(s.dropped, events + 1 - shared - sub, "one lap of each ring is kept: {s:?}");
+    assert_eq!(s.subrings.iter().map(|r| r.waiting).sum::<u64>(), sub);
+    assert_eq!(s.counters[0].live_buffers, events as i64, "live counters stay exact through drops");
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut records = Vec::new();
+    while (records.len() as u64) < shared + sub {
+        records.extend(drain_all(&mut consumer));
+        assert!(Instant::now() < deadline, "the reader did not drain the full rings");
+    }
+    // The start record, the sub-ring's lap, then the shared ring's: in the
+    // order written, by stamp.
+    let ids: Vec<u64> = records[1..].iter().map(|r| r.buffer_id).collect();
+    assert_eq!(ids, (0..shared + sub - 1).collect::<Vec<_>>());
+    assert!(records.windows(2).all(|w| w[0].ticket < w[1].ticket), "merged tickets increase");
+    assert!(consumer.caught_up());
+    for id in 0..100 {
+        writer.free(&MemtrackBuffer { buffer_id: id, size: 8, ..Default::default() });
+        records.extend(drain_all(&mut consumer));
+    }
+    records.extend(drain_all(&mut consumer));
+    let s = consumer.ring().snapshot();
+    assert_eq!(records.len() as u64, shared + sub + 100);
+    assert_eq!(s.dropped, events + 1 - shared - sub, "nothing more dropped once the reader runs");
+    assert_eq!(s.progress.delivered + s.dropped, events + 1 + 100, "attempted = delivered + dropped");
+    assert_eq!(s.progress.lost_writer_died + s.progress.lost_reader_died, 0);
+}
+
 #[test]
 fn writers_stop_waiting_for_a_consumer_that_died() {
     let tmp = TempRing::new("dead-reader");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() }).unwrap(),
     )
     .unwrap();
     let mut consumer = spawn("consumer", tmp.path());
@@ -250,7 +300,7 @@ fn writers_stop_waiting_for_a_consumer_that_died() {
 fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
     let tmp = TempRing::new("slow-reader");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() }).unwrap(),
     )
     .unwrap();
     let mut consumer = spawn("slow-consumer", tmp.path());
@@ -276,7 +326,7 @@ fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
 fn a_stopped_consumer_costs_a_bounded_wait_then_drops_countably() {
     let tmp = TempRing::new("stopped-reader");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() }).unwrap(),
     )
     .unwrap();
     let mut consumer = spawn("slow-consumer", tmp.path());
