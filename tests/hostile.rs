@@ -242,6 +242,17 @@ fn patch(path: &Path, offset: usize, bytes: &[u8]) {
     std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, offset as u64).unwrap();
 }
 
+/// Offset of the first slot in a ring without sub-rings (the default pool),
+/// where every record a writer makes is in the shared ring, whose slots
+/// the tests below patch.
+const SHARED_ONLY_SLOTS_OFFSET: usize =
+    format::slots_offset(format::DEFAULT_COUNTER_CELLS, 0, format::DEFAULT_SUBRING_CAPACITY);
+
+/// A ring of `capacity` slots without sub-rings.
+fn shared_ring_only(capacity: u64) -> RingOptions {
+    RingOptions { capacity, subrings: 0, ..RingOptions::default() }
+}
+
 /// Drains until the consumer has taken `n` tickets or `limit` passes.
 fn drain_for(consumer: &mut Consumer, limit: Duration) -> Vec<memtrack::Record> {
     let deadline = Instant::now() + limit;
@@ -277,13 +288,13 @@ fn claims_of_writers_that_do_not_exist_are_reclaimed_and_counted() {
 #[test]
 fn a_state_the_protocol_never_writes_stops_the_consumer_and_is_never_overwritten() {
     let tmp = TempRing::new("hostile-invalid");
-    Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap();
+    Ring::create(tmp.path(), shared_ring_only(16)).unwrap();
     let writer = Writer::attach(Ring::open(tmp.path()).unwrap()).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     assert_eq!(drain_all(&mut consumer).len(), 1);
     // Ticket 1 holds phase 3; ticket 2 a claim three laps ahead.
     let invalid = state_word(0, 0, 0, 3);
-    patch(tmp.path(), SLOTS_OFFSET + 64, &invalid.to_le_bytes());
+    patch(tmp.path(), SHARED_ONLY_SLOTS_OFFSET + 64, &invalid.to_le_bytes());
     for id in 0..40 {
         writer.alloc(&MemtrackBuffer { buffer_id: id, size: 1, ..Default::default() });
     }
@@ -292,8 +303,9 @@ fn a_state_the_protocol_never_writes_stops_the_consumer_and_is_never_overwritten
     assert!(!consumer.caught_up(), "the corrupt slot is not mistaken for the frontier");
     // The writers never overwrote it: finding it at the tail, they took the
     // ring for full, and dropped and counted every record.
-    let state =
-        u64::from_le_bytes(std::fs::read(tmp.path()).unwrap()[SLOTS_OFFSET + 64..][..8].try_into().unwrap());
+    let state = u64::from_le_bytes(
+        std::fs::read(tmp.path()).unwrap()[SHARED_ONLY_SLOTS_OFFSET + 64..][..8].try_into().unwrap(),
+    );
     assert_eq!(state, invalid);
     let s = consumer.ring().snapshot();
     assert_eq!(s.dropped, 40);
@@ -303,10 +315,7 @@ fn a_state_the_protocol_never_writes_stops_the_consumer_and_is_never_overwritten
 #[test]
 fn garbage_record_fields_are_delivered_as_data() {
     let tmp = TempRing::new("hostile-fields");
-    let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
-    )
-    .unwrap();
+    let writer = Writer::attach(Ring::create(tmp.path(), shared_ring_only(16)).unwrap()).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     // A hostile writer's records: the largest device id and kind, every
     // flag bit, a huge size. Format 2 counts any device and kind.
@@ -334,7 +343,7 @@ fn garbage_record_fields_are_delivered_as_data() {
         .copy_from_slice(&state_word(0, writer.owner().slot, writer.owner().generation, 2).to_le_bytes());
     payload[58] = 0x8f; // the record file's end-block code
     payload[56..58].copy_from_slice(&999u16.to_le_bytes()); // process slot outside the table
-    patch(tmp.path(), SLOTS_OFFSET + ticket * 64, &payload);
+    patch(tmp.path(), SHARED_ONLY_SLOTS_OFFSET + ticket * 64, &payload);
     writer.ring().snapshot(); // (no effect; keeps the writer alive to here)
     let records = drain_for(&mut consumer, Duration::from_millis(20));
     let r = &records[1];
