@@ -212,7 +212,8 @@ fn without_batching_every_record_is_taken_at_once() {
 fn writers_waiting_for_space_are_served_without_waiting_for_a_batch() {
     let tmp = TempRing::new("batching-waiters");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() })
+            .unwrap(),
     )
     .unwrap();
     let mut reader = helper_command("batching-reader")

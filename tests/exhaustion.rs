@@ -189,7 +189,8 @@ fn a_failing_fallocate_fails_creation_cleanly_and_the_workload_runs_untracked() 
 fn a_ring_left_full_without_a_reader_is_accounted_exactly_when_one_attaches() {
     let tmp = TempRing::new("full-idle");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() })
+            .unwrap(),
     )
     .unwrap();
     let events = 10_000u64;
@@ -231,7 +232,8 @@ fn a_ring_left_full_without_a_reader_is_accounted_exactly_when_one_attaches() {
 fn a_full_sub_ring_and_a_full_shared_ring_are_accounted_exactly_when_a_reader_attaches() {
     let tmp = TempRing::new("full-idle-sub");
     let (shared, sub) = (64u64, 256u64);
-    let options = RingOptions { capacity: shared, subrings: 4, subring_capacity: sub as u32, ..RingOptions::default() };
+    let options =
+        RingOptions { capacity: shared, subrings: 4, subring_capacity: sub as u32, ..RingOptions::default() };
     let writer = Writer::attach(Ring::create(tmp.path(), options).unwrap()).unwrap();
     let events = 10_000u64;
     for id in 0..events {
@@ -272,7 +274,8 @@ fn a_full_sub_ring_and_a_full_shared_ring_are_accounted_exactly_when_a_reader_at
 fn writers_stop_waiting_for_a_consumer_that_died() {
     let tmp = TempRing::new("dead-reader");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() })
+            .unwrap(),
     )
     .unwrap();
     let mut consumer = spawn("consumer", tmp.path());
@@ -300,7 +303,8 @@ fn writers_stop_waiting_for_a_consumer_that_died() {
 fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
     let tmp = TempRing::new("slow-reader");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() })
+            .unwrap(),
     )
     .unwrap();
     let mut consumer = spawn("slow-consumer", tmp.path());
@@ -326,7 +330,8 @@ fn writers_wait_for_a_slow_consumer_in_another_process_and_lose_nothing() {
 fn a_stopped_consumer_costs_a_bounded_wait_then_drops_countably() {
     let tmp = TempRing::new("stopped-reader");
     let writer = Writer::attach(
-        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() }).unwrap(),
+        Ring::create(tmp.path(), RingOptions { capacity: 16, subrings: 0, ..RingOptions::default() })
+            .unwrap(),
     )
     .unwrap();
     let mut consumer = spawn("slow-consumer", tmp.path());
