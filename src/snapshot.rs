@@ -94,7 +94,11 @@ pub struct Snapshot {
     pub untracked_processes: u64,
     /// Pid of the attached consumer, if any.
     pub reader_pid: Option<u32>,
-    /// Tickets claimed so far (approximately: the writers' tail hint).
+    /// Tickets claimed so far, in the merged stream's ticket space, as
+    /// `progress` is (so `progress.committed >= tail` says everything
+    /// claimed before the snapshot was handed on): the shared ring's tail
+    /// (approximately: the writers' tail hint) plus each sub-ring's claimed
+    /// end (its consumer's `taken` plus the records claimed and not taken).
     pub tail: u64,
     /// The sub-rings, by index (none in a ring made without).
     pub subrings: Vec<SubRingStatus>,
@@ -294,6 +298,22 @@ impl Ring {
         capacities.sort_by_key(|c| (c.device_id, c.kind));
         let header = self.header();
         let reader_pid = header.control.reader.reader_pid.load(Ordering::Relaxed);
+        let subrings: Vec<SubRingStatus> = (0..self.subring_count())
+            .map(|i| SubRingStatus {
+                holder: crate::subrings::holder(self.subring_header(i).lease.load(Ordering::Relaxed))
+                    .map(|(entry, generation)| (entry as u16, generation)),
+                waiting: self.subring_view(i).waiting(),
+            })
+            .collect();
+        // Each sub-ring's `taken` is read after its `waiting` (which counts
+        // from the `taken` it read itself): a consumer moving meanwhile can
+        // only make the sum larger than the claimed end, never smaller, so
+        // `committed >= tail` never holds while a claimed record waits.
+        let subring_ends = subrings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.subring_view(i).progress().taken.wrapping_add(s.waiting))
+            .fold(0, u64::wrapping_add);
         Snapshot {
             processes,
             counters,
@@ -304,14 +324,8 @@ impl Ring {
             dropped: self.view().dropped(),
             untracked_processes: header.control.loss.untracked_processes.load(Ordering::Relaxed),
             reader_pid: (reader_pid != 0).then_some(reader_pid),
-            tail: header.control.tail.tail.load(Ordering::Relaxed),
-            subrings: (0..self.subring_count())
-                .map(|i| SubRingStatus {
-                    holder: crate::subrings::holder(self.subring_header(i).lease.load(Ordering::Relaxed))
-                        .map(|(entry, generation)| (entry as u16, generation)),
-                    waiting: self.subring_view(i).waiting(),
-                })
-                .collect(),
+            tail: header.control.tail.tail.load(Ordering::Relaxed).wrapping_add(subring_ends),
+            subrings,
             subring_capacity: self.subring_capacity(),
         }
     }
