@@ -59,8 +59,9 @@ pub const OWNER_GENERATION_BITS: u32 = 20;
 pub const MIN_CAPACITY: u64 = 16;
 /// Largest ring capacity, in records (4 GiB of slots).
 pub const MAX_CAPACITY: u64 = 1 << 26;
-/// Default ring capacity: 65536 records, a 4.3 MiB file, which fits the
-/// 64 MiB /dev/shm that containers get by default many times over.
+/// Default ring capacity: 65536 records (4 MiB of slots; with the default
+/// counter pool and sub-rings an 8.6 MiB file), which fits the 64 MiB
+/// /dev/shm that containers get by default several times over.
 pub const DEFAULT_CAPACITY: u64 = 1 << 16;
 
 /// Size reserved for the header.
