@@ -68,13 +68,16 @@ struct Helper {
 }
 
 impl Helper {
-    fn spawn(role: &str, ring: &str, capacity: u64) -> Helper {
+    /// A helper that creates RING with `capacity` shared slots and
+    /// `subrings` sub-rings.
+    fn spawn(role: &str, ring: &str, capacity: u64, subrings: u32) -> Helper {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
             .args(["--exact", "helper", "--nocapture", "--test-threads=1"])
             .env(ROLE, role)
             .env("MEMTRACK_RING", ring)
             .env("MEMTRACK_CAPACITY", capacity.to_string())
+            .env("MEMTRACK_SUBRINGS", subrings.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -157,12 +160,13 @@ fn dram0(report: &Value) -> &Value {
 fn drops_before_the_reader_attached_are_lost_records_not_false_unknown_frees() {
     let ring = NamedRing::new("overflow");
     let file = TempFile::new("overflow");
-    let mut helper = Helper::spawn("overflow", &ring.0, 16);
+    let mut helper = Helper::spawn("overflow", &ring.0, 16, 0);
     let recorder = start_recording(&ring, &file);
     helper.step("HELPER done");
     let report = stop_recording(recorder, &file);
     helper.finish();
 
+    // No sub-rings: the helper's records all go to the 16-slot shared ring.
     // The 85 drops happened before the reader attached, while the ring
     // held records nobody had taken: they fall into this recording.
     assert_eq!(report["lost"], 85, "{report}");
@@ -194,7 +198,7 @@ fn drops_before_the_reader_attached_are_lost_records_not_false_unknown_frees() {
 fn a_recording_that_starts_mid_run_starts_from_the_writers_counters() {
     let ring = NamedRing::new("midrun");
     let (first, second) = (TempFile::new("midrun-first"), TempFile::new("midrun-second"));
-    let mut helper = Helper::spawn("holder", &ring.0, 1024);
+    let mut helper = Helper::spawn("holder", &ring.0, 1024, 32);
     // A first recording takes the helper's records out of the ring.
     let recorder = start_recording(&ring, &first);
     std::thread::sleep(Duration::from_millis(500));
@@ -246,7 +250,7 @@ fn a_recording_of_a_ring_from_its_creation_has_no_opening() {
     let out = memtrack_env(&["record", "--ring", &ring.0, "-o", file.str(), "--duration", "0.1"], &[]);
     assert!(out.status.success());
     let recorder = start_recording(&ring, &file);
-    let mut helper = Helper::spawn("holder", &ring.0, 1024);
+    let mut helper = Helper::spawn("holder", &ring.0, 1024, 32);
     helper.step("HELPER done");
     helper.finish();
     let report = stop_recording(recorder, &file);
