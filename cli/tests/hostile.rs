@@ -12,7 +12,7 @@ use std::process::Output;
 mod common;
 
 use common::{TempFile, memtrack};
-use memtrack::format::{self, SLOTS_OFFSET};
+use memtrack::format;
 use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -165,6 +165,12 @@ fn patch(path: &Path, offset: usize, bytes: &[u8]) {
     std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, offset as u64).unwrap();
 }
 
+/// The first slot of a ring without sub-rings (the default pool): the
+/// test below writes the shared ring's slots by hand around the writer's
+/// records, so the writer must write the shared ring too.
+const SLOTS_OFFSET: usize =
+    format::slots_offset(format::DEFAULT_COUNTER_CELLS, 0, format::DEFAULT_SUBRING_CAPACITY);
+
 #[test]
 fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     let name = format!("cli-hostile-garbage-{}", std::process::id());
@@ -172,7 +178,7 @@ fn a_ring_of_garbage_records_is_recorded_and_reported_without_trusting_it() {
     let path = ring.path().to_path_buf();
     let _ = std::fs::remove_file(&path);
     let writer = Writer::attach_named(
-        Ring::create(&path, RingOptions { capacity: 64, ..RingOptions::default() }).unwrap(),
+        Ring::create(&path, RingOptions { capacity: 64, subrings: 0, ..RingOptions::default() }).unwrap(),
         b"hostile",
     )
     .unwrap();
