@@ -328,32 +328,36 @@ fn status_loop_repeats_with_one_csv_header_until_interrupted() {
 
 /// Format 3: status counts the sub-rings held by threads of live
 /// processes, in text and JSON, without consuming; a thread's exit frees
-/// its sub-ring.
+/// its sub-ring. (The test's own thread holds one too: it wrote the
+/// ring's first buffers, and sub-ring writes are on by default.)
 #[test]
 fn status_shows_the_sub_rings_in_use() {
     let (path, writer) = ring_with_writer("cli-status-subrings");
     writer.use_subrings(true);
     let ring = path.to_str().unwrap();
-    let subrings = |doc: &serde_json::Value| doc["subrings"].clone();
+    let json = || -> serde_json::Value {
+        serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap()
+    };
+    let before = json()["subrings"]["in_use"].as_u64().unwrap();
+    assert_eq!(before, 1, "the test's thread wrote through its sub-ring");
     let (holding, checked) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
-    std::thread::scope(|s| {
+    // Both looks are taken while the thread holds its sub-ring, and checked
+    // once it has gone (a failed check must not leave it waiting).
+    let (doc, text) = std::thread::scope(|s| {
         let thread = s.spawn(|| {
             writer.alloc(&l1_buffer(1));
             holding.wait();
             checked.wait();
         });
         holding.wait();
-        let doc: serde_json::Value =
-            serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
-        assert_eq!(subrings(&doc), serde_json::json!({"total": 32, "in_use": 1, "capacity": 2048}));
-        let text = String::from_utf8(memtrack(&["status", "--ring", ring]).stdout).unwrap();
-        assert!(text.contains("sub-rings: 1 in use of 32 (2048 slots each)"), "{text}");
+        let looks = (json(), String::from_utf8(memtrack(&["status", "--ring", ring]).stdout).unwrap());
         checked.wait();
         thread.join().unwrap();
+        looks
     });
-    let doc: serde_json::Value =
-        serde_json::from_slice(&memtrack(&["status", "--ring", ring, "--json"]).stdout).unwrap();
-    assert_eq!(subrings(&doc)["in_use"], 0, "given back at thread exit");
+    assert_eq!(doc["subrings"], serde_json::json!({"total": 32, "in_use": before + 1, "capacity": 2048}));
+    assert!(text.contains(&format!("sub-rings: {} in use of 32 (2048 slots each)", before + 1)), "{text}");
+    assert_eq!(json()["subrings"]["in_use"], before, "given back at thread exit");
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }
