@@ -3,7 +3,8 @@
 # all on loopback:
 #
 #  1. C clients (ffi_tests/cmake/client.c, linked with target/release/
-#     libmemtrack.so) record a known workload into a 16-slot ring that
+#     libmemtrack.so) record a known workload into a 16-slot ring without
+#     sub-rings (MEMTRACK_SUBRINGS=0: every record in the shared ring) that
 #     nothing consumes: 2 processes x 9 records while they hold (2 dropped),
 #     then their exit records (4 dropped in all);
 #  2. `memtrack serve --listen 127.0.0.1:0` serves the ring; Prometheus
@@ -70,7 +71,7 @@ cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude ffi_tests/cmake/client.c -
 # 2 allocs, exit); the ring holds 16 and has no consumer. Clients 1 and 2
 # hold (before their exit record) until $tmp/hold is closed.
 mkfifo "$tmp/hold"
-MEMTRACK_CAPACITY=16 "$tmp/client" "$ring" 1 hold <"$tmp/hold" >"$tmp/client1.out" &
+MEMTRACK_CAPACITY=16 MEMTRACK_SUBRINGS=0 "$tmp/client" "$ring" 1 hold <"$tmp/hold" >"$tmp/client1.out" &
 pids+=($!)
 exec 3>"$tmp/hold"
 for _ in $(seq 100); do [ -e "$ring" ] && break; sleep 0.05; done
