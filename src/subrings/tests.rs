@@ -340,16 +340,20 @@ fn a_thread_without_a_sub_ring_takes_one_given_back_later() {
     let tmp = TempRing::new("retry");
     drop(tmp.create(1, 256));
     let writer = writer(&tmp.0);
-    let (held, released) = (Barrier::new(2), Barrier::new(2));
+    let (held, looked, released) = (Barrier::new(2), Barrier::new(2), Barrier::new(2));
     let late = std::thread::scope(|s| {
+        // Holds its sub-ring (does not exit) until the late thread has
+        // looked for one.
         let first = s.spawn(|| {
             writer.alloc(&buffer(1, 0));
             held.wait();
+            looked.wait();
         });
         let late = s.spawn(|| {
             held.wait();
             writer.alloc(&buffer(2, 0));
             let before = writer.own_subring();
+            looked.wait();
             released.wait();
             for seq in 1..super::RETRY_HOOKS as u64 + 10 {
                 writer.alloc(&buffer(2, seq));
