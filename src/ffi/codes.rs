@@ -6,7 +6,7 @@ use crate::error::{Error, ErrorKind};
 
 /// Success.
 pub const MEMTRACK_OK: c_int = 0;
-/// A bad ring name or environment setting (`MEMTRACK_CAPACITY`, `MEMTRACK_WAIT_US`).
+/// A bad ring name or environment setting (`MEMTRACK_CAPACITY`, `MEMTRACK_COUNTER_CELLS`, `MEMTRACK_SUBRINGS`, `MEMTRACK_SUBRING_CAPACITY`, `MEMTRACK_WAIT_US`).
 pub const MEMTRACK_ERR_INVALID: c_int = -1;
 /// A system call failed.
 pub const MEMTRACK_ERR_IO: c_int = -2;

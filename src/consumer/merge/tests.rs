@@ -86,7 +86,11 @@ fn bounds_follow_the_frontier_and_hold_only_beyond_the_run_that_gave_them() {
         "one thread: later stamps are later"
     );
     assert_eq!(fresh(10, 0).after_peek(SubRing, 0, 30, &run, Claimed), 40);
-    assert_eq!(fresh(10, 0).after_peek(SubRing, 0, 30, &[], Corrupt), u64::MAX, "a corrupt ring bounds nothing");
+    assert_eq!(
+        fresh(10, 0).after_peek(SubRing, 0, 30, &[], Corrupt),
+        u64::MAX,
+        "a corrupt ring bounds nothing"
+    );
     // A look that stops short of where an earlier one ended (a sub-ring's
     // one batch) cannot use that look's bound: records between the two
     // ends may be stamped below it.
