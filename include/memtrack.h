@@ -61,7 +61,7 @@
 #define MEMTRACK_OK 0
 
 /**
- * A bad ring name or environment setting (`MEMTRACK_CAPACITY`, `MEMTRACK_WAIT_US`).
+ * A bad ring name or environment setting (`MEMTRACK_CAPACITY`, `MEMTRACK_COUNTER_CELLS`, `MEMTRACK_SUBRINGS`, `MEMTRACK_SUBRING_CAPACITY`, `MEMTRACK_WAIT_US`).
  */
 #define MEMTRACK_ERR_INVALID -1
 
