@@ -1121,6 +1121,8 @@ mod tests {
             Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
         )
         .unwrap();
+        // The shared ring's full wait: no sub-ring to write instead.
+        writer.use_subrings(false);
         writer.full_wait = Duration::from_secs(10);
         let consumer = Consumer::attach(&path).unwrap();
         fill(&writer, 15); // full
@@ -1146,6 +1148,8 @@ mod tests {
             Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
         )
         .unwrap();
+        // The shared ring's full wait: no sub-ring to write instead.
+        writer.use_subrings(false);
         writer.full_wait = Duration::from_millis(20);
         writer.stall_ticks = ticks_for(&writer.ring().calibration(), writer.full_wait * STALL_WAITS);
         let mut consumer = Consumer::attach(&path).unwrap();
