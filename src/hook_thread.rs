@@ -283,23 +283,35 @@ thread_local! {
 /// moment: the shared lane's atomic adds and the shared ring's CAS claim.
 #[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(Option<&HookThread>) -> R) -> R {
-    let mut f = Some(f);
-    let run = |t: &HookThread| {
-        let f = f.take().expect("called once");
-        if t.in_hook.get() {
-            return f(None);
-        }
-        t.in_hook.set(true);
-        // Compiler fences: a signal handler runs on this thread, so only
-        // the compiler could move the flag's stores past the hook's own.
-        compiler_fence(Ordering::SeqCst);
-        let result = f(Some(t));
-        compiler_fence(Ordering::SeqCst);
-        t.in_hook.set(false);
-        result
-    };
-    match HOOK.try_with(run) {
-        Ok(r) => r,
-        Err(_) => (f.take().expect("not called"))(None),
+    // Not `LocalKey::with` around `f`: a closure run inside it was
+    // compiled out of line, with its captures on the stack.
+    // SAFETY: `t` is used on this thread, within this call.
+    let Some(t) = (unsafe { current() }) else { return f(None) };
+    if t.in_hook.get() {
+        return f(None);
     }
+    t.in_hook.set(true);
+    // Compiler fences: a signal handler runs on this thread, so only
+    // the compiler could move the flag's stores past the hook's own.
+    compiler_fence(Ordering::SeqCst);
+    let result = f(Some(t));
+    compiler_fence(Ordering::SeqCst);
+    t.in_hook.set(false);
+    result
+}
+
+/// This thread's state, or `None` while the thread is being torn down.
+/// `HOOK` is const-initialised and has no destructor, so reaching it
+/// never fails today.
+///
+/// # Safety
+/// The caller uses the reference on this thread only, and not after the
+/// call that got it returns (it must not outlive the thread's storage).
+#[inline(always)]
+pub(crate) unsafe fn current<'a>() -> Option<&'a HookThread> {
+    // SAFETY: the pointer is this thread's own `HOOK`, whose storage lives
+    // until the thread exits (no destructor runs on it); `HookThread` is
+    // all `Cell`s (not `Sync`: the reference cannot leave the thread), and
+    // the caller keeps it no longer than its call.
+    HOOK.try_with(std::ptr::from_ref).ok().map(|t| unsafe { &*t })
 }

@@ -29,7 +29,7 @@ use crate::hook_thread::{HookThread, LaneLease, OwnSubRing, SubRingLease, cache_
 use crate::process::{Registration, own_name};
 use crate::ring::{Claim, Owner, RingView};
 use crate::shm::Ring;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, PAYLOAD_WORDS, compiler_fence};
 
 /// Default time a hook that found the ring full waits for an attached
 /// consumer that makes *no progress* before it drops the record
@@ -151,13 +151,13 @@ impl Writer {
     }
 
     /// Records that `buffer` was allocated.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, buffer: &MemtrackBuffer) {
         self.buffer_event(Event::Alloc, buffer);
     }
 
     /// Records that `buffer` was freed.
-    #[inline]
+    #[inline(always)]
     pub fn free(&self, buffer: &MemtrackBuffer) {
         self.buffer_event(Event::Free, buffer);
     }
@@ -284,49 +284,134 @@ impl Writer {
     ) {
         let bytes = if b.flags & FLAG_ALIAS != 0 { 0 } else { b.size as i64 };
         let (bytes, buffers) = if event == Event::Alloc { (bytes, 1) } else { (bytes.wrapping_neg(), -1) };
-        crate::hook_thread::with(|t| {
-            self.count(t, b.device_id, b.kind, bytes, buffers);
-            let scope = scope(t);
-            let mut record = Record {
-                buffer_id: b.buffer_id,
-                parent_id: b.parent_id,
-                address: b.address,
-                size: b.size,
-                device_id: b.device_id,
-                kind: b.kind,
-                flags: b.flags,
-                ..self.record(event)
-            };
-            if scope != 0 {
-                record.set_scope(scope);
+        // `hook_thread::with`, spelled out: its closure was compiled out of
+        // line, with its captures on the stack.
+        // SAFETY: `t` is used on this thread, within this call.
+        match unsafe { crate::hook_thread::current() } {
+            Some(t) if !t.in_hook.get() => {
+                t.in_hook.set(true);
+                // As in `with`: only the compiler could move these stores.
+                compiler_fence(Ordering::SeqCst);
+                self.buffer_event_in(Some(t), event, b, bytes, buffers, scope);
+                compiler_fence(Ordering::SeqCst);
+                t.in_hook.set(false);
             }
-            self.push_from(t, &record);
-        });
+            // Torn down, or a hook inside a hook (see `with`).
+            _ => self.buffer_event_in(None, event, b, bytes, buffers, scope),
+        }
     }
 
-    /// Adds (bytes, buffers) to this thread's cell of (device, kind): on
-    /// the hot path, the cell cached in the thread's state, updated with
-    /// plain stores (its lane has no other writer).
+    /// [`Writer::buffer_event_with`] for the thread state `t` (`None`: a
+    /// thread being torn down, or a hook inside a hook).
     #[inline(always)]
-    fn count(&self, thread: Option<&HookThread>, device: u32, kind: u8, bytes: i64, buffers: i64) {
-        if let Some(t) = thread
+    fn buffer_event_in(
+        &self,
+        t: Option<&HookThread>,
+        event: Event,
+        b: &MemtrackBuffer,
+        bytes: i64,
+        buffers: i64,
+        scope: impl FnOnce(Option<&HookThread>) -> u32,
+    ) {
+        // The hot path: a thread already hooking for this writer (one
+        // serial check for the counter, the scope and the sub-ring),
+        // writing its own sub-ring. The payload goes from registers
+        // straight to the slot: no 64-byte `Record` is built first.
+        if let Some(t) = t
             && t.writer.get() == self.serial
         {
-            let (way, tag) = cache_way(device, kind);
-            let (cached, cell) = t.cache[way].get();
-            if cached == tag {
-                // SAFETY: cached by this writer (its serial matches) from its
-                // own pool, which lies in its mapping, alive while `self` is.
-                let cell = unsafe { &*cell };
-                if t.lane.get() == SHARED_LANE {
-                    add_shared(cell, bytes, buffers);
-                } else {
-                    add_own(cell, bytes, buffers);
-                }
-                return;
+            self.count_current(t, b.device_id, b.kind, bytes, buffers);
+            let scope = scope(Some(t));
+            if let Some(claim) = self.claim_own(t) {
+                let payload = self.buffer_payload(event, b, scope);
+                return self.stamp_and_publish_words(claim, payload);
             }
+            if t.subring.get().is_null() {
+                self.count_down_to_retry(t);
+            }
+            return self.push_shared(&self.buffer_record(event, b, scope));
         }
-        self.count_cold(thread, device, kind, bytes, buffers);
+        // By value: a reference would make the hot path keep `b` in memory.
+        self.buffer_event_cold(t, event, *b, bytes, buffers, scope);
+    }
+
+    /// A thread's first event for this writer (or one being torn down):
+    /// adopt the writer, count, and write the record wherever it now goes.
+    #[cold]
+    #[inline(never)]
+    fn buffer_event_cold(
+        &self,
+        thread: Option<&HookThread>,
+        event: Event,
+        b: MemtrackBuffer,
+        bytes: i64,
+        buffers: i64,
+        scope: impl FnOnce(Option<&HookThread>) -> u32,
+    ) {
+        self.count_cold(thread, b.device_id, b.kind, bytes, buffers);
+        let scope = scope(thread);
+        self.push_from(thread, &self.buffer_record(event, &b, scope));
+    }
+
+    /// The record of `event` on `b` under scope node `scope` (0: none),
+    /// not yet stamped.
+    #[inline(always)]
+    fn buffer_record(&self, event: Event, b: &MemtrackBuffer, scope: u32) -> Record {
+        let mut record = Record {
+            buffer_id: b.buffer_id,
+            parent_id: b.parent_id,
+            address: b.address,
+            size: b.size,
+            device_id: b.device_id,
+            kind: b.kind,
+            flags: b.flags,
+            ..self.record(event)
+        };
+        if scope != 0 {
+            record.set_scope(scope);
+        }
+        record
+    }
+
+    /// `buffer_record(event, b, scope).payload()`, its timestamp word 0,
+    /// built in registers: each word from the fields it holds, placed as
+    /// `Record`'s layout puts them (little-endian: asserted at build time,
+    /// checked against `payload()` by a test).
+    #[inline(always)]
+    fn buffer_payload(&self, event: Event, b: &MemtrackBuffer, scope: u32) -> [u64; PAYLOAD_WORDS] {
+        const _: () = assert!(cfg!(target_endian = "little"), "buffer_payload packs little-endian words");
+        // Bytes 48..56: device_id, pid.
+        let ids = u64::from(b.device_id) | u64::from(self.pid) << 32;
+        // Bytes 56..64: process_slot (2), event, kind, flags, then the
+        // scope id capped as `Record::set_scope` caps it (3).
+        let codes = u64::from(self.registration.index as u16)
+            | u64::from(event as u8) << 16
+            | u64::from(b.kind) << 24
+            | u64::from(b.flags) << 32
+            | u64::from(scope.min(MAX_RESERVED_ID)) << 40;
+        [0, b.buffer_id, b.parent_id, b.address, b.size, ids, codes]
+    }
+
+    /// Adds (bytes, buffers) to the calling thread's cell of (device,
+    /// kind), for a thread whose state is this writer's (the caller checked
+    /// its serial): on the hot path, the cell cached in the thread's state,
+    /// updated with plain stores (its lane has no other writer).
+    #[inline(always)]
+    fn count_current(&self, t: &HookThread, device: u32, kind: u8, bytes: i64, buffers: i64) {
+        let (way, tag) = cache_way(device, kind);
+        let (cached, cell) = t.cache[way].get();
+        if cached == tag {
+            // SAFETY: cached by this writer (its serial matches) from its
+            // own pool, which lies in its mapping, alive while `self` is.
+            let cell = unsafe { &*cell };
+            if t.lane.get() == SHARED_LANE {
+                add_shared(cell, bytes, buffers);
+            } else {
+                add_own(cell, bytes, buffers);
+            }
+            return;
+        }
+        self.count_cold(Some(t), device, kind, bytes, buffers);
     }
 
     /// A thread's first event for this writer, or a (device, kind) not in
@@ -501,7 +586,13 @@ impl Writer {
     /// Stamps `record` with the time now (after its claim) and publishes it.
     #[inline(always)]
     fn stamp_and_publish(&self, claim: Claim<'_>, record: &Record) {
-        let mut payload = record.payload();
+        self.stamp_and_publish_words(claim, record.payload());
+    }
+
+    /// Stamps `payload` (its word 0, the record's timestamp) with the time
+    /// now (after its claim) and publishes it.
+    #[inline(always)]
+    fn stamp_and_publish_words(&self, claim: Claim<'_>, mut payload: [u64; PAYLOAD_WORDS]) {
         payload[0] = self.clock.now(); // Word 1 of the record: its timestamp.
         claim.publish(&payload);
     }
@@ -673,6 +764,51 @@ mod tests {
         for id in 0..n {
             writer.alloc(&MemtrackBuffer { buffer_id: id, size: 1, ..Default::default() });
         }
+    }
+
+    /// The hot path packs the payload words itself: they must be exactly
+    /// what the `Record` the cold paths build gives (every field at its
+    /// place, the scope capped as `set_scope` caps it), for each event.
+    #[test]
+    fn the_packed_payload_is_the_records_payload() {
+        let path = crate::ring_path(&format!("test-writer-payload-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let writer = Writer::attach(Ring::create(&path, RingOptions::default()).unwrap()).unwrap();
+        let buffers = [
+            MemtrackBuffer::default(),
+            MemtrackBuffer {
+                buffer_id: u64::MAX,
+                parent_id: 0x0102_0304_0506_0708,
+                address: 0xdead_beef_0000_1000,
+                size: 1 << 40,
+                device_id: u32::MAX,
+                kind: 0xff,
+                flags: 0xff,
+                ..Default::default()
+            },
+            MemtrackBuffer {
+                buffer_id: 7,
+                address: 0x1000,
+                size: 4096,
+                device_id: 3,
+                kind: 1,
+                flags: 1,
+                ..Default::default()
+            },
+        ];
+        for b in &buffers {
+            for event in [Event::Alloc, Event::Free] {
+                for scope in [0, 1, 0x00ab_cdef, MAX_RESERVED_ID, MAX_RESERVED_ID + 1, u32::MAX] {
+                    assert_eq!(
+                        writer.buffer_payload(event, b, scope),
+                        writer.buffer_record(event, b, scope).payload(),
+                        "{event:?} {b:?} scope {scope}"
+                    );
+                }
+            }
+        }
+        drop(writer);
+        let _ = std::fs::remove_file(&path);
     }
 
     /// More threads than lanes at once: 16 get a lane of their own, the
@@ -985,6 +1121,8 @@ mod tests {
             Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
         )
         .unwrap();
+        // The shared ring's full wait: no sub-ring to write instead.
+        writer.use_subrings(false);
         writer.full_wait = Duration::from_secs(10);
         let consumer = Consumer::attach(&path).unwrap();
         fill(&writer, 15); // full
@@ -1010,6 +1148,8 @@ mod tests {
             Ring::create(&path, RingOptions { capacity: 16, ..RingOptions::default() }).unwrap(),
         )
         .unwrap();
+        // The shared ring's full wait: no sub-ring to write instead.
+        writer.use_subrings(false);
         writer.full_wait = Duration::from_millis(20);
         writer.stall_ticks = ticks_for(&writer.ring().calibration(), writer.full_wait * STALL_WAITS);
         let mut consumer = Consumer::attach(&path).unwrap();

@@ -91,9 +91,7 @@ pub extern "C" fn memtrack_enabled() -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn memtrack_alloc(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
     if !global::is_off() {
-        let buffer =
-            MemtrackBuffer { buffer_id, address, size, device_id, kind, ..MemtrackBuffer::default() };
-        record(Event::Alloc, &buffer);
+        record_short(Event::Alloc, device_id, kind, buffer_id, address, size);
     }
 }
 
@@ -101,9 +99,7 @@ pub extern "C" fn memtrack_alloc(device_id: u32, kind: u8, buffer_id: u64, addre
 #[unsafe(no_mangle)]
 pub extern "C" fn memtrack_free(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
     if !global::is_off() {
-        let buffer =
-            MemtrackBuffer { buffer_id, address, size, device_id, kind, ..MemtrackBuffer::default() };
-        record(Event::Free, &buffer);
+        record_short(Event::Free, device_id, kind, buffer_id, address, size);
     }
 }
 
@@ -136,14 +132,31 @@ pub unsafe extern "C" fn memtrack_free_buffer(b: *const MemtrackBuffer) {
 /// (inlined, its register saves ran before the check and cost ~1 ns).
 #[inline(never)]
 fn record(event: Event, buffer: &MemtrackBuffer) {
+    boundary((), || record_inline(event, buffer));
+}
+
+/// As [`record`], for the short forms: the fields come in registers, so
+/// the exported function builds no `memtrack_buffer` on its stack for this
+/// one to read back.
+#[inline(never)]
+fn record_short(event: Event, device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
+    // Its own closure (not `record`'s): each caller's `catch_unwind` then
+    // has one caller and is inlined into it.
     boundary((), || {
-        if let Some(w) = global::writer() {
-            match event {
-                Event::Alloc => w.alloc_with_scope(buffer, |t| scope::current(t, w)),
-                _ => w.free(buffer),
-            }
+        let buffer =
+            MemtrackBuffer { buffer_id, address, size, device_id, kind, ..MemtrackBuffer::default() };
+        record_inline(event, &buffer);
+    });
+}
+
+#[inline(always)]
+fn record_inline(event: Event, buffer: &MemtrackBuffer) {
+    if let Some(w) = global::writer() {
+        match event {
+            Event::Alloc => w.alloc_with_scope(buffer, |t| scope::current(t, w)),
+            _ => w.free(buffer),
         }
-    })
+    }
 }
 
 /// Sets the total memory of (device, kind), for used/total views.
