@@ -119,15 +119,26 @@ fn whole_batches_are_taken_at_once_and_the_rest_waits() {
     assert_eq!(take_due(&mut consumer, &mut out).records, 0);
     assert!(!consumer.caught_up());
     // Draining everything (the end of a recording) does not wait.
+    assert_eq!(drain_all(&mut consumer, &mut out), 5);
+    assert_every_ticket_once_in_order(&out, 2 * batch + 10);
+    assert!(consumer.caught_up());
+}
+
+/// Drains everything left into `out` (as the end of a recording does,
+/// not waiting for a batch): how many records.
+fn drain_all(consumer: &mut Consumer, out: &mut Vec<Record>) -> usize {
     let mut buf = Vec::new();
     let drained = consumer.drain(usize::MAX, &mut buf, |r| {
         out.extend_from_slice(r);
         Ok::<(), ()>(())
     });
-    assert_eq!(drained, Ok(5));
+    drained.expect("nothing fails")
+}
+
+/// `out`'s tickets are `0..n`: in order, none twice, none missing.
+fn assert_every_ticket_once_in_order(out: &[Record], n: u64) {
     let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
-    assert_eq!(tickets, (0..2 * batch + 10).collect::<Vec<_>>(), "in order, none twice, none missing");
-    assert!(consumer.caught_up());
+    assert_eq!(tickets, (0..n).collect::<Vec<_>>(), "in order, none twice, none missing");
 }
 
 /// The same with the default sub-rings: the writer's thread writes its
@@ -160,14 +171,8 @@ fn a_sub_rings_whole_batches_are_taken_at_once_and_the_rest_waits() {
     std::thread::sleep(Duration::from_millis(1));
     assert_eq!(take_due(&mut consumer, &mut out).records, 0);
     assert!(!consumer.caught_up());
-    let mut buf = Vec::new();
-    let drained = consumer.drain(usize::MAX, &mut buf, |r| {
-        out.extend_from_slice(r);
-        Ok::<(), ()>(())
-    });
-    assert_eq!(drained, Ok(8));
-    let tickets: Vec<u64> = out.iter().map(|r| r.ticket).collect();
-    assert_eq!(tickets, (0..2 * batch + 9).collect::<Vec<_>>(), "in order, none twice, none missing");
+    assert_eq!(drain_all(&mut consumer, &mut out), 8);
+    assert_every_ticket_once_in_order(&out, 2 * batch + 9);
     assert!(consumer.caught_up());
 }
 
