@@ -220,7 +220,8 @@ impl Sources {
     /// happened before one below it.
     pub(crate) fn fence_backlog(&mut self, ring: &Ring) -> u64 {
         self.fence.clear();
-        let ends = self.sources.iter().enumerate().map(|(s, source)| view(ring, s).claimed_end(&source.cursor));
+        let ends =
+            self.sources.iter().enumerate().map(|(s, source)| view(ring, s).claimed_end(&source.cursor));
         self.fence.extend(ends);
         self.fence.iter().fold(0, |sum, &end| sum.wrapping_add(end))
     }
@@ -340,9 +341,12 @@ impl Sources {
         // Under the fence: no source looks past it.
         let mut fenced = std::mem::take(&mut self.fenced_limits);
         fenced.clear();
-        fenced.extend(self.sources.iter().zip(limits).map(|(source, &limit)| {
-            limit.min(source.fence_left.unwrap_or(usize::MAX))
-        }));
+        fenced.extend(
+            self.sources
+                .iter()
+                .zip(limits)
+                .map(|(source, &limit)| limit.min(source.fence_left.unwrap_or(usize::MAX))),
+        );
         let result = self.round_limited(ring, max, &fenced, out);
         self.fenced_limits = fenced;
         result
