@@ -185,6 +185,24 @@ impl Consumer {
         self.sources.claimed_end(&self.ring)
     }
 
+    /// Reads every ring's claimed end now and returns their sum (what
+    /// [`Consumer::claimed_end`] returns), and fences the backlog: every
+    /// record claimed below those ends comes out before any claimed at or
+    /// above them, so the records whose merged tickets lie below the
+    /// returned position are exactly those claimed before this call. A
+    /// session calls it once it attaches, before it reads the writers'
+    /// live counters (the counters then include the backlog's effects).
+    ///
+    /// Why this keeps the merge's order: a record claimed after the fence
+    /// was read cannot happen before one claimed before it. (The rings are
+    /// read one after another: a hand-over that begins and ends between the
+    /// reads of two rings, within microseconds, is the exception; see
+    /// `Sources::fence_backlog`.) The fence lifts once every ring has been
+    /// taken up to it, dead writers' claims included.
+    pub fn fence_backlog(&mut self) -> u64 {
+        self.sources.fence_backlog(&self.ring)
+    }
+
     /// Sleeps when the last drain found the ring nearly empty, so the
     /// consumer stays well behind the writers instead of polling the slot
     /// a writer is about to fill, and costs next to nothing when idle.

@@ -157,7 +157,7 @@ impl Session {
         // and this session reports that.
         let before = ring.snapshot();
         let baseline = LossBlock::new(before.dropped, &before.progress, before.untracked_processes);
-        let consumer = Consumer::attach(ring_path)?;
+        let mut consumer = Consumer::attach(ring_path)?;
         let started_unix_ns = memtrack::clock::realtime_ns();
         let started_ticks = consumer.ring().clock_source().now();
         // Where the stream starts, then the writers' state: the table (who
@@ -170,7 +170,9 @@ impl Session {
         // cross-check at the end marks its cell uncertain). In the other
         // order, every hook between the two reads would be.
         let first_ticket = consumer.progress().taken;
-        let backlog_end = consumer.claimed_end();
+        // Fenced: the records claimed below it come out before any other
+        // (merged tickets alone would not keep them below it).
+        let backlog_end = consumer.fence_backlog();
         let at_start = consumer.ring().snapshot();
         let start = StartBlock::new(started_ticks, first_ticket, backlog_end, before.dropped);
         let time = TimeBase::of_ring(consumer.ring()).starting_at(started_ticks);

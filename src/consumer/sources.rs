@@ -56,6 +56,25 @@ struct SourceState {
     frontier: Frontier,
     /// Scratch: this round's records of this source, before the merge.
     taken: Vec<Record>,
+    /// This round's tickets of this source below its backlog fence
+    /// ([`Sources::fence_backlog`]), from its cursor on; `None`: no fence.
+    fence_left: Option<usize>,
+}
+
+impl SourceState {
+    /// How much of the peeked run this round may take: all of it, or under
+    /// a fence what lies below it.
+    fn visible(&self) -> usize {
+        (self.stamps.len() - self.head).min(self.fence_left.unwrap_or(usize::MAX))
+    }
+
+    /// Whether this round's look reaches the source's fence: nothing the
+    /// source may still produce before the fence lifts is unpeeked, so its
+    /// bound holds back none of the fenced records (see
+    /// [`Sources::fence_backlog`]).
+    fn peeked_to_fence(&self) -> bool {
+        self.fence_left.is_some_and(|left| self.stamps.len() - self.head >= left)
+    }
 }
 
 /// What one round found: what [`super::Batch`] reports.
@@ -79,6 +98,11 @@ pub(crate) struct Sources {
     from: Vec<usize>,
     /// [`SLACK_NS`] in ring-clock ticks.
     slack_ticks: u64,
+    /// Per source, the end of the backlog ([`Sources::fence_backlog`]):
+    /// empty when no fence holds.
+    fence: Vec<u64>,
+    /// Scratch: a round's limits under the fence.
+    fenced_limits: Vec<usize>,
 }
 
 /// Ring `s`'s view: the shared ring for 0, else sub-ring `s - 1`.
@@ -132,6 +156,7 @@ impl Sources {
                 head: 0,
                 frontier: Frontier::Limit,
                 taken: Vec::new(),
+                fence_left: None,
             })
             .collect();
         let calibration = ring.calibration();
@@ -144,6 +169,8 @@ impl Sources {
             positions: Vec::new(),
             from: Vec::new(),
             slack_ticks,
+            fence: Vec::new(),
+            fenced_limits: Vec::new(),
         }
     }
 
@@ -173,6 +200,54 @@ impl Sources {
         let ends =
             self.sources.iter().enumerate().map(|(s, source)| view(ring, s).claimed_end(&source.cursor));
         ends.fold(0, u64::wrapping_add)
+    }
+
+    /// Reads each source's claimed end now, and fences the backlog: from
+    /// now on every record below those ends is taken before any record at
+    /// or above them. Returns the sum of the ends (what
+    /// [`Sources::claimed_end`] returns): the merged tickets below it are
+    /// exactly the fenced records and claims.
+    ///
+    /// Why the merge's order survives the fence: a record claimed after
+    /// the fence was read cannot happen before one claimed before it
+    /// (happening before means being complete before the other's claim).
+    /// So among fenced records the merge orders as ever, and a source
+    /// taken up to its fence holds none of them back (its next records,
+    /// all above the fence, precede none of them). The ends are read one
+    /// source after another, not at one instant: a hand-over that starts
+    /// and ends between the reads of two sources (the time of a probe,
+    /// microseconds) can still leave a record above the fence that
+    /// happened before one below it.
+    pub(crate) fn fence_backlog(&mut self, ring: &Ring) -> u64 {
+        self.fence.clear();
+        let ends =
+            self.sources.iter().enumerate().map(|(s, source)| view(ring, s).claimed_end(&source.cursor));
+        self.fence.extend(ends);
+        self.fence.iter().fold(0, |sum, &end| sum.wrapping_add(end))
+    }
+
+    /// Sets each source's `fence_left` for a round, lifting the fence once
+    /// every source has taken up to it (records and dead claims alike).
+    /// Returns whether a fence holds.
+    fn update_fence(&mut self) -> bool {
+        let fence = &self.fence;
+        let mut below = false;
+        for (s, source) in self.sources.iter_mut().enumerate() {
+            source.fence_left = fence.get(s).map(|&end| {
+                // (Wrapping: tickets come from a file anyone may have
+                // scribbled on; a source past its fence has nothing left.)
+                let left = end.wrapping_sub(source.cursor.progress().taken) as i64;
+                left.max(0) as usize
+            });
+            below |= source.fence_left.is_some_and(|left| left > 0);
+        }
+        if !below && !self.fence.is_empty() {
+            self.fence.clear();
+            for source in &mut self.sources {
+                source.fence_left = None;
+            }
+        }
+        below
     }
 
     /// The smallest source: the capacity the consumer's pacing must keep
@@ -260,6 +335,31 @@ impl Sources {
         limits: &[usize],
         out: &mut Vec<Record>,
     ) -> (Round, bool) {
+        if !self.update_fence() {
+            return self.round_limited(ring, max, limits, out);
+        }
+        // Under the fence: no source looks past it.
+        let mut fenced = std::mem::take(&mut self.fenced_limits);
+        fenced.clear();
+        fenced.extend(
+            self.sources
+                .iter()
+                .zip(limits)
+                .map(|(source, &limit)| limit.min(source.fence_left.unwrap_or(usize::MAX))),
+        );
+        let result = self.round_limited(ring, max, &fenced, out);
+        self.fenced_limits = fenced;
+        result
+    }
+
+    /// [`Sources::round_within`] once the limits respect the fence.
+    fn round_limited(
+        &mut self,
+        ring: &Ring,
+        max: usize,
+        limits: &[usize],
+        out: &mut Vec<Record>,
+    ) -> (Round, bool) {
         // The clock before any slot load (module `merge`: every record
         // claimed after a look at its slot is stamped after this).
         let seen_after = ring.clock_source().now_ordered().saturating_sub(self.slack_ticks);
@@ -277,7 +377,7 @@ impl Sources {
             } else {
                 Frontier::Limit
             };
-            if source.stamps.len() > source.head {
+            if source.visible() > 0 {
                 busy = Some(s);
                 busy_count += 1;
             }
@@ -313,7 +413,9 @@ impl Sources {
     /// order is its own. Stopping early (at the first record above `w`,
     /// or at `max`) leaves a suffix of `busy` for a later round, and no
     /// record of another source comes out in this one, so no record can
-    /// pass one that happened before it. (`busy`'s own bound matters only
+    /// pass one that happened before it. Under a backlog fence, another
+    /// source peeked up to its fence (all it peeked lies above it) holds
+    /// nothing back: see [`Sources::fence_backlog`]. (`busy`'s own bound matters only
     /// to the records of other sources, so it is not computed; its kept
     /// bound stays a valid lower bound.) What `busy` peeked before is
     /// dropped: it is only a cache of slots that stay as they were until
@@ -331,7 +433,9 @@ impl Sources {
             if s != busy {
                 let start = source.cursor.progress().taken;
                 let bound = source.bound.after_peek(kind(s), start, seen_after, &[], source.frontier);
-                watermark = watermark.min(bound);
+                if !source.peeked_to_fence() {
+                    watermark = watermark.min(bound);
+                }
             }
         }
         let base = self.progress().taken;
@@ -378,11 +482,17 @@ impl Sources {
             };
             let run = &source.stamps[source.head..];
             source.round_bound = source.bound.after_peek(kind(s), start, seen_after, run, frontier);
+            if source.peeked_to_fence() {
+                source.round_bound = u64::MAX;
+            }
         }
         let round: Vec<Source<'_>> = self
             .sources
             .iter()
-            .map(|s| Source { stamps: &s.stamps[s.head..], keys: &s.keys[s.head..], bound: s.round_bound })
+            .map(|s| {
+                let end = s.head + s.visible();
+                Source { stamps: &s.stamps[s.head..end], keys: &s.keys[s.head..end], bound: s.round_bound }
+            })
             .collect();
         self.merger.plan(&round, max, &mut self.plan);
         // Records left behind, and not because the plan is full.

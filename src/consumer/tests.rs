@@ -176,5 +176,61 @@ fn a_dead_writers_claim_in_a_sub_ring_is_counted_lost_and_holds_nothing_back_for
     assert!(consumer.caught_up());
 }
 
+#[test]
+fn the_fenced_backlog_comes_out_before_anything_claimed_after_the_fence() {
+    let (tmp, ring) = TempFile::new("fence");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    // Before the fence: two claims in sub-ring A (source 1) that their
+    // writer publishes late, so stamped late, and one shared-ring record.
+    let a = [ring.subring_view(0).claim(WRITER).unwrap(), ring.subring_view(0).claim(WRITER).unwrap()];
+    put(&ring, 0, 2);
+    let backlog_end = consumer.fence_backlog();
+    assert_eq!(backlog_end, 3, "the claimed ends, summed");
+    // After the fence: sub-ring B (source 2) and the shared ring, stamped
+    // before A's records.
+    put(&ring, 2, 10);
+    put(&ring, 0, 11);
+    put(&ring, 2, 12);
+    for (id, claim) in a.into_iter().enumerate() {
+        claim.publish(&[ring.clock_source().now(), id as u64, 0, 0, 0, 0, 0]);
+    }
+    let out = drain(&mut consumer);
+    // The fenced ones first, by stamp among themselves (2 was stamped
+    // before A's records were), then the rest.
+    assert_eq!(ids(&out[..3]), [2, 0, 1], "fenced first: {:?}", ids(&out));
+    assert_eq!(ids(&out[3..]), [10, 11, 12], "after the fence, by stamp");
+    let fenced: Vec<u64> = out.iter().filter(|r| r.ticket < backlog_end).map(|r| r.buffer_id).collect();
+    assert_eq!(fenced.len(), 3);
+    assert!(fenced.iter().all(|&id| id < 10), "merged tickets below the fence are the fenced records");
+    assert_eq!(tickets(&out), [0, 1, 2, 3, 4, 5]);
+    // The fence lifted: what comes next is merged by stamp as ever.
+    put(&ring, 1, 20);
+    put(&ring, 2, 21);
+    assert_eq!(ids(&drain(&mut consumer)), [20, 21]);
+}
+
+#[test]
+fn a_dead_claim_below_the_fence_counts_toward_it() {
+    let (tmp, ring) = TempFile::new("fence-dead");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    put(&ring, 1, 0);
+    // A writer killed between its claim and its publish, below the fence.
+    drop(ring.subring_view(0).claim(NOBODY).unwrap());
+    let backlog_end = consumer.fence_backlog();
+    assert_eq!(backlog_end, 2);
+    put(&ring, 2, 10);
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        out.extend(drain(&mut consumer));
+        if out.len() == 2 {
+            break;
+        }
+        std::thread::sleep(LIVENESS_GRACE_FOR_TESTS);
+    }
+    assert_eq!(ids(&out), [0, 10]);
+    assert_eq!(tickets(&out), [0, 2], "the dead claim took number 1, below the fence");
+    assert_eq!(consumer.progress().lost_writer_died, 1);
+}
+
 /// At least the consumer's grace before it asks whether a writer died.
 const LIVENESS_GRACE_FOR_TESTS: Duration = Duration::from_millis(3);
