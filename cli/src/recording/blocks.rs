@@ -70,11 +70,12 @@ pub struct StartBlock {
     pub first_ticket: u64,
     /// Tickets below this were claimed before the reader attached: the
     /// records the ring held then (the backlog). Their effect is already in
-    /// the opening counters. With merged tickets (ring format 3) the count
-    /// is exact, the boundary nearly: a record claimed before the attach
-    /// but stamped after it may swap places with one of another ring
-    /// claimed just after (the same uncertainty as a hook caught between
-    /// the reader's two reads, which the counter cross-check marks).
+    /// the opening counters. With merged tickets (ring format 3) the
+    /// consumer delivers every record claimed before its backlog fence
+    /// (`Consumer::fence_backlog`) before any claimed after it, so these
+    /// are exactly the fenced records. A hook caught between the reader's
+    /// two reads (the fence, then the counters) is counted twice, and the
+    /// counter cross-check marks its cell uncertain, as in format 2.
     pub backlog_end: u64,
     /// Records the ring's writers had dropped before the reader attached.
     pub dropped_before: u64,
