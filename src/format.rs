@@ -155,6 +155,12 @@ pub const fn file_size(capacity: u64, counter_cells: u32, subrings: u32, subring
     slots_offset(counter_cells, subrings, subring_capacity) as u64 + capacity * RECORD_SIZE as u64
 }
 
+/// Length of a ring file holding `capacity` shared slots with the default
+/// counter pool and sub-rings (what `RingOptions::default()` creates).
+pub const fn default_file_size(capacity: u64) -> u64 {
+    file_size(capacity, DEFAULT_COUNTER_CELLS, DEFAULT_SUBRINGS, DEFAULT_SUBRING_CAPACITY)
+}
+
 /// Byte offset (past any real data) of the OFD lock the one consumer holds.
 pub const READER_LOCK_OFFSET: i64 = 1 << 40;
 /// Byte offset of the OFD lock that process-table entry `i` holds at `+ i`.

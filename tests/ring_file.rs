@@ -284,14 +284,7 @@ fn hostile_and_broken_files_are_refused_with_the_reason() {
         .write(true)
         .open(path)
         .unwrap()
-        .set_len(
-            format::file_size(
-                64,
-                format::DEFAULT_COUNTER_CELLS,
-                format::DEFAULT_SUBRINGS,
-                format::DEFAULT_SUBRING_CAPACITY,
-            ) - 64,
-        )
+        .set_len(format::default_file_size(64) - 64)
         .unwrap();
     assert!(expect_refusal(path, "truncated").to_string().contains("file length"));
 

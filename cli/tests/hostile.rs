@@ -294,14 +294,7 @@ fn broken_and_untrusted_ring_files_are_refused_by_status_and_record() {
         .write(true)
         .open(&path)
         .unwrap()
-        .set_len(
-            format::file_size(
-                64,
-                format::DEFAULT_COUNTER_CELLS,
-                format::DEFAULT_SUBRINGS,
-                format::DEFAULT_SUBRING_CAPACITY,
-            ) - 64,
-        )
+        .set_len(format::default_file_size(64) - 64)
         .unwrap();
     assert_refused(&path, "file length");
     make();
