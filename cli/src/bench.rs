@@ -218,14 +218,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("--threads and --rounds must be at least 1, --events at least 2");
     }
     let tag = format!("bench-{}", std::process::id());
-    let capacity = RingOptions::from_env(&ring_path(&tag))?.capacity;
+    let options = RingOptions::from_env(&ring_path(&tag))?;
+    let capacity = options.capacity;
     let mut measured: Vec<Measured> = lines(args.threads)
         .into_iter()
         .map(|line| Measured { line, rounds_ns: Vec::new(), rounds_cpu_ns: Vec::new(), lost: None })
         .collect();
     for _ in 0..args.rounds {
         for m in &mut measured {
-            let (round, lost) = measure(m.line, args, &tag, capacity)?;
+            let (round, lost) = measure(m.line, args, &tag, options)?;
             m.rounds_ns.push(round.wall_ns);
             m.rounds_cpu_ns.push(round.cpu_ns);
             m.lost = lost.map(|l| l + m.lost.unwrap_or(0));
@@ -337,7 +338,8 @@ struct Round {
 
 /// Runs one round of one line in a child process, with its reader or
 /// server here: the round, and the records lost.
-fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(Round, Option<u64>)> {
+fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Result<(Round, Option<u64>)> {
+    let capacity = options.capacity;
     let Line { row, threads } = line;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let events = if row == Row::Socket { socket_events(args.events) } else { args.events };
@@ -360,7 +362,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, capacity: u64) -> Result<(Ro
         Row::Enabled => {
             let path = ring_path(&tag);
             let _ = std::fs::remove_file(&path);
-            Ring::create(&path, RingOptions { capacity, ..RingOptions::default() })?;
+            Ring::create(&path, options)?;
             cmd.env("MEMTRACK_RING", &path);
             let reader = Reader::start(&path, args.reader_batch)?;
             helper = Some(Box::new(move || reader.stop()));
