@@ -91,7 +91,7 @@ pub extern "C" fn memtrack_enabled() -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn memtrack_alloc(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
     if !global::is_off() {
-        record_short(Event::Alloc, device_id, kind, buffer_id, address, size);
+        alloc_short(device_id, kind, buffer_id, address, size);
     }
 }
 
@@ -99,7 +99,7 @@ pub extern "C" fn memtrack_alloc(device_id: u32, kind: u8, buffer_id: u64, addre
 #[unsafe(no_mangle)]
 pub extern "C" fn memtrack_free(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
     if !global::is_off() {
-        record_short(Event::Free, device_id, kind, buffer_id, address, size);
+        free_short(device_id, kind, buffer_id, address, size);
     }
 }
 
@@ -135,18 +135,28 @@ fn record(event: Event, buffer: &MemtrackBuffer) {
     boundary((), || record_inline(event, buffer));
 }
 
-/// As [`record`], for the short forms: the fields come in registers, so
-/// the exported function builds no `memtrack_buffer` on its stack for this
-/// one to read back.
+/// The tracked paths of the short forms: the fields stay in the registers
+/// they came in (no `memtrack_buffer` built on the exported function's
+/// stack for the tracked path to read back), and the signature is the
+/// exported one's, as `extern "C"` (it cannot unwind: `boundary` catches),
+/// so the exported function reaches it with a jump: no frame, no register
+/// shuffle, no landing pad before the check.
 #[inline(never)]
-fn record_short(event: Event, device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
+extern "C" fn alloc_short(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
     // Its own closure (not `record`'s): each caller's `catch_unwind` then
     // has one caller and is inlined into it.
-    boundary((), || {
-        let buffer =
-            MemtrackBuffer { buffer_id, address, size, device_id, kind, ..MemtrackBuffer::default() };
-        record_inline(event, &buffer);
-    });
+    boundary((), || record_inline(Event::Alloc, &short_buffer(device_id, kind, buffer_id, address, size)));
+}
+
+/// As [`alloc_short`], for [`memtrack_free`].
+#[inline(never)]
+extern "C" fn free_short(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) {
+    boundary((), || record_inline(Event::Free, &short_buffer(device_id, kind, buffer_id, address, size)));
+}
+
+#[inline(always)]
+fn short_buffer(device_id: u32, kind: u8, buffer_id: u64, address: u64, size: u64) -> MemtrackBuffer {
+    MemtrackBuffer { buffer_id, address, size, device_id, kind, ..MemtrackBuffer::default() }
 }
 
 #[inline(always)]
