@@ -54,3 +54,21 @@ impl HeapRing {
 pub(crate) fn payload(value: u64) -> [u64; crate::sync::PAYLOAD_WORDS] {
     [value; crate::sync::PAYLOAD_WORDS]
 }
+
+/// What a consumer killed inside [`RingView::release_taken`] leaves behind:
+/// `taken` published `n` tickets past `cursor`'s next one (nothing
+/// committed), and only the first `freed` of those slots freed. The
+/// caller must have read those tickets as a take does (Full, or a dead
+/// writer's claim).
+pub(crate) fn release_and_die(view: RingView<'_>, cursor: &super::Cursor, n: u64, freed: u64) {
+    let mut progress = cursor.progress;
+    let start = progress.taken;
+    progress.taken = start.wrapping_add(n);
+    view.publish_progress(&progress);
+    for t in (0..freed).map(|i| start.wrapping_add(i)) {
+        let next_lap = super::SlotState::empty(view.lap(t).wrapping_add(1));
+        // Release: as in `release_taken`; pairs with the writers' Acquire
+        // load in `claim` / `claim_own`.
+        view.slot(t).state.store(next_lap.encode(), crate::sync::Ordering::Release);
+    }
+}

@@ -1,15 +1,23 @@
 //! Loom models of a sub-ring's writer side: the one writer's plain-store
 //! claim against the consumer's take, lease hand-over at thread exit, two
 //! threads racing for one free lease, and the reclaim of a dead holder's
-//! lease racing the consumer. Sub-rings of 2 slots; a payload write that is
+//! lease racing the consumer. Sub-rings of 2 slots (4 where no consumer
+//! runs alongside); a payload write that is
 //! not ordered after the consumer's read of the slot (or a slot written
 //! twice) is a data race on the payload's `UnsafeCell`, which loom reports.
+//!
+//! The last four close gaps a review found (each was seen to fail with the
+//! ordering or check it proves weakened; the test's doc says how):
+//! stamps the consumer peeks and keeps across rounds while the writer laps,
+//! a give-back whose lease was reclaimed meanwhile, a new holder's probe
+//! from a hint laps behind, and the consumer's crash repair while the
+//! sub-ring's holder writes.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p memtrack --lib loom`
 
 use super::{give_back, take_lease};
 use crate::format::{Record, Slot, SubRingHeader, subring_lease};
-use crate::ring::testing::{control, payload};
+use crate::ring::testing::{control, payload, release_and_die};
 use crate::ring::{Owner, RingView, Taken};
 use crate::sync::Ordering;
 use loom::sync::Arc;
@@ -225,5 +233,247 @@ fn loom_reclaim_of_a_stale_lease_races_the_consumers_take() {
         } else {
             assert_eq!(values, [(0, 1)], "slot 0 not yet free: fell back");
         }
+    });
+}
+
+/// Gap (a): the consumer peeks a sub-ring, keeps the stamps of what it
+/// peeked, and takes them rounds later (`consumer::sources` keeps
+/// `stamps[head..]` and reads the records with `read_published`, with no
+/// second load of their state), while the sub-ring's one writer laps a
+/// 2-slot ring. Here the consumer takes one kept record per round and
+/// peeks on from the end of what it keeps: every record comes out once,
+/// in the writer's order, with the stamp that was kept for it. What it
+/// proves: a slot peeked Full stays Full, with the same payload, until the
+/// consumer frees it. Seen to fail (a data race on the payload, then the
+/// stamp check) with `claim_own` also taking a slot still Full from the
+/// lap before, and with `look`'s Acquire load weakened to Relaxed.
+#[test]
+fn loom_kept_stamps_stay_true_while_the_writer_laps() {
+    loom::model(|| {
+        let ring = Arc::new(HeapSubRing::new(2));
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (ring, done) = (ring.clone(), done.clone());
+            thread::spawn(move || {
+                let view = ring.view();
+                let (mut ticket, mut written) = (0, Vec::new());
+                for value in 1..=3 {
+                    if write_own(view, A, ticket, value) {
+                        ticket += 1;
+                        written.push(value);
+                    }
+                }
+                // Release: pairs with the consumer's Acquire load of `done`.
+                done.store(true, Ordering::Release);
+                written
+            })
+        };
+        let view = ring.view();
+        let mut cursor = view.attach_consumer();
+        let (mut kept, mut out) = (Vec::<Option<u64>>::new(), Vec::new());
+        loop {
+            let finished = done.load(Ordering::Acquire);
+            let start = cursor.progress().taken;
+            let known = kept.len();
+            view.peek(start + known as u64, 2 - known, &mut kept, |_, _| false);
+            let took = match kept.first() {
+                Some(&Some(stamp)) => {
+                    let record = view.read_published(start, start);
+                    assert_eq!(record.timestamp, stamp, "a kept stamp is its record's");
+                    out.push(record);
+                    view.release_taken(&mut cursor, 1, Taken { records: 1, lost: 0 });
+                    kept.remove(0);
+                    true
+                }
+                _ => false,
+            };
+            view.commit(&mut cursor);
+            if finished && !took {
+                break;
+            }
+            thread::yield_now();
+        }
+        let written = writer.join().unwrap();
+        assert_eq!(out.iter().map(|r| r.timestamp).collect::<Vec<_>>(), written, "once each, in order");
+        assert!(out.iter().enumerate().all(|(i, r)| r.ticket == i as u64), "dense tickets");
+        assert_eq!(view.progress().delivered, written.len() as u64);
+    });
+}
+
+/// Gap (b): a holder gives its lease back (tail store, then a CAS to free)
+/// while a thread of another process reclaims it as stale (its process
+/// detached), and a third thread looks for a free sub-ring: the give-back
+/// may leave its tail store behind the reclaimer's (or after it: a stray
+/// hint), yet whoever holds the lease next goes on at the first unclaimed
+/// ticket. No ticket is claimed twice (loom: a race on the payload), none
+/// is skipped (the consumer would stop at the hole), each holder's records
+/// come out in its order. 4 slots, so no writer needs the consumer.
+/// Seen to fail with the give-back's CAS made a plain store of 0 (the
+/// third thread then writes beside the reclaimer), and with
+/// `take_lease`'s Acquire weakened to Relaxed.
+#[test]
+fn loom_a_give_back_that_lost_its_lease_to_a_reclaimer_misleads_no_holder() {
+    loom::model(|| {
+        let ring = Arc::new(HeapSubRing::new(4));
+        let first = subring_lease(0, 1);
+        assert!(take_lease(&ring.header, 0, first));
+        // Its holder wrote ticket 0; then its process detached (the thread
+        // lives on and gives the lease back at its exit).
+        assert!(write_own(ring.view(), A, 0, 1));
+        let stray = {
+            let ring = ring.clone();
+            thread::spawn(move || give_back(&ring.header, first, 1))
+        };
+        // Takes the lease (stale, or free if the give-back won), writes
+        // `values` and gives it back: the tickets it wrote, if it got it.
+        let holder = |owner: Owner, stale: Option<u64>, values: &'static [u64]| {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let lease = subring_lease(owner.slot as usize, owner.generation);
+                let got = stale.is_some_and(|seen| take_lease(&ring.header, seen, lease))
+                    || take_lease(&ring.header, 0, lease);
+                if !got {
+                    return None;
+                }
+                let view = ring.view();
+                let start = view.own_next_ticket().unwrap();
+                for (i, &value) in values.iter().enumerate() {
+                    assert!(write_own(view, owner, start + i as u64, value), "4 slots hold 4 records");
+                }
+                give_back(&ring.header, lease, start + values.len() as u64);
+                Some((start, values))
+            })
+        };
+        let reclaimer = holder(B, Some(first), &[20, 21]);
+        let third = holder(Owner { slot: 2, generation: 1 }, None, &[30]);
+        stray.join().unwrap();
+        let holders: Vec<_> = [reclaimer, third].into_iter().filter_map(|h| h.join().unwrap()).collect();
+        let view = ring.view();
+        let (mut cursor, mut out) = (view.attach_consumer(), Vec::new());
+        view.take(&mut cursor, 4, &mut out, |_, _| false);
+        let written: usize = holders.iter().map(|(_, values)| values.len()).sum();
+        assert_eq!(out.len(), 1 + written, "every claimed ticket is taken: no hole, none twice");
+        assert_eq!(out[0].timestamp, 1);
+        for (start, values) in holders {
+            let theirs: Vec<u64> = (0..values.len()).map(|i| out[start as usize + i].timestamp).collect();
+            assert_eq!(theirs, values, "a holder goes on at the first unclaimed ticket");
+        }
+    });
+}
+
+/// Gap (c): a holder that died stored no tail, so the next holder's hint
+/// lags laps behind (here 2 laps of a 2-slot ring: the hint says 0, the
+/// next free ticket is 4) while the consumer takes, changing the slots
+/// under the probe. `own_next_ticket` finds ticket 4 exactly: not one that
+/// was claimed, and no free one skipped (a hole would stop the consumer
+/// for good). Seen to fail with the probe's jump going one ticket too far
+/// past a freed slot (`laps << shift` instead of `(laps - 1) << shift`).
+#[test]
+fn loom_a_new_holder_finds_its_ticket_from_a_hint_laps_behind() {
+    loom::model(|| {
+        let ring = Arc::new(HeapSubRing::new(2));
+        let dead = subring_lease(0, 1);
+        let view = ring.view();
+        // The dead holder wrote tickets 0 to 3 (the consumer took 0 to 2
+        // meanwhile) and never gave the lease back: the hint is still 0.
+        assert!(take_lease(&ring.header, 0, dead));
+        let mut cursor = view.attach_consumer();
+        let mut out = Vec::new();
+        for (ticket, value) in [(0, 1), (1, 2), (2, 3), (3, 4)] {
+            if ticket == 2 {
+                view.take(&mut cursor, 2, &mut out, |_, _| false);
+            }
+            assert!(write_own(view, A, ticket, value));
+        }
+        view.take(&mut cursor, 1, &mut out, |_, _| false);
+        view.commit(&mut cursor);
+        let done = Arc::new(AtomicUsize::new(0));
+        let reclaimer = {
+            let (ring, done) = (ring.clone(), done.clone());
+            thread::spawn(move || {
+                assert!(take_lease(&ring.header, dead, subring_lease(1, 1)));
+                let view = ring.view();
+                let start = view.own_next_ticket().unwrap();
+                let mut ticket = start;
+                for value in [5, 6] {
+                    if write_own(view, B, ticket, value) {
+                        ticket += 1;
+                    }
+                }
+                done.fetch_add(1, Ordering::Release);
+                (start, ticket)
+            })
+        };
+        // The consumer goes on from what it committed.
+        drop(cursor);
+        let (rest, lost) = consume_all(view, &done, 1, |_| false);
+        let (start, end) = reclaimer.join().unwrap();
+        assert_eq!(start, 4, "the first unclaimed ticket");
+        assert_eq!(lost, 0);
+        let values: Vec<u64> = out.iter().chain(&rest).map(|r| r.timestamp).collect();
+        let expected: Vec<u64> = (1..=4).chain(5..5 + end - start).collect();
+        assert_eq!(values, expected, "every record once, in order");
+    });
+}
+
+/// Gap (d): a consumer died inside its release of tickets 0 and 1 of a
+/// sub-ring (a record, and a claim of the holder before, which died):
+/// `taken` says 2, only slot 0 was freed. The sub-ring's current holder
+/// goes on at ticket 2 and keeps writing while a new consumer attaches:
+/// its repair counts both tickets lost by the dead consumer and frees the
+/// dead claim's slot, never a slot the holder claimed or published for a
+/// later lap; every record of the holder comes out once, in order, and
+/// the accounts add up. Seen to fail (the holder's record at ticket 2
+/// vanishes) with the repair's lap check removed (freeing every slot below
+/// `taken` that is not empty).
+#[test]
+fn loom_a_new_consumers_repair_spares_the_holder_writing_meanwhile() {
+    loom::model(|| {
+        let ring = Arc::new(HeapSubRing::new(2));
+        let view = ring.view();
+        // The holder before wrote ticket 0, claimed ticket 1 and died.
+        assert!(write_own(view, A, 0, 1));
+        let _dead_claim = view.claim_own(A, 1).unwrap();
+        // The consumer before peeked both (a record, a dead claim), then
+        // died after publishing `taken` = 2 and freeing slot 0 only.
+        let died = view.attach_consumer();
+        let mut stamps = Vec::new();
+        view.peek(0, 2, &mut stamps, |_, owner| owner == A);
+        assert_eq!(stamps, [Some(1), None]);
+        release_and_die(view, &died, 2, 1);
+        let done = Arc::new(AtomicUsize::new(0));
+        let holder = {
+            let (ring, done) = (ring.clone(), done.clone());
+            thread::spawn(move || {
+                let view = ring.view();
+                let mut ticket = view.own_next_ticket().unwrap();
+                assert_eq!(ticket, 2, "after the dead claim");
+                let mut written = Vec::new();
+                for value in [2, 3] {
+                    // A free slot for the ticket, or (after a second look)
+                    // the shared ring.
+                    for _ in 0..2 {
+                        if write_own(view, B, ticket, value) {
+                            ticket += 1;
+                            written.push(value);
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                }
+                done.fetch_add(1, Ordering::Release);
+                written
+            })
+        };
+        let (out, lost) = consume_all(view, &done, 1, |owner| owner == A);
+        let written = holder.join().unwrap();
+        assert_eq!(out.iter().map(|r| r.timestamp).collect::<Vec<_>>(), written);
+        assert!(out.iter().enumerate().all(|(i, r)| r.ticket == 2 + i as u64), "dense, after the repair");
+        assert_eq!(lost, 0, "the dead claim was the dead consumer's, counted by the repair");
+        let progress = view.progress();
+        assert_eq!(progress.lost_reader_died, 2);
+        assert_eq!(progress.lost_writer_died, 0);
+        assert_eq!(progress.delivered, written.len() as u64);
+        assert_eq!(progress.committed, 2 + written.len() as u64);
     });
 }
