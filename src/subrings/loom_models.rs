@@ -244,9 +244,10 @@ fn loom_reclaim_of_a_stale_lease_races_the_consumers_take() {
 /// peeks on from the end of what it keeps: every record comes out once,
 /// in the writer's order, with the stamp that was kept for it. What it
 /// proves: a slot peeked Full stays Full, with the same payload, until the
-/// consumer frees it. Seen to fail (a data race on the payload, then the
-/// stamp check) with `claim_own` also taking a slot still Full from the
-/// lap before, and with `look`'s Acquire load weakened to Relaxed.
+/// consumer frees it. Seen to fail with `claim_own` also taking a slot
+/// still Full from the lap before (a record lost), and with `look`'s
+/// Acquire load weakened to Relaxed (loom: the payload read races the
+/// writer's stores).
 #[test]
 fn loom_kept_stamps_stay_true_while_the_writer_laps() {
     loom::model(|| {
@@ -308,9 +309,9 @@ fn loom_kept_stamps_stay_true_while_the_writer_laps() {
 /// ticket. No ticket is claimed twice (loom: a race on the payload), none
 /// is skipped (the consumer would stop at the hole), each holder's records
 /// come out in its order. 4 slots, so no writer needs the consumer.
-/// Seen to fail with the give-back's CAS made a plain store of 0 (the
-/// third thread then writes beside the reclaimer), and with
-/// `take_lease`'s Acquire weakened to Relaxed.
+/// Seen to fail (loom: two writes of one payload) with the give-back's CAS
+/// made a plain store of 0 (the third thread then writes beside the
+/// reclaimer), and with `take_lease`'s Acquire weakened to Relaxed.
 #[test]
 fn loom_a_give_back_that_lost_its_lease_to_a_reclaimer_misleads_no_holder() {
     loom::model(|| {
@@ -424,8 +425,8 @@ fn loom_a_new_holder_finds_its_ticket_from_a_hint_laps_behind() {
 /// dead claim's slot, never a slot the holder claimed or published for a
 /// later lap; every record of the holder comes out once, in order, and
 /// the accounts add up. Seen to fail (the holder's record at ticket 2
-/// vanishes) with the repair's lap check removed (freeing every slot below
-/// `taken` that is not empty).
+/// vanishes: the repair overwrote its slot) with the repair's lap check
+/// removed (freeing every slot below `taken` that is not empty).
 #[test]
 fn loom_a_new_consumers_repair_spares_the_holder_writing_meanwhile() {
     loom::model(|| {
@@ -465,6 +466,11 @@ fn loom_a_new_consumers_repair_spares_the_holder_writing_meanwhile() {
                 written
             })
         };
+        // The new consumer attaches at any moment: also after the holder's
+        // first writes. (Without this yield loom's bounded search never ran
+        // the holder's publish before the repair, and the mutation below
+        // passed.)
+        thread::yield_now();
         let (out, lost) = consume_all(view, &done, 1, |owner| owner == A);
         let written = holder.join().unwrap();
         assert_eq!(out.iter().map(|r| r.timestamp).collect::<Vec<_>>(), written);
