@@ -48,7 +48,7 @@ pub use crate::{
     error::{Error, ErrorKind},
     process::{ProcessInfo, ProcessState, pid_namespace},
     shm::{FileId, RING_FILE_PREFIX, Ring, RingOptions, SHM_DIR, remove_ring_file, ring_path},
-    snapshot::{Attachments, Capacity, LiveCounter, Snapshot, SubRingStatus, Untracked},
+    snapshot::{Attachments, Capacity, CorruptStop, LiveCounter, Snapshot, SubRingStatus, Untracked},
     writer::{DEFAULT_FULL_WAIT, Writer},
 };
 pub use format::{Event, Record};

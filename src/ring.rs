@@ -800,6 +800,31 @@ impl<'a> RingView<'a> {
         self.claimed_end_from(taken).wrapping_sub(taken)
     }
 
+    /// Where this ring's consumer stops for good, if it does: the first
+    /// ticket from its next one whose slot holds a state the protocol never
+    /// writes (a damaged file), reached through tickets claimed for their
+    /// lap (published or claimed): what [`RingView::take`] and
+    /// [`RingView::peek`] reach and never pass (both read slots through
+    /// `look`, as this does). With it, how many tickets are claimed behind
+    /// it, as far as one lap shows: records the consumer will not deliver.
+    /// For `memtrack status`, from any process: no store.
+    pub(crate) fn corrupt_stop(&self) -> Option<(u64, u64)> {
+        let mut ticket = self.progress().taken;
+        for _ in 0..self.capacity() {
+            match self.look(ticket) {
+                Seen::Corrupt => {
+                    // `claimed_end_from` counts the corrupt slot itself as
+                    // claimed (its lap matches, its phase is not Empty).
+                    let behind = self.claimed_end_from(ticket).wrapping_sub(ticket).saturating_sub(1);
+                    return Some((ticket, behind));
+                }
+                Seen::Unclaimed => return None,
+                Seen::Full(_) | Seen::Claimed(_) => ticket = ticket.wrapping_add(1),
+            }
+        }
+        None
+    }
+
     fn claimed_end_from(&self, taken: u64) -> u64 {
         let mut ticket = taken;
         for _ in 0..self.capacity() {

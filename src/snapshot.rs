@@ -73,6 +73,22 @@ pub struct SubRingStatus {
     pub waiting: u64,
 }
 
+/// A ring whose consumer stops at a slot holding a state the protocol
+/// never writes (a damaged or hostile file): it takes nothing at or past
+/// that ticket, ever, and that ring bounds no other ring's delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorruptStop {
+    /// The sub-ring's index, `None` for the shared ring.
+    pub subring: Option<usize>,
+    /// The ring's own ticket (its slot is `ticket % capacity`) where the
+    /// consumer stops: every record of that ring below it can be
+    /// delivered, none from it on.
+    pub ticket: u64,
+    /// Tickets claimed behind it (as far as one lap shows): records that
+    /// will not be delivered.
+    pub behind: u64,
+}
+
 /// Everything a monitor shows, read at one moment without consuming.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -104,6 +120,9 @@ pub struct Snapshot {
     pub subrings: Vec<SubRingStatus>,
     /// Slots per sub-ring.
     pub subring_capacity: u64,
+    /// The rings whose consumer stops at a corrupt slot: the shared ring
+    /// first, then sub-rings by index (empty in a sound file).
+    pub corrupt: Vec<CorruptStop>,
 }
 
 impl Snapshot {
@@ -314,6 +333,13 @@ impl Ring {
             .enumerate()
             .map(|(i, s)| self.subring_view(i).progress().taken.wrapping_add(s.waiting))
             .fold(0, u64::wrapping_add);
+        let corrupt = (0..=self.subring_count())
+            .filter_map(|s| {
+                let (subring, view) =
+                    if s == 0 { (None, self.view()) } else { (Some(s - 1), self.subring_view(s - 1)) };
+                view.corrupt_stop().map(|(ticket, behind)| CorruptStop { subring, ticket, behind })
+            })
+            .collect();
         Snapshot {
             processes,
             counters,
@@ -327,6 +353,7 @@ impl Ring {
             tail: header.control.tail.tail.load(Ordering::Relaxed).wrapping_add(subring_ends),
             subrings,
             subring_capacity: self.subring_capacity(),
+            corrupt,
         }
     }
 }
@@ -356,6 +383,7 @@ mod tests {
             tail: 0,
             subrings: Vec::new(),
             subring_capacity: 0,
+            corrupt: Vec::new(),
         }
     }
 

@@ -617,6 +617,7 @@ mod tests {
             tail: 0,
             subrings: Vec::new(),
             subring_capacity: 0,
+            corrupt: Vec::new(),
         }
     }
 

@@ -250,6 +250,12 @@ fn to_json(ring: &Ring, s: &Snapshot) -> serde_json::Value {
         "subrings": {
             "total": s.subrings.len(), "in_use": s.subrings_in_use(), "capacity": s.subring_capacity,
         },
+        // Rings whose consumer stops for good at a slot in a state the
+        // protocol never writes: `subring` null for the shared ring;
+        // `ticket` the ring's own; nothing from it on is delivered.
+        "corrupt_slots": s.corrupt.iter().map(|c| json!({
+            "subring": c.subring, "ticket": c.ticket, "records_behind": c.behind,
+        })).collect::<Vec<_>>(),
         "untracked_processes": s.untracked_processes,
         "untracked": {
             "bytes": untracked.0, "buffers": untracked.1, "events": untracked.2,
@@ -288,6 +294,15 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
         "records: {} delivered, {} dropped (ring full), {} lost (writer died), {} lost (consumer died)",
         s.progress.delivered, s.dropped, s.progress.lost_writer_died, s.progress.lost_reader_died
     )?;
+    for c in &s.corrupt {
+        let ring = c.subring.map_or_else(|| "the shared ring".to_owned(), |i| format!("sub-ring {i}"));
+        writeln!(
+            out,
+            "stopped: {ring} at ticket {}: its slot holds a state memtrack never writes (a damaged file); \
+             no record of {ring} from there on is delivered ({} claimed behind it)",
+            c.ticket, c.behind
+        )?;
+    }
     if s.subrings.is_empty() {
         writeln!(out, "sub-rings: none (every writer thread shares the ring)")?;
     } else {

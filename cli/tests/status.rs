@@ -361,3 +361,78 @@ fn status_shows_the_sub_rings_in_use() {
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A slot holding a state the protocol never writes (a damaged file)
+/// stops its ring's delivery for good: `status` names the ring (a
+/// sub-ring, the shared ring), the ring's ticket where the consumer
+/// stops and how many claimed records wait behind it, in text and JSON
+/// (`corrupt_slots`, empty for a sound file).
+#[test]
+fn status_names_each_ring_stopped_at_a_corrupt_slot() {
+    use memtrack::format::{DEFAULT_COUNTER_CELLS, slots_offset, subring_slots_offset};
+    use memtrack::{Ring, RingOptions, Writer, ring_path};
+    use std::os::unix::fs::FileExt;
+    let path = ring_path(&format!("cli-status-corrupt-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
+    let writer = Writer::attach_named(Ring::create(&path, options).unwrap(), b"model").unwrap();
+    writer.use_subrings(true);
+    for buffer_id in 0..5 {
+        writer.alloc(&l1_buffer(buffer_id));
+    }
+    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
+    let ring = path.to_str().unwrap();
+    let json = || -> serde_json::Value {
+        let out = memtrack(&["status", "--ring", ring, "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(json()["corrupt_slots"], serde_json::json!([]), "a sound file");
+    // What each ring holds (no consumer ran: every record is still there).
+    let snapshot = Ring::open(&path).unwrap().snapshot();
+    let in_subring = snapshot.subrings[subring].waiting;
+    assert_eq!(in_subring, 5, "the five ALLOCs");
+    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
+    // The state word (a slot's first) of the sub-ring's ticket 2 and of
+    // the shared ring's ticket 0 becomes lap 0, phase 3 (never written).
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * memtrack::format::RECORD_SIZE as u64;
+    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, 2, 256, subring);
+    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
+    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, 2, 256), 0)).unwrap();
+
+    assert!(in_shared >= 1, "the process start record is in the shared ring");
+    let shared_behind = in_shared - 1;
+    assert_eq!(
+        json()["corrupt_slots"],
+        serde_json::json!([
+            {"subring": null, "ticket": 0, "records_behind": shared_behind},
+            {"subring": subring, "ticket": 2, "records_behind": 2},
+        ])
+    );
+    let out = memtrack(&["status", "--ring", ring]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("stopped: ")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("stopped: the shared ring at ticket 0: "), "{text}");
+    assert!(lines[0].ends_with(&format!("({shared_behind} claimed behind it)")), "{text}");
+    assert!(lines[1].starts_with(&format!("stopped: sub-ring {subring} at ticket 2: ")), "{text}");
+    assert!(lines[1].contains("no record of sub-ring"), "{text}");
+    assert!(lines[1].ends_with("(2 claimed behind it)"), "{text}");
+    // What status says is what a consumer does: the sub-ring's tickets 0
+    // and 1 come out, nothing of the shared ring, and it stops there.
+    let mut consumer = memtrack::Consumer::attach(&path).unwrap();
+    let mut delivered = Vec::new();
+    consumer
+        .drain(usize::MAX, &mut Vec::new(), |records| {
+            delivered.extend(records.iter().map(|r| r.buffer_id));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(delivered, [0, 1], "the records below the corrupt slots, no more");
+    assert_eq!(json()["corrupt_slots"][1]["records_behind"], 2, "the consumer stopped there");
+    drop(consumer);
+    drop(writer);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -51,6 +51,7 @@ fn snapshot(processes: Vec<ProcessInfo>, counters: Vec<LiveCounter>, capacities:
         tail: 0,
         subrings: Vec::new(),
         subring_capacity: 0,
+        corrupt: Vec::new(),
     }
 }
 
