@@ -37,10 +37,14 @@ fn ring_for(tag: &str) -> PathBuf {
 }
 
 /// A consumer thread that drains `path` until stopped, in whole batches as
-/// the CLI's readers do (`Consumer::drain_due`).
+/// the CLI's readers do (`Consumer::drain_due`), and once stopped takes
+/// everything left, so that [`report_losses`] after it counts every record
+/// the benchmark wrote (in `--test` mode one tiny iteration runs, and no
+/// batch is due yet when it ends: "delivered 0" said nothing).
 struct Drainer {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Says whether the final drain caught up.
+    thread: Option<JoinHandle<bool>>,
 }
 
 impl Drainer {
@@ -54,8 +58,23 @@ impl Drainer {
                 let n = consumer.drain_due(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
                 consumer.pause_if_idle(n);
             }
+            // The writers are done: take the rest, due or not (a few
+            // rounds at most: each waits out the merge's slack once).
+            for _ in 0..100 {
+                if consumer.caught_up() {
+                    break;
+                }
+                consumer.drain(usize::MAX, &mut buf, |_| Ok::<(), ()>(())).unwrap();
+            }
+            consumer.caught_up()
         });
         Drainer { stop, thread: Some(thread) }
+    }
+
+    /// Stops the drainer once it has taken everything: whether it did.
+    fn finish(mut self) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().is_some_and(|t| t.join().unwrap_or(false))
     }
 }
 
@@ -111,7 +130,7 @@ fn off(c: &mut Criterion) {
 fn on(c: &mut Criterion) {
     let path = ring_for("on");
     let ring = Ring::create(&path, RingOptions::default()).expect("create ring");
-    let _drainer = Drainer::start(&path);
+    let drainer = Drainer::start(&path);
     let writer = Writer::attach(ring).expect("attach writer");
     let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: a NUL-terminated path.
@@ -142,14 +161,14 @@ fn on(c: &mut Criterion) {
         })
     });
     group.finish();
-    report_losses("on", &path);
+    report_losses("on", &path, drainer.finish());
     let _ = std::fs::remove_file(&path);
 }
 
 fn on_2_threads(c: &mut Criterion) {
     let path = ring_for("on2");
     let ring = Ring::create(&path, RingOptions::default()).expect("create ring");
-    let _drainer = Drainer::start(&path);
+    let drainer = Drainer::start(&path);
     let writer = Writer::attach(ring).expect("attach writer");
     c.bench_function("on_2_threads/writer_alloc", |b| {
         b.iter_custom(|n| {
@@ -177,7 +196,7 @@ fn on_2_threads(c: &mut Criterion) {
             times.into_iter().max().unwrap()
         })
     });
-    report_losses("on_2_threads", &path);
+    report_losses("on_2_threads", &path, drainer.finish());
     let _ = std::fs::remove_file(&path);
 }
 
@@ -221,14 +240,18 @@ fn consumer_drain(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
-fn report_losses(name: &str, path: &Path) {
+/// What became of the records the benchmark wrote into `path`, once its
+/// drainer took everything it could (`caught_up`: every record claimed in
+/// the ring was taken; else the line says so).
+fn report_losses(name: &str, path: &Path, caught_up: bool) {
     if let Ok(ring) = Ring::open(path) {
         let s = ring.snapshot();
         eprintln!(
-            "{name}: delivered {} dropped {} lost {}",
+            "{name}: delivered {} dropped {} lost {}{}",
             s.progress.delivered,
             s.dropped,
-            s.progress.lost_writer_died + s.progress.lost_reader_died
+            s.progress.lost_writer_died + s.progress.lost_reader_died,
+            if caught_up { "" } else { " (the final drain did not catch up: more remain in the ring)" }
         );
     }
 }
