@@ -60,6 +60,7 @@ pub(crate) fn payload(value: u64) -> [u64; crate::sync::PAYLOAD_WORDS] {
 /// committed), and only the first `freed` of those slots freed. The
 /// caller must have read those tickets as a take does (Full, or a dead
 /// writer's claim).
+#[cfg(loom)]
 pub(crate) fn release_and_die(view: RingView<'_>, cursor: &super::Cursor, n: u64, freed: u64) {
     let mut progress = cursor.progress;
     let start = progress.taken;
