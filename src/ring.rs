@@ -198,6 +198,17 @@ pub(crate) struct Taken {
     pub lost: usize,
 }
 
+/// What one [`RingView::read_run`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// Tickets read: records and dead claims.
+    pub tickets: u64,
+    /// Of which records appended to the output, and dead claims.
+    pub taken: Taken,
+    /// Whether a record stamped after the limit ended the run.
+    pub stamp_ended: bool,
+}
+
 /// One slot as the consumer finds it (`RingView::look`).
 enum Seen<'a> {
     /// Empty, or not yet claimed for the ticket's lap: the frontier.
@@ -566,7 +577,7 @@ impl<'a> RingView<'a> {
     /// the records on; a consumer that dies in between loses the batch, and
     /// the next one counts it.
     ///
-    /// (The consumer itself takes with [`RingView::take_stamped_until`] or
+    /// (The consumer itself takes with [`RingView::read_run`] or
     /// peeks then [`RingView::read_published`]; this plain form is the one
     /// the ring's unit tests and loom models drive.)
     #[cfg(test)]
@@ -577,30 +588,35 @@ impl<'a> RingView<'a> {
         out: &mut Vec<Record>,
         is_dead: impl FnMut(u64, Owner) -> bool,
     ) -> Taken {
-        let first_number = cursor.progress.taken;
-        self.take_stamped_until(cursor, max, u64::MAX, first_number, out, is_dead).0
+        let start = cursor.progress.taken;
+        let run = self.read_run(start, max, u64::MAX, start, out, is_dead);
+        self.release_taken(cursor, run.tickets, run.taken);
+        run.taken
     }
 
-    /// As [`RingView::take`], but stops before the first published record
-    /// stamped after `stamp_limit` (the second value says whether that is
-    /// what ended the take), and numbers the records from `first_number`
-    /// on (the ticket after `k` taken tickets, records or lost claims, gets
-    /// `first_number + k`): the consumer's take from the one ring that has
-    /// records when the others are idle (`consumer::sources`), straight
-    /// into its output in merged tickets, with no peek before it.
-    ///
-    /// Several takes may precede one [`RingView::commit`]; it commits them
-    /// all.
-    pub(crate) fn take_stamped_until(
+    /// The consumer's take, reading half: from ticket `start` (the cursor's
+    /// next ticket, or past tickets already read and not yet released),
+    /// reads as [`RingView::take`] does up to `max` tickets, but stops before
+    /// the first published record stamped after `stamp_limit`
+    /// ([`Run::stamp_ended`]), and numbers the records from `first_number`
+    /// on (the ticket after `k` read tickets, records or lost claims, gets
+    /// `first_number + k`): the take from the one ring that has records
+    /// when the others are idle (`consumer::sources`), straight into the
+    /// output in merged tickets, with no peek before it. It appends the
+    /// records to `out` and frees nothing,
+    /// so the caller may still decide to hand on only a prefix of them
+    /// (the slots of the rest stay as they are, to be read again). The
+    /// caller ends the take with [`RingView::release_taken`] of the
+    /// tickets it keeps.
+    pub(crate) fn read_run(
         &self,
-        cursor: &mut Cursor,
+        start: u64,
         max: usize,
         stamp_limit: u64,
         first_number: u64,
         out: &mut Vec<Record>,
         mut is_dead: impl FnMut(u64, Owner) -> bool,
-    ) -> (Taken, bool) {
-        let start = cursor.progress.taken;
+    ) -> Run {
         let mut ticket = start;
         let mut taken = Taken::default();
         let mut stamp_ended = false;
@@ -643,8 +659,7 @@ impl<'a> RingView<'a> {
             }
             ticket = ticket.wrapping_add(1);
         }
-        self.release_taken(cursor, ticket.wrapping_sub(start), taken);
-        (taken, stamp_ended)
+        Run { tickets: ticket.wrapping_sub(start), taken, stamp_ended }
     }
 
     /// The record published at `ticket`, numbered `number`, read without
@@ -779,9 +794,20 @@ impl<'a> RingView<'a> {
     /// claimed without holes, so a process that stopped writing before this
     /// returns true has no record left in the ring.
     pub(crate) fn caught_up(&self, cursor: &Cursor) -> bool {
-        let ticket = cursor.progress.taken;
-        // Acquire: pairs with the writers' claim CAS (AcqRel), so a claim
-        // that happened before our call is seen.
+        self.unclaimed(cursor.progress.taken)
+    }
+
+    /// Whether `ticket` is not yet claimed for its lap: one load. Tickets
+    /// are claimed in order, so no later ticket is claimed either. The
+    /// consumer's merge looks again this way at where each ring's look
+    /// ended, after its last look at any ring (`consumer::merge`, "The
+    /// second look"): a ring still unclaimed there holds no record that
+    /// happened before any record the consumer has seen since.
+    pub(crate) fn unclaimed(&self, ticket: u64) -> bool {
+        // Acquire: pairs with the writers' claim CAS (AcqRel) and, in a
+        // sub-ring, with `Claim::publish`'s Release (a claim store that is
+        // not yet visible is of a record not yet complete); a claim that
+        // happened before the call is seen.
         let state = SlotState::decode(self.slot(ticket).state.load(Ordering::Acquire));
         state.lap != self.lap(ticket) || state.phase == Phase::Empty
     }

@@ -54,6 +54,10 @@ struct SourceState {
     /// What this round's first look at the source found ([`Frontier::Limit`]
     /// when it did not look, or found a record or a dead claim).
     frontier: Frontier,
+    /// Where this round's look ended, when it ended at a ticket no writer
+    /// had claimed ([`Frontier::Unclaimed`]): what the second look checks
+    /// (module `merge`, "The second look").
+    unclaimed_at: Option<u64>,
     /// Scratch: this round's records of this source, before the merge.
     taken: Vec<Record>,
     /// This round's tickets of this source below its backlog fence
@@ -155,6 +159,7 @@ impl Sources {
                 keys: Vec::new(),
                 head: 0,
                 frontier: Frontier::Limit,
+                unclaimed_at: None,
                 taken: Vec::new(),
                 fence_left: None,
             })
@@ -429,12 +434,17 @@ impl Sources {
         out: &mut Vec<Record>,
     ) -> (Round, bool) {
         let mut watermark = u64::MAX;
+        // Whether every other source that bounds the take ended its look
+        // at an unclaimed ticket: then a second look can lift the
+        // watermark (below).
+        let mut quiet = true;
         for (s, source) in self.sources.iter_mut().enumerate() {
             if s != busy {
                 let start = source.cursor.progress().taken;
                 let bound = source.bound.after_peek(kind(s), start, seen_after, &[], source.frontier);
                 if !source.peeked_to_fence() {
                     watermark = watermark.min(bound);
+                    quiet &= source.frontier == Frontier::Unclaimed;
                 }
             }
         }
@@ -444,16 +454,43 @@ impl Sources {
         source.keys.clear();
         source.head = 0;
         let liveness = &mut source.liveness;
-        let (taken, stamp_ended) = view(ring, busy).take_stamped_until(
-            &mut source.cursor,
-            max,
-            watermark,
-            base,
-            out,
-            |ticket, owner| liveness.is_dead(ring, ticket, owner),
-        );
-        liveness.forget_below(source.cursor.progress().taken);
-        (Round { records: taken.records, lost: taken.lost }, stamp_ended && taken.records < max)
+        let view_busy = view(ring, busy);
+        let start = source.cursor.progress().taken;
+        let mut is_dead = |ticket, owner| liveness.is_dead(ring, ticket, owner);
+        let mut run = view_busy.read_run(start, max, watermark, base, out, &mut is_dead);
+        if run.stamp_ended && quiet {
+            // The watermark cut the run. Read on past it, then look again
+            // at every other source's next ticket: if none was claimed
+            // meanwhile, no record of theirs can have happened before any
+            // record read here (module `merge`, "The second look"), and
+            // the whole run goes out now rather than after the slack.
+            let first = out.len();
+            let more = view_busy.read_run(
+                start.wrapping_add(run.tickets),
+                max - run.tickets as usize,
+                u64::MAX,
+                base.wrapping_add(run.tickets),
+                out,
+                &mut is_dead,
+            );
+            let still_quiet = self.sources.iter().enumerate().all(|(s, other)| {
+                s == busy || other.peeked_to_fence() || view(ring, s).caught_up(&other.cursor)
+            });
+            if still_quiet {
+                run.tickets += more.tickets;
+                run.taken.records += more.taken.records;
+                run.taken.lost += more.taken.lost;
+                run.stamp_ended = more.stamp_ended;
+            } else {
+                // Their slots stay as they are: read again next round.
+                out.truncate(first);
+            }
+        }
+        let source = &mut self.sources[busy];
+        view_busy.release_taken(&mut source.cursor, run.tickets, run.taken);
+        source.liveness.forget_below(source.cursor.progress().taken);
+        let taken = run.taken;
+        (Round { records: taken.records, lost: taken.lost }, run.stamp_ended && taken.records < max)
     }
 
     /// Peeks every source (up to `limits[s]` tickets) and plans the round
@@ -481,8 +518,21 @@ impl Sources {
                 Frontier::Limit
             };
             let run = &source.stamps[source.head..];
+            source.unclaimed_at = (frontier == Frontier::Unclaimed).then(|| start.wrapping_add(run.len() as u64));
             source.round_bound = source.bound.after_peek(kind(s), start, seen_after, run, frontier);
             if source.peeked_to_fence() {
+                source.round_bound = u64::MAX;
+            }
+        }
+        // The second look, after the last look at any source: a source
+        // whose next ticket is still unclaimed holds back nothing peeked
+        // (module `merge`, "The second look"). Only this round's bound: a
+        // later round may find that ticket claimed, and its own looks
+        // later than the records it has not seen yet.
+        for (s, source) in self.sources.iter_mut().enumerate() {
+            if let Some(ticket) = source.unclaimed_at
+                && view(ring, s).unclaimed(ticket)
+            {
                 source.round_bound = u64::MAX;
             }
         }
