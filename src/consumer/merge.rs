@@ -205,17 +205,13 @@ impl Plan {
 /// nothing once the consumer is warm.
 #[derive(Debug, Default)]
 pub(crate) struct Merger {
-    /// Keys of the taken records, source after source.
-    keys: Vec<u64>,
-    /// Where each source's keys start in `keys`.
-    starts: Vec<usize>,
     /// Per source, one past its last record stamped at or below the
     /// watermark.
     ends: Vec<usize>,
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     /// The sources with records to take this round.
     with_records: Vec<usize>,
-    /// Per source, its next key in `keys` during the merge.
+    /// Per source, its next position in its run during the merge.
     next: Vec<usize>,
 }
 
@@ -227,15 +223,13 @@ impl Merger {
     /// is at or below the watermark exactly when some record at or after it
     /// in its run is stamped at or below it, so a source's prefix ends at
     /// its last such record (found from the run's end, where the newest
-    /// records are); and keys are computed only where two sources have
-    /// records to merge, for the first `max` of each.
+    /// records are, by a binary search on the keys); and the merge walks
+    /// the sources' keys only up to the `max`th record it hands on.
     pub(crate) fn plan(&mut self, sources: &[Source<'_>], max: usize, plan: &mut Plan) {
         let watermark = sources.iter().map(|s| s.bound).min().unwrap_or(u64::MAX);
         plan.watermark = watermark;
         plan.prefix.clear();
         plan.runs.clear();
-        self.keys.clear();
-        self.starts.clear();
         self.ends.clear();
         let mut with_records = std::mem::take(&mut self.with_records);
         with_records.clear();
@@ -258,14 +252,7 @@ impl Merger {
             [] => {}
             // The common case (one busy thread): no merge to do.
             [only] => plan.runs.push((only, count_records(&sources[only].stamps[..self.ends[only]], max))),
-            _ => {
-                for (source, &end) in sources.iter().zip(&self.ends) {
-                    self.starts.push(self.keys.len());
-                    push_keys(&source.stamps[..end], &source.keys[..end], max, &mut self.keys);
-                }
-                self.starts.push(self.keys.len());
-                self.merge(&with_records, plan);
-            }
+            _ => self.merge(sources, &with_records, max, plan),
         }
         self.with_records = with_records;
         // Fewer than `max` records: nothing was cut, and each prefix is
@@ -275,31 +262,43 @@ impl Merger {
         }
     }
 
-    /// The k-way merge of the prefixes' keys, by (key, source index).
-    fn merge(&mut self, with_records: &[usize], plan: &mut Plan) {
+    /// The k-way merge of the prefixes' keys, by (key, source index), up
+    /// to `max` records: walks each source's keys where they are (a dead
+    /// claim's key is its next record's, so it goes with that record), and
+    /// hands runs on whole, so sources that do not overlap in time cost a
+    /// comparison per record and a heap operation per run.
+    fn merge(&mut self, sources: &[Source<'_>], with_records: &[usize], max: usize, plan: &mut Plan) {
         let mut next = std::mem::take(&mut self.next);
         next.clear();
-        next.extend_from_slice(&self.starts);
+        next.resize(sources.len(), 0);
         self.heap.clear();
         for &i in with_records {
-            self.heap.push(Reverse((self.keys[next[i]], i)));
+            self.heap.push(Reverse((sources[i].keys[0], i)));
         }
+        let mut left = max;
         while let Some(Reverse((_, i))) = self.heap.pop() {
             // Take from source i every record whose key stays below the
             // next source's head, in one run.
-            let end = self.starts[i + 1];
+            let Source { stamps, keys, .. } = sources[i];
+            let end = self.ends[i];
             let limit = self.heap.peek().map(|Reverse(head)| *head);
             let mut n = 0;
-            while next[i] < end && limit.is_none_or(|head| (self.keys[next[i]], i) < head) {
-                next[i] += 1;
-                n += 1;
+            let at = &mut next[i];
+            while *at < end && n < left && limit.is_none_or(|head| (keys[*at], i) < head) {
+                n += usize::from(stamps[*at].is_some());
+                *at += 1;
             }
+            left -= n;
             match plan.runs.last_mut() {
                 Some((last, count)) if *last == i => *count += n,
+                _ if n == 0 => {}
                 _ => plan.runs.push((i, n)),
             }
-            if next[i] < end {
-                self.heap.push(Reverse((self.keys[next[i]], i)));
+            if left == 0 {
+                break;
+            }
+            if *at < end {
+                self.heap.push(Reverse((keys[*at], i)));
             }
         }
         self.next = next;
@@ -309,20 +308,6 @@ impl Merger {
 /// Records in `stamps`, counting no further than `limit`.
 fn count_records(stamps: &[Option<u64>], limit: usize) -> usize {
     stamps.iter().filter(|t| t.is_some()).take(limit).count()
-}
-
-/// Appends the keys of the first `max` records of `prefix` (a source's
-/// prefix: every key in it is at or below the watermark, every later one
-/// above) to `keys`: each the least stamp of it and of every later record
-/// of the run. Over the prefix or over the whole run is the same: the
-/// records after the prefix are all stamped above the watermark, and each
-/// key in it is at or below. (All of the prefix counts, not only the `max`
-/// records: when the plan is cut at `max`, a record of another source must
-/// not pass one of this source that happened before it and lies beyond the
-/// cut; the randomized model finds that at once.)
-fn push_keys(prefix: &[Option<u64>], prefix_keys: &[u64], max: usize, keys: &mut Vec<u64>) {
-    let records = prefix.iter().zip(prefix_keys).filter(|(t, _)| t.is_some()).take(max);
-    keys.extend(records.map(|(_, &k)| k));
 }
 
 /// Brings `keys` (see [`Source::keys`]) up to date with `stamps` after a

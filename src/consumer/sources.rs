@@ -58,8 +58,6 @@ struct SourceState {
     /// had claimed ([`Frontier::Unclaimed`]): what the second look checks
     /// (module `merge`, "The second look").
     unclaimed_at: Option<u64>,
-    /// Scratch: this round's records of this source, before the merge.
-    taken: Vec<Record>,
     /// This round's tickets of this source below its backlog fence
     /// ([`Sources::fence_backlog`]), from its cursor on; `None`: no fence.
     fence_left: Option<usize>,
@@ -81,6 +79,35 @@ impl SourceState {
     }
 }
 
+/// How many tickets of one source [`Sources::take_planned`] reads before it
+/// frees their slots (it frees the rest after the source's last run): one
+/// progress update and one fence per this many records at most.
+const RELEASE_EVERY: usize = 64;
+
+/// Where [`Sources::take_planned`] is in one source's peeked run.
+#[derive(Debug, Default)]
+struct Reading {
+    /// The next position to read.
+    next: usize,
+    /// The positions below this are freed (the cursor's next ticket).
+    freed: usize,
+    /// Records read since `freed`.
+    records: usize,
+}
+
+impl Reading {
+    /// Frees the slots from `freed` up to position `end` (records read,
+    /// and dead claims): returns the dead claims among them.
+    fn free(&mut self, view: &RingView<'_>, cursor: &mut Cursor, end: usize) -> usize {
+        let tickets = end - self.freed;
+        let taken = Taken { records: self.records, lost: tickets - self.records };
+        view.release_taken(cursor, tickets as u64, taken);
+        self.freed = end;
+        self.records = 0;
+        taken.lost
+    }
+}
+
 /// What one round found: what [`super::Batch`] reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Round {
@@ -97,9 +124,9 @@ pub(crate) struct Sources {
     /// Scratch: per source, how far a round looks.
     limits: Vec<usize>,
     /// Scratch: per source, where `take_planned` is in its peeked run.
-    positions: Vec<usize>,
-    /// Scratch: per source, how many of its `taken` records are merged.
-    from: Vec<usize>,
+    reading: Vec<Reading>,
+    /// Scratch: per source, the index of its last run in the plan.
+    last_run: Vec<usize>,
     /// [`SLACK_NS`] in ring-clock ticks.
     slack_ticks: u64,
     /// Per source, the end of the backlog ([`Sources::fence_backlog`]):
@@ -160,7 +187,6 @@ impl Sources {
                 head: 0,
                 frontier: Frontier::Limit,
                 unclaimed_at: None,
-                taken: Vec::new(),
                 fence_left: None,
             })
             .collect();
@@ -171,8 +197,8 @@ impl Sources {
             merger: Merger::default(),
             plan: Plan::default(),
             limits: Vec::new(),
-            positions: Vec::new(),
-            from: Vec::new(),
+            reading: Vec::new(),
+            last_run: Vec::new(),
             slack_ticks,
             fence: Vec::new(),
             fenced_limits: Vec::new(),
@@ -551,66 +577,65 @@ impl Sources {
     }
 
     /// Takes what `self.plan` says from each source and appends the records
-    /// to `out` in merged order, numbered with merged tickets. Each source's
-    /// records are read once from their slots (no second state load: the
-    /// peek saw them Full, see `RingView::read_published`) and its slots
-    /// freed right after, source by source: reading in merged order and
-    /// freeing at the end kept each sub-ring's slots from its writer
-    /// longer, and two writers flat out then spilled into the shared ring
-    /// (`memtrack bench`, 2 threads: ~75 ns/event against ~40 this way).
+    /// to `out` in merged order, numbered with merged tickets. Each record
+    /// is read once, from its slot straight into `out` (no second state
+    /// load: the peek saw it Full, see `RingView::read_published`), and a
+    /// source's slots are freed as soon as [`RELEASE_EVERY`] of its tickets
+    /// are read, or its last run in the plan is: freeing only at the end of
+    /// the round kept each sub-ring's slots from its writer longer, and
+    /// two writers flat out then spilled into the shared ring (`memtrack
+    /// bench`, 2 threads: ~75 ns/event against ~40 freeing source by
+    /// source).
     fn take_planned(&mut self, ring: &Ring, out: &mut Vec<Record>) -> Round {
         let base = self.progress().taken;
         let first = out.len();
         // Merged tickets. A dead writer's claim takes the number just before
         // the next record of its source (trailing ones, the round's last
         // numbers): with one busy ring, merged tickets are its own.
-        // Each source's records first (read, then its slots freed at once,
-        // as a writer waiting on them would want), then in merged order.
         let mut number = base;
         let mut lost = 0;
-        for (s, source) in self.sources.iter_mut().enumerate() {
-            let n = self.plan.prefix[s];
-            if n == 0 {
-                continue;
-            }
-            let view = view(ring, s);
-            let start = source.cursor.progress().taken;
-            let run = &source.stamps[source.head..source.head + n];
-            source.taken.clear();
-            for (i, _) in run.iter().enumerate().filter(|(_, t)| t.is_some()) {
-                // Peeked Full and not taken yet (`RingView::read_published`).
-                source.taken.push(view.read_published(start.wrapping_add(i as u64), 0));
-            }
-            let records = source.taken.len();
-            let taken = Taken { records, lost: n - records };
-            view.release_taken(&mut source.cursor, n as u64, taken);
-            lost += taken.lost;
-            source.liveness.forget_below(source.cursor.progress().taken);
+        let mut reading = std::mem::take(&mut self.reading);
+        reading.clear();
+        reading.extend(self.sources.iter().map(|s| Reading { next: s.head, freed: s.head, records: 0 }));
+        let mut last_run = std::mem::take(&mut self.last_run);
+        last_run.clear();
+        last_run.resize(self.sources.len(), usize::MAX);
+        for (i, &(s, _)) in self.plan.runs.iter().enumerate() {
+            last_run[s] = i;
         }
-        let mut positions = std::mem::take(&mut self.positions);
-        positions.clear();
-        positions.extend(self.sources.iter().map(|s| s.head));
-        let mut from = std::mem::take(&mut self.from);
-        from.clear();
-        from.resize(self.sources.len(), 0);
-        for &(s, n) in &self.plan.runs {
-            let source = &self.sources[s];
-            let position = &mut positions[s];
+        for (i, &(s, n)) in self.plan.runs.iter().enumerate() {
+            let source = &mut self.sources[s];
+            let view = view(ring, s);
+            let at = &mut reading[s];
             for _ in 0..n {
-                while source.stamps[*position].is_none() {
-                    *position += 1;
+                while source.stamps[at.next].is_none() {
+                    at.next += 1;
                     number = number.wrapping_add(1);
                 }
-                let mut record = source.taken[from[s]];
-                record.ticket = number;
-                out.push(record);
-                from[s] += 1;
-                *position += 1;
+                // The slot's ticket: the cursor stands at `freed`.
+                let ticket = source.cursor.progress().taken.wrapping_add((at.next - at.freed) as u64);
+                // Peeked Full and not taken yet (`RingView::read_published`).
+                out.push(view.read_published(ticket, number));
+                at.records += 1;
+                at.next += 1;
                 number = number.wrapping_add(1);
             }
+            if at.next - at.freed >= RELEASE_EVERY || last_run[s] == i {
+                lost += at.free(&view, &mut source.cursor, at.next);
+            }
         }
-        self.positions = positions;
-        self.from = from;
+        // What is left of each prefix: the dead claims after a source's last
+        // record, or a prefix of dead claims only.
+        for (s, source) in self.sources.iter_mut().enumerate() {
+            let end = source.head + self.plan.prefix[s];
+            let at = &mut reading[s];
+            if at.freed < end {
+                lost += at.free(&view(ring, s), &mut source.cursor, end);
+            }
+            source.liveness.forget_below(source.cursor.progress().taken);
+        }
+        self.reading = reading;
+        self.last_run = last_run;
         for (source, &n) in self.sources.iter_mut().zip(&self.plan.prefix) {
             source.head += n;
             // Drop what was taken: at once when nothing is left (no copy),
