@@ -427,3 +427,74 @@ fn loom_a_writer_stops_waiting_for_a_consumer_that_died() {
         assert_eq!(view.dropped() as usize, dropped);
     });
 }
+
+// ---- the consumer's second look (consumer::merge) -------------------------
+
+/// A record z of a sub-ring that happened before a record y of the shared
+/// ring (z's writer published z, then told y's writer, which then wrote
+/// y); the consumer looks at z's ticket (`first`), reads until it has y,
+/// and looks at z's ticket again. Returns whether each look found it
+/// unclaimed, and whether the consumer read y.
+fn looks_around_a_read_record() -> (bool, bool, bool) {
+    let subring = Arc::new(HeapRing::new(2));
+    let shared = Arc::new(HeapRing::new(2));
+    let told = Arc::new(AtomicBool::new(false));
+    let a = {
+        let (subring, told) = (subring.clone(), told.clone());
+        thread::spawn(move || {
+            // The sub-ring's one writer: claim_own, then publish.
+            subring.view().claim_own(A, 0).expect("an empty slot").publish(&payload(10));
+            // Release: pairs with B's Acquire (z happens before y).
+            told.store(true, Ordering::Release);
+        })
+    };
+    let b = {
+        let (shared, told) = (shared.clone(), told.clone());
+        thread::spawn(move || {
+            // (A few tries, not a spin: loom explores every schedule.)
+            for _ in 0..2 {
+                if told.load(Ordering::Acquire) {
+                    push_or_drop(shared.view(), B, &[20]);
+                    return;
+                }
+                thread::yield_now();
+            }
+        })
+    };
+    let first = subring.view().unclaimed(0);
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        if shared.view().read_run(0, 1, u64::MAX, 0, &mut out, |_, _| false).taken.records == 1 {
+            break;
+        }
+        thread::yield_now();
+    }
+    let second = subring.view().unclaimed(0);
+    a.join().unwrap();
+    b.join().unwrap();
+    (first, second, out.len() == 1)
+}
+
+/// Once the consumer has read y, a look at z's ring finds z's ticket
+/// claimed: what lets `consumer::sources` lift a ring's bound for a round
+/// when its next ticket is still unclaimed after the round's last look
+/// (no record claimed after that look can have happened before one read
+/// before it).
+#[test]
+fn loom_a_record_that_happened_before_one_read_is_seen_by_the_second_look() {
+    loom::model(|| {
+        let (_, second, read_y) = looks_around_a_read_record();
+        assert!(!(read_y && second), "y was read, but z's ticket looked unclaimed after it");
+    });
+}
+
+/// The same look taken before y was read may find z's ticket unclaimed:
+/// a bound lifted on that look would let y out before z.
+#[test]
+#[should_panic(expected = "the first look")]
+fn loom_the_first_look_alone_may_miss_a_record_that_happened_before() {
+    loom::model(|| {
+        let (first, _, read_y) = looks_around_a_read_record();
+        assert!(!(read_y && first), "the first look found z's ticket unclaimed, and y was read");
+    });
+}
