@@ -11,7 +11,7 @@
 #![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -48,6 +48,8 @@ fn drain_to_file(c: &mut Criterion) {
     // MEMTRACK_BENCH_SUBRINGS=1: the writer thread writes its own sub-ring
     // (format 3), which the reader merges with the shared ring.
     writer.use_subrings(std::env::var_os("MEMTRACK_BENCH_SUBRINGS").is_some_and(|v| v == "1"));
+    let writers: u64 = std::env::var("MEMTRACK_BENCH_WRITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let writers = writers.clamp(1, 16);
     let file = temp_file("drain");
     let mut group = c.benchmark_group("reader");
     group.sample_size(10).throughput(Throughput::Elements(DRAIN_RECORDS));
@@ -61,22 +63,25 @@ fn drain_to_file(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for round in 0..rounds {
                 let mut session = Session::recorder(&ring.0, &file.0).unwrap();
-                let done = AtomicBool::new(false);
+                let done = AtomicUsize::new(0);
                 let start = Instant::now();
                 std::thread::scope(|s| {
-                    s.spawn(|| {
-                        for i in 0..DRAIN_RECORDS {
-                            writer.alloc(&MemtrackBuffer {
-                                buffer_id: round << 32 | i,
-                                size: 64,
-                                ..Default::default()
-                            });
-                        }
-                        done.store(true, Ordering::Release);
-                    });
-                    // Until the writer is done and all it wrote is taken.
+                    for w in 0..writers {
+                        let (writer, done) = (&writer, &done);
+                        s.spawn(move || {
+                            for i in (w..DRAIN_RECORDS).step_by(writers as usize) {
+                                writer.alloc(&MemtrackBuffer {
+                                    buffer_id: round << 32 | i,
+                                    size: 64,
+                                    ..Default::default()
+                                });
+                            }
+                            done.fetch_add(1, Ordering::Release);
+                        });
+                    }
+                    // Until the writers are done and all they wrote is taken.
                     loop {
-                        let finished = done.load(Ordering::Acquire);
+                        let finished = done.load(Ordering::Acquire) == writers as usize;
                         let handled = session.poll().unwrap();
                         if finished && handled == 0 && session.caught_up() {
                             break;
