@@ -544,7 +544,8 @@ impl Sources {
                 Frontier::Limit
             };
             let run = &source.stamps[source.head..];
-            source.unclaimed_at = (frontier == Frontier::Unclaimed).then(|| start.wrapping_add(run.len() as u64));
+            source.unclaimed_at =
+                (frontier == Frontier::Unclaimed).then(|| start.wrapping_add(run.len() as u64));
             source.round_bound = source.bound.after_peek(kind(s), start, seen_after, run, frontier);
             if source.peeked_to_fence() {
                 source.round_bound = u64::MAX;

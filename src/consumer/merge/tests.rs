@@ -416,7 +416,8 @@ impl Reader {
                 Lift::SecondLook => {
                     // A step of its own: writers may run in between.
                     model.tick();
-                    let lifted = ends.iter().enumerate().map(|(s, end)| end.is_some_and(|t| model.unclaimed(s, t)));
+                    let lifted =
+                        ends.iter().enumerate().map(|(s, end)| end.is_some_and(|t| model.unclaimed(s, t)));
                     self.lifted = Some(lifted.collect());
                     return false;
                 }
@@ -479,7 +480,13 @@ impl Reader {
 }
 
 /// Runs the model with `seed`; returns the first ordering violation.
-fn run(seed: u64, store_buffer_delay: u64, writer_clock_behind: u64, slack: u64, lift: Lift) -> Result<(), String> {
+fn run(
+    seed: u64,
+    store_buffer_delay: u64,
+    writer_clock_behind: u64,
+    slack: u64,
+    lift: Lift,
+) -> Result<(), String> {
     let mut model = Model::new(seed, store_buffer_delay, writer_clock_behind);
     let sources = model.rings.len();
     let mut reader = Reader {
@@ -607,7 +614,8 @@ fn lifting_a_bound_without_the_second_look_breaks_the_order() {
 /// stamped below the watermark and overtake one that happened before it.
 #[test]
 fn a_slack_smaller_than_the_clock_disagreement_breaks_the_order() {
-    let failures = |behind, slack| (0..500).filter(|&seed| run(seed, 6, behind, slack, Lift::Never).is_err()).count();
+    let failures =
+        |behind, slack| (0..500).filter(|&seed| run(seed, 6, behind, slack, Lift::Never).is_err()).count();
     assert!(failures(30, 0) > 0, "no seed broke the order with no slack");
     assert_eq!(failures(30, 30), 0);
 }
