@@ -81,7 +81,9 @@ impl Consumer {
     /// The order: the rings' records merged by timestamp behind a
     /// watermark (`consumer::merge`): a record that was complete before
     /// another was claimed comes first, and each ring's own order is kept.
-    /// Records stamped within the last 10 µs may wait for the next take.
+    /// Records stamped within the last 10 µs may wait for the next take
+    /// when a writer of another ring claimed a slot during this one (else
+    /// the second look, `consumer::merge`, lets them out now).
     ///
     /// Never waits for a writer: a slot a live writer is still filling ends
     /// its ring's part of the batch (and holds back later records of the

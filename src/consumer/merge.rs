@@ -43,6 +43,25 @@
 //! mean `stamp(x) ≥ W ≥ key(y) > stamp(x)`), and within a round the keys
 //! put x first.
 //!
+//! **The second look.** A bound from an unclaimed frontier costs the slack:
+//! records stamped within [`SLACK_NS`] of the look wait for a later round.
+//! A ring's evidence can be better than its clock: after the consumer's
+//! last look at any ring in a round, it looks again at the ticket where
+//! this ring's look ended. If it is still unclaimed, no record z of this
+//! ring that the round did not see can have happened before a record y
+//! the round saw: z complete before y was claimed means z's claim came
+//! before y's Release publish, which the consumer's Acquire load saw
+//! before the second look, so the second look would find z's ticket (or
+//! an earlier one) claimed. The ring then bounds nothing *in this round*
+//! (`u64::MAX`); its kept [`Bound`] stays the clock's, since a later round
+//! may find that ticket claimed and see records the second look did not
+//! cover. `consumer::sources` takes this look both after the peeks of a
+//! merged round and after the take of a lone busy ring (which reads past
+//! the watermark, and keeps what it read past it only if every other ring
+//! is still quiet). Checked by `ring::loom_models` (the look after the
+//! read sees z; the look before it may not) and by the randomized model
+//! here (lifting a bound on the first look's word breaks the order).
+//!
 //! **What is not ordered.** Records of two threads that overlap in time
 //! (neither was complete before the other was claimed) come out in stamp
 //! order as far as the keys can tell, but nothing more is promised: no

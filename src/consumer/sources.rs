@@ -451,6 +451,12 @@ impl Sources {
     /// bound stays a valid lower bound.) What `busy` peeked before is
     /// dropped: it is only a cache of slots that stay as they were until
     /// taken; the dead-claim verdicts stay in `liveness`.
+    ///
+    /// When `w` cut the take and every other source that bounds it ended
+    /// its look at an unclaimed ticket, the take reads on past `w` and then
+    /// looks at those tickets again (module `merge`, "The second look"):
+    /// still unclaimed, what it read past `w` goes out too (else it is
+    /// dropped from `out`, its slots untouched, for a later round).
     fn take_single(
         &mut self,
         ring: &Ring,
