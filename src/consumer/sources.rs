@@ -80,8 +80,9 @@ impl SourceState {
 }
 
 /// How many tickets of one source [`Sources::take_planned`] reads before it
-/// frees their slots (it frees the rest after the source's last run): one
-/// progress update and one fence per this many records at most.
+/// frees their slots at the end of a run (it frees the rest after the
+/// source's last run): one progress update and one fence per this many
+/// records at most, however finely two sources interleave.
 const RELEASE_EVERY: usize = 64;
 
 /// Where [`Sources::take_planned`] is in one source's peeked run.
@@ -587,8 +588,9 @@ impl Sources {
     /// to `out` in merged order, numbered with merged tickets. Each record
     /// is read once, from its slot straight into `out` (no second state
     /// load: the peek saw it Full, see `RingView::read_published`), and a
-    /// source's slots are freed as soon as [`RELEASE_EVERY`] of its tickets
-    /// are read, or its last run in the plan is: freeing only at the end of
+    /// source's slots are freed at the end of each of its runs that leaves
+    /// [`RELEASE_EVERY`] or more of its tickets read, and after its last
+    /// run in the plan: freeing only at the end of
     /// the round kept each sub-ring's slots from its writer longer, and
     /// two writers flat out then spilled into the shared ring (`memtrack
     /// bench`, 2 threads: ~75 ns/event against ~40 freeing source by
