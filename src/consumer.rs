@@ -39,6 +39,9 @@ pub struct Consumer {
     sources: Sources,
     /// The next idle pause (see [`Consumer::pause_if_idle`]).
     idle_pause: Duration,
+    /// Every idle pause, instead of the computed ones (tests:
+    /// [`Consumer::set_idle_pause`]).
+    fixed_pause: Option<Duration>,
 }
 
 impl Consumer {
@@ -65,7 +68,7 @@ impl Consumer {
         reader.reader_pid.store(std::process::id(), Ordering::Relaxed);
         reader.reader_pid_ns.store(own_namespace, Ordering::Relaxed);
         let sources = Sources::attach(&ring);
-        Ok(Consumer { ring, sources, idle_pause: Duration::ZERO })
+        Ok(Consumer { ring, sources, idle_pause: Duration::ZERO, fixed_pause: None })
     }
 
     /// The ring being consumed.
@@ -223,8 +226,15 @@ impl Consumer {
     /// sleep until the next take wakes them (`RingView::wake_writers`), so
     /// pacing alone never makes a writer drop.
     ///
-    /// With sub-rings the smallest ring sets these figures: a sub-ring that
-    /// fills sends its writer to the shared ring, the slower path.
+    /// With sub-rings the smallest ring sets these figures: a writer whose
+    /// sub-ring fills waits for the consumer.
+    ///
+    /// The pause is a sleep on the ring's doorbell (`ring::doorbell`), not
+    /// `thread::sleep`: a writer that finds its ring full and is about to
+    /// wait for space rings it, so the consumer takes at once instead of
+    /// waiting out the pause (and, outside a real-time class, the timer
+    /// slack on top, 50 µs by default). A writer built before the doorbell
+    /// never rings: the pause then ends at its timeout, as it did.
     pub fn pause_if_idle(&mut self, handled: usize) {
         let capacity = self.sources.smallest_capacity(&self.ring);
         let shortest = Duration::from_nanos((capacity * 3 / 2).clamp(10_000, 1_000_000));
@@ -233,9 +243,20 @@ impl Consumer {
             return;
         }
         let longest = Duration::from_nanos(capacity * 16).clamp(shortest, LONGEST_IDLE_PAUSE);
-        let pause = self.idle_pause.clamp(shortest, longest);
-        std::thread::sleep(pause);
+        let pause = self.fixed_pause.unwrap_or(self.idle_pause.clamp(shortest, longest));
+        let ring = &self.ring;
+        let rings = std::iter::once(&ring.header().control)
+            .chain((0..ring.subring_count()).map(|i| &ring.subring_header(i).control));
+        crate::ring::doorbell::sleep(&ring.header().doorbell, rings, pause);
         self.idle_pause = pause * 2;
+    }
+
+    /// Makes every idle pause of [`Consumer::pause_if_idle`] last `pause`
+    /// (`None`: the computed pauses again). For tests of the doorbell: a
+    /// consumer paused for seconds is woken only by a writer's ring.
+    #[doc(hidden)]
+    pub fn set_idle_pause(&mut self, pause: Option<Duration>) {
+        self.fixed_pause = pause;
     }
 
     /// The consumer progress as of the last take or commit, summed over
@@ -256,9 +277,14 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.ring.header().control.reader.reader_pid.store(0, Ordering::Relaxed);
         self.ring.header().control.reader.reader_pid_ns.store(0, Ordering::Relaxed);
-        // Writers sleeping for space look at `reader_pid` when they wake,
-        // and drop instead of waiting out their timeout.
+        // Writers sleeping for space, in the shared ring or in their
+        // sub-rings, look at `reader_pid` when they wake, and write the
+        // shared ring (which then drops) instead of waiting out their
+        // timeout.
         self.ring.view().wake_writers();
+        for i in 0..self.ring.subring_count() {
+            self.ring.subring_view(i).wake_writers();
+        }
         self.ring.unlock(READER_LOCK_OFFSET);
     }
 }

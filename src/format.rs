@@ -318,14 +318,36 @@ pub const fn subring_lease_parts(lease: u64) -> Option<(usize, u32)> {
 /// the `RingControl` is that of a ring with one writer: `tail.tail` is the
 /// next ticket, stored by the holder when it gives the lease back (a hint
 /// the next holder probes forward from); `reader` is the consumer's
-/// progress as for the shared ring; `loss` and `wait` are unused (a full
-/// sub-ring never waits or drops: its writer falls back to the shared ring).
+/// progress as for the shared ring; `wait` is where its writer sleeps
+/// when the sub-ring is full and a consumer is attached (the shared
+/// header's `reader_pid` says so: this `reader_pid` stays 0); `loss` is
+/// unused (a sub-ring never drops: a writer that gives up its wait writes
+/// the shared ring, which counts any drop).
 #[repr(C, align(128))]
 pub struct SubRingHeader {
     /// 0: free; else [`subring_lease`]`(entry, generation)` of the holder.
     pub lease: AtomicU64,
     /// The sub-ring's ring state.
     pub control: RingControl,
+}
+
+/// The consumer's doorbell: where an idle consumer sleeps, so that a
+/// writer about to sleep for space (in any ring: the shared ring or its
+/// own sub-ring) wakes it instead of waiting out its idle pause (see
+/// `ring::doorbell`).
+///
+/// Added in format 3, in header bytes that were zero and unused, like
+/// [`WaitLine`], so it needs no new version: a consumer built before it
+/// never says it sleeps (writers then never ring), and a writer built
+/// before it never rings (the consumer then wakes at the end of its pause,
+/// as it did).
+#[repr(C, align(128))]
+pub struct DoorbellLine {
+    /// 1 while the consumer is about to sleep or sleeping on `bell`, else 0.
+    pub sleeping: AtomicU32,
+    /// The futex word the consumer sleeps on: bumped by each writer that
+    /// rings, so it also counts the rings (wrapping).
+    pub bell: FutexWord,
 }
 
 /// The header at offset 0.
@@ -337,6 +359,8 @@ pub struct Header {
     pub clock: ClockCalibration,
     /// Ring protocol state.
     pub control: RingControl,
+    /// Where the idle consumer sleeps (see [`DoorbellLine`]).
+    pub doorbell: DoorbellLine,
 }
 
 /// `ProcessEntry::state`: never used.
@@ -764,6 +788,10 @@ const _: () = {
     assert!(offset_of!(RingControl, loss) == 128);
     assert!(offset_of!(RingControl, reader) == 256);
     assert!(size_of::<Header>() <= HEADER_REGION);
+    assert!(offset_of!(Header, doorbell) == 768);
+    assert!(size_of::<DoorbellLine>() == 128);
+    assert!(offset_of!(DoorbellLine, bell) == 4);
+    assert!(size_of::<Header>() == 896);
     assert!(size_of::<ProcessEntry>() == PROCESS_ENTRY_SIZE);
     assert!(offset_of!(ProcessEntry, dropped) == 40);
     assert!(offset_of!(ProcessEntry, name) == 48);

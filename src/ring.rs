@@ -53,7 +53,9 @@
 //! This module owns no memory: it works over a [`RingControl`] and slots
 //! that live in the shared file, or on the heap under loom.
 
-use crate::format::{OWNER_GENERATION_BITS, OWNER_SLOT_BITS, ProgressCopy, Record, RingControl, Slot};
+use crate::format::{
+    DoorbellLine, OWNER_GENERATION_BITS, OWNER_SLOT_BITS, ProgressCopy, ReaderLine, Record, RingControl, Slot,
+};
 use std::time::Duration;
 
 use crate::sync::{Ordering, PAYLOAD_WORDS, compiler_fence, fence, prefetch, wait_hint};
@@ -252,6 +254,22 @@ impl Cursor {
     }
 }
 
+/// The consumer's lines a writer waiting for space looks at, whichever
+/// ring it waits in: the shared header's reader line (whether a consumer
+/// is attached) and its doorbell (`None` under tests and models that have
+/// no doorbell: the consumer then wakes at its own pace).
+#[derive(Clone, Copy)]
+pub(crate) struct ConsumerLines<'a> {
+    reader: &'a ReaderLine,
+    doorbell: Option<&'a DoorbellLine>,
+}
+
+impl ConsumerLines<'_> {
+    fn attached(&self) -> bool {
+        self.reader.reader_pid.load(Ordering::Relaxed) != 0
+    }
+}
+
 /// The protocol, over a control block and slots it does not own.
 #[derive(Clone, Copy)]
 pub(crate) struct RingView<'a> {
@@ -438,17 +456,36 @@ impl<'a> RingView<'a> {
 
     // ---- waiting for space (module doc, "waiting for space") -----------
 
-    /// Whether a consumer says it is attached. A consumer that died without
+    /// Whether a consumer says it is attached (asked of the shared ring: a
+    /// sub-ring's `reader_pid` is never set). A consumer that died without
     /// detaching still says so; only its lock tells (see `writer`).
     pub(crate) fn consumer_attached(&self) -> bool {
         self.control.reader.reader_pid.load(Ordering::Relaxed) != 0
     }
 
-    /// One round of a writer's wait for a full ring: registers as a waiter,
-    /// looks for a slot once more, and unless it found one or the consumer
-    /// detached, sleeps until the consumer frees slots or `timeout` passes;
-    /// then looks once more. The caller decides how many rounds to wait.
-    pub(crate) fn wait_for_space(&self, owner: Owner, timeout: Duration) -> Result<Claim<'a>, Full> {
+    /// What a writer waiting for space in any ring looks at besides that
+    /// ring, from this (the shared) ring's control: see [`ConsumerLines`].
+    pub(crate) fn consumer_lines(&self, doorbell: Option<&'a DoorbellLine>) -> ConsumerLines<'a> {
+        ConsumerLines { reader: &self.control.reader, doorbell }
+    }
+
+    /// One round of a writer's wait for space in this ring (the shared
+    /// ring, or the sub-ring whose lease it holds): registers as a waiter,
+    /// tries `claim` once more (`claim` on the shared ring, `claim_own` at
+    /// the holder's next ticket on a sub-ring), and unless that found a
+    /// slot or the consumer detached, rings the consumer's doorbell if it
+    /// sleeps (`doorbell`) and sleeps until the consumer frees slots here
+    /// or `timeout` passes; then tries `claim` once more. The caller
+    /// decides how many rounds to wait.
+    ///
+    /// Whether a consumer is attached is read from `consumer` (the shared
+    /// ring's control: a sub-ring's own `reader_pid` is never set).
+    pub(crate) fn wait_for_space(
+        &self,
+        consumer: ConsumerLines<'_>,
+        timeout: Duration,
+        mut claim: impl FnMut() -> Result<Claim<'a>, Full>,
+    ) -> Result<Claim<'a>, Full> {
         let wait = &self.control.wait;
         // Before registering: any wake-up meant for us changes it after
         // this, and the kernel then refuses to sleep on the old value.
@@ -456,16 +493,21 @@ impl<'a> RingView<'a> {
         // Release: pairs with the Acquire load in `wake_writers`, so that
         // our read of `seen` happens before the bump that wakes us.
         wait.waiters.fetch_add(1, Ordering::Release);
-        // SeqCst fence: pairs with the one in `wake_writers`. Either the
-        // consumer sees our registration, or we see its freed slots (and its
-        // detaching) in the looks below.
+        // SeqCst fence: pairs with the one in `wake_writers` (either the
+        // consumer sees our registration, or we see its freed slots and its
+        // detaching in the looks below) and with the one in
+        // `doorbell::sleep` (either the consumer sees our registration and
+        // stays awake, or `doorbell::ring` below sees it asleep).
         fence(Ordering::SeqCst);
-        let claim = self.claim(owner);
-        if claim.is_err() && self.consumer_attached() {
+        let first = claim();
+        if first.is_err() && consumer.attached() {
+            if let Some(line) = consumer.doorbell {
+                doorbell::ring(line);
+            }
             wait.wake.wait(seen, timeout);
         }
         wait.waiters.fetch_sub(1, Ordering::Relaxed);
-        claim.or_else(|Full| self.claim(owner))
+        first.or_else(|Full| claim())
     }
 
     /// Wakes the writers sleeping in [`RingView::wait_for_space`], if any:
@@ -896,6 +938,8 @@ fn write_copy(copy: &ProgressCopy, p: &Progress) {
     copy.lost_writer_died.store(p.lost_writer_died, Ordering::Relaxed);
     copy.lost_reader_died.store(p.lost_reader_died, Ordering::Relaxed);
 }
+
+pub(crate) mod doorbell;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -548,6 +548,13 @@ impl Ring {
         })
     }
 
+    /// How many times writers rang the consumer's doorbell (wrapping at
+    /// 2^32; see `ring::doorbell`). For tests.
+    #[doc(hidden)]
+    pub fn doorbell_rings(&self) -> u32 {
+        self.header().doorbell.bell.load(crate::sync::Ordering::Relaxed)
+    }
+
     /// The protocol over this ring's control block and slots.
     #[inline(always)]
     pub(crate) fn view(&self) -> RingView<'_> {

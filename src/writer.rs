@@ -27,7 +27,7 @@ use crate::format::{
 };
 use crate::hook_thread::{HookThread, LaneLease, OwnSubRing, SubRingLease, cache_way, fork_count};
 use crate::process::{Registration, own_name};
-use crate::ring::{Claim, Owner, RingView};
+use crate::ring::{Claim, Full, Owner, RingView};
 use crate::shm::Ring;
 use crate::sync::{AtomicU32, AtomicU64, Ordering, PAYLOAD_WORDS, compiler_fence};
 
@@ -94,6 +94,11 @@ pub struct Writer {
 
 /// The last [`Writer::serial`] given out.
 static LAST_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// Looks at a full sub-ring's next slot before registering to sleep, and
+/// `spin_loop` hints between two looks (see [`Writer::wait_own`]).
+const SPIN_LOOKS: u32 = 0;
+const SPIN_PAUSES: u32 = 32;
 
 /// How many waits' time a consumer may go without taking a record before
 /// full-ring hooks stop waiting for it. Not one: a consumer starved of CPU
@@ -328,6 +333,9 @@ impl Writer {
             }
             if t.subring.get().is_null() {
                 self.count_down_to_retry(t);
+            } else if let Some(claim) = self.wait_own(t) {
+                let payload = self.buffer_payload(event, b, scope);
+                return self.stamp_and_publish_words(claim, payload);
             }
             return self.push_shared(&self.buffer_record(event, b, scope));
         }
@@ -537,9 +545,10 @@ impl Writer {
         crate::hook_thread::with(|t| self.push_from(t, record));
     }
 
-    /// Writes `record` for `thread` (`None`: a thread being torn down): to
-    /// its sub-ring if it holds one for this writer with a free slot, else
-    /// to the shared ring.
+    /// Writes `record` for `thread` (`None`: a thread being torn down, or
+    /// a hook inside a hook): to its sub-ring if it holds one for this
+    /// writer with a free slot (or one that frees while it waits, see
+    /// [`Writer::wait_own`]), else to the shared ring.
     #[inline(always)]
     fn push_from(&self, thread: Option<&HookThread>, record: &Record) {
         if let Some(t) = thread
@@ -550,6 +559,8 @@ impl Writer {
             }
             if t.subring.get().is_null() {
                 self.count_down_to_retry(t);
+            } else if let Some(claim) = self.wait_own(t) {
+                return self.stamp_and_publish(claim, record);
             }
         }
         self.push_shared(record);
@@ -559,6 +570,19 @@ impl Writer {
     /// or it is full (its consumer has not taken the record a lap before).
     #[inline(always)]
     fn claim_own(&self, thread: &HookThread) -> Option<Claim<'_>> {
+        let view = self.own_view(thread)?;
+        let ticket = thread.subring_ticket.get();
+        let claim = view.claim_own(self.registration.owner, ticket).ok()?;
+        // Before publishing: a signal handler that hooks on this thread
+        // between here and the publish takes the next ticket, not ours.
+        thread.subring_ticket.set(ticket.wrapping_add(1));
+        Some(claim)
+    }
+
+    /// The protocol over `thread`'s sub-ring, `None` if it holds none. The
+    /// caller checked that `thread` hooks for this writer (its serial).
+    #[inline(always)]
+    fn own_view(&self, thread: &HookThread) -> Option<RingView<'_>> {
         let header = thread.subring.get();
         if header.is_null() {
             return None;
@@ -568,19 +592,45 @@ impl Writer {
         // (its serial matches, checked by the caller) from its own mapping,
         // which lives as long as `self`: `header` points at a sub-ring
         // header and `subring_slots` at its `1 << shift` slots, all atomics.
-        let view = unsafe {
+        Some(unsafe {
             RingView::with_shift(
                 &(*header).control,
                 std::slice::from_raw_parts(thread.subring_slots.get(), 1 << shift),
                 shift,
             )
-        };
-        let ticket = thread.subring_ticket.get();
-        let claim = view.claim_own(self.registration.owner, ticket).ok()?;
-        // Before publishing: a signal handler that hooks on this thread
-        // between here and the publish takes the next ticket, not ours.
-        thread.subring_ticket.set(ticket.wrapping_add(1));
-        Some(claim)
+        })
+    }
+
+    /// `thread`'s sub-ring is full. With a consumer attached (the shared
+    /// header says so) and not stalled, wait for it to take records there
+    /// ([`Writer::wait_for_space`], claiming at the thread's next ticket);
+    /// `None` when there is none, or the wait gives up: the caller then
+    /// writes the shared ring, which itself waits or drops.
+    ///
+    /// Why wait rather than spill at once: a thread that spills makes the
+    /// consumer merge two busy rings (peek, keys, merge: its slow path), so
+    /// it falls further behind and the spill feeds itself (`memtrack bench`,
+    /// 1 thread, 2048-slot sub-rings: 1.71 M of 2.07 M records spilled).
+    /// Waiting keeps the thread's records in its sub-ring, in order, and
+    /// the consumer on its fast path (`Sources::take_single`).
+    #[cold]
+    #[inline(never)]
+    fn wait_own(&self, thread: &HookThread) -> Option<Claim<'_>> {
+        let view = self.own_view(thread)?;
+        if !self.ring.view().consumer_attached() || self.consumer_stalled() {
+            return None;
+        }
+        // A consumer running on another core frees the slot within a few
+        // µs: look again a few times before registering and sleeping.
+        for _ in 0..SPIN_LOOKS {
+            for _ in 0..SPIN_PAUSES {
+                std::hint::spin_loop();
+            }
+            if let Some(claim) = self.claim_own(thread) {
+                return Some(claim);
+            }
+        }
+        self.wait_for_space(view, || self.claim_own(thread).ok_or(Full))
     }
 
     /// Stamps `record` with the time now (after its claim) and publishes it.
@@ -632,8 +682,8 @@ impl Writer {
     fn push_full(&self, record: &Record) {
         let view = self.ring.view();
         if view.consumer_attached()
-            && !self.consumer_stalled(view.progress().taken)
-            && let Some(claim) = self.wait_for_space()
+            && !self.consumer_stalled()
+            && let Some(claim) = self.wait_for_space(view, || view.claim(self.registration.owner))
         {
             return self.stamp_and_publish(claim, record);
         }
@@ -641,14 +691,23 @@ impl Writer {
         self.ring.process_entry(self.registration.index).dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Waits for a free slot, asleep on the ring's futex (woken by the
-    /// consumer after each batch it takes), for as long as the consumer
-    /// makes progress: gives up after `full_wait` without progress (a
-    /// consumer stopped or starved of CPU), at once when the consumer is
-    /// found detached or dead, and after [`MAX_FULL_WAIT`] in all (this
-    /// writer kept losing the freed slots to others).
-    fn wait_for_space(&self) -> Option<crate::ring::Claim<'_>> {
-        let view = self.ring.view();
+    /// Waits for a free slot in `view` (the shared ring, or the calling
+    /// thread's sub-ring), taken with `claim` (`RingView::claim`, or
+    /// `claim_own` at the thread's next ticket), asleep on the ring's futex
+    /// (woken by the consumer after each batch it takes there; the
+    /// consumer's doorbell is rung first if it sleeps), for as long as the
+    /// consumer makes progress in `view`: gives up after `full_wait`
+    /// without progress (a consumer stopped or starved of CPU), at once
+    /// when the consumer is found detached or dead, and after
+    /// [`MAX_FULL_WAIT`] in all (this writer kept losing the freed slots to
+    /// others).
+    fn wait_for_space<'w>(
+        &'w self,
+        view: RingView<'w>,
+        mut claim: impl FnMut() -> Result<Claim<'w>, Full>,
+    ) -> Option<Claim<'w>> {
+        let shared = self.ring.view();
+        let consumer = shared.consumer_lines(Some(&self.ring.header().doorbell));
         let started = Instant::now();
         let mut taken = view.progress().taken;
         let mut progressed = started;
@@ -660,10 +719,10 @@ impl Writer {
             if budget.is_zero() {
                 break;
             }
-            if let Ok(claim) = view.wait_for_space(self.registration.owner, budget.min(WAIT_SLICE)) {
+            if let Ok(claim) = view.wait_for_space(consumer, budget.min(WAIT_SLICE), &mut claim) {
                 return Some(claim);
             }
-            if !view.consumer_attached() {
+            if !shared.consumer_attached() {
                 return None; // Detached: it woke us on its way out.
             }
             let now_taken = view.progress().taken;
@@ -681,6 +740,7 @@ impl Writer {
         }
         if progressed.elapsed() >= self.full_wait {
             // No progress for `full_wait`: start (or continue) the stall clock.
+            let taken = self.consumer_taken();
             if self.stall_taken.swap(taken, Ordering::Relaxed) != taken {
                 self.stall_since.store(self.clock.now(), Ordering::Relaxed);
             }
@@ -688,13 +748,41 @@ impl Writer {
         None
     }
 
-    /// Whether the consumer has taken nothing (its `taken` is still
-    /// `taken`) for [`STALL_WAITS`] waits' time since a wait timed out.
-    /// Relaxed throughout: a heuristic that decides only whether to wait;
-    /// a stale pair of values costs at most one wait more or less.
-    fn consumer_stalled(&self, taken: u64) -> bool {
-        self.stall_taken.load(Ordering::Relaxed) == taken
-            && self.clock.now().wrapping_sub(self.stall_since.load(Ordering::Relaxed)) >= self.stall_ticks
+    /// Whether the consumer has taken nothing, in any ring, for
+    /// [`STALL_WAITS`] waits' time since a wait timed out.
+    ///
+    /// The stall clock is the consumer's, not a ring's: it compares the
+    /// sum of every ring's `taken` ([`Writer::consumer_taken`]), never one
+    /// ring's with another's (a wait on a sub-ring and one on the shared
+    /// ring feed the same clock). A consumer taking from any ring is not
+    /// stalled; one that takes from none is stalled for every thread,
+    /// whichever ring it waits in, so a stopped consumer costs the
+    /// workload [`STALL_WAITS`] waits in all, as before sub-rings.
+    ///
+    /// Cheap unless the clock runs: no ring is read while no wait has
+    /// timed out since the consumer last made progress, nor before the
+    /// stall time has passed. Relaxed throughout: a heuristic that decides
+    /// only whether to wait; a stale pair of values costs at most one wait
+    /// more or less.
+    fn consumer_stalled(&self) -> bool {
+        let stalled_at = self.stall_taken.load(Ordering::Relaxed);
+        if stalled_at == u64::MAX
+            || self.clock.now().wrapping_sub(self.stall_since.load(Ordering::Relaxed)) < self.stall_ticks
+        {
+            return false;
+        }
+        if self.consumer_taken() == stalled_at {
+            return true;
+        }
+        // It took records since: stop the clock (until a wait times out).
+        let _ = self.stall_taken.compare_exchange(stalled_at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed);
+        false
+    }
+
+    /// Records the consumer has taken from every ring: one progress read
+    /// per ring (the stall clock's cold path only).
+    fn consumer_taken(&self) -> u64 {
+        crate::consumer::total_progress(&self.ring).taken
     }
 
     /// Claims a slot and never publishes it: what a writer killed between

@@ -270,7 +270,7 @@ fn push_or_wait_until(
             if give_up(&view) {
                 break None;
             }
-            if let Ok(claim) = view.wait_for_space(owner, timeout) {
+            if let Ok(claim) = view.wait_for_space(view.consumer_lines(None), timeout, || view.claim(owner)) {
                 break Some(claim);
             }
         };
@@ -496,5 +496,120 @@ fn loom_the_first_look_alone_may_miss_a_record_that_happened_before() {
     loom::model(|| {
         let (first, _, read_y) = looks_around_a_read_record();
         assert!(!(read_y && first), "the first look found z's ticket unclaimed, and y was read");
+
+// ---- a full sub-ring waits; the consumer's doorbell ----------------------
+
+/// Pushes `values` into a sub-ring as its one writer does (claims at its
+/// own next ticket, `claim_own`), waiting for space while `shared` (the
+/// shared ring's control) says a consumer is attached; rings `doorbell`
+/// before each sleep. Untimed sleeps: a lost wake-up deadlocks the model.
+fn push_own_or_wait(
+    sub: RingView<'_>,
+    shared: RingView<'_>,
+    doorbell: Option<&crate::format::DoorbellLine>,
+    owner: Owner,
+    values: &[u64],
+) -> usize {
+    let mut ticket = 0;
+    let mut dropped = 0;
+    for &v in values {
+        let claim = loop {
+            if let Ok(claim) = sub.claim_own(owner, ticket) {
+                break Some(claim);
+            }
+            if !shared.consumer_attached() {
+                break None;
+            }
+            let lines = shared.consumer_lines(doorbell);
+            if let Ok(claim) = sub.wait_for_space(lines, std::time::Duration::MAX, || sub.claim_own(owner, ticket))
+            {
+                break Some(claim);
+            }
+        };
+        match claim {
+            Some(claim) => {
+                // Only on success: a failed wait keeps the ticket.
+                ticket += 1;
+                claim.publish(&payload(v));
+            }
+            None => dropped += 1,
+        }
+    }
+    dropped
+}
+
+/// (a) A writer whose sub-ring is full waits on the sub-ring's wait line
+/// (the consumer being attached says the *shared* header) and is always
+/// woken by the consumer's takes there: it never sleeps with a slot free
+/// and no wake-up coming, and its records come out once, in order.
+/// Checked to fail: with the SeqCst fence in `RingView::wait_for_space`
+/// (or the one in `wake_writers`) weakened to AcqRel, loom finds a
+/// deadlock.
+#[test]
+fn loom_a_writer_waiting_on_a_full_subring_is_always_woken() {
+    loom::model(|| {
+        let shared = Arc::new(HeapRing::new(2));
+        attach(&shared);
+        let sub = Arc::new(HeapRing::new(2));
+        let writer = {
+            let (shared, sub) = (shared.clone(), sub.clone());
+            thread::spawn(move || push_own_or_wait(sub.view(), shared.view(), None, A, &[10, 11, 12]))
+        };
+        let view = sub.view();
+        let mut cursor = view.attach_consumer();
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            view.take(&mut cursor, 1, &mut out, |_, _| false);
+            view.commit(&mut cursor);
+            thread::yield_now();
+        }
+        assert_eq!(writer.join().unwrap(), 0, "a live consumer costs no record");
+        let values: Vec<u64> = out.iter().map(|r| r.timestamp).collect();
+        assert_eq!(values, [10, 11, 12]);
+        assert_eq!(sub.control.wait.waiters.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.view().claimed_end(&shared.view().attach_consumer()), 0, "nothing spilled");
+    });
+}
+
+/// (b) The doorbell: a consumer going to sleep (untimed) and a writer
+/// registering to wait in its full sub-ring: either the consumer sees the
+/// registration and stays awake, or the writer sees it asleep and rings;
+/// never both asleep. Checked to fail: with the SeqCst fence in
+/// `doorbell::sleep` weakened to AcqRel (or removed), loom finds the
+/// deadlock (both asleep).
+#[test]
+fn loom_a_sleeping_consumer_is_rung_or_sees_the_waiter() {
+    loom::model(|| {
+        let shared = Arc::new(HeapRing::new(2));
+        attach(&shared);
+        let sub = Arc::new(HeapRing::new(1));
+        let bell = Arc::new(super::testing::doorbell());
+        // The sub-ring is full: the writer's next record waits.
+        assert_eq!(push_own_or_wait(sub.view(), shared.view(), None, A, &[10]), 0);
+        let writer = {
+            let (shared, sub, bell) = (shared.clone(), sub.clone(), bell.clone());
+            thread::spawn(move || {
+                // Its next ticket is 1 (the first record took 0).
+                let (view, lines) = (sub.view(), shared.view().consumer_lines(Some(&bell)));
+                loop {
+                    if let Ok(claim) = view.wait_for_space(lines, std::time::Duration::MAX, || view.claim_own(A, 1)) {
+                        break claim.publish(&payload(11));
+                    }
+                }
+            })
+        };
+        let view = sub.view();
+        let mut cursor = view.attach_consumer();
+        // The consumer's idle pause, untimed: only a ring ends it.
+        super::doorbell::sleep(&bell, [&shared.control, &sub.control].into_iter(), std::time::Duration::MAX);
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            view.take(&mut cursor, 1, &mut out, |_, _| false);
+            view.commit(&mut cursor);
+            thread::yield_now();
+        }
+        writer.join().unwrap();
+        let values: Vec<u64> = out.iter().map(|r| r.timestamp).collect();
+        assert_eq!(values, [10, 11]);
     });
 }

@@ -1,6 +1,6 @@
 //! Heap-backed rings for the protocol's unit tests and loom models.
 
-use crate::format::{LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine};
+use crate::format::{DoorbellLine, LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine};
 use crate::sync::{AtomicU32, AtomicU64, FutexWord};
 
 use super::RingView;
@@ -38,6 +38,11 @@ pub(crate) fn control() -> RingControl {
         },
         wait: WaitLine { waiters: AtomicU32::new(0), wake: FutexWord::new(0) },
     }
+}
+
+/// A doorbell line as a fresh file holds it (all zero).
+pub(crate) fn doorbell() -> DoorbellLine {
+    DoorbellLine { sleeping: AtomicU32::new(0), bell: FutexWord::new(0) }
 }
 
 impl HeapRing {
