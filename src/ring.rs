@@ -456,6 +456,12 @@ impl<'a> RingView<'a> {
 
     // ---- waiting for space (module doc, "waiting for space") -----------
 
+    /// The control block this view works on (for tests).
+    #[cfg(test)]
+    pub(crate) fn control_for_tests(&self) -> &'a RingControl {
+        self.control
+    }
+
     /// Whether a consumer says it is attached (asked of the shared ring: a
     /// sub-ring's `reader_pid` is never set). A consumer that died without
     /// detaching still says so; only its lock tells (see `writer`).

@@ -1228,6 +1228,33 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// A writer waiting on its full sub-ring (for up to 10 s without
+    /// progress) stops when the consumer detaches, and writes the shared
+    /// ring instead: the record is neither lost nor dropped.
+    #[test]
+    fn a_consumer_that_detaches_ends_a_wait_on_a_sub_ring() {
+        let path = crate::ring_path(&format!("test-writer-detach-subring-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let options =
+            RingOptions { capacity: 64, subrings: 1, subring_capacity: 256, ..RingOptions::default() };
+        let mut writer = Writer::attach(Ring::create(&path, options).unwrap()).unwrap();
+        writer.full_wait = Duration::from_secs(10);
+        let consumer = Consumer::attach(&path).unwrap();
+        let ring = Ring::open(&path).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| fill(&writer, 256 + 1)); // The sub-ring holds 256: the last one waits.
+            let waiters = &ring.subring_header(0).control.wait.waiters;
+            while waiters.load(Ordering::Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(consumer);
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(ring.subring_view(0).waiting(), 256, "the sub-ring is full");
+        assert_eq!(ring.view().waiting(), 2, "the process start and the record that waited");
+        assert_eq!(ring.snapshot().dropped, 0);
+    }
+
     #[test]
     fn a_stalled_consumer_costs_a_few_waits_not_one_per_hook() {
         let path = crate::ring_path(&format!("test-writer-stall-{}", std::process::id()));

@@ -234,3 +234,23 @@ fn a_dead_claim_below_the_fence_counts_toward_it() {
 
 /// At least the consumer's grace before it asks whether a writer died.
 const LIVENESS_GRACE_FOR_TESTS: Duration = Duration::from_millis(3);
+
+/// A consumer that detaches wakes the writers sleeping for space in every
+/// ring, sub-rings included (they then find it gone and write the shared
+/// ring instead of waiting out their sleep): a writer registered in each
+/// ring, each ring's futex word bumped by the drop.
+#[test]
+fn detaching_wakes_the_waiters_of_every_sub_ring() {
+    let (_file, ring) = TempFile::new("detach-wakes");
+    let consumer = Consumer::attach(&ring.path().to_path_buf()).unwrap();
+    let rings = || (0..=ring.subring_count()).map(|s| &source(&ring, s).control_for_tests().wait);
+    for wait in rings() {
+        wait.waiters.fetch_add(1, Ordering::Relaxed); // as `RingView::wait_for_space` registers
+    }
+    let before: Vec<u32> = rings().map(|wait| wait.wake.load(Ordering::Relaxed)).collect();
+    drop(consumer);
+    let after: Vec<u32> = rings().map(|wait| wait.wake.load(Ordering::Relaxed)).collect();
+    for (s, (before, after)) in before.iter().zip(&after).enumerate() {
+        assert_ne!(before, after, "ring {s}'s waiters were woken");
+    }
+}

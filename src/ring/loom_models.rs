@@ -521,7 +521,8 @@ fn push_own_or_wait(
                 break None;
             }
             let lines = shared.consumer_lines(doorbell);
-            if let Ok(claim) = sub.wait_for_space(lines, std::time::Duration::MAX, || sub.claim_own(owner, ticket))
+            if let Ok(claim) =
+                sub.wait_for_space(lines, std::time::Duration::MAX, || sub.claim_own(owner, ticket))
             {
                 break Some(claim);
             }
@@ -543,8 +544,9 @@ fn push_own_or_wait(
 /// woken by the consumer's takes there: it never sleeps with a slot free
 /// and no wake-up coming, and its records come out once, in order.
 /// Checked to fail: with the SeqCst fence in `RingView::wait_for_space`
-/// (or the one in `wake_writers`) weakened to AcqRel, loom finds a
-/// deadlock.
+/// weakened to AcqRel, the writer sleeps for ever and loom stops the model
+/// ("exceeded maximum number of branches": the consumer spins for a record
+/// that never comes).
 #[test]
 fn loom_a_writer_waiting_on_a_full_subring_is_always_woken() {
     loom::model(|| {
@@ -592,7 +594,9 @@ fn loom_a_sleeping_consumer_is_rung_or_sees_the_waiter() {
                 // Its next ticket is 1 (the first record took 0).
                 let (view, lines) = (sub.view(), shared.view().consumer_lines(Some(&bell)));
                 loop {
-                    if let Ok(claim) = view.wait_for_space(lines, std::time::Duration::MAX, || view.claim_own(A, 1)) {
+                    if let Ok(claim) =
+                        view.wait_for_space(lines, std::time::Duration::MAX, || view.claim_own(A, 1))
+                    {
                         break claim.publish(&payload(11));
                     }
                 }

@@ -1,6 +1,8 @@
 //! Heap-backed rings for the protocol's unit tests and loom models.
 
-use crate::format::{DoorbellLine, LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine};
+use crate::format::{
+    DoorbellLine, LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine,
+};
 use crate::sync::{AtomicU32, AtomicU64, FutexWord};
 
 use super::RingView;
