@@ -60,8 +60,8 @@ pub const MIN_CAPACITY: u64 = 16;
 /// Largest ring capacity, in records (4 GiB of slots).
 pub const MAX_CAPACITY: u64 = 1 << 26;
 /// Default ring capacity: 65536 records (4 MiB of slots; with the default
-/// counter pool and sub-rings an 8.6 MiB file), which fits the 64 MiB
-/// /dev/shm that containers get by default several times over.
+/// counter pool and sub-rings a 20.6 MiB file), which fits the 64 MiB
+/// /dev/shm that containers get by default three times over.
 pub const DEFAULT_CAPACITY: u64 = 1 << 16;
 
 /// Size reserved for the header.
@@ -107,9 +107,13 @@ pub const DEFAULT_SUBRINGS: u32 = 32;
 pub const MIN_SUBRING_CAPACITY: u32 = 256;
 /// Largest sub-ring capacity, in records.
 pub const MAX_SUBRING_CAPACITY: u32 = 1 << 16;
-/// Default sub-ring capacity: 2048 records (128 KiB) each, 4 MiB for the
-/// default 32 sub-rings.
-pub const DEFAULT_SUBRING_CAPACITY: u32 = 2048;
+/// Default sub-ring capacity: 8192 records (512 KiB) each, 16 MiB for the
+/// default 32 sub-rings. Chosen by measurement (docs/PERFORMANCE.md, "A
+/// full sub-ring waits"): a full sub-ring makes its writer wait for the
+/// reader, and a sleeping reader takes tens of µs to wake on a VM; 8192
+/// slots (~100 µs of a writer flat out) absorb that, so one thread's hook
+/// stayed at 1.2x the floor, where 2048 slots made it wait every lap (4x).
+pub const DEFAULT_SUBRING_CAPACITY: u32 = 8192;
 /// Bytes per sub-ring header ([`SubRingHeader`]).
 pub const SUBRING_HEADER_SIZE: usize = 640;
 
@@ -809,7 +813,8 @@ const _: () = {
     assert!(subrings_offset(DEFAULT_COUNTER_CELLS) == 626688);
     assert!(subrings_offset(MIN_COUNTER_CELLS).is_multiple_of(128));
     assert!(slots_offset(DEFAULT_COUNTER_CELLS, 0, MIN_SUBRING_CAPACITY) == 626688);
-    assert!(slots_offset(DEFAULT_COUNTER_CELLS, DEFAULT_SUBRINGS, DEFAULT_SUBRING_CAPACITY) == 4841472);
+    assert!(slots_offset(DEFAULT_COUNTER_CELLS, DEFAULT_SUBRINGS, DEFAULT_SUBRING_CAPACITY) == 17424384);
+    assert!(default_file_size(DEFAULT_CAPACITY) == 21618688);
     assert!(slots_offset(MIN_COUNTER_CELLS, 1, MIN_SUBRING_CAPACITY).is_multiple_of(4096));
     assert!(subring_slots_offset(MIN_COUNTER_CELLS, 3, MIN_SUBRING_CAPACITY, 0).is_multiple_of(128));
     assert!(COUNTERS_OFFSET.is_multiple_of(4096));

@@ -95,11 +95,6 @@ pub struct Writer {
 /// The last [`Writer::serial`] given out.
 static LAST_SERIAL: AtomicU64 = AtomicU64::new(0);
 
-/// Looks at a full sub-ring's next slot before registering to sleep, and
-/// `spin_loop` hints between two looks (see [`Writer::wait_own`]).
-const SPIN_LOOKS: u32 = 0;
-const SPIN_PAUSES: u32 = 32;
-
 /// How many waits' time a consumer may go without taking a record before
 /// full-ring hooks stop waiting for it. Not one: a consumer starved of CPU
 /// for a moment (more runnable threads than cores) would then cost every
@@ -617,19 +612,14 @@ impl Writer {
     #[inline(never)]
     fn wait_own(&self, thread: &HookThread) -> Option<Claim<'_>> {
         let view = self.own_view(thread)?;
-        if !self.ring.view().consumer_attached() || self.consumer_stalled() {
+        if self.full_wait.is_zero() || !self.ring.view().consumer_attached() || self.consumer_stalled() {
             return None;
         }
-        // A consumer running on another core frees the slot within a few
-        // µs: look again a few times before registering and sleeping.
-        for _ in 0..SPIN_LOOKS {
-            for _ in 0..SPIN_PAUSES {
-                std::hint::spin_loop();
-            }
-            if let Some(claim) = self.claim_own(thread) {
-                return Some(claim);
-            }
-        }
+        // No spin before sleeping: a bounded spin (2 or 8 µs of looks at
+        // the slot) won nothing with one thread (the wait is rare with
+        // 8192-slot sub-rings) and cost CPU with two threads beside the
+        // reader on 2 cores, where the sleep hands the core to the reader
+        // (docs/PERFORMANCE.md, "A full sub-ring waits").
         self.wait_for_space(view, || self.claim_own(thread).ok_or(Full))
     }
 
@@ -815,6 +805,16 @@ impl Writer {
             let header = t.subring.get();
             (0..self.ring.subring_count()).find(|&i| std::ptr::eq(self.ring.subring_header(i), header))
         })
+    }
+
+    /// Replaces the wait for space that `MEMTRACK_WAIT_US` set (0: never
+    /// wait: a full sub-ring spills into the shared ring at once, a full
+    /// shared ring drops). For benches and tests whose consumer drains
+    /// only between rounds.
+    #[doc(hidden)]
+    pub fn set_full_wait(&mut self, wait: Duration) {
+        self.full_wait = wait;
+        self.stall_ticks = ticks_for(&self.ring.calibration(), wait * STALL_WAITS);
     }
 
     /// The owner this writer's claims carry.

@@ -142,7 +142,7 @@ fn assert_every_ticket_once_in_order(out: &[Record], n: u64) {
 }
 
 /// The same with the default sub-rings: the writer's thread writes its
-/// own sub-ring (2048 slots, batches of 256), whose whole batches are
+/// own sub-ring (8192 slots, batches of 1024), whose whole batches are
 /// taken at once (with the shared ring's whole published run: the writer's
 /// start record, written before its thread took a sub-ring) and whose
 /// rest waits.
@@ -154,7 +154,7 @@ fn a_sub_rings_whole_batches_are_taken_at_once_and_the_rest_waits() {
     let subring_capacity = u64::from(RingOptions::default().subring_capacity);
     assert!(RingOptions::default().subrings > 0, "sub-rings are on by default");
     let batch = BatchPolicy::for_capacity(subring_capacity).batch;
-    assert_eq!(batch, 256);
+    assert_eq!(batch, 1024);
     for id in 1..=2 * batch + 3 {
         writer.alloc(&buffer(id));
     }

@@ -355,8 +355,8 @@ fn status_shows_the_sub_rings_in_use() {
         thread.join().unwrap();
         looks
     });
-    assert_eq!(doc["subrings"], serde_json::json!({"total": 32, "in_use": before + 1, "capacity": 2048}));
-    assert!(text.contains(&format!("sub-rings: {} in use of 32 (2048 slots each)", before + 1)), "{text}");
+    assert_eq!(doc["subrings"], serde_json::json!({"total": 32, "in_use": before + 1, "capacity": 8192}));
+    assert!(text.contains(&format!("sub-rings: {} in use of 32 (8192 slots each)", before + 1)), "{text}");
     assert_eq!(json()["subrings"]["in_use"], before, "given back at thread exit");
     drop(writer);
     std::fs::remove_file(&path).unwrap();

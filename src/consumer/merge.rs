@@ -92,9 +92,10 @@ use crate::ring::Frontier;
 /// writer's store buffer when the consumer looks needs none (its publish
 /// comes later). The price: a record waits at least this long before it is
 /// handed on, so a thread's sub-ring must hold what the thread writes in
-/// that time, or it spills into the shared ring: 10 µs at 15 ns a record
-/// is ~670 records of the default 2048 (50 µs, tried first, was ~3300, and
-/// a writer flat out then lived in the shared ring).
+/// that time, or its writer waits for the reader: 10 µs at 15 ns a record
+/// is ~670 records of the default 8192 (50 µs, tried first, was ~3300 of
+/// the 2048 then the default, and a writer flat out then lived in the
+/// shared ring, where a full sub-ring spilled before it waited).
 pub(crate) const SLACK_NS: u64 = 10_000;
 
 /// Which kind of ring a source is: its bound's rules differ.
