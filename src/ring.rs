@@ -50,6 +50,13 @@
 //! free slot never comes here. Every sleep has a timeout, because a consumer
 //! killed or stopped wakes no one (see `writer` for the bounds).
 //!
+//! The same wait serves a sub-ring (format 3) whose one writer finds it
+//! full: it registers on the sub-ring's own wait line and retries its own
+//! claim (`claim_own` at its next ticket) instead of `claim`; whether a
+//! consumer is attached is read from the shared ring's control (a
+//! sub-ring's `reader_pid` is never set). Before it sleeps, a writer rings
+//! the consumer's doorbell if the consumer sleeps ([`doorbell`]).
+//!
 //! This module owns no memory: it works over a [`RingControl`] and slots
 //! that live in the shared file, or on the heap under loom.
 
@@ -376,8 +383,9 @@ impl<'a> RingView<'a> {
     /// and one plain store, no CAS and no shared line. `Full` if the slot
     /// is not yet free for `ticket`'s lap (the consumer has not taken the
     /// record a lap before) or holds anything else (a corrupt file): the
-    /// caller falls back to the shared ring and keeps `ticket` for its next
-    /// record; it never waits here.
+    /// caller keeps `ticket` for its next claim, and waits for space
+    /// ([`RingView::wait_for_space`], claiming with this at the same
+    /// ticket) or writes the shared ring; it never waits here.
     ///
     /// The caller stamps the record *after* this returns: the consumer's
     /// merge relies on a record's stamp being later than the moment its

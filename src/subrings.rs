@@ -24,8 +24,10 @@
 //!   the sub-ring is the consumer's to count lost; the new holder goes on
 //!   after it.
 //!
-//! A thread that finds no sub-ring writes the shared ring, as every thread
-//! did in format 2, and looks again after [`RETRY_HOOKS`] of its hooks,
+//! A thread whose sub-ring is full waits for the consumer there when one
+//! is attached (`Writer::wait_own`), else writes the shared ring. A thread
+//! that finds no sub-ring writes the shared ring, as every thread did in
+//! format 2, and looks again after [`RETRY_HOOKS`] of its hooks,
 //! then after twice as many each time it finds none, up to
 //! [`MAX_RETRY_HOOKS`].
 
@@ -72,9 +74,8 @@ pub(crate) fn holder(lease: u64) -> Option<(usize, u32)> {
 }
 
 /// Whether a writer's threads take sub-rings unless told otherwise
-/// (`Writer::use_subrings`). Off until the consumer that reads sub-rings
-/// (the other half of issue 14) is merged: until then a record in a
-/// sub-ring would reach no reader. The merge turns it on.
+/// (`Writer::use_subrings`, which tests of the shared ring's own paths use
+/// to turn it off). On: the consumer reads every sub-ring (`consumer`).
 pub(crate) const WRITES_BY_DEFAULT: bool = true;
 
 #[cfg(not(loom))]

@@ -6,10 +6,21 @@
 //! `subrings`), one load and one plain store to claim the slot, one clock
 //! read, seven word stores and a Release store to publish it. No locked
 //! instruction, no line shared with another writer, no system call, no
-//! allocation. A thread without a sub-ring, or whose sub-ring is full,
-//! writes the shared ring instead (one CAS to claim a slot). Only a full
-//! shared ring, a thread's first event, a (device, kind) new to the thread,
-//! or threads beyond the lanes leave the hot path.
+//! allocation. A thread without a sub-ring writes the shared ring instead
+//! (one CAS to claim a slot). Only a full ring, a thread's first event, a
+//! (device, kind) new to the thread, or threads beyond the lanes leave the
+//! hot path.
+//!
+//! **A full ring.** A thread whose sub-ring is full, while a consumer is
+//! attached and not stalled, waits for it there (`Writer::wait_own`): it
+//! sleeps on the sub-ring's futex until the consumer takes records from it
+//! (ringing the consumer's doorbell first if it sleeps, see
+//! `ring::doorbell`), then claims its next slot there, so its records stay
+//! in its sub-ring, in order. With no consumer attached, or when the wait
+//! gives up (see [`Writer::wait_for_space`] for when), it writes the shared
+//! ring, which when full waits the same way, or drops and counts. A hook
+//! inside a hook (a signal handler) never touches the thread's sub-ring:
+//! it writes the shared ring.
 //!
 //! Every record is stamped *after* its slot is claimed: the consumer
 //! merges the rings by timestamp and relies on a record's stamp being
@@ -490,9 +501,9 @@ impl Writer {
     }
 
     /// Whether threads that hook for this writer from now on take a
-    /// sub-ring (those holding one keep it). Until the consumer half of
-    /// issue 14 reads sub-rings this is off by default, and tests and
-    /// benches of the writer half turn it on.
+    /// sub-ring (those holding one keep it): on by default
+    /// (`subrings::WRITES_BY_DEFAULT`); tests of the shared ring's own
+    /// paths turn it off.
     #[doc(hidden)]
     pub fn use_subrings(&self, on: bool) {
         self.subring_writes.store(on, Ordering::Relaxed);

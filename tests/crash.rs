@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{TempRing, drain_all};
+use common::{TempRing, drain_all, drain_some};
 use memtrack::format::kind;
 use memtrack::{Consumer, Event, MemtrackBuffer, ProcessState, Record, Ring, RingOptions, Writer};
 use reliability::{Rng, SharedCounters, TempFile, env_u64, helper_command, helper_role, iterations, kill};
@@ -229,7 +229,11 @@ fn writers_killed_at_random_points_are_accounted_exactly() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut records: Vec<Record> = Vec::new();
         loop {
-            records.extend(drain_all(&mut consumer));
+            // At most a few laps of the rings per look: writers flat out
+            // wait for the reader rather than drop, so a drain "until
+            // empty" could last as long as they write, and the victims
+            // would be killed late.
+            records.extend(drain_some(&mut consumer, 1 << 16));
             for p in procs.iter_mut().filter(|p| !p.killed) {
                 if p.kill_at.is_some_and(|at| Instant::now() >= at) {
                     kill(&mut p.child);

@@ -28,6 +28,19 @@ impl Drop for TempRing {
     }
 }
 
+/// What the consumer can take right now, up to `max` records.
+pub fn drain_some(consumer: &mut Consumer, max: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    consumer
+        .drain(max, &mut buf, |records| {
+            out.extend_from_slice(records);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    out
+}
+
 /// Everything the consumer can take right now.
 pub fn drain_all(consumer: &mut Consumer) -> Vec<Record> {
     let mut out = Vec::new();
