@@ -242,7 +242,7 @@ const LIVENESS_GRACE_FOR_TESTS: Duration = Duration::from_millis(3);
 #[test]
 fn detaching_wakes_the_waiters_of_every_sub_ring() {
     let (_file, ring) = TempFile::new("detach-wakes");
-    let consumer = Consumer::attach(&ring.path().to_path_buf()).unwrap();
+    let consumer = Consumer::attach(ring.path()).unwrap();
     let rings = || (0..=ring.subring_count()).map(|s| &source(&ring, s).control_for_tests().wait);
     for wait in rings() {
         wait.waiters.fetch_add(1, Ordering::Relaxed); // as `RingView::wait_for_space` registers

@@ -1,8 +1,8 @@
 //! Heap-backed rings for the protocol's unit tests and loom models.
 
-use crate::format::{
-    DoorbellLine, LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine,
-};
+#[cfg(loom)]
+use crate::format::DoorbellLine;
+use crate::format::{LossLine, ProgressCopy, ReaderLine, RingControl, Slot, TailLine, WaitLine};
 use crate::sync::{AtomicU32, AtomicU64, FutexWord};
 
 use super::RingView;
@@ -42,7 +42,9 @@ pub(crate) fn control() -> RingControl {
     }
 }
 
-/// A doorbell line as a fresh file holds it (all zero).
+/// A doorbell line as a fresh file holds it (all zero). For the loom
+/// models (its one user).
+#[cfg(loom)]
 pub(crate) fn doorbell() -> DoorbellLine {
     DoorbellLine { sleeping: AtomicU32::new(0), bell: FutexWord::new(0) }
 }
