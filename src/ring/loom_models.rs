@@ -496,6 +496,8 @@ fn loom_the_first_look_alone_may_miss_a_record_that_happened_before() {
     loom::model(|| {
         let (first, _, read_y) = looks_around_a_read_record();
         assert!(!(read_y && first), "the first look found z's ticket unclaimed, and y was read");
+    });
+}
 
 // ---- a full sub-ring waits; the consumer's doorbell ----------------------
 
