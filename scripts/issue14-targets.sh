@@ -6,12 +6,13 @@
 # names the CPU, so runs on Intel and AMD machines can be put side by side
 # (docs/PERFORMANCE.md).
 #
-#   scripts/issue14-targets.sh [--runs N] [--events N] [--no-reader] [--quick]
+#   scripts/issue14-targets.sh [--runs N] [--events N] [--no-reader] [--no-rt] [--quick]
 #
 #   --runs N      `memtrack bench` runs (each the median of 5 interleaved
 #                 rounds); the table shows the range over the runs (3)
 #   --events N    events per thread per round (2000000)
-#   --no-reader   skip the reader benchmark (criterion, ~2 minutes)
+#   --no-reader   skip the reader benchmark (criterion, ~1 minute)
+#   --no-rt       the normal scheduler (CFS, what workloads run under), not chrt
 #   --quick       one short run, no reader benchmark: checks that the
 #                 script works (what .ci/run does); its numbers mean little
 #
@@ -21,12 +22,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3 events=2000000 rounds=5 reader=1
+runs=3 events=2000000 rounds=5 reader=1 use_rt=1
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) runs=$2; shift 2 ;;
         --events) events=$2; shift 2 ;;
         --no-reader) reader=0; shift ;;
+        --no-rt) use_rt=0; shift ;;
         --quick) runs=1 events=200000 rounds=3 reader=0; shift ;;
         -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "issue14-targets.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -35,7 +37,7 @@ done
 
 cargo build --release -q -p memtrack-cli
 rt=()
-if chrt -r 1 true 2>/dev/null; then rt=(chrt -r 1); fi
+if [ "$use_rt" = 1 ] && chrt -r 1 true 2>/dev/null; then rt=(chrt -r 1); fi
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -49,7 +51,7 @@ done
 reader_rate() {
     "${rt[@]}" env "$@" cargo bench -q -p memtrack-cli --no-default-features --bench reader -- drain_to_file 2>&1 |
         tee "$out/reader.log" |
-        awk '/thrpt:/ { print $5, $6; exit }'
+        awk '/thrpt:/ { print $4, $5; exit }'
 }
 if [ "$reader" = 1 ]; then
     echo "reader benchmark: shared ring" >&2
@@ -58,10 +60,10 @@ if [ "$reader" = 1 ]; then
     reader_rate MEMTRACK_BENCH_SUBRINGS=1 >"$out/reader-subring"
 fi
 
-python3 - "$out" "$runs" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" <<'EOF'
+python3 - "$out" "$runs" "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" "${rt[*]:-no real-time class (CFS)}" <<'EOF'
 import glob, json, os, sys
 
-out, runs, commit = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, runs, commit, sched = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 docs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "bench-*.json")))]
 vendor = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("vendor_id")), "?")
 
@@ -87,7 +89,7 @@ gap = [o["ns_per_event"] - e["ns_per_event"] for o, e in zip(off, empty)]
 
 print(f"## issue 14 targets: {docs[0]['cpu_model']} ({vendor}), clock {docs[0]['clock']}, commit {commit}")
 print(f"{runs} run(s) of `memtrack bench --events {docs[0]['events']} --rounds {docs[0]['rounds']}`; "
-      f"floor {span(floor)} ns; ranges over the runs\n")
+      f"under {sched}; floor {span(floor)} ns; ranges over the runs\n")
 print("| target | measured | |")
 print("|---|---|---|")
 print(f"| enabled hook, 1 thread, ≤ 1.5× floor | {span([r['ns_per_event'] for r in on1])} ns = {span(r1, '{:.2f}')}× "
