@@ -289,6 +289,20 @@ fn attach(ring: &HeapRing) {
     ring.control.reader.reader_pid.store(1, Ordering::Relaxed);
 }
 
+/// A consumer taking `n` records one at a time, committing each and
+/// yielding between looks (so loom runs the writers meanwhile): their
+/// timestamps, in the order taken.
+fn take_one_at_a_time(view: RingView<'_>, n: usize) -> Vec<u64> {
+    let mut cursor = view.attach_consumer();
+    let mut out = Vec::new();
+    while out.len() < n {
+        view.take(&mut cursor, 1, &mut out, |_, _| false);
+        view.commit(&mut cursor);
+        thread::yield_now();
+    }
+    out.iter().map(|r| r.timestamp).collect()
+}
+
 /// No lost wake-up: a writer that outruns a live consumer (three records
 /// through two slots) always gets its slot; none is dropped.
 #[test]
@@ -300,17 +314,8 @@ fn loom_a_waiting_writer_is_always_woken() {
             let ring = ring.clone();
             thread::spawn(move || push_or_wait(ring.view(), A, &[10, 11, 12]))
         };
-        let view = ring.view();
-        let mut cursor = view.attach_consumer();
-        let mut out = Vec::new();
-        while out.len() < 3 {
-            view.take(&mut cursor, 1, &mut out, |_, _| false);
-            view.commit(&mut cursor);
-            thread::yield_now();
-        }
+        assert_eq!(take_one_at_a_time(ring.view(), 3), [10, 11, 12]);
         assert_eq!(writer.join().unwrap(), 0, "a live consumer costs no record");
-        let values: Vec<u64> = out.iter().map(|r| r.timestamp).collect();
-        assert_eq!(values, [10, 11, 12]);
         assert_eq!(ring.control.wait.waiters.load(Ordering::Relaxed), 0);
     });
 }
@@ -559,17 +564,8 @@ fn loom_a_writer_waiting_on_a_full_subring_is_always_woken() {
             let (shared, sub) = (shared.clone(), sub.clone());
             thread::spawn(move || push_own_or_wait(sub.view(), shared.view(), None, A, &[10, 11, 12]))
         };
-        let view = sub.view();
-        let mut cursor = view.attach_consumer();
-        let mut out = Vec::new();
-        while out.len() < 3 {
-            view.take(&mut cursor, 1, &mut out, |_, _| false);
-            view.commit(&mut cursor);
-            thread::yield_now();
-        }
+        assert_eq!(take_one_at_a_time(sub.view(), 3), [10, 11, 12]);
         assert_eq!(writer.join().unwrap(), 0, "a live consumer costs no record");
-        let values: Vec<u64> = out.iter().map(|r| r.timestamp).collect();
-        assert_eq!(values, [10, 11, 12]);
         assert_eq!(sub.control.wait.waiters.load(Ordering::Relaxed), 0);
         assert_eq!(shared.view().claimed_end(&shared.view().attach_consumer()), 0, "nothing spilled");
     });
