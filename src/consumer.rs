@@ -252,12 +252,17 @@ impl Consumer {
         }
         let longest = Duration::from_nanos(capacity * 16).clamp(shortest, LONGEST_IDLE_PAUSE);
         let pause = self.fixed_pause.unwrap_or(self.idle_pause.clamp(shortest, longest));
-        let ring = &self.ring;
-        let rings = std::iter::once(&ring.header().control)
-            .chain((0..ring.subring_count()).map(|i| &ring.subring_header(i).control));
-        precise_timer_slack();
-        crate::ring::doorbell::sleep(&ring.header().doorbell, rings, pause);
+        self.idle_sleep(pause);
         self.idle_pause = pause * 2;
+    }
+
+    /// The idle pause itself: sleeps on the doorbell for up to `pause`
+    /// unless a writer waits for space in a ring this consumer has records
+    /// to take from (`Sources::writer_waits`). Returns whether it slept.
+    pub(crate) fn idle_sleep(&self, pause: Duration) -> bool {
+        let (ring, sources) = (&self.ring, &self.sources);
+        precise_timer_slack();
+        crate::ring::doorbell::sleep(&ring.header().doorbell, || sources.writer_waits(ring), pause)
     }
 
     /// Makes every idle pause of [`Consumer::pause_if_idle`] last `pause`

@@ -845,6 +845,31 @@ impl<'a> RingView<'a> {
         self.control.wait.waiters.load(Ordering::Relaxed) != 0
     }
 
+    /// Whether a writer waits for space in this ring and a take by the
+    /// consumer at `cursor` could free a slot for it: the consumer's
+    /// question before it sleeps (`doorbell::sleep`, after its SeqCst
+    /// fence).
+    ///
+    /// Not `waiters` alone: a writer killed while it slept for space never
+    /// takes its registration back, nor does a hostile file, and a count
+    /// that stays above 0 would keep an idle consumer from ever sleeping
+    /// (polling at full CPU until the file goes). A ring the consumer has
+    /// taken everything from needs no take for its waiters: a writer
+    /// registered before the consumer freed its last slots was woken then
+    /// (`wake_writers`), and one registered after finds those slots in its
+    /// own look (the fences of `wait_for_space` and `wake_writers`). In a
+    /// sub-ring the check is exact: the Acquire below makes every claim of
+    /// the one writer before its registration visible to `caught_up`. In
+    /// the shared ring, claims of other writers that the waiter saw only
+    /// after its registration may not be visible yet; the consumer may then
+    /// sleep unrung, and the waiter rings at its next registration, one
+    /// wait slice later (`writer::WAIT_SLICE`), or the pause ends first.
+    pub(crate) fn writer_waits_on(&self, cursor: &Cursor) -> bool {
+        // Acquire: pairs with the Release registration in `wait_for_space`
+        // (the waiter's claims before it are visible to `caught_up`).
+        self.control.wait.waiters.load(Ordering::Acquire) != 0 && !self.caught_up(cursor)
+    }
+
     /// Whether the consumer has taken every ticket claimed so far: the slot
     /// of its next ticket is not yet claimed for that lap. Tickets are
     /// claimed without holes, so a process that stopped writing before this

@@ -227,6 +227,12 @@ impl Sources {
         self.sources.iter().enumerate().all(|(s, source)| view(ring, s).caught_up(&source.cursor))
     }
 
+    /// Whether a writer waits for space in a source this consumer has
+    /// records to take from (`RingView::writer_waits_on`).
+    pub(crate) fn writer_waits(&self, ring: &Ring) -> bool {
+        self.sources.iter().enumerate().any(|(s, source)| view(ring, s).writer_waits_on(&source.cursor))
+    }
+
     /// The sum of the sources' first unclaimed positions.
     pub(crate) fn claimed_end(&self, ring: &Ring) -> u64 {
         let ends =

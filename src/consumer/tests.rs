@@ -254,3 +254,26 @@ fn detaching_wakes_the_waiters_of_every_sub_ring() {
         assert_ne!(before, after, "ring {s}'s waiters were woken");
     }
 }
+
+/// A writer killed while it slept for space (SIGKILL in its futex wait)
+/// never takes back its registration: the ring's `waiters` stays 1 for
+/// good (as it may in a hostile file). The idle consumer must still sleep
+/// once it has taken everything from that ring: a take there can free
+/// nothing more, and a consumer that stayed awake for that count would
+/// poll without a pause, at full CPU, until the file is removed. While
+/// the ring still holds records, it stays awake (a waiting writer wants a
+/// take now).
+#[test]
+fn a_registration_left_by_a_killed_writer_does_not_keep_an_idle_consumer_awake() {
+    let (_file, ring) = TempFile::new("leaked-waiter");
+    let mut consumer = Consumer::attach(ring.path()).unwrap();
+    for s in 0..=ring.subring_count() {
+        // As `RingView::wait_for_space` registers, and never unregisters.
+        source(&ring, s).control_for_tests().wait.waiters.fetch_add(1, Ordering::Relaxed);
+    }
+    put(&ring, 1, 7);
+    let pause = Duration::from_millis(1);
+    assert!(!consumer.idle_sleep(pause), "a record to take where a writer waits: awake");
+    assert_eq!(ids(&drain(&mut consumer)), [7]);
+    assert!(consumer.idle_sleep(pause), "every ring taken: it sleeps, whatever `waiters` says");
+}

@@ -10,8 +10,11 @@
 //! as a waiter in any ring:
 //!
 //! * consumer ([`sleep`]): read `bell`; `sleeping = 1` (Release); SeqCst
-//!   fence; look at every ring's `waiters`: any registered, stay awake;
-//!   else futex-wait on `bell` (the value read first) for the pause;
+//!   fence; look at every ring's `waiters`: any registered in a ring the
+//!   consumer has records to take from, stay awake (a ring taken to its
+//!   end frees nothing more: see `RingView::writer_waits_on`, and a count
+//!   left by a killed writer must not keep the consumer polling); else
+//!   futex-wait on `bell` (the value read first) for the pause;
 //!   `sleeping = 0`.
 //! * writer (`RingView::wait_for_space`): `waiters += 1`; SeqCst fence;
 //!   look for a slot once more; none: [`ring`]: if `sleeping != 0`
@@ -28,7 +31,7 @@
 
 use std::time::Duration;
 
-use crate::format::{DoorbellLine, RingControl};
+use crate::format::DoorbellLine;
 use crate::sync::{Ordering, fence};
 
 /// Writer side: wakes the consumer if it sleeps on the doorbell. Call it
@@ -47,29 +50,31 @@ pub(crate) fn ring(line: &DoorbellLine) {
     }
 }
 
-/// Consumer side: sleeps on the doorbell for up to `pause`, unless a
-/// writer is registered as a waiter in any of `rings` (then returns at
-/// once: it wants a take now). A writer that registers meanwhile rings.
-/// Returns whether it slept (until the pause ended or a writer rang).
-pub(crate) fn sleep<'a>(
-    line: &DoorbellLine,
-    mut rings: impl Iterator<Item = &'a RingControl>,
-    pause: Duration,
-) -> bool {
+/// Consumer side: sleeps on the doorbell for up to `pause`, unless
+/// `writer_waits` says a writer waits for space in a ring the consumer can
+/// free slots in (then returns at once: it wants a take now). A writer that
+/// registers meanwhile rings. Returns whether it slept (until the pause
+/// ended or a writer rang).
+///
+/// `writer_waits` runs after the SeqCst fence below: it loads each ring's
+/// `waiters` (Acquire, pairing with the Release registration in
+/// `RingView::wait_for_space`) and, for a ring with waiters, whether the
+/// consumer has taken everything there (`RingView::writer_waits_on`).
+pub(crate) fn sleep(line: &DoorbellLine, writer_waits: impl FnOnce() -> bool, pause: Duration) -> bool {
     // Before saying we sleep: a ring meant for us changes it after this.
     let seen = line.bell.load(Ordering::Relaxed);
     // Release: pairs with the Acquire load in `ring` (our read of `seen`
     // happens before the bump of a writer that saw this store).
     line.sleeping.store(1, Ordering::Release);
     // SeqCst fence: pairs with the one in `RingView::wait_for_space`: we
-    // see its registration below, or it sees `sleeping` and rings.
+    // see its registration in `writer_waits`, or it sees `sleeping` and
+    // rings.
     fence(Ordering::SeqCst);
-    // Relaxed: ordered by the fence above (no data rides on `waiters`).
-    let waited_for = rings.any(|control| control.wait.waiters.load(Ordering::Relaxed) != 0);
-    if !waited_for {
+    let awake = writer_waits();
+    if !awake {
         line.bell.wait(seen, pause);
     }
     // Relaxed: a writer that still sees 1 only rings once more for nothing.
     line.sleeping.store(0, Ordering::Relaxed);
-    !waited_for
+    !awake
 }

@@ -602,8 +602,12 @@ fn loom_a_sleeping_consumer_is_rung_or_sees_the_waiter() {
         };
         let view = sub.view();
         let mut cursor = view.attach_consumer();
-        // The consumer's idle pause, untimed: only a ring ends it.
-        super::doorbell::sleep(&bell, [&shared.control, &sub.control].into_iter(), std::time::Duration::MAX);
+        let shared_cursor = shared.view().attach_consumer();
+        // The consumer's idle pause, untimed: only a ring ends it. (It
+        // stays awake for a waiter only where it has records to take:
+        // here record 10 fills the sub-ring.)
+        let writer_waits = || shared.view().writer_waits_on(&shared_cursor) || view.writer_waits_on(&cursor);
+        super::doorbell::sleep(&bell, writer_waits, std::time::Duration::MAX);
         let mut out = Vec::new();
         while out.len() < 2 {
             view.take(&mut cursor, 1, &mut out, |_, _| false);
