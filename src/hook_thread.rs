@@ -138,6 +138,11 @@ pub(crate) struct HookThread {
     pub(crate) subring_shift: Cell<u32>,
     /// The next ticket this thread claims in its sub-ring.
     pub(crate) subring_ticket: Cell<u64>,
+    /// The consumer's `taken` in that sub-ring when this thread's last
+    /// wait there gave up without the consumer taking anything there
+    /// (`u64::MAX`: none): while it stays there, a full sub-ring spills at
+    /// once (`Writer::wait_own`).
+    pub(crate) subring_stuck_at: Cell<u64>,
     /// Hooks left before a thread without a sub-ring looks for one again,
     /// and the interval after that (see `subrings::RETRY_HOOKS`).
     pub(crate) subring_retry: Cell<u32>,
@@ -204,6 +209,7 @@ impl HookThread {
         self.subring_slots.set(own.slots);
         self.subring_shift.set(own.lap_shift);
         self.subring_ticket.set(own.next_ticket);
+        self.subring_stuck_at.set(u64::MAX);
         own.lease
     }
 
@@ -265,6 +271,7 @@ thread_local! {
             subring_slots: Cell::new(std::ptr::null()),
             subring_shift: Cell::new(0),
             subring_ticket: Cell::new(0),
+            subring_stuck_at: Cell::new(u64::MAX),
             subring_retry: Cell::new(0),
             subring_retry_interval: Cell::new(0),
         }

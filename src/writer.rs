@@ -619,6 +619,14 @@ impl Writer {
     /// 1 thread, 2048-slot sub-rings: 1.71 M of 2.07 M records spilled).
     /// Waiting keeps the thread's records in its sub-ring, in order, and
     /// the consumer on its fast path (`Sources::take_single`).
+    ///
+    /// Nor does it wait while the consumer has taken nothing from this
+    /// sub-ring since the thread's last wait there gave up without it
+    /// taking anything there (`HookThread::subring_stuck_at`): a consumer
+    /// that takes from other rings and never from this one (stopped at a
+    /// corrupt slot here) keeps the stall clock, which sums every ring,
+    /// from ever stopping the waits, and the thread would otherwise wait
+    /// out `full_wait` at every hook, for good.
     #[cold]
     #[inline(never)]
     fn wait_own(&self, thread: &HookThread) -> Option<Claim<'_>> {
@@ -626,12 +634,20 @@ impl Writer {
         if self.full_wait.is_zero() || !self.ring.view().consumer_attached() || self.consumer_stalled() {
             return None;
         }
+        let taken = view.progress().taken;
+        if thread.subring_stuck_at.get() == taken {
+            return None;
+        }
         // No spin before sleeping: a bounded spin (2 or 8 µs of looks at
         // the slot) won nothing with one thread (the wait is rare with
         // 8192-slot sub-rings) and cost CPU with two threads beside the
         // reader on 2 cores, where the sleep hands the core to the reader
         // (docs/PERFORMANCE.md, "A full sub-ring waits").
-        self.wait_for_space(view, || self.claim_own(thread).ok_or(Full))
+        let claim = self.wait_for_space(view, || self.claim_own(thread).ok_or(Full));
+        if claim.is_none() && view.progress().taken == taken {
+            thread.subring_stuck_at.set(taken);
+        }
+        claim
     }
 
     /// Stamps `record` with the time now (after its claim) and publishes it.
@@ -1263,6 +1279,48 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert_eq!(ring.subring_view(0).waiting(), 256, "the sub-ring is full");
         assert_eq!(ring.view().waiting(), 2, "the process start and the record that waited");
+        assert_eq!(ring.snapshot().dropped, 0);
+    }
+
+    /// A sub-ring the consumer takes nothing from (it stopped at a corrupt
+    /// slot there, say) while it takes from other rings: the stall clock,
+    /// over every ring, never stops the thread's waits, so without a rule
+    /// of the sub-ring's own the thread would wait out `full_wait` at every
+    /// hook, for good. One wait without progress there is enough: the
+    /// thread's next records spill into the shared ring at once (no wait:
+    /// no ring of the doorbell) until the consumer takes from its
+    /// sub-ring, and then they wait again.
+    #[test]
+    fn a_sub_ring_the_consumer_takes_nothing_from_is_waited_on_once() {
+        let path = crate::ring_path(&format!("test-writer-stuck-subring-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let options =
+            RingOptions { capacity: 64, subrings: 1, subring_capacity: 256, ..RingOptions::default() };
+        let mut writer = Writer::attach(Ring::create(&path, options).unwrap()).unwrap();
+        writer.set_full_wait(Duration::from_millis(20));
+        let consumer = Consumer::attach(&path).unwrap();
+        let ring = Ring::open(&path).unwrap();
+        // A consumer asleep: every wait for space rings the doorbell.
+        ring.header().doorbell.sleeping.store(1, Ordering::Relaxed);
+        fill(&writer, 256 + 1); // The sub-ring holds 256: the last one waited, in vain.
+        let rings = ring.doorbell_rings();
+        assert_ne!(rings, 0, "the first record past a full sub-ring waited");
+        // The consumer makes progress, in the shared ring only.
+        let (shared, mut out) = (ring.view(), Vec::new());
+        let mut cursor = shared.attach_consumer();
+        shared.take(&mut cursor, 1, &mut out, |_, _| false);
+        fill(&writer, 3);
+        assert_eq!(ring.doorbell_rings(), rings, "no wait on a sub-ring the consumer took nothing from");
+        assert_eq!(ring.subring_view(0).waiting(), 256);
+        assert_eq!(shared.waiting(), 2 - 1 + 3, "the start and the waited record, less the one taken, and 3");
+        // It takes from the sub-ring: the thread's next full sub-ring waits again.
+        let sub = ring.subring_view(0);
+        let mut sub_cursor = sub.attach_consumer();
+        sub.take(&mut sub_cursor, 1, &mut out, |_, _| false);
+        fill(&writer, 2);
+        assert_ne!(ring.doorbell_rings(), rings, "waits again once the consumer took from the sub-ring");
+        drop(consumer);
+        let _ = std::fs::remove_file(&path);
         assert_eq!(ring.snapshot().dropped, 0);
     }
 
