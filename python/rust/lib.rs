@@ -213,10 +213,12 @@ struct Watched {
 }
 
 impl Watched {
-    /// Consumes every record published so far: for an answer to Python.
+    /// Consumes every record claimed so far: for an answer to Python. Not
+    /// `Consumer::drain`, which would not return while another thread
+    /// allocates flat out.
     fn drain(&mut self) {
         let Watched { consumer, peaks, buf } = self;
-        let _ = consumer.drain(usize::MAX, buf, |records| {
+        let _ = consumer.drain_claimed(buf, |records| {
             peaks.apply(records);
             Ok::<(), ()>(())
         });

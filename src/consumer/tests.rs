@@ -277,3 +277,52 @@ fn a_registration_left_by_a_killed_writer_does_not_keep_an_idle_consumer_awake()
     assert_eq!(ids(&drain(&mut consumer)), [7]);
     assert!(consumer.idle_sleep(pause), "every ring taken: it sleeps, whatever `waiters` says");
 }
+
+/// `drain_claimed` delivers every record claimed before it was called and
+/// stops there, while records keep coming: here written between its takes
+/// (by its own callback, so the test is deterministic), as a flat-out
+/// writer refills the slots each take frees. `drain` chases them.
+#[test]
+fn drain_claimed_stops_at_what_was_claimed_before_it_while_records_keep_coming() {
+    let (tmp, ring) = TempFile::new("drain-claimed");
+    let mut consumer = Consumer::attach(&tmp.0).unwrap();
+    let writer = crate::Writer::attach(ring).unwrap();
+    let alloc = |id| writer.alloc(&crate::MemtrackBuffer { buffer_id: id, size: 64, ..Default::default() });
+    let before = 200; // Less than the sub-ring (256): nothing waits or spills.
+    for id in 0..before {
+        alloc(id);
+    }
+    let mut next = before;
+    let mut write_more = |calls: &mut u32| {
+        // 50 more batches of 100, one after each take.
+        if *calls < 50 {
+            for _ in 0..100 {
+                alloc(next);
+                next += 1;
+            }
+        }
+        *calls += 1;
+    };
+    let (mut calls, mut out, mut buf) = (0, Vec::new(), Vec::new());
+    let handled = consumer
+        .drain_claimed(&mut buf, |r| {
+            out.extend_from_slice(r);
+            write_more(&mut calls);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    let ids: Vec<u64> =
+        out.iter().filter(|r| r.event == crate::Event::Alloc as u8).map(|r| r.buffer_id).collect();
+    assert_eq!(ids, (0..before).collect::<Vec<_>>(), "the backlog, in order, and nothing after it");
+    assert_eq!((handled, calls), (out.len(), 1));
+    // `drain` takes what the callback writes too, until the writing stops.
+    let (mut calls, mut out) = (0, Vec::new());
+    consumer
+        .drain(usize::MAX, &mut buf, |r| {
+            out.extend_from_slice(r);
+            write_more(&mut calls);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert!(calls > 1 && out.len() > 100, "drain chased {} records in {calls} takes", out.len());
+}
