@@ -335,6 +335,14 @@ struct StateLabel {
     state: &'static str,
 }
 
+/// A ring of the file: `shared` for the shared ring, else the sub-ring's
+/// index (as `status --json` gives it under `corrupt_slots`). Not `ring`:
+/// scrape configurations put the ring's name in a target label `ring`.
+#[derive(Debug, EncodeLabelSet)]
+struct SubringLabel {
+    subring: String,
+}
+
 #[derive(Debug, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
@@ -455,6 +463,27 @@ impl Collector for SnapshotMetrics {
                 ("reader_died", s.progress.lost_reader_died),
             ]
             .map(|(reason, value)| (ReasonLabel { reason }, counter(value))),
+        )?;
+        // A slot in a state the protocol never writes (a damaged file)
+        // stops its ring's consumer for good: nothing from there on is
+        // delivered, and no loss counter says so.
+        single(
+            &mut encoder,
+            "memtrack_corrupt_stops",
+            "Rings (the shared ring, sub-rings) whose consumer stops for good at a corrupt slot (a damaged file; memtrack status names them).",
+            MetricType::Gauge,
+            gauge(s.corrupt.len() as i64),
+        )?;
+        family(
+            &mut encoder,
+            "memtrack_corrupt_stop_records_behind",
+            "Records claimed behind the corrupt slot a ring's consumer stops at: they will not be delivered.",
+            None,
+            MetricType::Gauge,
+            s.corrupt.iter().map(|c| {
+                let subring = c.subring.map_or_else(|| "shared".to_owned(), |i| i.to_string());
+                (SubringLabel { subring }, gauge(saturate(c.behind)))
+            }),
         )?;
         let count = |state: ProcessState| s.processes.iter().filter(|p| p.state == state).count() as i64;
         family(

@@ -177,10 +177,12 @@ fn serve_exports_the_live_counters_exactly() {
             ("memtrack_untracked_events_total", 0),
             ("memtrack_untracked_capacities_total", 0),
             ("memtrack_consumer_attached", 1),
+            ("memtrack_corrupt_stops", 0),
         ],
     );
-    // Exactly these series: no per-process, per-buffer or consume-only ones.
-    assert_eq!(got.len(), 20, "{got:#?}");
+    // Exactly these series: no per-process, per-buffer or consume-only ones
+    // (and no ring stopped at a corrupt slot).
+    assert_eq!(got.len(), 21, "{got:#?}");
     assert_eq!(got.keys().filter(|k| k.contains("capacity")).count(), 1, "{got:#?}");
 
     // The snapshot is read anew on every scrape; a (device, kind) whose
@@ -259,6 +261,56 @@ fn serve_shows_what_a_full_counter_pool_could_not_count() {
     );
 }
 
+/// A slot in a state the protocol never writes, in a real ring file,
+/// stops its ring's consumer for good: `/metrics` counts the rings stopped
+/// and gives, per ring (`subring` = `shared` or the index), the records
+/// claimed behind the slot, as `status` does.
+#[test]
+fn serve_shows_each_ring_stopped_at_a_corrupt_slot() {
+    use memtrack::format::{DEFAULT_COUNTER_CELLS, RECORD_SIZE, slots_offset, subring_slots_offset};
+    use std::os::unix::fs::FileExt;
+    let ring = TempRing::new("corrupt");
+    let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
+    let writer = Writer::attach_named(Ring::create(&ring.0, options).unwrap(), b"model").unwrap();
+    writer.use_subrings(true);
+    for id in 0..5 {
+        writer.alloc(&buffer(id, 1000, 0, kind::L1, 0));
+    }
+    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
+    let server = Server::start(&ring.0, &[]);
+    let got = server.scrape();
+    assert_samples(&got, &[("memtrack_corrupt_stops", 0)]);
+    assert!(!got.keys().any(|k| k.starts_with("memtrack_corrupt_stop_records_behind")), "{got:#?}");
+
+    // No consumer ran: every record is still in its ring.
+    let snapshot = Ring::open(&ring.0).unwrap().snapshot();
+    assert_eq!(snapshot.subrings[subring].waiting, 5, "the five ALLOCs");
+    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
+    assert!(in_shared >= 1, "the process start record is in the shared ring");
+    // The state word (a slot's first) of the sub-ring's ticket 2 and of the
+    // shared ring's ticket 0 becomes lap 0, phase 3 (never written).
+    let file = std::fs::OpenOptions::new().write(true).open(&ring.0).unwrap();
+    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * RECORD_SIZE as u64;
+    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, 2, 256, subring);
+    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
+    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, 2, 256), 0)).unwrap();
+
+    let got = server.scrape();
+    assert_samples(
+        &got,
+        &[
+            ("memtrack_corrupt_stops", 2),
+            (r#"memtrack_corrupt_stop_records_behind{subring="shared"}"#, in_shared as i64 - 1),
+            (&format!(r#"memtrack_corrupt_stop_records_behind{{subring="{subring}"}}"#), 2),
+        ],
+    );
+    assert_eq!(got.keys().filter(|k| k.starts_with("memtrack_corrupt_stop")).count(), 3, "{got:#?}");
+    let (_, _, body) = server.request("GET /metrics HTTP/1.1", OPENMETRICS);
+    for line in ["# TYPE memtrack_corrupt_stops gauge", "# TYPE memtrack_corrupt_stop_records_behind gauge"] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    }
+}
+
 #[test]
 fn serve_per_process_adds_process_series_only_when_asked() {
     let ring = TempRing::new("per-process");
@@ -287,7 +339,7 @@ fn serve_per_process_adds_process_series_only_when_asked() {
     let want: Vec<(&str, i64)> = want.iter().map(|(s, v)| (s.as_str(), *v)).collect();
     assert_samples(&got, &want);
     assert_eq!(got.keys().filter(|k| k.starts_with("memtrack_process_")).count(), want.len(), "{got:#?}");
-    assert_eq!(got.len(), 20 + want.len(), "{got:#?}");
+    assert_eq!(got.len(), 21 + want.len(), "{got:#?}");
 }
 
 #[test]
