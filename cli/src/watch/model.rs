@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use memtrack::{ProcessState, Snapshot};
+use memtrack::{CorruptStop, ProcessState, Snapshot};
 
 use crate::engine::{Anomaly, AnomalyCounts, Engine, Mark, ProcState, process_key};
 use crate::recording::LossBlock;
@@ -120,6 +120,9 @@ pub struct Model {
     /// Buffer events whose live counter found the ring's counter pool full
     /// (the processes' usage leaves them out).
     pub untracked_events: u64,
+    /// The rings whose consumer stops at a corrupt slot (the shared ring
+    /// first): the watch's stream gets nothing of them from there on.
+    pub corrupt: Vec<CorruptStop>,
     /// Anomaly counts.
     pub anomaly_counts: AnomalyCounts,
     /// The latest anomalies, newest first, at most [`LATEST`].
@@ -147,6 +150,7 @@ impl Model {
             rate: 0.0,
             losses: LossBlock::default(),
             untracked_events: 0,
+            corrupt: Vec::new(),
             anomaly_counts: AnomalyCounts::default(),
             anomalies: Vec::new(),
             mark_count: 0,
@@ -173,6 +177,7 @@ impl Model {
         self.records = engine.records();
         self.losses = losses;
         self.untracked_events = snapshot.untracked_usage().2;
+        self.corrupt = snapshot.corrupt.clone();
         self.anomaly_counts = engine.anomaly_counts();
         self.anomalies = engine.recent_anomalies().iter().rev().take(LATEST).copied().collect();
         self.mark_count = engine.marks().len();

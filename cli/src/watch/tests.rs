@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use memtrack::format::kind::{DRAM, L1};
-use memtrack::{Capacity, Event, LiveCounter, ProcessInfo, ProcessState, Progress, Snapshot};
+use memtrack::{Capacity, CorruptStop, Event, LiveCounter, ProcessInfo, ProcessState, Progress, Snapshot};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -341,6 +341,52 @@ fn losses_are_red_only_when_nonzero() {
     assert_ne!(lossy[(x + 12, y)].fg, Color::Red);
 }
 
+/// A ring whose consumer stops at a corrupt slot gets a red line below
+/// the losses naming it, its ticket and the records behind (the sub-ring's
+/// index, or the shared ring), summed up where the line does not fit; none
+/// in a sound ring.
+#[test]
+fn a_ring_stopped_at_a_corrupt_slot_is_named_below_the_losses() {
+    let (s, mut table) = busy();
+    let sound = draw(&model_of(&s, &table, LossBlock::default()), 160, 30);
+    assert!(!text(&sound).contains("stopped"), "{}", text(&sound));
+
+    table.corrupt = vec![
+        CorruptStop { subring: None, ticket: 0, behind: 5 },
+        CorruptStop { subring: Some(3), ticket: 2, behind: 1 },
+    ];
+    let model = model_of(&s, &table, LossBlock::default());
+    assert_eq!(model.corrupt, table.corrupt);
+    let wide = draw(&model, 160, 30);
+    let all = lines(&wide);
+    let line = line_with(&all, "stopped at a corrupt slot:");
+    assert_eq!(
+        line.trim_end(),
+        "stopped at a corrupt slot: the shared ring at ticket 0 (5 records behind)  \
+         sub-ring 3 at ticket 2 (1 record behind)"
+    );
+    assert_eq!(fg_of(&wide, "stopped at", "stopped at"), Color::Red);
+    assert_ne!(fg_of(&wide, "stopped at", "sub-ring 3"), Color::Red);
+    assert_eq!(find(&wide, "stopped at").unwrap().1, find(&wide, "lost:").unwrap().1 + 1);
+    // The devices, processes and events still show.
+    let screen = text(&wide);
+    for section in ["device 0", "processes (2)", "anomalies (2)", "marks (1)"] {
+        assert!(screen.contains(section), "{section}: {screen}");
+    }
+
+    let narrow = draw(&model, 60, 30);
+    let line = line_with(&lines(&narrow), "stopped at").trim_end().to_owned();
+    assert_eq!(line, "stopped at a corrupt slot: 2 rings, 6 records behind");
+
+    for (width, height) in [(0, 0), (10, 2), (20, 3), (40, 4), (40, 12), (80, 6)] {
+        let plan = Plan::new(Rect::new(0, 0, width, height), &model, 0);
+        assert_eq!(plan.stopped, u16::from(height >= 3), "{width}x{height}: {plan:?}");
+        let used = plan.header + plan.losses + plan.stopped + plan.devices.iter().sum::<u16>();
+        assert!(used + plan.processes + plan.events <= height, "{width}x{height}: {plan:?}");
+        draw(&model, width, height);
+    }
+}
+
 #[test]
 fn an_empty_ring_says_so() {
     let s = Stream::new(1_000_000);
@@ -370,6 +416,7 @@ fn a_small_terminal_shortens_panels_and_never_panics() {
                 let plan = Plan::new(Rect::new(0, 0, width, height), &model, first);
                 let used = plan.header
                     + plan.losses
+                    + plan.stopped
                     + plan.devices.iter().sum::<u16>()
                     + plan.processes
                     + plan.events;

@@ -2,7 +2,8 @@
 //! the first device to show (the scroll position).
 //!
 //! Top to bottom: a header (what is shown, the keys, rate, records, ring),
-//! the loss counters, one section per device (a row per kind: its bar, used
+//! the loss counters, the rings stopped at a corrupt slot (a line only
+//! when there are some), one section per device (a row per kind: its bar, used
 //! / total or used and peak, buffers, and a sparkline of its own history
 //! scaled to its own peak), the processes, and the latest
 //! anomalies and marks. Every section gets whole rows from [`Plan`]: the
@@ -51,6 +52,7 @@ pub fn render(frame: &mut Frame, model: &Model, first: usize) -> Shown {
 
     frame.render_widget(Paragraph::new(header(model, shown, area.width)), rows.take(plan.header));
     frame.render_widget(Paragraph::new(losses(model, area.width)), rows.take(plan.losses));
+    frame.render_widget(Paragraph::new(stopped(model, area.width)), rows.take(plan.stopped));
     for (device, &height) in model.devices[plan.first..].iter().zip(&plan.devices) {
         render_device(frame, rows.take(height), device);
     }
@@ -66,6 +68,9 @@ pub struct Plan {
     pub header: u16,
     /// The loss line.
     pub losses: u16,
+    /// The line naming the rings stopped at a corrupt slot (0 rows when
+    /// there are none).
+    pub stopped: u16,
     /// Index of the first device shown.
     pub first: usize,
     /// Per device shown, from `first` on: its title and kind rows.
@@ -98,6 +103,7 @@ impl Plan {
         let mut budget = Budget(area.height);
         let header = budget.take(1);
         let losses = budget.take(1);
+        let stopped = budget.take(u16::from(!model.corrupt.is_empty()));
         let events_min = if area.width >= SIDE_BY_SIDE { 2 } else { 4 };
         let panels_min = 2 + events_min;
         let device_rows = |d: &Device| rows(1 + d.kinds.len());
@@ -130,7 +136,7 @@ impl Plan {
             budget.0 += 1;
             events += budget.take(events_want.saturating_sub(events));
         }
-        Plan { header, losses, first, devices, processes, events }
+        Plan { header, losses, stopped, first, devices, processes, events }
     }
 }
 
@@ -297,6 +303,37 @@ fn losses(model: &Model, width: u16) -> Line<'static> {
     }
     let nonzero = line(&mut counters.iter().filter(|(_, n)| *n > 0));
     if nonzero.spans.len() > 1 { nonzero } else { Line::from("lost: none") }
+}
+
+/// `stopped at a corrupt slot: sub-ring 3 at ticket 2 (2 records behind)
+/// the shared ring at ticket 0 (5 records behind)`, the label in red: the
+/// consumer stops there for good, so the stream (and this screen) gets
+/// nothing of those rings from there on. Where that does not fit,
+/// `stopped at a corrupt slot: 2 rings, 7 records behind`. Nothing when no
+/// ring is stopped.
+fn stopped(model: &Model, width: u16) -> Line<'static> {
+    const LABEL: &str = "stopped at a corrupt slot:";
+    if model.corrupt.is_empty() {
+        return Line::default();
+    }
+    let red = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+    let records = |n: u64| if n == 1 { "1 record".to_owned() } else { format!("{n} records") };
+    let rings: Vec<String> = model
+        .corrupt
+        .iter()
+        .map(|c| {
+            let ring = c.subring.map_or_else(|| "the shared ring".to_owned(), |i| format!("sub-ring {i}"));
+            format!("{ring} at ticket {} ({} behind)", c.ticket, records(c.behind))
+        })
+        .collect();
+    let all = format!(" {}", rings.join("  "));
+    if LABEL.len() + all.chars().count() <= width as usize {
+        return Line::from(vec![Span::styled(LABEL, red), all.into()]);
+    }
+    let behind = model.corrupt.iter().map(|c| c.behind).fold(0, u64::saturating_add);
+    let n = model.corrupt.len();
+    let rings = if n == 1 { "1 ring".to_owned() } else { format!("{n} rings") };
+    Line::from(vec![Span::styled(LABEL, red), format!(" {rings}, {} behind", records(behind)).into()])
 }
 
 fn section(title: Line<'_>) -> Block<'_> {
