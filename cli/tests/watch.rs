@@ -269,3 +269,63 @@ fn watch_in_tmux_pages_through_32_devices_at_80x24_and_160x48() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// A real ring file with a corrupt slot in a sub-ring and in the shared
+/// ring: `memtrack watch` (in tmux, as an operator runs it) names both
+/// rings below the losses, with the ticket and the records behind each, as
+/// `memtrack status` does.
+#[test]
+fn watch_in_tmux_names_each_ring_stopped_at_a_corrupt_slot() {
+    use memtrack::format::{DEFAULT_COUNTER_CELLS, RECORD_SIZE, kind, slots_offset, subring_slots_offset};
+    use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer};
+    use std::os::unix::fs::FileExt;
+
+    let path = ring_path(&format!("cli-watch-corrupt-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
+    let writer = Writer::attach_named(Ring::create(&path, options).unwrap(), b"model").unwrap();
+    writer.use_subrings(true);
+    for buffer_id in 0..5 {
+        writer.alloc(&MemtrackBuffer { buffer_id, size: 4096, kind: kind::L1, ..Default::default() });
+    }
+    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
+    let snapshot = Ring::open(&path).unwrap().snapshot();
+    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
+    assert!(in_shared >= 1, "the process start record is in the shared ring");
+    // The state word (a slot's first) of the sub-ring's ticket 2 and of the
+    // shared ring's ticket 0 becomes lap 0, phase 3 (never written).
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * RECORD_SIZE as u64;
+    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, 2, 256, subring);
+    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
+    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, 2, 256), 0)).unwrap();
+
+    let tmux = Tmux::new("corrupt");
+    let command =
+        format!("{} watch --ring {} --interval 100", env!("CARGO_BIN_EXE_memtrack"), path.display());
+    let out = tmux.run(&["new-session", "-d", "-s", "s", "-x", "160", "-y", "30", &command]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let screen = tmux.wait_for("stopped at a corrupt slot:");
+    println!("{screen}");
+    let lines: Vec<&str> = screen.lines().collect();
+    let at =
+        lines.iter().position(|l| l.starts_with("stopped at a corrupt slot:")).expect("a line of its own");
+    assert!(lines[at - 1].starts_with("lost:"), "right below the losses:\n{screen}");
+    let behind = |n: u64| if n == 1 { "1 record".to_owned() } else { format!("{n} records") };
+    assert_eq!(
+        lines[at].trim_end(),
+        format!(
+            "stopped at a corrupt slot: the shared ring at ticket 0 ({} behind)  \
+             sub-ring {subring} at ticket 2 (2 records behind)",
+            behind(in_shared - 1)
+        ),
+        "{screen}"
+    );
+    // What came before the corrupt slot does reach the screen: the
+    // sub-ring's tickets 0 and 1, two of the five ALLOCs.
+    let screen = tmux.wait_for("  2 records\n");
+    assert!(screen.contains("device 0 8.0 KiB in 2 buffers"), "{screen}");
+    drop(tmux);
+    drop(writer);
+    let _ = std::fs::remove_file(&path);
+}
