@@ -2,6 +2,8 @@
 //! ephemeral port, a real ring written with `memtrack::Writer`, scraped over
 //! TCP, every value checked exactly.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -267,33 +269,15 @@ fn serve_shows_what_a_full_counter_pool_could_not_count() {
 /// claimed behind the slot, as `status` does.
 #[test]
 fn serve_shows_each_ring_stopped_at_a_corrupt_slot() {
-    use memtrack::format::{DEFAULT_COUNTER_CELLS, RECORD_SIZE, slots_offset, subring_slots_offset};
-    use std::os::unix::fs::FileExt;
     let ring = TempRing::new("corrupt");
-    let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
-    let writer = Writer::attach_named(Ring::create(&ring.0, options).unwrap(), b"model").unwrap();
-    writer.use_subrings(true);
-    for id in 0..5 {
-        writer.alloc(&buffer(id, 1000, 0, kind::L1, 0));
-    }
-    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
+    let (_writer, subring, in_shared) =
+        common::five_allocs_in_a_subring(&ring.0, |id| buffer(id, 1000, 0, kind::L1, 0));
     let server = Server::start(&ring.0, &[]);
     let got = server.scrape();
     assert_samples(&got, &[("memtrack_corrupt_stops", 0)]);
     assert!(!got.keys().any(|k| k.starts_with("memtrack_corrupt_stop_records_behind")), "{got:#?}");
 
-    // No consumer ran: every record is still in its ring.
-    let snapshot = Ring::open(&ring.0).unwrap().snapshot();
-    assert_eq!(snapshot.subrings[subring].waiting, 5, "the five ALLOCs");
-    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
-    assert!(in_shared >= 1, "the process start record is in the shared ring");
-    // The state word (a slot's first) of the sub-ring's ticket 2 and of the
-    // shared ring's ticket 0 becomes lap 0, phase 3 (never written).
-    let file = std::fs::OpenOptions::new().write(true).open(&ring.0).unwrap();
-    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * RECORD_SIZE as u64;
-    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, 2, 256, subring);
-    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
-    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, 2, 256), 0)).unwrap();
+    common::corrupt_subring_ticket_2_and_shared_ticket_0(&ring.0, subring);
 
     let got = server.scrape();
     assert_samples(

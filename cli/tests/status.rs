@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{l1_buffer, memtrack, ring_with_writer};
+use common::{
+    corrupt_subring_ticket_2_and_shared_ticket_0, five_allocs_in_a_subring, l1_buffer, memtrack,
+    ring_with_writer,
+};
 use memtrack::format::kind;
 
 #[test]
@@ -369,18 +372,8 @@ fn status_shows_the_sub_rings_in_use() {
 /// (`corrupt_slots`, empty for a sound file).
 #[test]
 fn status_names_each_ring_stopped_at_a_corrupt_slot() {
-    use memtrack::format::{DEFAULT_COUNTER_CELLS, slots_offset, subring_slots_offset};
-    use memtrack::{Ring, RingOptions, Writer, ring_path};
-    use std::os::unix::fs::FileExt;
-    let path = ring_path(&format!("cli-status-corrupt-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
-    let writer = Writer::attach_named(Ring::create(&path, options).unwrap(), b"model").unwrap();
-    writer.use_subrings(true);
-    for buffer_id in 0..5 {
-        writer.alloc(&l1_buffer(buffer_id));
-    }
-    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
+    let path = memtrack::ring_path(&format!("cli-status-corrupt-{}", std::process::id()));
+    let (writer, subring, in_shared) = five_allocs_in_a_subring(&path, l1_buffer);
     let ring = path.to_str().unwrap();
     let json = || -> serde_json::Value {
         let out = memtrack(&["status", "--ring", ring, "--json"]);
@@ -388,20 +381,7 @@ fn status_names_each_ring_stopped_at_a_corrupt_slot() {
         serde_json::from_slice(&out.stdout).unwrap()
     };
     assert_eq!(json()["corrupt_slots"], serde_json::json!([]), "a sound file");
-    // What each ring holds (no consumer ran: every record is still there).
-    let snapshot = Ring::open(&path).unwrap().snapshot();
-    let in_subring = snapshot.subrings[subring].waiting;
-    assert_eq!(in_subring, 5, "the five ALLOCs");
-    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
-    // The state word (a slot's first) of the sub-ring's ticket 2 and of
-    // the shared ring's ticket 0 becomes lap 0, phase 3 (never written).
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * memtrack::format::RECORD_SIZE as u64;
-    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, 2, 256, subring);
-    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
-    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, 2, 256), 0)).unwrap();
-
-    assert!(in_shared >= 1, "the process start record is in the shared ring");
+    corrupt_subring_ticket_2_and_shared_ticket_0(&path, subring);
     let shared_behind = in_shared - 1;
     assert_eq!(
         json()["corrupt_slots"],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::ring_with_writer;
+use common::{corrupt_subring_ticket_2_and_shared_ticket_0, five_allocs_in_a_subring, ring_with_writer};
 use memtrack::ring_path;
 
 fn memtrack() -> Command {
@@ -276,29 +276,17 @@ fn watch_in_tmux_pages_through_32_devices_at_80x24_and_160x48() {
 /// `memtrack status` does.
 #[test]
 fn watch_in_tmux_names_each_ring_stopped_at_a_corrupt_slot() {
-    use memtrack::format::{DEFAULT_COUNTER_CELLS, RECORD_SIZE, kind, slots_offset, subring_slots_offset};
-    use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer};
-    use std::os::unix::fs::FileExt;
+    use memtrack::MemtrackBuffer;
+    use memtrack::format::kind;
 
     let path = ring_path(&format!("cli-watch-corrupt-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let options = RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() };
-    let writer = Writer::attach_named(Ring::create(&path, options).unwrap(), b"model").unwrap();
-    writer.use_subrings(true);
-    for buffer_id in 0..5 {
-        writer.alloc(&MemtrackBuffer { buffer_id, size: 4096, kind: kind::L1, ..Default::default() });
-    }
-    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
-    let snapshot = Ring::open(&path).unwrap().snapshot();
-    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
-    assert!(in_shared >= 1, "the process start record is in the shared ring");
-    // The state word (a slot's first) of the sub-ring's ticket 2 and of the
-    // shared ring's ticket 0 becomes lap 0, phase 3 (never written).
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * RECORD_SIZE as u64;
-    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, 2, 256, subring);
-    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
-    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, 2, 256), 0)).unwrap();
+    let (writer, subring, in_shared) = five_allocs_in_a_subring(&path, |buffer_id| MemtrackBuffer {
+        buffer_id,
+        size: 4096,
+        kind: kind::L1,
+        ..Default::default()
+    });
+    corrupt_subring_ticket_2_and_shared_ticket_0(&path, subring);
 
     let tmux = Tmux::new("corrupt");
     let command =

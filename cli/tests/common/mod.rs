@@ -97,3 +97,43 @@ pub fn frame_starts(bytes: &[u8]) -> Vec<usize> {
     }
     starts
 }
+
+/// Two sub-rings of 256 slots and a 64-slot shared ring: the file of
+/// [`five_allocs_in_a_subring`].
+fn corruptible() -> RingOptions {
+    RingOptions { capacity: 64, subrings: 2, subring_capacity: 256, ..RingOptions::default() }
+}
+
+/// A new ring file at `path` in which a writer ("model") wrote the ALLOCs
+/// of `buffer(0..5)` through this thread's sub-ring, with no consumer
+/// attached: the writer, that sub-ring, and the records the shared ring
+/// holds (at least the process start record).
+pub fn five_allocs_in_a_subring(path: &Path, buffer: impl Fn(u64) -> MemtrackBuffer) -> (Writer, usize, u64) {
+    let _ = std::fs::remove_file(path);
+    let writer = Writer::attach_named(Ring::create(path, corruptible()).unwrap(), b"model").unwrap();
+    writer.use_subrings(true);
+    for buffer_id in 0..5 {
+        writer.alloc(&buffer(buffer_id));
+    }
+    let subring = writer.own_subring().expect("the test's thread writes through a sub-ring");
+    let snapshot = Ring::open(path).unwrap().snapshot();
+    assert_eq!(snapshot.subrings[subring].waiting, 5, "the five ALLOCs");
+    let in_shared = snapshot.tail - snapshot.subrings.iter().map(|s| s.waiting).sum::<u64>();
+    assert!(in_shared >= 1, "the process start record is in the shared ring");
+    (writer, subring, in_shared)
+}
+
+/// Damages the file [`five_allocs_in_a_subring`] made: the state word (a
+/// slot's first) of `subring`'s ticket 2 and of the shared ring's ticket 0
+/// becomes lap 0, phase 3, which the protocol never writes.
+pub fn corrupt_subring_ticket_2_and_shared_ticket_0(path: &Path, subring: usize) {
+    use memtrack::format::{DEFAULT_COUNTER_CELLS, RECORD_SIZE, slots_offset, subring_slots_offset};
+    use std::os::unix::fs::FileExt;
+    let RingOptions { subrings, subring_capacity: capacity, .. } = corruptible();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let slot = |offset: usize, ticket: u64| offset as u64 + ticket * RECORD_SIZE as u64;
+    let sub_offset = subring_slots_offset(DEFAULT_COUNTER_CELLS, subrings, capacity, subring);
+    file.write_all_at(&3u64.to_le_bytes(), slot(sub_offset, 2)).unwrap();
+    file.write_all_at(&3u64.to_le_bytes(), slot(slots_offset(DEFAULT_COUNTER_CELLS, subrings, capacity), 0))
+        .unwrap();
+}
