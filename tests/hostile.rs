@@ -26,6 +26,25 @@ use memtrack::{Consumer, Event, MemtrackBuffer, Ring, RingOptions, Writer};
 use proptest::prelude::*;
 
 const CAPACITY: u64 = 16;
+/// The template's sub-rings: few and small, so that each case's copy of
+/// the file stays small (the defaults make it 20 MiB) while its writer's
+/// records still land in a sub-ring, as a real writer thread's do.
+const SUBRINGS: u32 = 2;
+const SUBRING_CAPACITY: u32 = 256;
+/// Where the template's sub-ring region (headers, then slots) begins, and
+/// where its shared ring's slots begin.
+const SUBRINGS_OFFSET: usize = format::subrings_offset(format::DEFAULT_COUNTER_CELLS);
+const TEMPLATE_SLOTS_OFFSET: usize =
+    format::slots_offset(format::DEFAULT_COUNTER_CELLS, SUBRINGS, SUBRING_CAPACITY);
+
+fn template_options() -> RingOptions {
+    RingOptions {
+        capacity: CAPACITY,
+        subrings: SUBRINGS,
+        subring_capacity: SUBRING_CAPACITY,
+        ..RingOptions::default()
+    }
+}
 
 /// A ring that has seen some use: a writer's entry, records (some taken),
 /// live counters, a capacity. Built once; each case mutates a copy.
@@ -33,11 +52,8 @@ fn template() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
         let tmp = TempRing::new("hostile-template");
-        let writer = Writer::attach_named(
-            Ring::create(tmp.path(), RingOptions { capacity: CAPACITY, ..RingOptions::default() }).unwrap(),
-            b"tmpl",
-        )
-        .unwrap();
+        let writer =
+            Writer::attach_named(Ring::create(tmp.path(), template_options()).unwrap(), b"tmpl").unwrap();
         writer.set_capacity(1, kind::DRAM, 1 << 30);
         let mut consumer = Consumer::attach(tmp.path()).unwrap();
         for id in 0..12 {
@@ -55,7 +71,9 @@ fn template() -> &'static [u8] {
 /// Where mutations land: the regions with meaning, weighted towards the
 /// header and the slots.
 fn offset() -> impl Strategy<Value = usize> {
-    let slots = SLOTS_OFFSET..SLOTS_OFFSET + (CAPACITY as usize) * 64;
+    let slots = TEMPLATE_SLOTS_OFFSET..TEMPLATE_SLOTS_OFFSET + (CAPACITY as usize) * 64;
+    let subring_slots =
+        format::subring_slots_offset(format::DEFAULT_COUNTER_CELLS, SUBRINGS, SUBRING_CAPACITY, 0);
     prop_oneof![
         4 => 0usize..128,                              // identity
         1 => 128usize..256,                            // clock calibration
@@ -64,6 +82,8 @@ fn offset() -> impl Strategy<Value = usize> {
         1 => format::CAPACITY_TABLE_OFFSET..format::COUNTERS_OFFSET,
         1 => format::COUNTERS_OFFSET..format::COUNTERS_OFFSET + 1024,
         6 => slots,
+        2 => SUBRINGS_OFFSET..subring_slots,           // sub-ring headers: leases, tails, progress
+        4 => subring_slots..TEMPLATE_SLOTS_OFFSET,     // sub-ring slots
     ]
 }
 
@@ -73,9 +93,9 @@ enum Mutation {
     Byte(usize, u8),
     /// An aligned little-endian word: state words, counts, lengths.
     Word(usize, u64),
-    /// A slot state word made of chosen fields: lap, owner slot,
-    /// generation, phase.
-    State(u64, u32, u16, u32, u8),
+    /// A slot state word (at this offset) made of chosen fields: lap,
+    /// owner slot, generation, phase.
+    State(usize, u32, u16, u32, u8),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -93,8 +113,23 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         3 => (offset(), any::<u8>()).prop_map(|(o, b)| Mutation::Byte(o, b)),
         3 => (offset(), interesting).prop_map(|(o, w)| Mutation::Word(o & !7, w)),
-        3 => (0..CAPACITY, prop_oneof![Just(0u32), Just(1), any::<u32>()], 0u16..1024, 0u32..8, 0u8..4)
-            .prop_map(|(i, lap, slot, generation, phase)| Mutation::State(i, lap, slot, generation, phase)),
+        3 => (state_slot(), prop_oneof![Just(0u32), Just(1), any::<u32>()], 0u16..1024, 0u32..8, 0u8..4)
+            .prop_map(|(o, lap, slot, generation, phase)| Mutation::State(o, lap, slot, generation, phase)),
+    ]
+}
+
+/// The state word of a slot of the template: one of the shared ring's, or
+/// one of the first 32 of a sub-ring (where its writer's records are).
+fn state_slot() -> impl Strategy<Value = usize> {
+    let subring = |i: usize| {
+        let first =
+            format::subring_slots_offset(format::DEFAULT_COUNTER_CELLS, SUBRINGS, SUBRING_CAPACITY, i);
+        (0usize..32).prop_map(move |slot| first + slot * 64)
+    };
+    prop_oneof![
+        (0..CAPACITY as usize).prop_map(|slot| TEMPLATE_SLOTS_OFFSET + slot * 64),
+        subring(0),
+        subring(1),
     ]
 }
 
@@ -102,10 +137,9 @@ fn apply(bytes: &mut [u8], m: &Mutation) {
     match *m {
         Mutation::Byte(o, b) => bytes[o] = b,
         Mutation::Word(o, w) => bytes[o..o + 8].copy_from_slice(&w.to_le_bytes()),
-        Mutation::State(i, lap, slot, generation, phase) => {
+        Mutation::State(o, lap, slot, generation, phase) => {
             let owner = (slot as u64) << 20 | generation as u64;
             let word = (lap as u64) << 32 | owner << 2 | phase as u64;
-            let o = SLOTS_OFFSET + i as usize * 64;
             bytes[o..o + 8].copy_from_slice(&word.to_le_bytes());
         }
     }
