@@ -51,7 +51,7 @@ done
 reader_rate() {
     "${rt[@]}" env "$@" cargo bench -q -p memtrack-cli --no-default-features --bench reader -- drain_to_file 2>&1 |
         tee "$out/reader.log" |
-        awk '/thrpt:/ { print $4, $5; exit }'
+        awk '/thrpt:/ && !done { print $4, $5; done = 1 }'   # reads to the end: an early exit would kill tee (pipefail)
 }
 if [ "$reader" = 1 ]; then
     echo "reader benchmark: shared ring" >&2

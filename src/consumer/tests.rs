@@ -58,6 +58,21 @@ fn drain(consumer: &mut Consumer) -> Vec<Record> {
     out
 }
 
+/// Drains until `n` records came out, a liveness grace period apart (a
+/// dead writer's claim is found once it blocked its ring that long), 100
+/// tries at most: what came out.
+fn drain_until(consumer: &mut Consumer, n: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        out.extend(drain(consumer));
+        if out.len() >= n {
+            break;
+        }
+        std::thread::sleep(LIVENESS_GRACE_FOR_TESTS);
+    }
+    out
+}
+
 fn ids(records: &[Record]) -> Vec<u64> {
     records.iter().map(|r| r.buffer_id).collect()
 }
@@ -160,15 +175,8 @@ fn a_dead_writers_claim_in_a_sub_ring_is_counted_lost_and_holds_nothing_back_for
     put(&ring, 1, 2);
     put(&ring, 2, 3);
     put(&ring, 0, 4);
-    let mut out = Vec::new();
     // Found dead once it blocked its ring for the grace period.
-    for _ in 0..100 {
-        out.extend(drain(&mut consumer));
-        if out.len() == 4 {
-            break;
-        }
-        std::thread::sleep(LIVENESS_GRACE_FOR_TESTS);
-    }
+    let out = drain_until(&mut consumer, 4);
     assert_eq!(ids(&out), [0, 2, 3, 4]);
     assert_eq!(tickets(&out), [0, 2, 3, 4], "the lost claim took number 1, before its ring's next record");
     let p = consumer.progress();
@@ -219,14 +227,7 @@ fn a_dead_claim_below_the_fence_counts_toward_it() {
     let backlog_end = consumer.fence_backlog();
     assert_eq!(backlog_end, 2);
     put(&ring, 2, 10);
-    let mut out = Vec::new();
-    for _ in 0..100 {
-        out.extend(drain(&mut consumer));
-        if out.len() == 2 {
-            break;
-        }
-        std::thread::sleep(LIVENESS_GRACE_FOR_TESTS);
-    }
+    let out = drain_until(&mut consumer, 2);
     assert_eq!(ids(&out), [0, 10]);
     assert_eq!(tickets(&out), [0, 2], "the dead claim took number 1, below the fence");
     assert_eq!(consumer.progress().lost_writer_died, 1);
