@@ -10,7 +10,7 @@ use std::process::Output;
 
 mod common;
 
-use common::{TempFile, memtrack, memtrack_env, report_json};
+use common::{TempFile, decode_with_perfetto_schema, memtrack, memtrack_env, report_json};
 use memtrack::ffi::*;
 use serde_json::{Map, Value};
 
@@ -514,57 +514,6 @@ fn perfetto_timeline_of_many_buffers_keeps_the_leaked_and_the_largest() {
     assert!(samples.len() as f64 <= 3.0 * (span_s.ceil() + 1.0), "{} samples over {span_s} s", samples.len());
     assert_eq!(samples.iter().map(|s| s.1).max(), Some(MANY));
     assert_eq!(samples.last().unwrap().1, fine.last().unwrap().1);
-}
-
-/// Decodes a Perfetto protobuf trace with Perfetto's own published schema
-/// (the `perfetto_trace_pb2` module of PyPI's `perfetto` package, which
-/// `.ci/run` installs into `target/pyperfetto`; `MEMTRACK_PERFETTO_PYTHON`
-/// names another directory) and summarises it as JSON: per track its
-/// descriptor, per event its kind, track, time, name, value, annotations.
-fn decode_with_perfetto_schema(trace: &Path) -> Value {
-    let python_path = std::env::var("MEMTRACK_PERFETTO_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyperfetto").to_owned());
-    let script = r#"
-import json, sys
-from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
-trace = pb.Trace()
-trace.ParseFromString(open(sys.argv[1], "rb").read())
-tracks, events = {}, []
-for p in trace.packet:
-    if p.HasField("track_descriptor"):
-        d = p.track_descriptor
-        tracks[str(d.uuid)] = {
-            "name": d.name, "parent": str(d.parent_uuid) if d.HasField("parent_uuid") else None,
-            "pid": d.process.pid if d.HasField("process") else None,
-            "process_name": d.process.process_name if d.HasField("process") else None,
-            "unit": pb.CounterDescriptor.Unit.Name(d.counter.unit) if d.HasField("counter") else None,
-        }
-    elif p.HasField("track_event"):
-        e = p.track_event
-        events.append({
-            "type": pb.TrackEvent.Type.Name(e.type), "track": str(e.track_uuid), "ts": p.timestamp,
-            "name": e.name, "value": e.counter_value, "categories": list(e.categories),
-            "args": {a.name: (a.string_value if a.HasField("string_value") else
-                              a.bool_value if a.HasField("bool_value") else
-                              a.uint_value if a.HasField("uint_value") else a.int_value)
-                     for a in e.debug_annotations},
-            "sequence": p.trusted_packet_sequence_id,
-        })
-json.dump({"tracks": tracks, "events": events}, sys.stdout)
-"#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(trace)
-        .env("PYTHONPATH", &python_path)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "decoding with Perfetto's schema failed (is `perfetto` installed in {python_path}? .ci/run does it):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

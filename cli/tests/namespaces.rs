@@ -5,127 +5,29 @@
 //! cannot name; and a reader that attaches late to a reused table entry.
 //! The writers are `ffi_tests/ns_writer.c`, built with the system compiler
 //! against libmemtrack; the namespace tests need root (for `unshare`), and
-//! without it say `SKIPPED` and check nothing.
+//! without it say `SKIPPED` and check nothing. `same_pid.rs` checks the
+//! timelines and other outputs of such recordings.
 
 #[path = "../../tests/common/cc.rs"]
 mod cc;
 mod common;
+#[path = "common/namespace.rs"]
+mod namespace;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use cc::{Build, Lang, Link};
 use common::{TempFile, memtrack, report_json};
 use memtrack::{Ring, ring_path};
+use namespace::{
+    Recorder, children, in_namespace, namespaces_available, success, wait_ready, wait_until, writer,
+    writer_line,
+};
 use serde_json::Value;
-
-/// `ffi_tests/ns_writer.c`: `ns_writer TOTAL KEEP exit|kill|hold`.
-fn writer() -> PathBuf {
-    cc::build(&Build {
-        name: "ns_writer",
-        source: "ns_writer.c",
-        lang: Lang::C,
-        link: Link::Shared,
-        sanitize: false,
-        defines: &[],
-    })
-    .path
-}
-
-/// Whether this machine lets us make PID namespaces; if not, says why the
-/// calling test checks nothing.
-fn namespaces_available(test: &str) -> bool {
-    let out = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
-    match out {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            let why = String::from_utf8_lossy(&out.stderr);
-            eprintln!("SKIPPED {test}: `unshare --pid --fork --mount-proc` fails here (root needed): {why}");
-            false
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: cannot run unshare: {e}");
-            false
-        }
-    }
-}
-
-/// `unshare --pid --fork --mount-proc ARGS...`: ARGS run as pid 1 of a new
-/// PID namespace, with their own /proc.
-fn in_namespace(args: &[&str]) -> Command {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"]).args(args).env_remove("MEMTRACK_RING");
-    cmd
-}
-
-/// A shell command line running the writer (the shell is pid 1 of the
-/// namespace, so the writer is pid 2, which a SIGKILL of its own can end).
-fn writer_line(args: &str) -> String {
-    format!("{} {args}; true", writer().display())
-}
-
-/// The child processes of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    std::fs::read_to_string(path).unwrap_or_default().split_whitespace().map(|p| p.parse().unwrap()).collect()
-}
-
-/// Reads lines of `out` until one starts with `ready `.
-fn wait_ready(out: ChildStdout) -> BufReader<ChildStdout> {
-    let mut reader = BufReader::new(out);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the writer ended before it was ready");
-        if line.starts_with("ready ") {
-            return reader;
-        }
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn success(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{}: {stderr}", out.status);
-    stderr
-}
-
-/// `memtrack record --ring NAME -o FILE` until SIGINT.
-struct Recorder(Child);
-
-impl Recorder {
-    fn start(ring: &Path, file: &TempFile) -> Recorder {
-        let child = Command::new(env!("CARGO_BIN_EXE_memtrack"))
-            .args(["record", "-q", "--ring", ring.to_str().unwrap(), "-o", file.str()])
-            .env_remove("MEMTRACK_RING")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_until("the recorder attached", || {
-            Ring::open(ring).is_ok_and(|r| r.snapshot().reader_pid == Some(child.id()))
-        });
-        Recorder(child)
-    }
-
-    /// Ctrl-C: the recorder drains the ring and completes the file.
-    fn stop(self) {
-        // SAFETY: kill with our child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        success(&self.0.wait_with_output().unwrap());
-    }
-}
 
 fn processes(report: &Value) -> Vec<Value> {
     report["processes"].as_array().unwrap().clone()
@@ -397,16 +299,6 @@ fn a_consumer_in_another_namespace_is_not_named_by_a_pid_of_ours() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("consumer pid 1 of another PID namespace"), "{text}");
     success(&inside.wait_with_output().unwrap());
-}
-
-impl Recorder {
-    /// As [`Recorder::start`], on a new ring at `ring`.
-    fn start_creating(ring: &Path, file: &TempFile) -> Recorder {
-        let _ = std::fs::remove_file(ring);
-        Ring::create(ring, memtrack::RingOptions { capacity: 1024, ..memtrack::RingOptions::default() })
-            .unwrap();
-        Recorder::start(ring, file)
-    }
 }
 
 #[test]
