@@ -15,9 +15,11 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use memtrack::Event;
 
+use crate::columns::for_each_row;
+use crate::engine::ProcessStats;
 use crate::filter::{Filter, FilterArgs};
 use crate::output::{Output, Protected};
-use crate::recording::{Block, RecordReader};
+use crate::recording::RecordReader;
 use crate::units::kind_name;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,14 +115,20 @@ fn write(args: &ExportArgs, reader: &mut RecordReader, out: &mut impl Write) -> 
     }
 }
 
+/// One row per record; `process` is the process key the state engine
+/// resolved (as `report` and the parquet export name it; empty for a
+/// capacity, which belongs to a device): pids repeat across PID
+/// namespaces and are reused, and so do table entries. It comes before
+/// `label`, which stays last (the one field that may be quoted).
 fn csv(reader: &mut RecordReader, out: &mut impl Write) -> Result<()> {
-    let time = reader.header().time_base();
     writeln!(
         out,
-        "ticket,time_ns,event,pid,process_slot,device_id,kind,buffer_id,parent_id,address,size,flags,label"
+        "ticket,time_ns,event,pid,process_slot,device_id,kind,buffer_id,parent_id,address,size,flags,process,label"
     )?;
-    while let Some(block) = reader.next_block()? {
-        let Block::Record(r) = block else { continue };
+    // Each process's key, by ProcessId, made once.
+    let mut keys: Vec<String> = Vec::new();
+    for_each_row(reader, |row, engine, _| {
+        let r = row.record;
         let event = r.event().map_or("unknown", Event::name);
         let labelled =
             matches!(r.event(), Some(Event::Mark | Event::ProcessStart | Event::Scope | Event::Text));
@@ -134,16 +142,21 @@ fn csv(reader: &mut RecordReader, out: &mut impl Write) -> Result<()> {
             _ if labelled => csv_field(&String::from_utf8_lossy(r.label())),
             _ => String::new(),
         };
+        let process = match row.process {
+            Some(id) => {
+                let known = keys.len();
+                keys.extend(engine.processes()[known..].iter().map(ProcessStats::key));
+                keys[id.0 as usize].as_str()
+            }
+            None => "",
+        };
         writeln!(
             out,
-            "{},{},{event},{},{},{device_id},{kind},{buffer_id},{parent_id},{address},{size},{},{label}",
-            r.ticket,
-            time.ns(r.timestamp),
-            r.pid,
-            r.process_slot,
-            r.flags
+            "{},{},{event},{},{},{device_id},{kind},{buffer_id},{parent_id},{address},{size},{},{process},{label}",
+            r.ticket, row.time_ns, r.pid, r.process_slot, r.flags
         )?;
-    }
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use memtrack::Event;
 
-use crate::engine::{BufferKey, Engine, ProcessId};
+use crate::engine::{BufferKey, Engine, ProcessId, ScopeKey};
 use crate::recording::{Block, BlockFilter, TimeBase};
 
 /// `--device`, `--kind`, `--process`, `--scope`, `--since-mark`, `--top`.
@@ -98,45 +98,43 @@ impl Filter {
     /// Marks, scopes and process records are kept; capacities of the
     /// selected devices and kinds.
     pub fn blocks(&self, engine: &Engine, time: TimeBase) -> BlockFilter {
-        // (process-table entry, pid): how a record names its process.
-        let who = |id: ProcessId| {
-            let p = engine.process(id);
-            (p.slot, p.pid)
-        };
-        let processes: Option<HashSet<(u16, u32)>> = self.process.as_ref().map(|_| {
+        let processes: Option<HashSet<ProcessId>> = self.process.as_ref().map(|_| {
             (0..engine.processes().len() as u32)
                 .map(ProcessId)
                 .filter(|&id| self.process(engine, id))
-                .map(who)
                 .collect()
         });
         let attribution = engine.attribution();
-        let scopes: Option<HashSet<(u16, u32, u32)>> = self.scope.as_ref().map(|_| {
+        let scopes: Option<HashSet<ScopeKey>> = self.scope.as_ref().map(|_| {
             attribution
                 .totals()
                 .map(|(key, _)| key)
                 .filter(|&key| self.scope(&attribution.path(key)))
-                .map(|(id, node)| {
-                    let (slot, pid) = who(id);
-                    (slot, pid, node)
-                })
                 .collect()
         });
-        type Buffer = (u16, u32, u32, u8, u64);
+        type Buffer = (ProcessId, u32, u8, u64);
         let top: Option<HashSet<Buffer>> = self.top.map(|n| {
             crate::attribution::remaining(engine, self)
                 .iter()
                 .take(n)
-                .map(|(b, _)| {
-                    let (slot, pid) = who(b.key.process);
-                    (slot, pid, b.key.device_id, b.key.kind, b.key.buffer_id)
-                })
+                .map(|(b, _)| (b.key.process, b.key.device_id, b.key.kind, b.key.buffer_id))
                 .collect()
         });
         let by_buffer = scopes.is_some() || self.since_ns.is_some() || top.is_some();
+        // Which process a record is of: a record names it by table entry
+        // and pid, which repeat (pids across PID namespaces and on reuse,
+        // entries on reuse). A second engine follows the stream the first
+        // pass analysed, block by block, so it resolves the same owners
+        // and numbers the processes alike: its `ProcessId`s are `engine`'s.
+        let mut owners = (processes.is_some() || by_buffer).then(|| Engine::new(time));
         let mut kept: HashMap<Buffer, u32> = HashMap::new();
         let filter = self.clone();
         Box::new(move |block| {
+            // Every block, whether kept or not: the owners follow the whole stream.
+            let process = owners.as_mut().and_then(|owners| {
+                owners.apply_block(block);
+                owners.last_process()
+            });
             let Block::Record(r) = block else { return true };
             let event = r.event();
             if event == Some(Event::Capacity) {
@@ -145,18 +143,19 @@ impl Filter {
             if !matches!(event, Some(Event::Alloc | Event::Free)) {
                 return true;
             }
-            if !filter.cell(r.device_id, r.kind)
-                || processes.as_ref().is_some_and(|p| !p.contains(&(r.process_slot, r.pid)))
+            // `owners` ran when a process is needed; an ALLOC or FREE has one.
+            let process = process.unwrap_or(ProcessId(u32::MAX));
+            if !filter.cell(r.device_id, r.kind) || processes.as_ref().is_some_and(|p| !p.contains(&process))
             {
                 return false;
             }
             if !by_buffer {
                 return true;
             }
-            let buffer = (r.process_slot, r.pid, r.device_id, r.kind, r.buffer_id);
+            let buffer = (process, r.device_id, r.kind, r.buffer_id);
             if event == Some(Event::Alloc) {
                 let keep = filter.time(time.ns(r.timestamp))
-                    && scopes.as_ref().is_none_or(|s| s.contains(&(r.process_slot, r.pid, r.scope())))
+                    && scopes.as_ref().is_none_or(|s| s.contains(&(process, r.scope())))
                     && top.as_ref().is_none_or(|t| t.contains(&buffer));
                 if keep {
                     *kept.entry(buffer).or_default() += 1;

@@ -27,10 +27,17 @@
 //!   end run to the end of the trace and are named `leak: ...` (category
 //!   `buffer,leak`, argument `leaked: true`); the buffers of a process that
 //!   died end at its death (`freed_by: "process died"`).
+//! * **Writer processes**: one process track per process as the engine
+//!   tells them apart (its table entry and generation, [`ProcessId`]),
+//!   never per pid: two containers' workloads are both pid 1, and pids are
+//!   reused. Its Perfetto pid is synthetic ([`process_pid`]); its name
+//!   says who it is: `w pid 2 (process 0.1, host pid 41234)` (comm, pid
+//!   as the writer saw it, process key, pid in the reader's namespace
+//!   where the reader found it).
 //! * **Phases**: each mark starts a phase that lasts until the same
-//!   process's next mark (or the end of the trace): a slice on that
-//!   process's `phases` thread. Scopes (SCOPE records) are not drawn yet:
-//!   `report` and `export --format csv` show them.
+//!   process's next mark, its end (exit or death) or the end of the trace:
+//!   a slice on that process's `phases` thread. Scopes (SCOPE records) are
+//!   not drawn yet: `report` and `export --format csv` show them.
 //! * Anomalies and process deaths as instant events on the process.
 //!
 //! `otherData` holds the ring, the clock origin and the slice rule applied.
@@ -43,7 +50,7 @@ use anyhow::Result;
 use memtrack::Event;
 use serde_json::{Value, json};
 
-use crate::engine::{BufferKey, Engine, LiveBuffer, ProcState, ProcessId};
+use crate::engine::{BufferKey, Engine, LiveBuffer, ProcState, ProcessId, ProcessStats};
 use crate::recording::{Block, RecordReader};
 use crate::units::{human_bytes, kind_name};
 
@@ -60,6 +67,11 @@ pub const LEAKED_UP_TO: usize = 20_000;
 /// Devices are shown as processes with these ids, far above any real pid
 /// (pid_max is at most 2^22).
 const DEVICE_PID_BASE: u64 = 1 << 30;
+
+/// Writer processes are shown as processes with these ids plus their
+/// [`ProcessId`]: unique in the recording where pids are not, and apart
+/// from real pids, devices and synthetic tids.
+const PROCESS_PID_BASE: u64 = 1 << 29;
 
 /// Synthetic thread ids (lanes, phases) are handed out from here: unique
 /// across the trace, as Perfetto keys threads by tid.
@@ -117,8 +129,9 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
                     timeline.capacities.insert(track, record.size);
                 }
                 Some(Event::ProcessStart) => {
-                    let name = format!("{} ({})", String::from_utf8_lossy(record.label()), record.pid);
-                    trace.metadata("process_name", record.pid as u64, None, json!({ "name": name }))?;
+                    if let Some(id) = engine.last_process() {
+                        timeline.name_process(&mut trace, &engine, id)?;
+                    }
                 }
                 _ => {}
             }
@@ -127,15 +140,17 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
             timeline.after_deaths(&mut trace, &engine)?;
         }
         for mark in &engine.marks()[marks_before..] {
-            timeline.mark(&mut trace, mark.pid, &mark.label, mark.time_ns)?;
+            timeline.mark(&mut trace, &engine, mark.process, &mark.label, mark.time_ns)?;
         }
         for a in &engine.anomalies()[anomalies_before..] {
             let name = format!("{} {} buffer {}", a.kind.name(), kind_name(a.key.kind), a.key.buffer_id);
             let args = json!({
+                "process": engine.process(a.key.process).key(), "pid": a.key.pid,
                 "device_id": a.key.device_id, "kind": kind_name(a.key.kind), "buffer_id": a.key.buffer_id,
                 "size": a.size, "expected_size": a.expected_size,
             });
-            trace.instant(&name, "anomaly", a.key.pid as u64, a.time_ns, args)?;
+            let pid = timeline.name_process(&mut trace, &engine, a.key.process)?;
+            trace.instant(&name, "anomaly", pid, a.time_ns, args)?;
         }
     }
     let (rule, buffers) = timeline.finish(&mut trace, &engine)?;
@@ -359,10 +374,12 @@ struct Timeline {
     values: BTreeMap<(u32, u8), u64>,
     capacities: BTreeMap<(u32, u8), u64>,
     named_devices: std::collections::BTreeSet<u32>,
+    /// Per process: the name its track was given last.
+    process_names: BTreeMap<ProcessId, String>,
     /// Per process: its current phase (label, start).
-    phases: BTreeMap<u32, (String, u64)>,
+    phases: BTreeMap<ProcessId, (String, u64)>,
     /// Per process: the tid of its phases track.
-    phase_tids: BTreeMap<u32, u64>,
+    phase_tids: BTreeMap<ProcessId, u64>,
     next_tid: u64,
 }
 
@@ -379,6 +396,23 @@ impl Timeline {
             trace.metadata("process_sort_index", pid, None, json!({ "sort_index": device }))?;
         }
         Ok(())
+    }
+
+    /// Names the track of process `id` as the engine knows it now (again
+    /// when that changed: its host pid is often found after its first
+    /// record); its Perfetto pid.
+    fn name_process(&mut self, trace: &mut impl Sink, engine: &Engine, id: ProcessId) -> Result<u64> {
+        let pid = process_pid(id);
+        let name = process_name(engine.process(id));
+        if self.process_names.get(&id) != Some(&name) {
+            trace.metadata("process_name", pid, None, json!({ "name": name }))?;
+            if self.process_names.insert(id, name).is_none() {
+                // Writers in order of appearance, above the devices.
+                let sort = json!({ "sort_index": -(1 << 20) + i64::from(id.0) });
+                trace.metadata("process_sort_index", pid, None, sort)?;
+            }
+        }
+        Ok(pid)
     }
 
     /// The track's usage changed at `t`: into its bucket, writing the
@@ -417,6 +451,18 @@ impl Timeline {
         for track in changed {
             self.sample(trace, engine, track, t)?;
         }
+        // An ended process's phase ends with it.
+        let ended: Vec<ProcessId> = self
+            .phases
+            .keys()
+            .copied()
+            .filter(|&id| engine.process(id).state != ProcState::Running)
+            .collect();
+        for id in ended {
+            let (label, start) = self.phases.remove(&id).expect("an open phase");
+            let end = engine.process(id).end_time_ns.unwrap_or(t).max(start);
+            self.phase(trace, engine, id, &label, start, end)?;
+        }
         for (id, p) in engine.processes().iter().enumerate() {
             if self.deaths_done.len() <= id {
                 self.deaths_done.resize(id + 1, false);
@@ -434,26 +480,43 @@ impl Timeline {
         Ok(())
     }
 
-    /// A mark: the process's previous phase ends, a new one starts.
-    fn mark(&mut self, trace: &mut impl Sink, pid: u32, label: &str, t: u64) -> Result<()> {
-        if let Some((previous, start)) = self.phases.insert(pid, (label.to_owned(), t)) {
-            self.phase(trace, pid, &previous, start, t)?;
+    /// A mark of process `id`: its previous phase ends, a new one starts.
+    fn mark(
+        &mut self,
+        trace: &mut impl Sink,
+        engine: &Engine,
+        id: ProcessId,
+        label: &str,
+        t: u64,
+    ) -> Result<()> {
+        if let Some((previous, start)) = self.phases.insert(id, (label.to_owned(), t)) {
+            self.phase(trace, engine, id, &previous, start, t)?;
         }
         Ok(())
     }
 
-    fn phase(&mut self, trace: &mut impl Sink, pid: u32, label: &str, start: u64, end: u64) -> Result<()> {
-        let tid = match self.phase_tids.get(&pid) {
+    fn phase(
+        &mut self,
+        trace: &mut impl Sink,
+        engine: &Engine,
+        id: ProcessId,
+        label: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
+        let pid = self.name_process(trace, engine, id)?;
+        let tid = match self.phase_tids.get(&id) {
             Some(&tid) => tid,
             None => {
                 let tid = self.tid();
-                self.phase_tids.insert(pid, tid);
-                trace.metadata("thread_name", pid as u64, Some(tid), json!({ "name": "phases" }))?;
+                self.phase_tids.insert(id, tid);
+                trace.metadata("thread_name", pid, Some(tid), json!({ "name": "phases" }))?;
                 tid
             }
         };
-        let slice = Slice { name: label, cat: "phase", pid: pid as u64, tid, start, end };
-        trace.slice(&slice, json!({ "mark": label }))
+        let p = engine.process(id);
+        let slice = Slice { name: label, cat: "phase", pid, tid, start, end };
+        trace.slice(&slice, json!({ "mark": label, "process": p.key(), "pid": p.pid }))
     }
 
     /// Writes what is left: the last counter buckets, the capacities to the
@@ -469,13 +532,17 @@ impl Timeline {
         for (&track, &bytes) in &self.capacities {
             trace.counter(track, "capacity", end, bytes)?;
         }
-        for (pid, (label, start)) in std::mem::take(&mut self.phases) {
-            self.phase(trace, pid, &label, start, end)?;
+        for (id, (label, start)) in std::mem::take(&mut self.phases) {
+            self.phase(trace, engine, id, &label, start, end)?;
         }
-        for p in engine.processes().iter().filter(|p| p.state == ProcState::Died) {
-            let name = format!("process {} died", p.pid);
-            let args = json!({ "process": p.key(), "buffers_left": p.ended_with.len() });
-            trace.instant(&name, "process", p.pid as u64, p.end_time_ns.unwrap_or(end), args)?;
+        for (id, p) in engine.processes().iter().enumerate() {
+            // Every writer named, with what the end of the recording knows.
+            let pid = self.name_process(trace, engine, ProcessId(id as u32))?;
+            if p.state == ProcState::Died {
+                let name = format!("process {} died", p.pid);
+                let args = json!({ "process": p.key(), "pid": p.pid, "buffers_left": p.ended_with.len() });
+                trace.instant(&name, "process", pid, p.end_time_ns.unwrap_or(end), args)?;
+            }
         }
 
         // Lifetimes: alive at the end (leaked), then the freed ones kept.
@@ -509,13 +576,14 @@ impl Timeline {
         let (rule, seen) = (lifetimes.rule(keeps_all), lifetimes.seen);
         let mut all = lifetimes.freed();
         all.extend(leaked);
-        self.lanes(trace, all)?;
+        let keys: Vec<String> = engine.processes().iter().map(ProcessStats::key).collect();
+        self.lanes(trace, all, &keys)?;
         Ok((rule, seen))
     }
 
     /// Puts lifetimes on lanes, per device and kind, so that none overlap
-    /// on one lane, and writes them.
-    fn lanes(&mut self, trace: &mut impl Sink, mut all: Vec<Lifetime>) -> Result<()> {
+    /// on one lane, and writes them; `keys` are the processes' keys.
+    fn lanes(&mut self, trace: &mut impl Sink, mut all: Vec<Lifetime>, keys: &[String]) -> Result<()> {
         all.sort_by_key(|l| (l.key.device_id, l.key.kind, l.open.start_ns, l.end_ns));
         let mut i = 0;
         while i < all.len() {
@@ -549,14 +617,15 @@ impl Timeline {
                     }
                 };
                 free.push(Reverse((l.end_ns, lane)));
-                self.buffer_slice(trace, l, tids[lane])?;
+                self.buffer_slice(trace, l, tids[lane], &keys[l.key.process.0 as usize])?;
             }
             i = j;
         }
         Ok(())
     }
 
-    fn buffer_slice(&self, trace: &mut impl Sink, l: &Lifetime, tid: u64) -> Result<()> {
+    /// The slice of lifetime `l`, of the process whose key is `process`.
+    fn buffer_slice(&self, trace: &mut impl Sink, l: &Lifetime, tid: u64, process: &str) -> Result<()> {
         let what =
             format!("{} buffer {} ({})", kind_name(l.key.kind), l.key.buffer_id, human_bytes(l.open.size));
         let (name, cat) = match l.end {
@@ -569,7 +638,7 @@ impl Timeline {
             End::Died => "process died",
         };
         let args = json!({
-            "pid": l.key.pid, "device_id": l.key.device_id, "kind": kind_name(l.key.kind),
+            "process": process, "pid": l.key.pid, "device_id": l.key.device_id, "kind": kind_name(l.key.kind),
             "buffer_id": l.key.buffer_id, "size": l.open.size, "parent_id": l.open.parent_id,
             "address": format!("{:#x}", l.open.address), "flags": l.open.flags,
             "leaked": l.end == End::Leaked, "freed_by": freed_by,
@@ -640,6 +709,19 @@ fn json_string(text: &str) -> String {
 /// The track name of a usage counter: `DRAM`, `DRAM capacity`.
 pub(super) fn counter_name(kind: u8, what: &str) -> String {
     if what.is_empty() { kind_name(kind) } else { format!("{} {what}", kind_name(kind)) }
+}
+
+/// The pid under which writer process `id` is shown.
+fn process_pid(id: ProcessId) -> u64 {
+    PROCESS_PID_BASE + u64::from(id.0)
+}
+
+/// The name of a writer process's track: `w pid 2 (process 0.1, host pid
+/// 41234)`; the comm and the host pid where known.
+fn process_name(p: &ProcessStats) -> String {
+    let comm = if p.name.is_empty() { String::new() } else { format!("{} ", p.name) };
+    let host = p.host_pid.map_or_else(String::new, |host| format!(", host pid {host}"));
+    format!("{comm}pid {} (process {}{host})", p.pid, p.key())
 }
 
 /// The pid under which device `device` is shown.

@@ -19,6 +19,7 @@
 //! Layout: one track per device (a process track, pid as in the JSON
 //! form), under it a counter track per kind (`DRAM bytes`, unit bytes) and
 //! a track per lane of buffer slices; a process track per writer process
+//! (per process key, never per pid: the pid and name of the JSON form)
 //! with its `phases` track and its instants. Slices are a begin and an end
 //! event. Timestamps are wall-clock nanoseconds (the trace's default
 //! clock). The trace is a stream of length-delimited `Trace.packet`
@@ -125,7 +126,8 @@ struct DebugAnnotation {
     name: Option<String>,
 }
 
-/// Track uuids: a process track by its pid, other tracks numbered.
+/// Track uuids: a process track by its (synthetic, unique) pid, other
+/// tracks numbered.
 fn process_uuid(pid: u64) -> u64 {
     (1 << 62) | pid
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use memtrack::{CorruptStop, ProcessState, Snapshot};
 
-use crate::engine::{Anomaly, AnomalyCounts, Engine, Mark, ProcState, process_key};
+use crate::engine::{Anomaly, AnomalyCounts, Engine, Mark, ProcState, ProcessId, ProcessStats, process_key};
 use crate::recording::LossBlock;
 
 /// Samples of usage kept per device and kind: more than any terminal is
@@ -131,6 +131,9 @@ pub struct Model {
     pub mark_count: usize,
     /// The latest marks, newest first, at most [`LATEST`].
     pub marks: Vec<Mark>,
+    /// Each process's key, by [`ProcessId`]: anomalies and marks name
+    /// their process by it (pids repeat across PID namespaces).
+    process_keys: Vec<String>,
     /// Records handled since the last sample.
     handled: u64,
     last_sample: Instant,
@@ -155,9 +158,15 @@ impl Model {
             anomalies: Vec::new(),
             mark_count: 0,
             marks: Vec::new(),
+            process_keys: Vec::new(),
             handled: 0,
             last_sample: now,
         }
+    }
+
+    /// The key of process `id` (`?` for one the engine has not shown yet).
+    pub fn process_key(&self, id: ProcessId) -> &str {
+        self.process_keys.get(id.0 as usize).map_or("?", String::as_str)
     }
 
     /// Counts records handled by one poll, for the rate.
@@ -182,6 +191,9 @@ impl Model {
         self.anomalies = engine.recent_anomalies().iter().rev().take(LATEST).copied().collect();
         self.mark_count = engine.marks().len();
         self.marks = engine.marks().iter().rev().take(LATEST).cloned().collect();
+        // A process's key never changes: only the new ones.
+        let known = self.process_keys.len();
+        self.process_keys.extend(engine.processes()[known..].iter().map(ProcessStats::key));
         self.sample_devices(engine, snapshot);
         self.sample_processes(engine, snapshot);
     }

@@ -13,7 +13,7 @@ use ratatui::style::{Color, Modifier};
 
 use super::model::{HISTORY, KindRow, LATEST, Model};
 use super::view::{Plan, rate, render};
-use crate::engine::testing::Stream;
+use crate::engine::testing::{Stream, buffer_record};
 use crate::engine::{MAX_ANOMALY_DETAILS, ProcState};
 use crate::recording::LossBlock;
 
@@ -293,11 +293,11 @@ fn screen_shows_devices_kinds_processes_anomalies_and_marks() {
     assert!(screen.contains("processes (2)"), "{screen}");
     // Anomalies, newest first, and the mark.
     assert!(screen.contains("anomalies (2): 1 unknown_free, 1 size_mismatch"), "{screen}");
-    let mismatch = find(&buf, "size_mismatch pid").unwrap();
-    let unknown = find(&buf, "unknown_free pid").unwrap();
+    let mismatch = find(&buf, "size_mismatch process 0.1 pid 100").unwrap();
+    let unknown = find(&buf, "unknown_free process 0.1 pid 100").unwrap();
     assert!(mismatch.1 < unknown.1, "newest first: {screen}");
-    assert!(line_with(&lines, "size_mismatch pid").contains("freed 512 B of 1.0 MiB"), "{screen}");
-    assert!(line_with(&lines, "epoch-1").contains("pid 100"), "{screen}");
+    assert!(line_with(&lines, "size_mismatch process").contains("freed 512 B of 1.0 MiB"), "{screen}");
+    assert!(line_with(&lines, "epoch-1").contains("process 0.1 pid 100"), "{screen}");
 }
 
 #[test]
@@ -589,4 +589,24 @@ fn escapes_in_names_labels_and_the_ring_path_reach_the_screen_escaped() {
     assert!(screen.contains("m\\x1b]52;c;eA==\\x07\\nz"), "{screen}");
     // A ring in /dev/shm is shown by its name.
     assert!(screen.contains("ring \\x1b[2J"), "{screen}");
+}
+
+#[test]
+fn anomalies_and_marks_name_their_process_by_key_where_pids_repeat() {
+    // Two writers that are both pid 7 (two containers), in entries 1 and 2.
+    let mut s = Stream::new(1_000);
+    for slot in [1u16, 2] {
+        s.labelled(Event::ProcessStart, 7, slot, "w");
+        let mut free = buffer_record(Event::Free, 7, 0, L1, 50 + u64::from(slot), 64);
+        free.process_slot = slot;
+        s.push(free); // unknown free
+        s.labelled(Event::Mark, 7, slot, &format!("step-{slot}"));
+    }
+    let model = model_of(&s, &snapshot(vec![], vec![], vec![]), LossBlock::default());
+    let lines = lines(&draw(&model, 120, 30));
+    for slot in [1, 2] {
+        let who = format!("process {slot}.1 pid 7");
+        assert!(line_with(&lines, &format!("buffer 5{slot}")).contains(&who), "{lines:#?}");
+        assert!(line_with(&lines, &format!("step-{slot}")).contains(&who), "{lines:#?}");
+    }
 }

@@ -556,11 +556,13 @@ fn render_anomalies(frame: &mut Frame, area: Rect, model: &Model) {
     }
     let title = Line::from(title);
     let block = section(title);
-    let lines: Vec<Line> = model.anomalies.iter().map(anomaly_line).collect();
+    let lines: Vec<Line> = model.anomalies.iter().map(|a| anomaly_line(a, model)).collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-fn anomaly_line(a: &Anomaly) -> Line<'static> {
+/// An anomaly, its process named by key and pid (pids repeat across PID
+/// namespaces).
+fn anomaly_line(a: &Anomaly, model: &Model) -> Line<'static> {
     let k = a.key;
     let what = match a.kind {
         AnomalyKind::SizeMismatch => {
@@ -571,8 +573,15 @@ fn anomaly_line(a: &Anomaly) -> Line<'static> {
     Line::from(vec![
         format!("{:>9} ", human_ns(a.time_ns)).dim(),
         Span::styled(a.kind.name(), Style::new().fg(Color::Red)),
-        format!(" pid {} device {} {} buffer {} {what}", k.pid, k.device_id, kind_name(k.kind), k.buffer_id)
-            .into(),
+        format!(
+            " process {} pid {} device {} {} buffer {} {what}",
+            model.process_key(k.process),
+            k.pid,
+            k.device_id,
+            kind_name(k.kind),
+            k.buffer_id
+        )
+        .into(),
     ])
 }
 
@@ -592,7 +601,13 @@ fn render_marks(frame: &mut Frame, area: Rect, model: &Model) {
                     printable(&m.label).into_owned(),
                     Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
                 ),
-                format!(" pid {}  {} live", m.pid, human_bytes(live as i64)).into(),
+                format!(
+                    " process {} pid {}  {} live",
+                    model.process_key(m.process),
+                    m.pid,
+                    human_bytes(live as i64)
+                )
+                .into(),
             ])
         })
         .collect();
