@@ -805,6 +805,20 @@ mod tests {
     }
 
     #[test]
+    fn two_processes_with_one_pid_get_two_pids_and_names_that_tell_them_apart() {
+        use crate::engine::testing::Stream;
+        // Two writers that are both pid 7 (two containers), in entries 1 and 2.
+        let mut s = Stream::new(1_000);
+        s.labelled(Event::ProcessStart, 7, 1, "model");
+        s.labelled(Event::ProcessStart, 7, 2, "");
+        let names: Vec<String> = s.engine.processes().iter().map(process_name).collect();
+        assert_eq!(names, ["model pid 7 (process 1.1)", "pid 7 (process 2.1)"]);
+        let pids = [process_pid(ProcessId(0)), process_pid(ProcessId(1))];
+        assert_ne!(pids[0], pids[1]);
+        assert!(pids.iter().all(|&p| p > 1 << 22 && p < DEVICE_PID_BASE && p < TID_BASE), "{pids:?}");
+    }
+
+    #[test]
     fn many_lifetimes_keep_the_largest_per_track() {
         let mut lifetimes = Lifetimes::default();
         let key = |id| BufferKey { process: ProcessId(0), pid: 1, device_id: 0, kind: 0, buffer_id: id };
