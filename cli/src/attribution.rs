@@ -6,8 +6,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 
-use crate::engine::{Engine, LiveBuffer, ScopeKey};
+use crate::engine::{Engine, ScopeKey};
 use crate::filter::Filter;
+
+mod remaining;
+
+pub use remaining::{Remaining, largest_remaining, remaining};
 
 /// One row of the `scopes` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,35 +28,6 @@ pub struct ScopeRow {
     pub remaining_buffers: u64,
     /// Their bytes (ALIAS excluded).
     pub remaining_bytes: u64,
-}
-
-/// The remaining buffers a filter selects, largest first (ties in key
-/// order), with their scope paths: 8 bytes per buffer, and each path once.
-pub struct Remaining<'e> {
-    buffers: Vec<&'e LiveBuffer>,
-    paths: Paths,
-}
-
-impl<'e> Remaining<'e> {
-    /// How many buffers.
-    pub fn len(&self) -> usize {
-        self.buffers.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.buffers.is_empty()
-    }
-
-    /// The buffers with their scope paths, largest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&'e LiveBuffer, &str)> + '_ {
-        self.buffers.iter().map(|&b| (b, self.paths.known((b.key.process, b.scope))))
-    }
-
-    /// Keeps the first `n` buffers.
-    pub fn truncate(&mut self, n: usize) {
-        self.buffers.truncate(n);
-    }
 }
 
 /// Scope paths, each resolved once (a million buffers share a few paths).
@@ -91,76 +66,6 @@ impl Paths {
     fn known(&self, scope: ScopeKey) -> &str {
         self.0.get(&scope).map_or("", String::as_str)
     }
-}
-
-/// The remaining buffers the filter selects, with their scope paths,
-/// largest first (ties in key order).
-pub fn remaining<'e>(engine: &'e Engine, filter: &Filter) -> Remaining<'e> {
-    let mut paths = Paths::default();
-    let mut buffers: Vec<&LiveBuffer> = engine
-        .remaining_unordered()
-        .filter(|b| {
-            let path = paths.get(engine, (b.key.process, b.scope));
-            filter.buffer(engine, &b.key, b.time_ns, path)
-        })
-        .collect();
-    // In place: a stable sort would take another 4 bytes per buffer. In
-    // memory order first, so that the sort reads the buffers front to back
-    // (see `Engine::remaining`).
-    buffers.sort_unstable_by_key(|b| std::ptr::from_ref(*b) as usize);
-    buffers.sort_unstable_by_key(|b| rank(b));
-    Remaining { buffers, paths }
-}
-
-/// The order of [`remaining`]: largest first, ties in key order.
-fn rank(b: &LiveBuffer) -> (Reverse<u64>, crate::engine::BufferKey) {
-    (Reverse(b.size), b.key)
-}
-
-/// The `n` first of [`remaining`] and how many it holds, without sorting
-/// them all: what the text report shows of 20 M leaks is 20 lines.
-pub fn largest_remaining<'e>(engine: &'e Engine, filter: &Filter, n: usize) -> (usize, Remaining<'e>) {
-    /// A candidate, ordered by [`rank`] (then by address: two buffers of
-    /// one key, one of them its ended process's, stay apart).
-    struct Ranked<'e>(&'e LiveBuffer);
-    impl Ranked<'_> {
-        fn order(&self) -> ((Reverse<u64>, crate::engine::BufferKey), usize) {
-            (rank(self.0), std::ptr::from_ref(self.0) as usize)
-        }
-    }
-    impl PartialEq for Ranked<'_> {
-        fn eq(&self, other: &Self) -> bool {
-            self.order() == other.order()
-        }
-    }
-    impl Eq for Ranked<'_> {}
-    impl PartialOrd for Ranked<'_> {
-        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Ranked<'_> {
-        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-            self.order().cmp(&other.order())
-        }
-    }
-
-    let mut paths = Paths::default();
-    let (mut count, mut first) = (0, std::collections::BinaryHeap::new());
-    for b in engine.remaining_unordered() {
-        let path = paths.get(engine, (b.key.process, b.scope));
-        if !filter.buffer(engine, &b.key, b.time_ns, path) {
-            continue;
-        }
-        count += 1;
-        // A max-heap of the n first: its top is the last of them.
-        first.push(Ranked(b));
-        if first.len() > n {
-            first.pop();
-        }
-    }
-    let buffers = first.into_sorted_vec().into_iter().map(|r| r.0).collect();
-    (count, Remaining { buffers, paths })
 }
 
 /// Per-scope totals of the processes the filter selects, merged by path

@@ -3,6 +3,7 @@
 //! `record` prints the same text when it finishes.
 
 mod html;
+mod remaining_json;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -161,7 +162,7 @@ fn write_document(
         serde_json::to_writer(&mut *out, key)?;
         out.write_all(b":")?;
         if key == REMAINING_SLOT {
-            write_remaining_json(out, engine, filter)?;
+            remaining_json::write(out, engine, filter)?;
         } else {
             serde_json::to_writer(&mut *out, value)?;
         }
@@ -172,27 +173,6 @@ fn write_document(
 /// The key of the remaining buffers, which [`document`] leaves null for
 /// [`write_document`] to stream.
 const REMAINING_SLOT: &str = "remaining";
-
-/// The `remaining` array: one small value at a time.
-fn write_remaining_json(out: &mut impl Write, engine: &Engine, filter: &Filter) -> std::io::Result<()> {
-    let uncertain = engine.uncertain_cells();
-    let remaining = attribution::remaining(engine, filter);
-    out.write_all(b"[")?;
-    for (i, (b, scope)) in remaining.iter().take(filter.top.unwrap_or(usize::MAX)).enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        let row = json!({
-            "process": engine.process(b.key.process).key(), "pid": b.key.pid,
-            "device_id": b.key.device_id, "kind": kind_name(b.key.kind),
-            "buffer_id": b.key.buffer_id, "parent_id": b.parent_id, "address": b.address,
-            "size": b.size, "flags": b.flags, "references": b.references(), "time_ns": b.time_ns,
-            "scope": scope, "uncertain": uncertain.contains_key(&(b.key.process, b.key.device_id, b.key.kind)),
-        });
-        serde_json::to_writer(&mut *out, &row)?;
-    }
-    out.write_all(b"]")
-}
 
 /// The report document, its `remaining` slot null (one value per buffer
 /// would take kilobytes each): [`write_document`] fills it.

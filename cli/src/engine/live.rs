@@ -99,7 +99,7 @@ impl LiveBuffer {
 }
 
 /// Index of a [`LiveBuffer`] in the slab.
-type Slot = u32;
+pub(super) type Slot = u32;
 
 /// The live buffers: see the module documentation.
 #[derive(Default)]
@@ -216,6 +216,11 @@ impl LiveBuffers {
     /// The running processes' live buffers, in no order.
     pub(super) fn running(&self) -> impl Iterator<Item = &LiveBuffer> + '_ {
         self.index.iter().map(|&slot| &self.slab[slot as usize])
+    }
+
+    /// The running processes' live buffers' slab entries, in no order.
+    pub(super) fn running_slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.index.iter().copied()
     }
 }
 
