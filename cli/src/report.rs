@@ -7,6 +7,7 @@ mod remaining_json;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -69,15 +70,19 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let source = Source::of_file(&args.file, &header, finished);
     let filter = Filter::resolve(&args.filter, &engine)
         .map_err(|e| anyhow::anyhow!("memtrack: report {}: {e:#}", args.file.display()))?;
-    let mut out = std::io::stdout().lock();
     if args.json {
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut out);
+        // To the descriptor, not through `stdout()`: the document is one
+        // line of up to gigabytes, and stdout's line buffering would scan
+        // every 64 KiB written for a newline.
+        let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, stdout);
         write_json(&mut buffered, &engine, &source, &filter)?;
         writeln!(buffered)?;
         buffered.flush()?;
-    } else {
-        write_text_filtered(&mut out, &engine, &source, use_colour(&std::io::stdout()), &filter)?;
+        return Ok(());
     }
+    let mut out = std::io::stdout().lock();
+    write_text_filtered(&mut out, &engine, &source, use_colour(&std::io::stdout()), &filter)?;
     out.flush()?;
     Ok(())
 }

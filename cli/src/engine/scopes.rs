@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use memtrack::format::FLAG_MORE;
 use memtrack::{Event, Record};
 
-use super::{Mark, ProcessId};
+use super::{FastMap, Mark, ProcessId};
 
 /// A scope of one process: (process, node id); node 0 is "no scope".
 pub type ScopeKey = (ProcessId, u32);
@@ -33,20 +33,33 @@ struct Node {
 }
 
 /// Live bytes of one (device, kind) per scope, now and at the peak.
+/// (Looked up for every ALLOC and every buffer that leaves usage: maps
+/// without SipHash's rounds, as `totals`.)
 #[derive(Default)]
 struct CellScopes {
-    live: HashMap<ScopeKey, u64>,
-    at_peak: HashMap<ScopeKey, u64>,
+    live: FastMap<ScopeKey, u64>,
+    at_peak: FastMap<ScopeKey, u64>,
     /// A new peak was reached and `live` still is it: `at_peak` is taken
     /// just before usage next falls (once per fall, not per new peak).
     pending: bool,
+}
+
+impl CellScopes {
+    /// See [`Attribution::before_fall`].
+    fn before_fall(&mut self) {
+        if self.pending {
+            self.at_peak = self.live.clone();
+            self.pending = false;
+        }
+    }
 }
 
 /// What the engine knows of scopes and long texts.
 #[derive(Default)]
 pub struct Attribution {
     nodes: HashMap<ScopeKey, Node>,
-    totals: HashMap<ScopeKey, ScopeTotals>,
+    /// Updated for every ALLOC and FREE.
+    totals: FastMap<ScopeKey, ScopeTotals>,
     cells: BTreeMap<(u32, u8), CellScopes>,
     /// Marks with text to come: (process, text id) → (mark index, bytes).
     mark_texts: HashMap<(ProcessId, u32), (usize, Vec<u8>)>,
@@ -108,10 +121,9 @@ impl Attribution {
         if bytes == 0 {
             return;
         }
-        self.before_fall(cell);
-        if let Some(cell) = self.cells.get_mut(&cell)
-            && let Some(live) = cell.live.get_mut(&scope)
-        {
+        let Some(cell) = self.cells.get_mut(&cell) else { return };
+        cell.before_fall();
+        if let Some(live) = cell.live.get_mut(&scope) {
             *live = live.wrapping_sub(bytes);
             if *live == 0 {
                 cell.live.remove(&scope);
@@ -121,11 +133,8 @@ impl Attribution {
 
     /// Usage of `cell` is about to fall: keep what it held at its peak.
     pub fn before_fall(&mut self, cell: (u32, u8)) {
-        if let Some(cell) = self.cells.get_mut(&cell)
-            && cell.pending
-        {
-            cell.at_peak = cell.live.clone();
-            cell.pending = false;
+        if let Some(cell) = self.cells.get_mut(&cell) {
+            cell.before_fall();
         }
     }
 

@@ -64,6 +64,18 @@ impl<'e> Names<'e> {
     }
 }
 
+/// `prefix` (the punctuation and key before a value), then `value`.
+fn number(out: &mut impl Write, prefix: &str, value: impl itoa::Integer) -> std::io::Result<()> {
+    out.write_all(prefix.as_bytes())?;
+    out.write_all(itoa::Buffer::new().format(value).as_bytes())
+}
+
+/// `prefix`, then `json`, a value already in JSON.
+fn text(out: &mut impl Write, prefix: &str, json: &str) -> std::io::Result<()> {
+    out.write_all(prefix.as_bytes())?;
+    out.write_all(json.as_bytes())
+}
+
 fn quoted(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
 }
@@ -79,25 +91,20 @@ impl Row<'_> {
     /// Writes the row as `serde_json` prints [`Row::value`].
     fn write(&self, out: &mut impl Write, names: &mut Names) -> std::io::Result<()> {
         let b = self.buffer;
-        write!(
-            out,
-            r#"{{"address":{},"buffer_id":{},"device_id":{},"flags":{},"kind":{},"parent_id":{},"pid":{},"#,
-            b.address,
-            b.key.buffer_id,
-            b.key.device_id,
-            b.flags,
-            names.kind(b.key.kind),
-            b.parent_id,
-            b.key.pid,
-        )?;
-        write!(
-            out,
-            r#""process":{},"references":{},"scope":"#,
-            names.process(b.key.process),
-            b.references()
-        )?;
+        number(out, "{\"address\":", b.address)?;
+        number(out, ",\"buffer_id\":", b.key.buffer_id)?;
+        number(out, ",\"device_id\":", b.key.device_id)?;
+        number(out, ",\"flags\":", b.flags)?;
+        text(out, ",\"kind\":", names.kind(b.key.kind))?;
+        number(out, ",\"parent_id\":", b.parent_id)?;
+        number(out, ",\"pid\":", b.key.pid)?;
+        text(out, ",\"process\":", names.process(b.key.process))?;
+        number(out, ",\"references\":", b.references())?;
+        out.write_all(b",\"scope\":")?;
         serde_json::to_writer(&mut *out, self.scope)?;
-        write!(out, r#","size":{},"time_ns":{},"uncertain":{}}}"#, b.size, b.time_ns, self.uncertain)
+        number(out, ",\"size\":", b.size)?;
+        number(out, ",\"time_ns\":", b.time_ns)?;
+        out.write_all(if self.uncertain { b",\"uncertain\":true}" } else { b",\"uncertain\":false}" })
     }
 
     /// The row as a JSON value: the contract [`Row::write`] follows.
