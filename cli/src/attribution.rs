@@ -35,7 +35,8 @@ pub struct ScopeRow {
 #[derive(Default)]
 struct Paths(HashMap<ScopeKey, String, BuildHasherDefault<ScopeHasher>>);
 
-/// FNV-1a over a small key's bytes (scope keys, cells). Node ids come from
+/// FNV-1a over a small key (scope keys, cells), a whole integer field per
+/// step: looked up once or twice per remaining buffer. Node ids come from
 /// the writers; ids chosen to collide would cost time, never a wrong path.
 struct ScopeHasher(u64);
 
@@ -50,6 +51,18 @@ impl std::hash::Hasher for ScopeHasher {
         for &byte in bytes {
             self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
         }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n.into());
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n.into());
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x100_0000_01b3);
     }
 
     fn finish(&self) -> u64 {
