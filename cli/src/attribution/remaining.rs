@@ -146,8 +146,13 @@ pub fn largest_remaining<'e>(engine: &'e Engine, filter: &Filter, n: usize) -> (
             continue;
         }
         count += 1;
-        // A max-heap of the n first: its top is the last of them.
-        first.push(Candidate(Reverse(b.size), b.key, place));
+        // A max-heap of the n first: its top is the last of them. Once it
+        // is full, most buffers rank after that top and need no push.
+        let candidate = Candidate(Reverse(b.size), b.key, place);
+        if first.len() == n && first.peek().is_none_or(|last| candidate >= *last) {
+            continue;
+        }
+        first.push(candidate);
         if first.len() > n {
             first.pop();
         }
