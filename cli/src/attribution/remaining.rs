@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_entry_order_is_size_descending_then_key_then_place() {
-        let mut entries = vec![
+        let mut entries = [
             ranked(10, 1, 5, 0),
             ranked(20, 2, 9, 1),
             ranked(10, 0, 7, 2),
