@@ -311,8 +311,19 @@ type Largest = BTreeMap<(u32, u8), BinaryHeap<Reverse<Ranked>>>;
 
 fn keep_largest(largest: &mut Largest, lifetime: Lifetime) {
     let heap = largest.entry((lifetime.key.device_id, lifetime.key.kind)).or_default();
-    heap.push(Reverse(Ranked(lifetime)));
-    if heap.len() > LARGEST_PER_TRACK {
+    push_bounded(heap, lifetime, LARGEST_PER_TRACK);
+}
+
+/// Keeps the `keep` largest lifetimes in a min-heap. Once the heap is full,
+/// most lifetimes rank below its smallest and need no push and pop (a
+/// recording that leaves 20 M buffers pushed and popped each of them).
+fn push_bounded(heap: &mut BinaryHeap<Reverse<Ranked>>, lifetime: Lifetime, keep: usize) {
+    let lifetime = Ranked(lifetime);
+    if heap.len() >= keep && heap.peek().is_some_and(|Reverse(smallest)| lifetime < *smallest) {
+        return;
+    }
+    heap.push(Reverse(lifetime));
+    if heap.len() > keep {
         heap.pop(); // The smallest.
     }
 }
@@ -565,10 +576,7 @@ impl Timeline {
         let keep = if keeps_all { usize::MAX } else { LEAKED_UP_TO };
         let mut largest: BinaryHeap<Reverse<Ranked>> = BinaryHeap::new();
         for lifetime in leaked_now() {
-            largest.push(Reverse(Ranked(lifetime)));
-            if largest.len() > keep {
-                largest.pop(); // The smallest.
-            }
+            push_bounded(&mut largest, lifetime, keep);
         }
         let leaked: Vec<Lifetime> = largest.into_sorted_vec().into_iter().map(|r| r.0.0).collect();
         self.lifetimes.seen += still_open as u64;
