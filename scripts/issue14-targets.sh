@@ -102,6 +102,13 @@ print(f"| ≥ 50× the socket baseline | {span([s['ns_per_event'] for s in socke
 print(f"| disabled within 0.5 ns of an empty call | {span([o['ns_per_event'] for o in off], '{:.2f}')} vs "
       f"{span([e['ns_per_event'] for e in empty], '{:.2f}')} ns | {verdict(max(gap) <= 0.5)} |")
 print(f"| 0 lost | {lost} | {verdict(lost == 0)} |")
+# The reader's CPU per record (no target of its own): on 2 vCPUs two writer
+# threads and the reader share the CPUs, so per-thread wall time is about
+# writer CPU + reader CPU per record (docs/PERFORMANCE.md).
+for name, threads, rows_ in (("1 thread", 1, on1), ("2 threads", 2, on2)):
+    cost = [r.get("reader_cpu_ns_per_record") for r in rows_]
+    if cost and all(c is not None for c in cost):
+        print(f"| (reader CPU per record, {name}) | {span(cost)} ns | – |")
 for ring in ("shared", "subring"):
     path = os.path.join(out, f"reader-{ring}")
     if os.path.exists(path):

@@ -180,6 +180,9 @@ struct Measured {
     rounds_ns: Vec<f64>,
     /// The same in thread CPU time, one per round.
     rounds_cpu_ns: Vec<f64>,
+    /// What the reader beside the row used, one per round (rows with a
+    /// reader only).
+    rounds_reader: Vec<ReaderUse>,
     lost: Option<u64>,
 }
 
@@ -191,6 +194,33 @@ impl Measured {
     fn median_cpu(&self) -> f64 {
         median(&self.rounds_cpu_ns)
     }
+
+    /// The reader's CPU time per record it took, median of the rounds in
+    /// which it took any; `None` for a row without a reader.
+    fn reader_cpu_ns_per_record(&self) -> Option<f64> {
+        let per_round: Vec<f64> = self.rounds_reader.iter().filter_map(|u| u.ns_per_record()).collect();
+        (!per_round.is_empty()).then(|| median(&per_round))
+    }
+}
+
+/// The reader thread's CPU time over one round and the records it took:
+/// its cost per record, which on a machine with fewer CPUs than busy
+/// threads adds to the writers' wall time (issue 14).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ReaderUse {
+    cpu: Duration,
+    records: u64,
+}
+
+impl ReaderUse {
+    fn ns_per_record(self) -> Option<f64> {
+        (self.records > 0).then(|| self.cpu.as_nanos() as f64 / self.records as f64)
+    }
+}
+
+/// A figure for the table, or "-" for none.
+fn cell(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -222,14 +252,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let capacity = options.capacity;
     let mut measured: Vec<Measured> = lines(args.threads)
         .into_iter()
-        .map(|line| Measured { line, rounds_ns: Vec::new(), rounds_cpu_ns: Vec::new(), lost: None })
+        .map(|line| Measured {
+            line,
+            rounds_ns: Vec::new(),
+            rounds_cpu_ns: Vec::new(),
+            rounds_reader: Vec::new(),
+            lost: None,
+        })
         .collect();
     for _ in 0..args.rounds {
         for m in &mut measured {
-            let (round, lost) = measure(m.line, args, &tag, options)?;
+            let (round, helped) = measure(m.line, args, &tag, options)?;
             m.rounds_ns.push(round.wall_ns);
             m.rounds_cpu_ns.push(round.cpu_ns);
-            m.lost = lost.map(|l| l + m.lost.unwrap_or(0));
+            m.lost = helped.lost.map(|l| l + m.lost.unwrap_or(0));
+            m.rounds_reader.extend(helped.reader);
         }
     }
     let (floor, floor_cpu) = (measured[0].median(), measured[0].median_cpu());
@@ -259,6 +296,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "ratio_to_floor": ratio(m),
                     "cpu_ns_per_event": m.median_cpu(), "ratio_to_floor_cpu": ratio_cpu(m),
                     "lost": m.lost, "rounds_ns_per_event": m.rounds_ns,
+                    "reader_cpu_ns_per_record": m.reader_cpu_ns_per_record(),
                 })
             })
             .collect();
@@ -282,8 +320,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     writeln!(out, "cpu: {cpu}; clock: {clock}; ring: {capacity} slots")?;
     writeln!(
         out,
-        "{:<28} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8} {:>8} {:>8}",
-        "row", "threads", "ns/event", "events/s", "x floor", "vs socket", "lost", "cpu ns", "x floor"
+        "{:<28} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8} {:>8} {:>8} {:>12}",
+        "row", "threads", "ns/event", "events/s", "x floor", "vs socket", "lost", "cpu ns", "x floor", "reader ns/rec"
     )?;
     let times = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
     for m in &measured {
@@ -291,7 +329,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let lost = m.lost.map_or_else(|| "-".to_owned(), |l| l.to_string());
         writeln!(
             out,
-            "{:<28} {:>7} {:>10.1} {:>14.0} {:>8} {speedup:>10} {lost:>8} {:>8.1} {:>8}",
+            "{:<28} {:>7} {:>10.1} {:>14.0} {:>8} {speedup:>10} {lost:>8} {:>8.1} {:>8} {:>13}",
             m.line.row.name(),
             m.line.threads,
             m.median(),
@@ -299,6 +337,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             times(ratio(m)),
             m.median_cpu(),
             times(ratio_cpu(m)),
+            cell(m.reader_cpu_ns_per_record(), 1),
         )?;
     }
     let hook = |threads| measured.iter().find(|m| m.line == Line { row: Row::Enabled, threads });
@@ -319,6 +358,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     writeln!(
         out,
+        "reader ns/rec: the reader thread's CPU time (in this process, idle looks included) per record it \
+         took; with more busy threads than CPUs it adds to the writers' wall time."
+    )?;
+    writeln!(
+        out,
         "floor: the clock read and one 64-byte slot (7 plain stores, 1 Release store) per event, into a \
          {capacity}-slot buffer per thread, no claim, no consumer; x floor divides by its one-thread median."
     )?;
@@ -336,9 +380,18 @@ struct Round {
     cpu_ns: f64,
 }
 
+/// What the reader or server beside a row reports after a round.
+#[derive(Clone, Copy, Debug, Default)]
+struct Helped {
+    /// Records (or messages) lost; `None` for a row without either.
+    lost: Option<u64>,
+    /// The reader's CPU time and records (the enabled row).
+    reader: Option<ReaderUse>,
+}
+
 /// Runs one round of one line in a child process, with its reader or
-/// server here: the round, and the records lost.
-fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Result<(Round, Option<u64>)> {
+/// server here: the round, and what the reader or server reports.
+fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Result<(Round, Helped)> {
     let capacity = options.capacity;
     let Line { row, threads } = line;
     let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -357,7 +410,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
         .env_remove("MEMTRACK_RING")
         .stdout(Stdio::piped());
     let tag = format!("{tag}-{}", line.key(args.threads));
-    let mut helper: Option<Box<dyn FnOnce() -> Result<Option<u64>>>> = None;
+    let mut helper: Option<Box<dyn FnOnce() -> Result<Helped>>> = None;
     match row {
         Row::Enabled => {
             let path = ring_path(&tag);
@@ -373,14 +426,14 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
             let server = SocketServer::start(&path)?;
             cmd.args(["--socket".as_ref(), path.as_os_str()]);
             let expected = events / 2 * 2 * threads;
-            helper = Some(Box::new(move || server.stop(expected)));
+            helper = Some(Box::new(move || Ok(Helped { lost: server.stop(expected)?, reader: None })));
         }
         Row::Floor | Row::EmptyCall | Row::Disabled => {}
     }
     let output = cmd.output().context("cannot run the benchmark child")?;
-    let lost = match helper {
+    let helped = match helper {
         Some(stop) => stop()?,
-        None => None,
+        None => Helped::default(),
     };
     if !output.status.success() {
         bail!("benchmark row {:?} failed ({})", row.name(), output.status);
@@ -394,7 +447,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
         })
         .collect::<Vec<_>>();
     match rounds[..] {
-        [round] => Ok((round, lost)),
+        [round] => Ok((round, helped)),
         _ => bail!("benchmark row {:?} reported {} rounds, not 1", row.name(), rounds.len()),
     }
 }
@@ -403,7 +456,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
 /// process, batched and paced as `memtrack record` batches and paces itself.
 struct Reader {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Result<()>>,
+    thread: std::thread::JoinHandle<ReaderUse>,
     path: PathBuf,
 }
 
@@ -416,27 +469,34 @@ impl Reader {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            // Measured from inside the thread: its own CPU clock, from
+            // before its first look to after its last.
+            let start = thread_cpu_time();
+            let mut records = 0;
             let mut buf = Vec::with_capacity(4096);
             while !flag.load(Ordering::Relaxed) {
                 let n = consumer.drain_due(usize::MAX, &mut buf, |records| {
                     black_box(records);
                     Ok::<(), ()>(())
                 });
-                consumer.pause_if_idle(n.unwrap_or(0));
+                let n = n.unwrap_or(0);
+                records += n as u64;
+                consumer.pause_if_idle(n);
             }
-            Ok(())
+            ReaderUse { cpu: thread_cpu_time().saturating_sub(start), records }
         });
         Ok(Reader { stop, thread, path: path.to_owned() })
     }
 
-    /// Stops the reader; returns the records lost (dropped + lost).
-    fn stop(self) -> Result<Option<u64>> {
+    /// Stops the reader; returns the records lost (dropped + lost) and
+    /// what the reader used.
+    fn stop(self) -> Result<Helped> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        let reader = self.thread.join().ok();
         let snapshot = Ring::open(&self.path)?.snapshot();
         let _ = std::fs::remove_file(&self.path);
         let p = snapshot.progress;
-        Ok(Some(snapshot.dropped + p.lost_writer_died + p.lost_reader_died))
+        Ok(Helped { lost: Some(snapshot.dropped + p.lost_writer_died + p.lost_reader_died), reader })
     }
 }
 
@@ -658,6 +718,28 @@ mod tests {
         }
         assert!(lines(1).iter().any(|l| l.key(1) == "enabled_2_threads"));
         assert!(lines(3).iter().any(|l| l.key(3) == "floor_3_threads"));
+    }
+
+    #[test]
+    fn the_reader_cost_is_the_median_over_rounds_that_took_records_and_none_without_a_reader() {
+        let line = Line { row: Row::Enabled, threads: 2 };
+        let used = |ns: u64, records| ReaderUse { cpu: Duration::from_nanos(ns), records };
+        let mut m = Measured {
+            line,
+            rounds_ns: vec![1.0; 4],
+            rounds_cpu_ns: vec![1.0; 4],
+            rounds_reader: vec![used(3_000, 200), used(900, 0), used(1_000, 100), used(4_000, 100)],
+            lost: Some(0),
+        };
+        // 15, 10 and 40 ns per record; the round that took nothing (idle
+        // looks only) has no cost per record and is left out.
+        assert_eq!(m.reader_cpu_ns_per_record(), Some(15.0));
+        m.rounds_reader = vec![used(900, 0)];
+        assert_eq!(m.reader_cpu_ns_per_record(), None, "a reader that took nothing");
+        m.rounds_reader.clear();
+        assert_eq!(m.reader_cpu_ns_per_record(), None, "no reader");
+        assert_eq!(cell(None, 1), "-");
+        assert_eq!(cell(Some(7.25), 1), "7.2");
     }
 
     #[test]

@@ -54,6 +54,15 @@ fn bench_json_has_the_floor_the_two_thread_rows_and_the_old_keys() {
     assert_eq!(row("enabled_2_threads")["lost"], 0);
     assert_eq!(row("socket")["lost"], 0);
     assert!(row("floor")["lost"].is_null(), "the floor has no reader to lose records");
+    // The reader's CPU per record: on the rows with a reader, null on the rest.
+    for r in rows {
+        let cost = &r["reader_cpu_ns_per_record"];
+        if r["name"].as_str().unwrap().starts_with("enabled") {
+            assert!(cost.as_f64().is_some_and(|v| v > 0.0), "{r}");
+        } else {
+            assert!(cost.is_null(), "{r}");
+        }
+    }
 }
 
 #[test]
@@ -68,6 +77,10 @@ fn bench_table_names_the_cpu_and_the_targets() {
     );
     assert!(text.contains("(target 1.5x)") && text.contains("(target 2x)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("row ") && l.contains("cpu ns")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("row ") && l.ends_with("reader ns/rec")), "{text}");
+    let enabled = text.lines().find(|l| l.starts_with("memtrack, reader attached")).unwrap();
+    let cost: f64 = enabled.split_whitespace().last().unwrap().parse().expect("a figure, not -");
+    assert!(cost > 0.0, "{enabled}");
 }
 
 #[test]
