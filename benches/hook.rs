@@ -244,6 +244,60 @@ fn consumer_drain(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
+/// The consumer's merged take: two writer threads fill their sub-rings at
+/// once (so their stamps interleave finely, as two threads flat out do),
+/// then one drain merges them. Only the drain is timed: the reader's CPU
+/// per record when two sub-rings are busy (issue 14; `memtrack bench`'s
+/// `reader_cpu_ns_per_record` measures the same beside live writers).
+fn consumer_drain_merged(c: &mut Criterion) {
+    const PER_THREAD: u64 = 4096;
+    let path = ring_for("drain-merged");
+    let mut writer = Writer::attach(
+        Ring::create(&path, RingOptions { capacity: 1 << 16, ..RingOptions::default() }).unwrap(),
+    )
+    .unwrap();
+    writer.set_full_wait(Duration::ZERO);
+    let mut consumer = Consumer::attach(&path).unwrap();
+    let mut buf = Vec::with_capacity(4096);
+    consumer.drain(usize::MAX, &mut buf, |_| Ok::<_, ()>(())).unwrap();
+    let mut group = c.benchmark_group("consumer");
+    group.throughput(Throughput::Elements(2 * PER_THREAD));
+    group.bench_function("drain_merged", |b| {
+        b.iter_custom(|rounds| {
+            let mut total = Duration::ZERO;
+            for round in 0..rounds {
+                let barrier = std::sync::Barrier::new(2);
+                std::thread::scope(|s| {
+                    for t in 0..2u64 {
+                        let (writer, barrier) = (&writer, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            for i in 0..PER_THREAD {
+                                let buffer_id = round << 32 | t << 16 | i;
+                                writer.alloc(&MemtrackBuffer { buffer_id, size: 64, ..Default::default() });
+                            }
+                        });
+                    }
+                });
+                let start = Instant::now();
+                let n = consumer
+                    .drain(usize::MAX, &mut buf, |r| {
+                        black_box(r);
+                        Ok::<_, ()>(())
+                    })
+                    .unwrap();
+                total += start.elapsed();
+                // (The threads' start and end records come out too.)
+                assert!(n as u64 >= 2 * PER_THREAD, "{n}");
+            }
+            total
+        })
+    });
+    group.finish();
+    drop(consumer);
+    let _ = std::fs::remove_file(&path);
+}
+
 /// What became of the records the benchmark wrote into `path`, once its
 /// drainer took everything it could (`caught_up`: every record claimed in
 /// the ring was taken; else the line says so).
@@ -266,6 +320,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = off, on, on_2_threads, consumer_drain
+    targets = off, on, on_2_threads, consumer_drain, consumer_drain_merged
 }
 criterion_main!(benches);

@@ -79,6 +79,23 @@ impl SourceState {
     }
 }
 
+/// How far a merged round of [`Sources::round`] (the reader beside running
+/// writers) looks into a busy sub-ring, in tickets, counting what it peeked
+/// before and has not taken. A look that runs to the frontier, thousands of
+/// slots ahead of what one round takes, reads slots that have left the
+/// reader's cache by the time the round reads their records; a look a few
+/// rounds' worth short of that keeps the peek and the take of a slot close.
+/// Measured with two writer threads flat out, each in its sub-ring
+/// (`chrt -r 1 memtrack bench --threads 2`, AMD EPYC 2 vCPUs, interleaved;
+/// reader CPU per record): unbounded 15.8–16.7 ns, 2048: 15.3–15.9, 1024:
+/// 14.3–15.3, 768: 13.2–13.6, **512: 12.6–13.8**, 384: 14.7–14.8, 256:
+/// 16.7–18.0 (each round's fixed cost, a look at every source, then weighs
+/// more). The shared ring is not bounded: its bound comes only from its
+/// frontier (claim order is not stamp order), and a drain to the end
+/// ([`Sources::round_all`]) is not either: a bounded look holds records
+/// back, which that caller waits out.
+const MERGED_LOOK: usize = 512;
+
 /// How many tickets of one source [`Sources::take_planned`] reads before it
 /// frees their slots at the end of a run (it frees the rest after the
 /// source's last run): one progress update and one fence per this many
@@ -333,7 +350,8 @@ impl Sources {
                 _ => cap as usize + 1,
             });
         }
-        let round = if due_any { self.round_within(ring, max, &limits, out).0 } else { Round::default() };
+        let round =
+            if due_any { self.round_within(ring, max, &limits, MERGED_LOOK, out).0 } else { Round::default() };
         self.limits = limits;
         round
     }
@@ -347,10 +365,10 @@ impl Sources {
         let mut limits = std::mem::take(&mut self.limits);
         limits.clear();
         limits.extend((0..self.sources.len()).map(|s| capacity(ring, s) as usize + 1));
-        let (mut round, held) = self.round_within(ring, max, &limits, out);
+        let (mut round, held) = self.round_within(ring, max, &limits, usize::MAX, out);
         if held && round.records < max {
             std::thread::sleep(Duration::from_nanos(SLACK_NS));
-            let (more, _) = self.round_within(ring, max - round.records, &limits, out);
+            let (more, _) = self.round_within(ring, max - round.records, &limits, usize::MAX, out);
             round.records += more.records;
             round.lost += more.lost;
         }
@@ -358,9 +376,10 @@ impl Sources {
         round
     }
 
-    /// Looks at every source (up to `limits[s]` tickets) and takes what the
-    /// watermark lets through, up to `max` records. Also returns whether
-    /// the watermark held back a record there was room for.
+    /// Looks at every source (up to `limits[s]` tickets, and a sub-ring in a
+    /// merged round up to `look` tickets peeked and not taken) and takes
+    /// what the watermark lets through, up to `max` records. Also returns
+    /// whether the watermark held back a record there was room for.
     ///
     /// First one load per source with nothing peeked: whether its next
     /// slot holds anything. When only one source does (one busy thread,
@@ -371,10 +390,11 @@ impl Sources {
         ring: &Ring,
         max: usize,
         limits: &[usize],
+        look: usize,
         out: &mut Vec<Record>,
     ) -> (Round, bool) {
         if !self.update_fence() {
-            return self.round_limited(ring, max, limits, out);
+            return self.round_limited(ring, max, limits, look, out);
         }
         // Under the fence: no source looks past it.
         let mut fenced = std::mem::take(&mut self.fenced_limits);
@@ -385,7 +405,7 @@ impl Sources {
                 .zip(limits)
                 .map(|(source, &limit)| limit.min(source.fence_left.unwrap_or(usize::MAX))),
         );
-        let result = self.round_limited(ring, max, &fenced, out);
+        let result = self.round_limited(ring, max, &fenced, look, out);
         self.fenced_limits = fenced;
         result
     }
@@ -396,6 +416,7 @@ impl Sources {
         ring: &Ring,
         max: usize,
         limits: &[usize],
+        look: usize,
         out: &mut Vec<Record>,
     ) -> (Round, bool) {
         // The clock before any slot load (module `merge`: every record
@@ -431,7 +452,7 @@ impl Sources {
             }
             (1, Some(busy)) => self.take_single(ring, busy, seen_after, max.min(limits[busy]), out),
             _ => {
-                let held = self.look(ring, max, limits, seen_after);
+                let held = self.look(ring, max, limits, look, seen_after);
                 (self.take_planned(ring, out), held)
             }
         }
@@ -532,23 +553,31 @@ impl Sources {
         (Round { records: taken.records, lost: taken.lost }, run.stamp_ended && taken.records < max)
     }
 
-    /// Peeks every source (up to `limits[s]` tickets) and plans the round
-    /// into `self.plan`. Returns whether the watermark held back a record
-    /// the plan would otherwise have room for.
-    fn look(&mut self, ring: &Ring, max: usize, limits: &[usize], seen_after: u64) -> bool {
+    /// Peeks every source (up to `limits[s]` tickets, a sub-ring up to
+    /// `look` tickets peeked and not taken) and plans the round into
+    /// `self.plan`. Returns whether the watermark held back a record the
+    /// plan would otherwise have room for.
+    ///
+    /// A sub-ring's look cut short by `look` ends at [`Frontier::Limit`]
+    /// and bounds the round by its last peeked stamp (`Bound::after_peek`:
+    /// one thread's ring, whose later records are stamped no earlier), as a
+    /// look cut at whole batches does: no new read of the ring, so nothing
+    /// for a loom model to check beyond what the merge's models check.
+    fn look(&mut self, ring: &Ring, max: usize, limits: &[usize], look: usize, seen_after: u64) -> bool {
         for (s, source) in self.sources.iter_mut().enumerate() {
             // Look on from where the last look ended (or, for a source
             // whose first slot `round_within` looked at and found its
             // frontier, not again: what it found stands for this look).
             let known = source.stamps.len() - source.head;
             let start = source.cursor.progress().taken;
+            let limit = if kind(s) == SourceKind::SubRing { limits[s].min(look) } else { limits[s] };
             let frontier = if source.frontier != Frontier::Limit {
                 source.frontier
-            } else if known < limits[s] {
+            } else if known < limit {
                 let liveness = &mut source.liveness;
                 let from = start.wrapping_add(known as u64);
                 let frontier =
-                    view(ring, s).peek(from, limits[s] - known, &mut source.stamps, |ticket, owner| {
+                    view(ring, s).peek(from, limit - known, &mut source.stamps, |ticket, owner| {
                         liveness.is_dead(ring, ticket, owner)
                     });
                 extend_keys(&source.stamps, &mut source.keys, source.head);
