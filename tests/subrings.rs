@@ -203,8 +203,20 @@ fn check_handover(records: &[Record]) -> usize {
 
 #[test]
 fn buffers_handed_between_threads_come_out_alloc_first_with_increasing_tickets() {
+    handover(options());
+}
+
+/// The same with sub-rings larger than a merged round's look
+/// (`sources::MERGED_LOOK`, 512 tickets): each round then sees only part
+/// of each busy sub-ring, and bounds the others by the last stamp it saw.
+#[test]
+fn buffers_handed_between_threads_come_out_in_order_through_rounds_that_see_part_of_each_sub_ring() {
+    handover(RingOptions { subring_capacity: 8192, ..options() });
+}
+
+fn handover(options: RingOptions) {
     let tmp = TempRing::new("subrings-handover");
-    Ring::create(tmp.path(), options()).unwrap();
+    Ring::create(tmp.path(), options).unwrap();
     let mut consumer = Consumer::attach(tmp.path()).unwrap();
     let mut child = helper_command("handover").env("MEMTRACK_RING", tmp.path()).spawn().unwrap();
     let mut records = Vec::new();
