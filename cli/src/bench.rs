@@ -321,7 +321,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     writeln!(
         out,
         "{:<28} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8} {:>8} {:>8} {:>12}",
-        "row", "threads", "ns/event", "events/s", "x floor", "vs socket", "lost", "cpu ns", "x floor", "reader ns/rec"
+        "row",
+        "threads",
+        "ns/event",
+        "events/s",
+        "x floor",
+        "vs socket",
+        "lost",
+        "cpu ns",
+        "x floor",
+        "reader ns/rec"
     )?;
     let times = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
     for m in &measured {

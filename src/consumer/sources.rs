@@ -350,8 +350,11 @@ impl Sources {
                 _ => cap as usize + 1,
             });
         }
-        let round =
-            if due_any { self.round_within(ring, max, &limits, MERGED_LOOK, out).0 } else { Round::default() };
+        let round = if due_any {
+            self.round_within(ring, max, &limits, MERGED_LOOK, out).0
+        } else {
+            Round::default()
+        };
         self.limits = limits;
         round
     }
