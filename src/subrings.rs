@@ -55,6 +55,20 @@ pub(crate) fn take_lease(header: &SubRingHeader, seen: u64, lease: u64) -> bool 
     header.lease.compare_exchange(seen, lease, Ordering::Acquire, Ordering::Relaxed).is_ok()
 }
 
+/// Takes back the wait registration a dead holder may have left in the
+/// sub-ring it held: killed while it slept for space, it never ran the
+/// `fetch_sub` of `RingView::wait_for_space`, and a `waiters` count stuck
+/// at 1 makes the consumer issue a FUTEX_WAKE (a system call) every time
+/// it frees slots there, for as long as the file lives. Only a sub-ring's
+/// holder waits on it, and we hold it now: no live writer is registered.
+/// (A shared ring's stale count stays: any writer may wait there.)
+fn clear_dead_holders_wait(header: &SubRingHeader) {
+    // Relaxed: `waiters` is read as a hint (`wake_writers`,
+    // `writer_waits_on`); our own registrations, if we wait later, come
+    // after this store in program order.
+    header.control.wait.waiters.store(0, Ordering::Relaxed);
+}
+
 /// Gives the lease `lease` of `header` back, telling the next holder to go
 /// on at `next_ticket`. A no-op if `lease` is not the holder any more.
 pub(crate) fn give_back(header: &SubRingHeader, lease: u64, next_ticket: u64) {
@@ -127,12 +141,11 @@ mod lease_in_a_ring {
             for i in order {
                 let header = self.subring_header(i);
                 let seen = header.lease.load(Ordering::Relaxed);
-                if seen != 0
-                    && is_stale(seen)
-                    && take_lease(header, seen, lease)
-                    && let Some(leased) = self.resume(i, lease)
-                {
-                    return Some(leased);
+                if seen != 0 && is_stale(seen) && take_lease(header, seen, lease) {
+                    clear_dead_holders_wait(header);
+                    if let Some(leased) = self.resume(i, lease) {
+                        return Some(leased);
+                    }
                 }
             }
             None

@@ -248,6 +248,16 @@ fn helper() {
                 std::fs::write(std::env::var("HELPER_READY").unwrap(), b"ready").unwrap();
             });
         }
+        // One thread fills its sub-ring while a consumer is attached and
+        // takes nothing, so it sleeps for space (MEMTRACK_WAIT_US at its 1 s most)
+        // until the process is killed.
+        "fill-and-wait" => {
+            let writer = writer(&path);
+            std::thread::scope(|s| {
+                s.spawn(|| (0..1_000).for_each(|seq| writer.alloc(&buffer(0, seq))));
+            });
+            panic!("the writer never waited: it wrote 1000 records into a 256-slot sub-ring");
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -331,6 +341,58 @@ fn a_killed_processs_sub_rings_are_reclaimed_by_another_processs_threads() {
         lost += drained.lost;
     }
     assert_eq!(lost, 1, "the parked claim, counted once");
+}
+
+/// A writer SIGKILLed while it slept for space in its sub-ring leaves its
+/// wait registration (`waiters` 1) behind; the thread that reclaims the
+/// stale lease takes it back, so the consumer does not make a system call
+/// (FUTEX_WAKE) for a dead sleeper every time it frees slots there.
+#[test]
+fn the_thread_that_reclaims_a_dead_holders_sub_ring_takes_back_its_wait_registration() {
+    let tmp = TempRing::new("dead-waiter");
+    drop(tmp.create(1, 256));
+    let reader = Ring::open(&tmp.0).unwrap();
+    let waiters = || reader.subring_header(0).control.wait.waiters.load(Ordering::Relaxed);
+    // The sleeper re-registers every wait slice (500 µs); a kill that lands
+    // between two slices leaves no registration: try again.
+    let mut registered = false;
+    for _attempt in 0..10 {
+        let consumer = crate::Consumer::attach(&tmp.0).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "subrings::tests::helper", "--nocapture", "--test-threads=1"])
+            .env(ROLE, "fill-and-wait")
+            .env("MEMTRACK_RING", &tmp.0)
+            .env("MEMTRACK_WAIT_US", "1000000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while waiters() == 0 {
+            assert!(child.try_wait().unwrap().is_none(), "the helper ended early");
+            assert!(Instant::now() < deadline, "the helper never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20)); // Asleep in the futex by now.
+        // SAFETY: kill with the pid of a child we have not reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        child.wait().unwrap();
+        drop(consumer);
+        if waiters() == 1 {
+            registered = true;
+            break;
+        }
+    }
+    assert!(registered, "no kill landed while the helper slept for space");
+
+    let writer = writer(&tmp.0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            writer.alloc(&buffer(1, 0));
+            assert_eq!(writer.own_subring(), Some(0), "the stale sub-ring is reclaimed");
+        });
+    });
+    assert_eq!(waiters(), 0, "the dead sleeper's registration is taken back");
 }
 
 /// A thread that found every sub-ring held looks again after
