@@ -516,6 +516,27 @@ impl Engine {
         }
     }
 
+    /// Follows a record an export's filter left out (`Filter::blocks`)
+    /// as far as who wrote it: resolves its owner as [`Engine::apply`]
+    /// would (a new owner of its table entry, the previous one ended),
+    /// and counts nothing of it. The record may be the one sign that its
+    /// entry changed owner; without it, every later owner of the entry
+    /// would get another key than the unfiltered stream gives it.
+    pub fn follow_owner(&mut self, block: &Block) {
+        let Block::Record(record) = block else { return };
+        if matches!(record.event(), None | Some(Event::Capacity)) {
+            return;
+        }
+        let backlog_end = self.opening.start.map(|s| s.backlog_end);
+        if !self.opening.settled && backlog_end.is_none_or(|end| record.ticket >= end) {
+            self.settle_opening();
+        }
+        self.owner(record, self.time.ns(record.timestamp));
+        if !self.opening.settled && backlog_end == Some(record.ticket.wrapping_add(1)) {
+            self.settle_opening();
+        }
+    }
+
     fn apply_record(&mut self, record: &Record) {
         self.records += 1;
         let time_ns = self.time.ns(record.timestamp);

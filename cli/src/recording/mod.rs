@@ -567,6 +567,17 @@ impl RecordReader {
     /// A read error, an unknown block, a corrupt frame, data after the end
     /// block, or a file that stops without one (its reader did not finish).
     pub fn next_block(&mut self) -> Result<Option<Block>> {
+        self.next_block_or_left_out(|_| {})
+    }
+
+    /// As [`RecordReader::next_block`], handing each block the filter of
+    /// [`RecordReader::keep_only`] leaves out to `left_out` first: a state
+    /// engine that shows only the kept blocks still follows processes
+    /// through the others (`Engine::follow_owner`).
+    ///
+    /// # Errors
+    /// As [`RecordReader::next_block`].
+    pub fn next_block_or_left_out(&mut self, mut left_out: impl FnMut(&Block)) -> Result<Option<Block>> {
         loop {
             let block = match self.body {
                 Body::Blocks { .. } => self.next_fixed()?,
@@ -578,6 +589,9 @@ impl RecordReader {
             };
             if kept {
                 return Ok(block);
+            }
+            if let Some(block) = &block {
+                left_out(block);
             }
         }
     }
