@@ -115,7 +115,9 @@ pub fn for_each_row(
     let time = reader.header().time_base();
     let mut engine = Engine::new(time);
     let mut scopes = ScopePaths::default();
-    while let Some(block) = reader.next_block_or_left_out(|b| engine.follow_owner(b))? {
+    while let Some(block) = reader.next_block_or_left_out(|b| {
+        engine.follow_owner(b);
+    })? {
         engine.apply_block(&block);
         let Block::Record(record) = &block else { continue };
         let event = record.event();

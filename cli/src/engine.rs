@@ -516,25 +516,27 @@ impl Engine {
         }
     }
 
-    /// Follows a record an export's filter left out (`Filter::blocks`)
-    /// as far as who wrote it: resolves its owner as [`Engine::apply`]
-    /// would (a new owner of its table entry, the previous one ended),
-    /// and counts nothing of it. The record may be the one sign that its
-    /// entry changed owner; without it, every later owner of the entry
-    /// would get another key than the unfiltered stream gives it.
-    pub fn follow_owner(&mut self, block: &Block) {
-        let Block::Record(record) = block else { return };
+    /// Follows a record as far as who wrote it: resolves its owner as
+    /// [`Engine::apply`] would (a new owner of its table entry, the
+    /// previous one ended), counts nothing of it, and returns that owner
+    /// (`None` for a block that is no process's record). For a record an
+    /// export's filter left out (`Filter::blocks`): it may be the one sign
+    /// that its entry changed owner, and without it every later owner of
+    /// the entry would get another key than the unfiltered stream gives it.
+    pub fn follow_owner(&mut self, block: &Block) -> Option<ProcessId> {
+        let Block::Record(record) = block else { return None };
         if matches!(record.event(), None | Some(Event::Capacity)) {
-            return;
+            return None;
         }
         let backlog_end = self.opening.start.map(|s| s.backlog_end);
         if !self.opening.settled && backlog_end.is_none_or(|end| record.ticket >= end) {
             self.settle_opening();
         }
-        self.owner(record, self.time.ns(record.timestamp));
+        let owner = self.owner(record, self.time.ns(record.timestamp));
         if !self.opening.settled && backlog_end == Some(record.ticket.wrapping_add(1)) {
             self.settle_opening();
         }
+        Some(owner)
     }
 
     fn apply_record(&mut self, record: &Record) {

@@ -126,14 +126,21 @@ impl Filter {
         // entries on reuse). A second engine follows the stream the first
         // pass analysed, block by block, so it resolves the same owners
         // and numbers the processes alike: its `ProcessId`s are `engine`'s.
+        // Of an ALLOC or FREE it follows only the owner: it holds no
+        // buffer, beside the export's engine that may hold them all.
         let mut owners = (processes.is_some() || by_buffer).then(|| Engine::new(time));
         let mut kept: HashMap<Buffer, u32> = HashMap::new();
         let filter = self.clone();
         Box::new(move |block| {
             // Every block, whether kept or not: the owners follow the whole stream.
-            let process = owners.as_mut().and_then(|owners| {
-                owners.apply_block(block);
-                owners.last_process()
+            let process = owners.as_mut().and_then(|owners| match block {
+                Block::Record(r) if matches!(r.event(), Some(Event::Alloc | Event::Free)) => {
+                    owners.follow_owner(block)
+                }
+                _ => {
+                    owners.apply_block(block);
+                    None
+                }
             });
             let Block::Record(r) = block else { return true };
             let event = r.event();

@@ -124,6 +124,10 @@ fn filtered_exports_name_processes_as_the_report_does() {
         assert_eq!(got.get("3"), Some(&c), "export --format csv {filter:?}: {got:?}");
         let names = perfetto_process_names(&file, filter);
         let of_c: Vec<&String> = names.iter().filter(|n| n.contains("pid 300")).collect();
-        assert_eq!(of_c, [&format!("c pid 300 (process {c})")], "export --format perfetto {filter:?}: {names:?}");
+        assert_eq!(
+            of_c,
+            [&format!("c pid 300 (process {c})")],
+            "export --format perfetto {filter:?}: {names:?}"
+        );
     }
 }

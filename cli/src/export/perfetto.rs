@@ -96,7 +96,9 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
     let time = header.time_base();
     let mut engine = Engine::new(time);
     let mut timeline = Timeline { bucket_ns: bucket_ns.max(1), ..Timeline::default() };
-    while let Some(block) = reader.next_block_or_left_out(|b| engine.follow_owner(b))? {
+    while let Some(block) = reader.next_block_or_left_out(|b| {
+        engine.follow_owner(b);
+    })? {
         let anomalies_before = engine.anomalies().len();
         let marks_before = engine.marks().len();
         let ended_before = ended_count(&engine);
