@@ -131,3 +131,67 @@ fn filtered_exports_name_processes_as_the_report_does() {
         );
     }
 }
+
+/// Entry 0's owner "a" (pid 100) marks a phase and allocates on device 0;
+/// then pid 200, with no start record, allocates on device 1: "a" died
+/// then, though nothing of it says so.
+fn an_owner_replaced_by_a_left_out_record() -> TempFile {
+    let mut bytes = header();
+    for block in [
+        record(0, Event::ProcessStart, 100, 0, 0, "a"),
+        record(1, Event::Mark, 100, 0, 0, "p"),
+        record(2, Event::Alloc, 100, 0, 1, ""),
+        record(3, Event::Alloc, 200, 1, 2, ""),
+        record(9, Event::Alloc, 200, 1, 3, ""),
+    ] {
+        bytes.extend_from_slice(&block);
+    }
+    let mut end = [0u8; 64];
+    end[58] = 0x8f;
+    bytes.extend_from_slice(&end);
+    let file = TempFile::new("filter-identity-death");
+    std::fs::write(file.path(), bytes).unwrap();
+    file
+}
+
+/// The Perfetto JSON export's phases and freed buffers' slices, and
+/// device 0's usage samples: (name, start, duration or bytes, freed_by).
+fn perfetto_slices_and_device_0(file: &TempFile, args: &[&str]) -> Vec<(String, f64, f64, String)> {
+    let out = TempFile::new("filter-identity-death-trace");
+    let mut all = vec!["export", file.str(), "--format", "perfetto", "-o", out.str()];
+    all.extend_from_slice(args);
+    let run = memtrack(&all);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path()).unwrap()).unwrap();
+    let events = doc["traceEvents"].as_array().unwrap();
+    let device_0 = events
+        .iter()
+        .find(|e| e["name"] == "process_name" && e["args"]["name"] == "device 0")
+        .map(|e| e["pid"].clone())
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] != "buffer,leak" || e["ph"] == "C" && e["pid"] == device_0)
+        .map(|e| {
+            let (value, freed_by) = match e["ph"].as_str() {
+                Some("X") => (e["dur"].as_f64().unwrap(), e["args"]["freed_by"].to_string()),
+                _ => (e["args"]["bytes"].as_f64().unwrap(), String::new()),
+            };
+            (e["name"].as_str().unwrap().to_owned(), e["ts"].as_f64().unwrap(), value, freed_by)
+        })
+        .collect()
+}
+
+#[test]
+fn a_death_found_through_a_left_out_record_ends_the_kept_buffers_and_phases_as_unfiltered() {
+    let file = an_owner_replaced_by_a_left_out_record();
+    let all = perfetto_slices_and_device_0(&file, &[]);
+    assert!(
+        all.iter().any(|(name, _, _, by)| name.contains("buffer 1") && by.contains("process died")),
+        "{all:?}"
+    );
+    // Device 0 only: pid 200's records are left out, and with them the
+    // one sign that "a" died.
+    let filtered = perfetto_slices_and_device_0(&file, &["--device", "0"]);
+    assert_eq!(filtered, all);
+}
