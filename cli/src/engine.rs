@@ -518,7 +518,8 @@ impl Engine {
 
     /// Follows a record as far as who wrote it: resolves its owner as
     /// [`Engine::apply`] would (a new owner of its table entry, the
-    /// previous one ended), counts nothing of it, and returns that owner
+    /// previous one ended, at the record's time, which is the stream's
+    /// latest as after `apply`), counts nothing of it, and returns that owner
     /// (`None` for a block that is no process's record). For a record an
     /// export's filter left out (`Filter::blocks`): it may be the one sign
     /// that its entry changed owner, and without it every later owner of
@@ -532,7 +533,9 @@ impl Engine {
         if !self.opening.settled && backlog_end.is_none_or(|end| record.ticket >= end) {
             self.settle_opening();
         }
-        let owner = self.owner(record, self.time.ns(record.timestamp));
+        let time_ns = self.time.ns(record.timestamp);
+        self.last_time_ns = self.last_time_ns.max(time_ns);
+        let owner = self.owner(record, time_ns);
         if !self.opening.settled && backlog_end == Some(record.ticket.wrapping_add(1)) {
             self.settle_opening();
         }

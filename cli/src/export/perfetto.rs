@@ -96,9 +96,17 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
     let time = header.time_base();
     let mut engine = Engine::new(time);
     let mut timeline = Timeline { bucket_ns: bucket_ns.max(1), ..Timeline::default() };
+    let mut failed = Ok(());
     while let Some(block) = reader.next_block_or_left_out(|b| {
+        // A record a filter left out can end a process: its entry's next
+        // owner's (`Engine::follow_owner`), then a new process.
+        let processes = engine.processes().len();
         engine.follow_owner(b);
+        if engine.processes().len() != processes && failed.is_ok() {
+            failed = timeline.after_deaths(&mut trace, &engine);
+        }
     })? {
+        std::mem::replace(&mut failed, Ok(()))?;
         let anomalies_before = engine.anomalies().len();
         let marks_before = engine.marks().len();
         let ended_before = ended_count(&engine);
@@ -155,6 +163,7 @@ fn write_with(reader: &mut RecordReader, mut trace: impl Sink, bucket_ns: u64) -
             trace.instant(&name, "anomaly", pid, a.time_ns, args)?;
         }
     }
+    failed?;
     let (rule, buffers) = timeline.finish(&mut trace, &engine)?;
     let other = json!({
         "memtrack": {
