@@ -51,6 +51,12 @@ const SOCKET_MESSAGE: usize = 128;
 /// is stated per thread with two threads.
 const SECOND_THREAD_COUNT: u64 = 2;
 
+/// Processes of the multi-process hook row: tt_metal hosts run several
+/// processes per host (pytest-xdist workers, one per device group) writing
+/// one ring, each hooking the same devices; the hook must scale across
+/// them as across threads.
+const PROCESS_COUNT: u64 = 2;
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// Writer threads per row.
@@ -127,13 +133,26 @@ pub struct BenchRowArgs {
     /// untimed lap of events runs first, so page faults are not measured.
     #[arg(long, default_value_t = 1 << 16)]
     capacity: u64,
+    /// After the untimed lap, print `ready` and wait for a line on stdin
+    /// before the timed events: how the parent starts several row
+    /// processes at once (as the threads of one start at a barrier).
+    #[arg(long)]
+    start_gate: bool,
+    /// Device id of thread 0's events (thread t hooks device `device + t`):
+    /// the multi-process row gives every process device 0, the tt_metal
+    /// case of processes sharing a device; other values are for
+    /// experiments (processes on different devices).
+    #[arg(long, default_value_t = 0)]
+    device: u32,
 }
 
-/// One line of the table: a row at a thread count.
+/// One line of the table: a row at a thread count, in one process or in
+/// several at once (each with `threads` threads, all on one ring).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Line {
     row: Row,
     threads: u64,
+    processes: u64,
 }
 
 impl std::fmt::Debug for Row {
@@ -143,34 +162,53 @@ impl std::fmt::Debug for Row {
 }
 
 impl Line {
+    /// A line of one process.
+    const fn single(row: Row, threads: u64) -> Line {
+        Line { row, threads, processes: 1 }
+    }
+
     /// The row's JSON name: the plain key at `--threads` (and for the
-    /// one-thread floor), `<key>_<n>_threads` at another thread count.
+    /// one-thread floor), `<key>_<n>_threads` at another thread count,
+    /// `<key>_<n>_processes` for one thread in each of n processes.
     fn key(self, threads: u64) -> String {
         let plain = if self.row == Row::Floor { 1 } else { threads };
-        if self.threads == plain {
+        if self.processes > 1 {
+            format!("{}_{}_processes", self.row.key(), self.processes)
+        } else if self.threads == plain {
             self.row.key().to_owned()
         } else {
             format!("{}_{}_threads", self.row.key(), self.threads)
+        }
+    }
+
+    /// The row's name in the table.
+    fn name(self) -> String {
+        match self.processes {
+            1 => self.row.name().to_owned(),
+            n => format!("{}, {n} processes", self.row.name()),
         }
     }
 }
 
 /// The table's lines for `--threads N`: the one-thread floor first (every
 /// ratio's denominator), every row at N threads (the floor too), then the
-/// floor and the enabled hook at two threads if N is not two.
+/// floor and the enabled hook at two threads if N is not two, then the
+/// enabled hook with one thread in each of two processes at once, one
+/// ring, both hooking device 0.
 fn lines(threads: u64) -> Vec<Line> {
-    let mut lines = vec![Line { row: Row::Floor, threads: 1 }];
+    let mut lines = vec![Line::single(Row::Floor, 1)];
     if threads != 1 {
-        lines.push(Line { row: Row::Floor, threads });
+        lines.push(Line::single(Row::Floor, threads));
     }
     for row in [Row::EmptyCall, Row::Disabled, Row::Enabled, Row::Socket] {
-        lines.push(Line { row, threads });
+        lines.push(Line::single(row, threads));
     }
     if threads != SECOND_THREAD_COUNT {
         for row in [Row::Floor, Row::Enabled] {
-            lines.push(Line { row, threads: SECOND_THREAD_COUNT });
+            lines.push(Line::single(row, SECOND_THREAD_COUNT));
         }
     }
+    lines.push(Line { row: Row::Enabled, threads: 1, processes: PROCESS_COUNT });
     lines
 }
 
@@ -275,7 +313,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let baseline = |m: &Measured| {
         measured
             .iter()
-            .find(|s| s.line == Line { row: Row::Socket, threads: m.line.threads })
+            .find(|s| s.line == Line::single(Row::Socket, m.line.threads * m.line.processes))
             .map(Measured::median)
     };
     let cpu = cpu_model(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
@@ -290,8 +328,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map(|m| {
                 json!({
                     "name": m.line.key(args.threads), "threads": m.line.threads,
+                    "processes": m.line.processes,
                     "ns_per_event": m.median(),
-                    "events_per_second": 1e9 / m.median() * m.line.threads as f64,
+                    "events_per_second": 1e9 / m.median() * (m.line.threads * m.line.processes) as f64,
                     "speedup_vs_socket": baseline(m).map(|b| b / m.median()),
                     "ratio_to_floor": ratio(m),
                     "cpu_ns_per_event": m.median_cpu(), "ratio_to_floor_cpu": ratio_cpu(m),
@@ -320,7 +359,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     writeln!(out, "cpu: {cpu}; clock: {clock}; ring: {capacity} slots")?;
     writeln!(
         out,
-        "{:<28} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8} {:>8} {:>8} {:>12}",
+        "{:<39} {:>7} {:>10} {:>14} {:>8} {:>10} {:>8} {:>8} {:>8} {:>12}",
         "row",
         "threads",
         "ns/event",
@@ -338,18 +377,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let lost = m.lost.map_or_else(|| "-".to_owned(), |l| l.to_string());
         writeln!(
             out,
-            "{:<28} {:>7} {:>10.1} {:>14.0} {:>8} {speedup:>10} {lost:>8} {:>8.1} {:>8} {:>13}",
-            m.line.row.name(),
+            "{:<39} {:>7} {:>10.1} {:>14.0} {:>8} {speedup:>10} {lost:>8} {:>8.1} {:>8} {:>13}",
+            m.line.name(),
             m.line.threads,
             m.median(),
-            1e9 / m.median() * m.line.threads as f64,
+            1e9 / m.median() * (m.line.threads * m.line.processes) as f64,
             times(ratio(m)),
             m.median_cpu(),
             times(ratio_cpu(m)),
             cell(m.reader_cpu_ns_per_record(), 1),
         )?;
     }
-    let hook = |threads| measured.iter().find(|m| m.line == Line { row: Row::Enabled, threads });
+    let hook = |threads| measured.iter().find(|m| m.line == Line::single(Row::Enabled, threads));
     if let (Some(one), Some(two)) = (hook(1), hook(SECOND_THREAD_COUNT)) {
         let (one, one_cpu, two, two_cpu) =
             (times(ratio(one)), times(ratio_cpu(one)), times(ratio(two)), times(ratio_cpu(two)));
@@ -359,7 +398,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
              {two}x with {SECOND_THREAD_COUNT} threads (target 2x); in CPU time {one_cpu}x and {two_cpu}x"
         )?;
     }
-    writeln!(out, "ns/event is per thread: the time of the slowest thread divided by its events.")?;
+    let processes = Line { row: Row::Enabled, threads: 1, processes: PROCESS_COUNT };
+    if let Some(m) = measured.iter().find(|m| m.line == processes) {
+        writeln!(
+            out,
+            "hook with a reader, one thread in each of {PROCESS_COUNT} processes on one ring and one device: \
+             {}x the floor per process (as the threads' target, 2x); in CPU time {}x",
+            times(ratio(m)),
+            times(ratio_cpu(m))
+        )?;
+    }
+    writeln!(
+        out,
+        "ns/event is per thread: the time of the slowest thread (of all processes) divided by its events."
+    )?;
     writeln!(
         out,
         "cpu ns: the same in the threads' CPU time, which leaves out the time slices other processes \
@@ -398,11 +450,12 @@ struct Helped {
     reader: Option<ReaderUse>,
 }
 
-/// Runs one round of one line in a child process, with its reader or
-/// server here: the round, and what the reader or server reports.
+/// Runs one round of one line in a child process (in as many as the line
+/// has processes, started together), with its reader or server here: the
+/// round (the slowest process's), and what the reader or server reports.
 fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Result<(Round, Helped)> {
     let capacity = options.capacity;
-    let Line { row, threads } = line;
+    let Line { row, threads, processes } = line;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let events = if row == Row::Socket { socket_events(args.events) } else { args.events };
     let mut cmd = Command::new(exe);
@@ -439,26 +492,72 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
         }
         Row::Floor | Row::EmptyCall | Row::Disabled => {}
     }
-    let output = cmd.output().context("cannot run the benchmark child")?;
+    let outputs = if processes == 1 {
+        cmd.output().context("cannot run the benchmark child").map(|o| vec![o])
+    } else {
+        run_gated(&mut cmd, processes)
+    };
     let helped = match helper {
         Some(stop) => stop()?,
         None => Helped::default(),
     };
-    if !output.status.success() {
-        bail!("benchmark row {:?} failed ({})", row.name(), output.status);
+    let mut slowest: Option<Round> = None;
+    for output in outputs? {
+        if !output.status.success() {
+            bail!("benchmark row {:?} failed ({})", line.name(), output.status);
+        }
+        let rounds = BufReader::new(&output.stdout[..])
+            .lines()
+            .map_while(|line| {
+                let line = line.ok()?;
+                let (wall, cpu) = line.split_once(' ')?;
+                Some(Round { wall_ns: wall.parse().ok()?, cpu_ns: cpu.parse().ok()? })
+            })
+            .collect::<Vec<_>>();
+        let [round] = rounds[..] else {
+            bail!("benchmark row {:?} reported {} rounds, not 1", line.name(), rounds.len());
+        };
+        slowest = Some(match slowest {
+            None => round,
+            Some(s) => Round { wall_ns: s.wall_ns.max(round.wall_ns), cpu_ns: s.cpu_ns.max(round.cpu_ns) },
+        });
     }
-    let rounds = BufReader::new(&output.stdout[..])
-        .lines()
-        .map_while(|line| {
-            let line = line.ok()?;
-            let (wall, cpu) = line.split_once(' ')?;
-            Some(Round { wall_ns: wall.parse().ok()?, cpu_ns: cpu.parse().ok()? })
-        })
-        .collect::<Vec<_>>();
-    match rounds[..] {
-        [round] => Ok((round, helped)),
-        _ => bail!("benchmark row {:?} reported {} rounds, not 1", row.name(), rounds.len()),
+    Ok((slowest.expect("at least one process"), helped))
+}
+
+/// Runs `processes` copies of the row command at once, behind a start
+/// gate: each runs its untimed lap and says `ready`; once all have, each
+/// is told to start (a line on its stdin), so their timed events overlap
+/// as the threads of one process do behind their barrier.
+fn run_gated(cmd: &mut Command, processes: u64) -> Result<Vec<std::process::Output>> {
+    cmd.arg("--start-gate").stdin(Stdio::piped());
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        children.push(cmd.spawn().context("cannot run the benchmark child")?);
     }
+    let mut stdouts = Vec::new();
+    for child in &mut children {
+        let mut stdout = BufReader::new(child.stdout.take().context("the child's stdout")?);
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).context("cannot read the benchmark child")?;
+        if ready.trim_end() != "ready" {
+            bail!("a benchmark child did not get ready (it said {ready:?})");
+        }
+        stdouts.push(stdout);
+    }
+    // Each child waits for this line; dropping the pipe after it is fine.
+    for child in &mut children {
+        let mut stdin = child.stdin.take().context("the child's stdin")?;
+        stdin.write_all(b"go\n").context("cannot start a benchmark child")?;
+    }
+    let mut outputs = Vec::new();
+    for (mut child, mut stdout) in children.into_iter().zip(stdouts) {
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).context("cannot read the benchmark child")?;
+        let status = child.wait().context("cannot wait for the benchmark child")?;
+        outputs.push(std::process::Output { status, stdout: rest, stderr: Vec::new() });
+    }
+    Ok(outputs)
 }
 
 /// The reader beside the enabled row: a consumer draining the ring in this
@@ -573,7 +672,7 @@ pub fn run_row(args: &BenchRowArgs) -> Result<()> {
     let warm_up = args.events.min(args.capacity);
     let mut out = std::io::stdout().lock();
     for _ in 0..args.rounds {
-        let barrier = Barrier::new(args.threads as usize);
+        let barrier = StartLine::new(args.threads as usize, args.start_gate);
         let slowest = std::thread::scope(|s| {
             let workers: Vec<_> = (0..args.threads)
                 .map(|t| {
@@ -591,23 +690,69 @@ pub fn run_row(args: &BenchRowArgs) -> Result<()> {
                             with_cpu_time(|| write_floor(clock, &slots, t, args.events))
                         }
                         (_, None) => {
-                            call_hooks(alloc, free, t, warm_up);
+                            let device = args.device.wrapping_add(t as u32);
+                            call_hooks(alloc, free, device, t, warm_up);
                             barrier.wait();
-                            with_cpu_time(|| call_hooks(alloc, free, t, args.events))
+                            with_cpu_time(|| call_hooks(alloc, free, device, t, args.events))
                         }
                     })
                 })
                 .collect();
+            let gate = barrier.open_when_told(&mut out);
             let times: Vec<(Duration, Duration)> =
                 workers.into_iter().map(|w| w.join().expect("bench thread")).collect();
             let slowest = times.iter().map(|t| t.0).max().unwrap_or_default();
             let most_cpu = times.iter().map(|t| t.1).max().unwrap_or_default();
-            (slowest, most_cpu)
-        });
+            gate.map(|()| (slowest, most_cpu))
+        })?;
         let per_event = |d: Duration| d.as_nanos() as f64 / (args.events / 2 * 2) as f64;
         writeln!(out, "{} {}", per_event(slowest.0), per_event(slowest.1))?;
     }
     Ok(())
+}
+
+/// Where a round's threads wait for each other after their untimed lap,
+/// and, behind a start gate (`--start-gate`), for the parent's word: then
+/// this process's threads start their timed events with those of the
+/// other processes of the row.
+struct StartLine {
+    warmed: Barrier,
+    go: Barrier,
+    gated: bool,
+}
+
+impl StartLine {
+    fn new(threads: usize, gated: bool) -> StartLine {
+        // Behind a gate, the thread that runs the round is one more party.
+        let parties = threads + usize::from(gated);
+        StartLine { warmed: Barrier::new(parties), go: Barrier::new(parties), gated }
+    }
+
+    /// Called by each timed thread after its untimed lap.
+    fn wait(&self) {
+        self.warmed.wait();
+        self.go.wait();
+    }
+
+    /// Behind a gate, called by the thread running the round: once every
+    /// timed thread has done its untimed lap, prints `ready` to `out` and
+    /// waits for a line on stdin, then lets the threads go (also when
+    /// stdin fails, so none waits for good; the error is returned).
+    fn open_when_told(&self, out: &mut impl Write) -> Result<()> {
+        if !self.gated {
+            return Ok(());
+        }
+        self.warmed.wait();
+        let told = writeln!(out, "ready")
+            .and_then(|()| out.flush())
+            .and_then(|()| std::io::stdin().lock().read_line(&mut String::new()))
+            .context("the start gate: cannot talk to the parent");
+        self.go.wait();
+        match told? {
+            0 => bail!("the start gate: the parent closed stdin before saying go"),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Runs `timed`, which returns the wall time it measured, and adds the
@@ -629,13 +774,13 @@ fn thread_cpu_time() -> Duration {
 
 /// Alloc/free pairs through opaque function pointers, as a runtime's hook
 /// calls into the shared library.
-fn call_hooks(alloc: Hook, free: Hook, thread: u64, events: u64) -> Duration {
+fn call_hooks(alloc: Hook, free: Hook, device: u32, thread: u64, events: u64) -> Duration {
     let (alloc, free) = (black_box(alloc), black_box(free));
     let start = Instant::now();
     for i in 0..events / 2 {
         let id = thread << 40 | i;
-        alloc(thread as u32, MEMTRACK_KIND_DRAM, id, 0x1000, 4096);
-        free(thread as u32, MEMTRACK_KIND_DRAM, id, 0x1000, 4096);
+        alloc(device, MEMTRACK_KIND_DRAM, id, 0x1000, 4096);
+        free(device, MEMTRACK_KIND_DRAM, id, 0x1000, 4096);
     }
     start.elapsed()
 }
@@ -710,7 +855,7 @@ mod tests {
     fn the_one_thread_floor_comes_first_and_every_line_has_its_own_key() {
         for threads in 1..=4 {
             let lines = lines(threads);
-            assert_eq!(lines[0], Line { row: Row::Floor, threads: 1 }, "every ratio's denominator");
+            assert_eq!(lines[0], Line::single(Row::Floor, 1), "every ratio's denominator");
             let keys: Vec<String> = lines.iter().map(|l| l.key(threads)).collect();
             let mut unique = keys.clone();
             unique.sort();
@@ -721,17 +866,23 @@ mod tests {
                 assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
             }
             for row in [Row::Floor, Row::Enabled] {
-                let two = Line { row, threads: SECOND_THREAD_COUNT };
+                let two = Line::single(row, SECOND_THREAD_COUNT);
                 assert!(lines.contains(&two), "{threads} threads: no {two:?}");
             }
         }
         assert!(lines(1).iter().any(|l| l.key(1) == "enabled_2_threads"));
+        for threads in 1..=4 {
+            // Last, so the rows before it keep their places.
+            let last = *lines(threads).last().unwrap();
+            assert_eq!(last, Line { row: Row::Enabled, threads: 1, processes: 2 });
+            assert_eq!(last.key(threads), "enabled_2_processes");
+        }
         assert!(lines(3).iter().any(|l| l.key(3) == "floor_3_threads"));
     }
 
     #[test]
     fn the_reader_cost_is_the_median_over_rounds_that_took_records_and_none_without_a_reader() {
-        let line = Line { row: Row::Enabled, threads: 2 };
+        let line = Line::single(Row::Enabled, 2);
         let used = |ns: u64, records| ReaderUse { cpu: Duration::from_nanos(ns), records };
         let mut m = Measured {
             line,

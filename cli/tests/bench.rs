@@ -25,7 +25,16 @@ fn bench_json_has_the_floor_the_two_thread_rows_and_the_old_keys() {
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["floor", "empty_call", "disabled", "enabled", "socket", "floor_2_threads", "enabled_2_threads"]
+        [
+            "floor",
+            "empty_call",
+            "disabled",
+            "enabled",
+            "socket",
+            "floor_2_threads",
+            "enabled_2_threads",
+            "enabled_2_processes"
+        ]
     );
     let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap();
     let floor = doc["floor_ns_per_event"].as_f64().unwrap();
@@ -43,15 +52,22 @@ fn bench_json_has_the_floor_the_two_thread_rows_and_the_old_keys() {
         let ratio = r["ratio_to_floor"].as_f64().unwrap();
         let ns = r["ns_per_event"].as_f64().unwrap();
         assert!((ratio * floor - ns).abs() <= 1e-9 * ns, "{r}");
-        // The speed-up over the socket is given at the socket row's thread count only.
-        assert_eq!(r["speedup_vs_socket"].is_number(), r["threads"] == 1, "{r}");
+        // The speed-up over the socket is given at the socket row's writer
+        // count only (one thread in one process).
+        let one_writer = r["threads"] == 1 && r["processes"] == 1;
+        assert_eq!(r["speedup_vs_socket"].is_number(), one_writer, "{r}");
     }
     assert_eq!(row("floor_2_threads")["threads"], 2);
     assert_eq!(row("enabled_2_threads")["threads"], 2);
+    assert_eq!(row("enabled_2_threads")["processes"], 1);
+    // One thread in each of two processes, at once, on one ring.
+    assert_eq!(row("enabled_2_processes")["threads"], 1);
+    assert_eq!(row("enabled_2_processes")["processes"], 2);
     // 4000 events per thread fit in a 65536-slot ring: a reader attached
     // in another process, nothing may be dropped or lost.
     assert_eq!(row("enabled")["lost"], 0);
     assert_eq!(row("enabled_2_threads")["lost"], 0);
+    assert_eq!(row("enabled_2_processes")["lost"], 0);
     assert_eq!(row("socket")["lost"], 0);
     assert!(row("floor")["lost"].is_null(), "the floor has no reader to lose records");
     // The reader's CPU per record: on the rows with a reader, null on the rest.
@@ -76,6 +92,9 @@ fn bench_table_names_the_cpu_and_the_targets() {
         "{text}"
     );
     assert!(text.contains("(target 1.5x)") && text.contains("(target 2x)"), "{text}");
+    let processes = text.lines().find(|l| l.starts_with("memtrack, reader attached, 2 processes")).unwrap();
+    assert!(processes.split_whitespace().last().unwrap().parse::<f64>().is_ok(), "{processes}");
+    assert!(text.contains("one thread in each of 2 processes on one ring and one device"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("row ") && l.contains("cpu ns")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("row ") && l.ends_with("reader ns/rec")), "{text}");
     let enabled = text.lines().find(|l| l.starts_with("memtrack, reader attached")).unwrap();
