@@ -35,8 +35,8 @@
 //! finds no entry is counted in `LossLine::untracked_capacities`.
 
 use crate::format::{
-    CELL_INITIALISING, COUNTER_LANES, COUNTER_PROBE_LIMIT, CapacityEntry, CounterCell, capacity_key,
-    cell_owner_parts, home,
+    CELL_INITIALISING, COUNTER_CELL_SIZE, COUNTER_LANES, COUNTER_PROBE_LIMIT, CapacityEntry, CounterCell,
+    capacity_key, cell_owner_parts, counter_key_parts, home,
 };
 use crate::sync::{AtomicU64, Ordering, fence, wait_hint};
 
@@ -96,6 +96,18 @@ fn cell_home(key: u64, entry: u64, len: usize) -> usize {
 /// over the whole word.
 const ENTRY_SPREAD: u64 = 0xbf58_476d_1ce4_e5b9;
 
+/// Counter cells per 64-byte cache line (the pool starts on a line: its
+/// offset is asserted in `format`). 64, not the 128 the file's padding
+/// assumes (Intel's adjacent-line prefetcher pairs lines): a hot cell
+/// alone on 128 bytes would leave the pool a quarter of its cells for
+/// such placement, and the pairing costs far less than one shared line.
+const CELLS_PER_LINE: usize = 64 / COUNTER_CELL_SIZE;
+
+/// The lane byte of a counter key.
+fn lane_of(key: u64) -> u8 {
+    counter_key_parts(key).2
+}
+
 /// The counter pool: a power-of-two number of cells.
 #[derive(Clone, Copy)]
 pub(crate) struct Pool<'a> {
@@ -122,21 +134,55 @@ impl<'a> Pool<'a> {
     /// The cell of `key` that `owner` (a `cell_owner` word) holds, claiming
     /// a free one if it has none on the key's probe path; `None` when every
     /// cell probed belongs to someone else (the pool is full there).
+    ///
+    /// Where it claims: the first free cell on the probe path whose cache
+    /// line holds no cell of another writer (see [`Pool::line_is_writers`]),
+    /// so that two threads or processes adding at once do not write one
+    /// line; only if the probe path has no such cell (a crowded pool), the
+    /// first free cell, as if lines did not matter. The probe for an
+    /// existing cell goes past the free cells the first pass passes over
+    /// (they stay so for it, unless their line-mates change: then a key
+    /// may get a second cell, which readers sum, as for a cell freed on
+    /// its path).
     pub(crate) fn find_or_claim(&self, owner: u64, key: u64) -> Option<usize> {
         let entry = cell_owner_parts(owner).map_or(0, |(entry, _)| entry as u64);
         let len = self.cells.len();
         let start = cell_home(key, entry, len);
-        for step in 0..COUNTER_PROBE_LIMIT.min(len) {
-            let index = (start + step) & (len - 1);
-            if self.try_cell(index, owner, key) {
-                return Some(index);
+        for own_line in [true, false] {
+            for step in 0..COUNTER_PROBE_LIMIT.min(len) {
+                let index = (start + step) & (len - 1);
+                let claimable = !own_line || self.line_is_writers(index, owner, key);
+                if self.try_cell(index, owner, key, claimable) {
+                    return Some(index);
+                }
             }
         }
         None
     }
 
-    /// Whether cell `index` is (now) `owner`'s cell of `key`.
-    fn try_cell(&self, index: usize, owner: u64, key: u64) -> bool {
+    /// Whether the other cells on cell `index`'s 64-byte line are free or
+    /// this writer's own (`owner`'s, of `key`'s lane: one thread, or the
+    /// threads sharing the shared lane): a cell claimed there puts no other
+    /// writer's hot stores on its line. A cell being initialised, or of an
+    /// ended process, counts as another writer's (unknown, or not worth a
+    /// look at its lock on this path). A hint: the line-mates may change
+    /// right after; the claim stays correct either way.
+    fn line_is_writers(&self, index: usize, owner: u64, key: u64) -> bool {
+        let first = index & !(CELLS_PER_LINE - 1);
+        (first..first + CELLS_PER_LINE).filter(|&mate| mate != index).all(|mate| {
+            let cell = &self.cells[mate];
+            // Relaxed: a placement hint, nothing is read through it.
+            match cell.owner.load(Ordering::Relaxed) {
+                0 => true,
+                seen if seen == owner => lane_of(cell.key.load(Ordering::Relaxed)) == lane_of(key),
+                _ => false,
+            }
+        })
+    }
+
+    /// Whether cell `index` is (now) `owner`'s cell of `key`; a free cell
+    /// is claimed for it only if `claimable`.
+    fn try_cell(&self, index: usize, owner: u64, key: u64, claimable: bool) -> bool {
         let cell = &self.cells[index];
         let (mut spins, mut failed_claims) = (0, 0);
         loop {
@@ -154,8 +200,8 @@ impl<'a> Pool<'a> {
                 wait_hint();
                 continue;
             }
-            if seen != 0 {
-                return false; // Someone else's (or taking too long).
+            if seen != 0 || !claimable {
+                return false; // Someone else's (or taking too long), or not to claim.
             }
             // Relaxed: nothing is read through the claim; the fence below
             // orders it before the key and value stores.
@@ -408,6 +454,63 @@ mod tests {
             lines.sort_unstable();
             lines.dedup();
             assert_eq!(lines.len(), 8, "key {key:#x}: 8 processes' cells on {} lines", lines.len());
+        }
+    }
+
+    /// (entry, lane) of each cell in use, by 64-byte line: the writers
+    /// of each line (a lane has one writer thread).
+    fn writers_by_line(pool: &Pool<'_>) -> Vec<Vec<(usize, u8)>> {
+        let mut lines = vec![Vec::new(); pool.len() / CELLS_PER_LINE];
+        for index in 0..pool.len() {
+            if let Some(r) = pool.read(index) {
+                lines[index / CELLS_PER_LINE].push((r.entry, lane_of(r.key)));
+            }
+        }
+        for writers in &mut lines {
+            writers.sort_unstable();
+            writers.dedup();
+        }
+        lines
+    }
+
+    #[test]
+    fn threads_of_many_processes_write_cells_on_lines_of_their_own_while_the_pool_has_room() {
+        // 32 processes x 16 lanes x 4 (device, kind) pairs: 2048 cells in
+        // the default pool (1/8 of it). Placed by their homes alone, two of
+        // them would share a line by chance in ~250 lines (2048^2 / 2 /
+        // 8192): each such pair costs both threads a cache-line transfer
+        // per event when both count at once.
+        let cells = pool(DEFAULT_COUNTER_CELLS as usize);
+        let pool = Pool::new(&cells);
+        for entry in 0..32 {
+            let owner = cell_owner(entry, 1);
+            for lane in 0..COUNTER_LANES as u8 {
+                for (device, kind) in [(0, 0), (0, 1), (entry as u32 % 8, 3), (7, 5)] {
+                    let index = pool.find_or_claim(owner, counter_key(device, kind, lane)).unwrap();
+                    add_own(pool.cell(index), 1, 1);
+                    let again = pool.find_or_claim(owner, counter_key(device, kind, lane));
+                    assert_eq!(again, Some(index), "a key finds the cell it claimed, past the free cells it passed");
+                }
+            }
+        }
+        let shared: Vec<_> = writers_by_line(&pool).into_iter().filter(|w| w.len() > 1).collect();
+        assert!(shared.is_empty(), "{} lines with several writers: {:?}", shared.len(), &shared[..shared.len().min(4)]);
+    }
+
+    #[test]
+    fn a_crowded_pool_still_gives_every_key_a_cell_sharing_lines() {
+        // 128 cells, 128 writers of one key each: no line of its own is
+        // left for half of them, and none may go untracked for that.
+        let cells = pool(128);
+        let pool = Pool::new(&cells);
+        let claimed: Vec<usize> =
+            (0..128).map(|entry| pool.find_or_claim(cell_owner(entry, 1), counter_key(0, 0, 0)).unwrap()).collect();
+        let mut unique = claimed.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 128, "every cell used once");
+        for (entry, &index) in claimed.iter().enumerate() {
+            assert_eq!(pool.find_or_claim(cell_owner(entry, 1), counter_key(0, 0, 0)), Some(index));
         }
     }
 

@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// capacity/8); 1: no batching). For measuring the batching policy.
     #[arg(long, hide = true)]
     reader_batch: Option<u64>,
+    /// The multi-process row's process i hooks device i instead of all
+    /// hooking device 0: for measuring what sharing a device costs.
+    #[arg(long, hide = true)]
+    processes_on_own_devices: bool,
 }
 
 /// What one child process measures.
@@ -142,7 +146,7 @@ pub struct BenchRowArgs {
     /// the multi-process row gives every process device 0, the tt_metal
     /// case of processes sharing a device; other values are for
     /// experiments (processes on different devices).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, overrides_with = "device")]
     device: u32,
 }
 
@@ -495,7 +499,7 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
     let outputs = if processes == 1 {
         cmd.output().context("cannot run the benchmark child").map(|o| vec![o])
     } else {
-        run_gated(&mut cmd, processes)
+        run_gated(&mut cmd, processes, args.processes_on_own_devices)
     };
     let helped = match helper {
         Some(stop) => stop()?,
@@ -529,10 +533,13 @@ fn measure(line: Line, args: &BenchArgs, tag: &str, options: RingOptions) -> Res
 /// gate: each runs its untimed lap and says `ready`; once all have, each
 /// is told to start (a line on its stdin), so their timed events overlap
 /// as the threads of one process do behind their barrier.
-fn run_gated(cmd: &mut Command, processes: u64) -> Result<Vec<std::process::Output>> {
+fn run_gated(cmd: &mut Command, processes: u64, own_devices: bool) -> Result<Vec<std::process::Output>> {
     cmd.arg("--start-gate").stdin(Stdio::piped());
     let mut children = Vec::new();
-    for _ in 0..processes {
+    for process in 0..processes {
+        // `--device` may be given again: the last one counts.
+        let device = if own_devices { process } else { 0 };
+        cmd.args(["--device", &device.to_string()]);
         children.push(cmd.spawn().context("cannot run the benchmark child")?);
     }
     let mut stdouts = Vec::new();
