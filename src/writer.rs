@@ -74,23 +74,23 @@ const WAIT_SLICE: Duration = Duration::from_micros(500);
 /// the parent's shared-lane cells (`fetch_add`, never the plain stores of a
 /// lane, which would race the parent's), so neither process's counts are
 /// corrupted, but the parent's figures include the child's.
+///
+/// Its lines are its own (`align(128)`, as the file's lines): every hook of
+/// every thread reads it, and an allocation beside it written by another
+/// thread would cost each hook a cache-line transfer. The few fields
+/// threads write ([`WrittenLine`]) have a line of their own too.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct Writer {
     ring: Ring,
     registration: Registration,
     pid: u32,
     clock: ClockSource,
     full_wait: Duration,
-    /// The consumer's `taken` when a wait for space last timed out (or
-    /// `u64::MAX`), and the ring-clock time of that first timeout: while
-    /// `taken` has not moved for [`STALL_WAITS`] waits' time, the consumer
-    /// is stalled.
-    stall_taken: AtomicU64,
-    stall_since: AtomicU64,
+    /// What threads write (on cold paths), away from what hooks read.
+    written: WrittenLine,
     /// [`STALL_WAITS`] × `full_wait`, in ring-clock ticks.
     stall_ticks: u64,
-    /// Ids of this process's marks with long labels (0 unused).
-    last_text_id: AtomicU32,
     /// Unique in the process (never reused, unlike an address): which
     /// writer a thread's cached lane and cells are of.
     serial: u64,
@@ -102,6 +102,28 @@ pub struct Writer {
     /// Whether threads take sub-rings (see `subrings::WRITES_BY_DEFAULT`).
     subring_writes: std::sync::atomic::AtomicBool,
 }
+
+/// The fields of a [`Writer`] that its threads write: waits for space and
+/// marks with long labels (cold paths, but any thread's write there would
+/// take the line from every hooking thread if the hooks' fields shared it).
+#[derive(Debug)]
+#[repr(align(128))]
+struct WrittenLine {
+    /// The consumer's `taken` when a wait for space last timed out (or
+    /// `u64::MAX`), and the ring-clock time of that first timeout: while
+    /// `taken` has not moved for [`STALL_WAITS`] waits' time, the consumer
+    /// is stalled.
+    stall_taken: AtomicU64,
+    stall_since: AtomicU64,
+    /// Ids of this process's marks with long labels (0 unused).
+    last_text_id: AtomicU32,
+}
+
+// What hooks read and what threads write are on different lines, and a
+// `Box<Writer>` shares no line with another allocation.
+const _: () = assert!(std::mem::align_of::<Writer>() == 128);
+const _: () = assert!(std::mem::align_of::<WrittenLine>() == 128);
+const _: () = assert!(std::mem::size_of::<WrittenLine>() == 128);
 
 /// The last [`Writer::serial`] given out.
 static LAST_SERIAL: AtomicU64 = AtomicU64::new(0);
@@ -141,10 +163,12 @@ impl Writer {
             pid: std::process::id(),
             clock,
             full_wait,
-            stall_taken: AtomicU64::new(u64::MAX),
-            stall_since: AtomicU64::new(0),
+            written: WrittenLine {
+                stall_taken: AtomicU64::new(u64::MAX),
+                stall_since: AtomicU64::new(0),
+                last_text_id: AtomicU32::new(0),
+            },
             stall_ticks: ticks_for(&ring_calibration, full_wait * STALL_WAITS),
-            last_text_id: AtomicU32::new(0),
             serial: LAST_SERIAL.fetch_add(1, Ordering::Relaxed) + 1,
             cell_owner: cell_owner(registration.index, registration.generation),
             forks: fork_count(),
@@ -229,7 +253,7 @@ impl Writer {
         }
         // Relaxed: only uniqueness matters; a wrapped id (after 16 million
         // long labels) may join text to the wrong mark, never corrupt.
-        let id = self.last_text_id.fetch_add(1, Ordering::Relaxed) % MAX_RESERVED_ID + 1;
+        let id = self.written.last_text_id.fetch_add(1, Ordering::Relaxed) % MAX_RESERVED_ID + 1;
         record.set_scope(id);
         record.flags = FLAG_MORE;
         self.push(&record);
@@ -758,8 +782,8 @@ impl Writer {
         if progressed.elapsed() >= self.full_wait {
             // No progress for `full_wait`: start (or continue) the stall clock.
             let taken = self.consumer_taken();
-            if self.stall_taken.swap(taken, Ordering::Relaxed) != taken {
-                self.stall_since.store(self.clock.now(), Ordering::Relaxed);
+            if self.written.stall_taken.swap(taken, Ordering::Relaxed) != taken {
+                self.written.stall_since.store(self.clock.now(), Ordering::Relaxed);
             }
         }
         None
@@ -782,9 +806,10 @@ impl Writer {
     /// only whether to wait; a stale pair of values costs at most one wait
     /// more or less.
     fn consumer_stalled(&self) -> bool {
-        let stalled_at = self.stall_taken.load(Ordering::Relaxed);
+        let stalled_at = self.written.stall_taken.load(Ordering::Relaxed);
         if stalled_at == u64::MAX
-            || self.clock.now().wrapping_sub(self.stall_since.load(Ordering::Relaxed)) < self.stall_ticks
+            || self.clock.now().wrapping_sub(self.written.stall_since.load(Ordering::Relaxed))
+                < self.stall_ticks
         {
             return false;
         }
@@ -792,7 +817,12 @@ impl Writer {
             return true;
         }
         // It took records since: stop the clock (until a wait times out).
-        let _ = self.stall_taken.compare_exchange(stalled_at, u64::MAX, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.written.stall_taken.compare_exchange(
+            stalled_at,
+            u64::MAX,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         false
     }
 

@@ -77,6 +77,35 @@ fn loom_two_threads_claiming_one_key_end_with_one_cell() {
     });
 }
 
+/// Two processes claim cells at once in a pool of one line (the line
+/// placement's first pass finds no line of its own for the second, or for
+/// either, as they race): each still gets a cell of its own, finds it
+/// again, and counts there, whatever the interleaving.
+#[test]
+fn loom_two_writers_racing_for_one_line_each_get_a_cell() {
+    loom::model(|| {
+        let cells = cells(2);
+        let count = move |cells: &[CounterCell], entry: usize| {
+            let pool = Pool::new(cells);
+            let (owner, key) = (cell_owner(entry, 1), counter_key(0, 0, 0));
+            let cell = pool.find_or_claim(owner, key).expect("a free cell");
+            add_own(pool.cell(cell), 10 + entry as i64, 1);
+            assert_eq!(pool.find_or_claim(owner, key), Some(cell), "found again");
+        };
+        let other = {
+            let cells = cells.clone();
+            thread::spawn(move || count(&cells, 1))
+        };
+        count(&cells, 0);
+        other.join().unwrap();
+        let pool = Pool::new(&cells);
+        let mut readings: Vec<_> =
+            (0..pool.len()).filter_map(|i| pool.read(i)).map(|r| (r.entry, r.bytes)).collect();
+        readings.sort_unstable();
+        assert_eq!(readings, [(0, 10), (1, 11)]);
+    });
+}
+
 /// The reclaim models' key of the old owner (generation 1) and of the new
 /// one (generation 2), both in entry 0.
 const OLD_KEY: u64 = counter_key(1, 1, 0);

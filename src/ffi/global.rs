@@ -26,11 +26,28 @@ const LAST_SENTINEL: usize = SHUT_DOWN;
 /// creates the ring: normally well under 10 ms) before giving up on it.
 const ATTACH_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-static STATE: AtomicPtr<Writer> = AtomicPtr::new(ptr::null_mut());
+/// Read by every hook; alone on its line (see [`OwnLine`]).
+static STATE: OwnLine<AtomicPtr<Writer>> = OwnLine(AtomicPtr::new(ptr::null_mut()));
 /// The parent's writer, set in a forked child until it attaches anew.
 static FORKED_FROM: AtomicPtr<Writer> = AtomicPtr::new(ptr::null_mut());
 static HOOKS_INSTALLED: AtomicBool = AtomicBool::new(false);
 static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// A static on cache lines of its own: `STATE` shared its line with
+/// statics written on warm paths (`NEXT_START` at each sub-ring take or
+/// retry, `LAST_SERIAL`, `FORKED_FROM`), and each such write took the line
+/// from every thread's next hook.
+#[repr(align(128))]
+struct OwnLine<T>(T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<OwnLine<AtomicPtr<Writer>>>() == 128);
 
 fn sentinel(value: usize) -> *mut Writer {
     ptr::without_provenance_mut(value)
