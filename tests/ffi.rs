@@ -279,6 +279,36 @@ fn two_processes_on_one_ring() {
     assert_all_exited_and_balanced(&run);
 }
 
+/// libmemtrack loaded with `dlopen` (as Python loads tt_metal): each
+/// thread's hook state starts a 128-byte line, although glibc `malloc`s
+/// the library's thread-local blocks (32 threads: past the arenas of a
+/// small machine, blocks a few hundred bytes apart); and every hook is
+/// recorded.
+#[test]
+fn a_dlopened_library_keeps_each_threads_hook_state_on_lines_of_its_own() {
+    let p = cc::build(&Build {
+        name: "dlopen_tls",
+        source: "dlopen_tls.c",
+        lang: Lang::C,
+        link: Link::None,
+        sanitize: false,
+        defines: &[],
+    });
+    let threads = 32;
+    let mut cmd = p.command();
+    cmd.arg(cc::lib_dir().join("libmemtrack.so")).arg(threads.to_string());
+    let run = run_on_ring("dlopen-tls", vec![cmd]);
+    let out = stdout(&run.outputs[0]);
+    assert!(
+        out.contains(&format!("dlopen_tls: 0 of {threads} thread-local blocks not 128-byte aligned")),
+        "{out}"
+    );
+    let allocs = run.records.iter().filter(|r| r.event() == Some(Event::Alloc)).count();
+    let frees = run.records.iter().filter(|r| r.event() == Some(Event::Free)).count();
+    assert_eq!((allocs, frees), (threads, threads));
+    assert_all_exited_and_balanced(&run);
+}
+
 const SECOND_THREAD: u64 = 1 << 40;
 const CHILD: u64 = 1 << 41;
 
