@@ -23,7 +23,7 @@ use memtrack::ffi::{
     MEMTRACK_KIND_DRAM, memtrack_alloc, memtrack_free, memtrack_init, memtrack_scope_begin,
     memtrack_scope_end,
 };
-use memtrack::{Consumer, MemtrackBuffer, Ring, RingOptions, Writer, ring_path};
+use memtrack::{Consumer, MemtrackBuffer, Record, Ring, RingOptions, Writer, ring_path};
 
 type Hook = extern "C" fn(u32, u8, u64, u64, u64);
 
@@ -226,14 +226,8 @@ fn consumer_drain(c: &mut Criterion) {
                 for i in 0..CAPACITY {
                     writer.alloc(&MemtrackBuffer { buffer_id: i, size: 64, ..Default::default() });
                 }
-                let start = Instant::now();
-                let n = consumer
-                    .drain(usize::MAX, &mut buf, |r| {
-                        black_box(r);
-                        Ok::<_, ()>(())
-                    })
-                    .unwrap();
-                total += start.elapsed();
+                let (n, took) = timed_drain(&mut consumer, &mut buf);
+                total += took;
                 assert_eq!(n as u64, CAPACITY);
             }
             total
@@ -279,14 +273,8 @@ fn consumer_drain_merged(c: &mut Criterion) {
                         });
                     }
                 });
-                let start = Instant::now();
-                let n = consumer
-                    .drain(usize::MAX, &mut buf, |r| {
-                        black_box(r);
-                        Ok::<_, ()>(())
-                    })
-                    .unwrap();
-                total += start.elapsed();
+                let (n, took) = timed_drain(&mut consumer, &mut buf);
+                total += took;
                 // (The threads' start and end records come out too.)
                 assert!(n as u64 >= 2 * PER_THREAD, "{n}");
             }
@@ -323,3 +311,16 @@ criterion_group! {
     targets = off, on, on_2_threads, consumer_drain, consumer_drain_merged
 }
 criterion_main!(benches);
+
+/// Drains everything `consumer` can take now: the records taken and the
+/// time it took.
+fn timed_drain(consumer: &mut Consumer, buf: &mut Vec<Record>) -> (usize, Duration) {
+    let start = Instant::now();
+    let n = consumer
+        .drain(usize::MAX, buf, |r| {
+            black_box(r);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    (n, start.elapsed())
+}

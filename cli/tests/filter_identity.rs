@@ -51,20 +51,28 @@ fn record(ticket: u64, event: Event, pid: u32, device_id: u32, buffer_id: u64, l
 /// missing (pid 200, known only by its ALLOC on device 1), then "c" (pid
 /// 300), who leaves a buffer on device 0.
 fn three_owners_of_one_entry() -> TempFile {
+    recording(
+        "filter-identity",
+        &[
+            record(0, Event::ProcessStart, 100, 0, 0, "a"),
+            record(1, Event::Alloc, 100, 0, 1, ""),
+            record(2, Event::Alloc, 200, 1, 2, ""),
+            record(3, Event::ProcessStart, 300, 0, 0, "c"),
+            record(4, Event::Alloc, 300, 0, 3, ""),
+        ],
+    )
+}
+
+/// A finished recording of `records`: the header, the records, the end block.
+fn recording(tag: &str, records: &[[u8; 64]]) -> TempFile {
     let mut bytes = header();
-    for block in [
-        record(0, Event::ProcessStart, 100, 0, 0, "a"),
-        record(1, Event::Alloc, 100, 0, 1, ""),
-        record(2, Event::Alloc, 200, 1, 2, ""),
-        record(3, Event::ProcessStart, 300, 0, 0, "c"),
-        record(4, Event::Alloc, 300, 0, 3, ""),
-    ] {
-        bytes.extend_from_slice(&block);
+    for block in records {
+        bytes.extend_from_slice(block);
     }
     let mut end = [0u8; 64];
     end[58] = 0x8f;
     bytes.extend_from_slice(&end);
-    let file = TempFile::new("filter-identity");
+    let file = TempFile::new(tag);
     std::fs::write(file.path(), bytes).unwrap();
     file
 }
@@ -136,22 +144,16 @@ fn filtered_exports_name_processes_as_the_report_does() {
 /// then pid 200, with no start record, allocates on device 1: "a" died
 /// then, though nothing of it says so.
 fn an_owner_replaced_by_a_left_out_record() -> TempFile {
-    let mut bytes = header();
-    for block in [
-        record(0, Event::ProcessStart, 100, 0, 0, "a"),
-        record(1, Event::Mark, 100, 0, 0, "p"),
-        record(2, Event::Alloc, 100, 0, 1, ""),
-        record(3, Event::Alloc, 200, 1, 2, ""),
-        record(9, Event::Alloc, 200, 1, 3, ""),
-    ] {
-        bytes.extend_from_slice(&block);
-    }
-    let mut end = [0u8; 64];
-    end[58] = 0x8f;
-    bytes.extend_from_slice(&end);
-    let file = TempFile::new("filter-identity-death");
-    std::fs::write(file.path(), bytes).unwrap();
-    file
+    recording(
+        "filter-identity-death",
+        &[
+            record(0, Event::ProcessStart, 100, 0, 0, "a"),
+            record(1, Event::Mark, 100, 0, 0, "p"),
+            record(2, Event::Alloc, 100, 0, 1, ""),
+            record(3, Event::Alloc, 200, 1, 2, ""),
+            record(9, Event::Alloc, 200, 1, 3, ""),
+        ],
+    )
 }
 
 /// The Perfetto JSON export's phases and freed buffers' slices, and
