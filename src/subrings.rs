@@ -31,7 +31,7 @@
 //! then after twice as many each time it finds none, up to
 //! [`MAX_RETRY_HOOKS`].
 
-use crate::format::{SubRingHeader, subring_lease_parts};
+use crate::format::{SubRingHeader, WaitLine, subring_lease_parts};
 use crate::sync::Ordering;
 
 /// Hooks a thread without a sub-ring makes (on the shared ring) before it
@@ -62,11 +62,11 @@ pub(crate) fn take_lease(header: &SubRingHeader, seen: u64, lease: u64) -> bool 
 /// it frees slots there, for as long as the file lives. Only a sub-ring's
 /// holder waits on it, and we hold it now: no live writer is registered.
 /// (A shared ring's stale count stays: any writer may wait there.)
-fn clear_dead_holders_wait(header: &SubRingHeader) {
+pub(crate) fn clear_dead_holders_wait(wait: &WaitLine) {
     // Relaxed: `waiters` is read as a hint (`wake_writers`,
     // `writer_waits_on`); our own registrations, if we wait later, come
     // after this store in program order.
-    header.control.wait.waiters.store(0, Ordering::Relaxed);
+    wait.waiters.store(0, Ordering::Relaxed);
 }
 
 /// Gives the lease `lease` of `header` back, telling the next holder to go
@@ -142,7 +142,7 @@ mod lease_in_a_ring {
                 let header = self.subring_header(i);
                 let seen = header.lease.load(Ordering::Relaxed);
                 if seen != 0 && is_stale(seen) && take_lease(header, seen, lease) {
-                    clear_dead_holders_wait(header);
+                    clear_dead_holders_wait(&header.control.wait);
                     if let Some(leased) = self.resume(i, lease) {
                         return Some(leased);
                     }

@@ -1285,16 +1285,22 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// A writer on a new ring of one 256-slot sub-ring and a 64-slot shared
+    /// ring, named after `tag`; the caller removes the file.
+    fn one_sub_ring_writer(tag: &str) -> (std::path::PathBuf, Writer) {
+        let path = crate::ring_path(&format!("test-writer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let options =
+            RingOptions { capacity: 64, subrings: 1, subring_capacity: 256, ..RingOptions::default() };
+        (path.clone(), Writer::attach(Ring::create(&path, options).unwrap()).unwrap())
+    }
+
     /// A writer waiting on its full sub-ring (for up to 10 s without
     /// progress) stops when the consumer detaches, and writes the shared
     /// ring instead: the record is neither lost nor dropped.
     #[test]
     fn a_consumer_that_detaches_ends_a_wait_on_a_sub_ring() {
-        let path = crate::ring_path(&format!("test-writer-detach-subring-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let options =
-            RingOptions { capacity: 64, subrings: 1, subring_capacity: 256, ..RingOptions::default() };
-        let mut writer = Writer::attach(Ring::create(&path, options).unwrap()).unwrap();
+        let (path, mut writer) = one_sub_ring_writer("detach-subring");
         writer.full_wait = Duration::from_secs(10);
         let consumer = Consumer::attach(&path).unwrap();
         let ring = Ring::open(&path).unwrap();
@@ -1322,11 +1328,7 @@ mod tests {
     /// sub-ring, and then they wait again.
     #[test]
     fn a_sub_ring_the_consumer_takes_nothing_from_is_waited_on_once() {
-        let path = crate::ring_path(&format!("test-writer-stuck-subring-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let options =
-            RingOptions { capacity: 64, subrings: 1, subring_capacity: 256, ..RingOptions::default() };
-        let mut writer = Writer::attach(Ring::create(&path, options).unwrap()).unwrap();
+        let (path, mut writer) = one_sub_ring_writer("stuck-subring");
         writer.set_full_wait(Duration::from_millis(20));
         let consumer = Consumer::attach(&path).unwrap();
         let ring = Ring::open(&path).unwrap();

@@ -571,6 +571,32 @@ fn loom_a_writer_waiting_on_a_full_subring_is_always_woken() {
     });
 }
 
+/// (a') A thread that took a dead holder's sub-ring clears the wait
+/// registration the holder left (`subrings::clear_dead_holders_wait`), then
+/// waits there itself: the clear never costs it its wake-up, and the count
+/// ends at 0 (without the clear it ends at 1: the FUTEX_WAKE per release
+/// the clear is for).
+#[test]
+fn loom_clearing_a_dead_holders_registration_loses_no_wake_up() {
+    loom::model(|| {
+        let shared = Arc::new(HeapRing::new(2));
+        attach(&shared);
+        let sub = Arc::new(HeapRing::new(2));
+        // Left by a holder killed asleep for space.
+        sub.control.wait.waiters.store(1, Ordering::Relaxed);
+        let writer = {
+            let (shared, sub) = (shared.clone(), sub.clone());
+            thread::spawn(move || {
+                crate::subrings::clear_dead_holders_wait(&sub.control.wait);
+                push_own_or_wait(sub.view(), shared.view(), None, A, &[10, 11, 12])
+            })
+        };
+        assert_eq!(take_one_at_a_time(sub.view(), 3), [10, 11, 12]);
+        assert_eq!(writer.join().unwrap(), 0, "a live consumer costs no record");
+        assert_eq!(sub.control.wait.waiters.load(Ordering::Relaxed), 0);
+    });
+}
+
 /// (b) The doorbell: a consumer going to sleep (untimed) and a writer
 /// registering to wait in its full sub-ring: either the consumer sees the
 /// registration and stays awake, or the writer sees it asleep and rings;
