@@ -84,8 +84,9 @@ pub(crate) struct CellReading {
 /// entry in those bits (as before) every process's cell for one (device,
 /// kind, lane) probed from one home and two processes hooking one device
 /// wrote adjacent cells, often on one cache line. Two processes hooking at
-/// once (no reader, AMD EPYC): 152–192 ns per event on one device against
-/// 51–53 on devices 0 and 1; 51–53 on one device with this start. Any start
+/// once (`benches/same_device.c`, no reader, AMD EPYC, old and new library
+/// side by side): 152–192 ns per event on one device against 51–53 on
+/// devices 0 and 1; 51–53 on one device with this start. Any start
 /// is valid: a cell is found by probing from it, and readers scan the pool.
 #[inline]
 fn cell_home(key: u64, entry: u64, len: usize) -> usize {
