@@ -37,7 +37,12 @@ class Obj:
         return name in self._data
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Obj) and self._data == other._data
+        # Equal to the JSON it wraps too: `rec.processes == json.loads(...)`.
+        if isinstance(other, Obj):
+            return self._data == other._data
+        if isinstance(other, dict):
+            return self._data == other
+        return NotImplemented
 
     def __dir__(self):
         return list(self._data)

@@ -51,6 +51,9 @@ def test_load_matches_report_json(recording, memtrack_bin):
     # Every allocation outside any scope: one row, scope "".
     assert [(s.scope, s.allocs, s.remaining_buffers) for s in rec.scopes] == [("", 4, 2)]
     assert rec.duration_ns == rec.report["duration_ns"] and rec.finished  # any other key, as an attribute
+    # An object equals the JSON it wraps (docs/python.md compares them so).
+    assert rec.processes == rec.report["processes"] and rec.processes[0] == rec.report["processes"][0]
+    assert rec.anomalies == rec.report["anomalies"] and rec.processes[0] != {"pid": process.pid}
 
 
 def test_records_as_columns(recording):

@@ -5,13 +5,15 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import memtrack
 from conftest import HERE
 
 PROJECT = HERE / "fakeproject"
 
 
-def run_pytest(runtime_lib, *args, record=None, memtrack_bin=None, env=None):
+def run_pytest(runtime_lib, *args, record=None, memtrack_bin=None, env=None, wrap=()):
     extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTRACK_")}
     env["FAKE_RUNTIME_LIB"] = str(runtime_lib)
@@ -19,6 +21,7 @@ def run_pytest(runtime_lib, *args, record=None, memtrack_bin=None, env=None):
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args, str(PROJECT)]
     if record is not None:
         command = [str(memtrack_bin), "record", "-q", "-o", str(record), "--"] + command
+    command = list(wrap) + command
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=PROJECT)
     outcomes = dict(
         (name, outcome) for outcome, name in re.findall(r"^(PASSED|FAILED) \S*::(\w+)", result.stdout, re.M)
@@ -126,3 +129,57 @@ def test_allow_untracked_passes_it_and_says_so(runtime_lib):
     summary = re.search(r"counter pool full: (\d+) events in 1 test .*allowed by --memtrack-allow-untracked", result.stdout)
     assert summary and int(summary.group(1)) > 0, result.stdout
     assert re.search(r"test_touches_two_hundred_devices: \d+ untracked events", result.stdout)
+
+
+# A ring the plugin cannot use: the tests still run, untracked, and one line
+# says why; no traceback of the plugin's, and no verdict it could not give.
+NOT_TRACKING = re.compile(r"^memtrack: not tracking, (\d+) tests? ran unchecked: cannot attach to ring (\S+): (.+)$", re.M)
+
+
+def assert_ran_unchecked(result, outcomes, reason):
+    assert outcomes == ALL_PASS, result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "OSError" not in result.stdout, result.stdout
+    lines = NOT_TRACKING.findall(result.stdout)
+    assert len(lines) == 1 and lines[0][0] == "7" and reason in lines[0][2], result.stdout
+    assert "no test left device memory allocated" not in result.stdout
+    assert "tests checked" not in result.stdout
+
+
+def test_a_file_that_is_not_a_ring(runtime_lib, tmp_path):
+    not_a_ring = tmp_path / "not-a-ring"
+    not_a_ring.write_text("hello\n" * 100)
+    result, outcomes = run_pytest(runtime_lib, "--memtrack", env={"MEMTRACK_RING": str(not_a_ring)})
+    assert_ran_unchecked(result, outcomes, "not a valid memtrack ring")
+    assert not_a_ring.read_text() == "hello\n" * 100
+
+
+def test_a_full_dev_shm(runtime_lib):
+    """/dev/shm a 1 MiB tmpfs (a mount namespace of its own): the private ring cannot be created."""
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare -m is not permitted here (needs root or user namespaces)")
+    script = 'mount -t tmpfs -o size=1M tmpfs /dev/shm && exec "$@"'
+    result, outcomes = run_pytest(runtime_lib, "--memtrack", wrap=["unshare", "-m", "sh", "-c", script, "sh"])
+    assert_ran_unchecked(result, outcomes, "no space left for the ring")
+
+
+def test_xdist_workers_each_check_their_own_tests(runtime_lib):
+    pytest.importorskip("xdist")
+    result, outcomes = run_pytest(runtime_lib, "--memtrack", "-n", "2")
+    assert outcomes == {
+        **ALL_PASS,
+        "test_leaks_three_dram_buffers": "FAILED",
+        "test_peak_over_limit": "FAILED",
+    }, result.stdout
+    assert "memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM" in result.stdout
+    assert "memtrack: peak 2.0 MiB on device 0 DRAM over the limit of 1.0 MiB" in result.stdout
+    # The controller's summary gathers the workers': every test counted once,
+    # each failure under its own test, each worker's private ring gone.
+    assert "7 tests checked by 2 xdist workers, each on a private ring" in result.stdout, result.stdout
+    summary = result.stdout.split("= memtrack =")[1]
+    assert re.search(r"^\S*::test_leaks_three_dram_buffers: leaked 3 buffers, 12.0 KiB on device 0 DRAM$", summary, re.M)
+    assert re.search(r"^\S*::test_peak_over_limit: peak 2.0 MiB on device 0 DRAM", summary, re.M)
+    assert "no test left device memory allocated" not in summary
+    rings = re.findall(r"/dev/shm/memtrack-pytest-\d+", result.stdout)
+    assert not [ring for ring in rings if os.path.exists(ring)]
