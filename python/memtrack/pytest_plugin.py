@@ -49,8 +49,21 @@ def pytest_configure(config):
         "memtrack(allow_leak_bytes=0, max_peak=None): memtrack limits of a test: bytes it may leave "
         'allocated; peak bytes per "device:KIND" (e.g. {"0:DRAM": 1 << 30}) or for every cell (an int)',
     )
-    if config.getoption("memtrack"):
+    if not config.getoption("memtrack"):
+        return
+    if _is_xdist_controller(config):
+        # pytest-xdist's controller runs no test: each worker checks its own
+        # (on its own private ring, or the recorder's) and sends its summary.
+        config.pluginmanager.register(XdistController(config), "memtrack-plugin")
+    else:
         config.pluginmanager.register(MemtrackPlugin(config), "memtrack-plugin")
+
+
+def _is_xdist_controller(config) -> bool:
+    """Whether this process hands the tests to pytest-xdist workers (``-n N``)."""
+    if hasattr(config, "workerinput") or config.getoption("collectonly", False):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
 
 def human_bytes(n: int) -> str:
@@ -97,22 +110,39 @@ class MemtrackPlugin:
         self.watcher = None
         self.before: Dict[Cell, object] = {}
         self.untracked_before = 0
-        # (node id, events) of the tests during which events found the pool full.
-        self.untracked_tests: List[Tuple[str, int]] = []
-        self.results: List[Tuple[str, str]] = []
-        self.checked = 0
-        self.peaks_unchecked: List[str] = []
-        self.max_peak_seen: Dict[Cell, int] = {}
+        self.summary = Summary()
+        self.summary.ignored = sorted(self.ignored)
+        self.summary.allow_untracked = self.allow_untracked
+        self.summary.private_ring = self.private_ring is not None
+        self.summary.rings = [os.environ["MEMTRACK_RING"]]
+        # Why this process cannot track (the ring or the library cannot be
+        # used): then every test runs unchecked, and the summary says why.
+        self.not_tracking: Optional[str] = None
+        self.announced = False
 
     def _start(self):
         if self.started:
             return
         self.started = True
-        self.memtrack.init(os.environ["MEMTRACK_RING"])
+        try:
+            self.memtrack.init(os.environ["MEMTRACK_RING"])
+            self.summary.libraries = [self.memtrack.library_path()]
+            self.summary.scopes_supported = self.memtrack.scopes_supported()
+            self.summary.untracked_supported = self.memtrack.untracked_supported()
+        except OSError as e:
+            # A full /dev/shm, a file that is not a ring, a library that
+            # cannot be loaded: the tests run on, untracked, and one line
+            # says why (not a traceback from this plugin).
+            self.not_tracking = str(e).removeprefix("memtrack: ")
+            self.summary.not_tracking = [self.not_tracking]
+            return
         if self.private_ring is not None:
             from memtrack import _native
 
-            self.watcher = _native.PeakWatcher(self.private_ring, os.getpid())
+            try:
+                self.watcher = _native.PeakWatcher(self.private_ring, os.getpid())
+            except ValueError as e:
+                self.summary.no_peaks = [f"cannot read the private ring {self.private_ring}: {e}"]
 
     def _live(self) -> Dict[Cell, Tuple[int, int]]:
         return {cell: (u.live_bytes, u.live_buffers) for cell, u in self.memtrack.live().items()}
@@ -120,6 +150,9 @@ class MemtrackPlugin:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_setup(self, item):
         self._start()
+        if self.not_tracking is not None:
+            yield
+            return
         if self.memtrack.scopes_supported():
             self.memtrack.scope(item.nodeid).__enter__()
         else:
@@ -131,11 +164,14 @@ class MemtrackPlugin:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_teardown(self, item):
         yield
-        if self.memtrack.scopes_supported():
+        if self.not_tracking is None and self.memtrack.scopes_supported():
             self.memtrack.scope(item.nodeid).__exit__(None, None, None)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
+        if self.not_tracking is not None:
+            yield
+            return
         self.before = self._live()
         self.untracked_before = self.memtrack.untracked().events
         if self.watcher is not None:
@@ -148,14 +184,25 @@ class MemtrackPlugin:
         if call.when != "call":
             return
         report = outcome.get_result()
+        if self.not_tracking is not None:
+            self.summary.unchecked += 1
+            return
         problems = self._check(item)
-        self.checked += 1
+        self.summary.checked += 1
         if problems and report.passed:
             report.outcome = "failed"
             report.longrepr = f"memtrack: {problems}"
-            self.results.append((item.nodeid, problems))
-        elif problems:
-            self.results.append((item.nodeid, problems))
+        if problems:
+            self.summary.results.append((item.nodeid, problems))
+
+    def pytest_runtest_logreport(self, report):
+        # Outside the test's output capture: say at once that nothing is
+        # checked, not only in the summary at the end of a long run.
+        if self.not_tracking is not None and not self.announced:
+            self.announced = True
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"memtrack: not tracking: {self.not_tracking}; the tests run unchecked")
 
     def _check(self, item) -> str:
         after = self._live()
@@ -175,7 +222,7 @@ class MemtrackPlugin:
         if untracked > 0:
             # Their allocations and frees are in no (device, kind) cell: a
             # leak among them would not show in `after`.
-            self.untracked_tests.append((item.nodeid, untracked))
+            self.summary.untracked_tests.append((item.nodeid, untracked))
             if not self.allow_untracked:
                 problems.append(
                     f"{untracked} events found the counter pool full, leaks cannot be checked; "
@@ -185,10 +232,10 @@ class MemtrackPlugin:
             problems.append(describe(leaks))
         peaks = self._peaks()
         for cell, peak in (peaks or {}).items():
-            self.max_peak_seen[cell] = max(self.max_peak_seen.get(cell, 0), peak)
+            self.summary.see_peak(cell, peak)
         if max_peak is not None:
             if peaks is None:
-                self.peaks_unchecked.append(item.nodeid)
+                self.summary.peaks_unchecked.append(item.nodeid)
             else:
                 limits = max_peak if isinstance(max_peak, dict) else None
                 for cell, peak in sorted(peaks.items()):
@@ -213,7 +260,8 @@ class MemtrackPlugin:
     def _peaks(self) -> Optional[Dict[Cell, int]]:
         """This process's peak bytes per cell during the call; None under `memtrack record`."""
         if self.watcher is None:
-            return None if self.private_ring is None else {}
+            # Under `memtrack record`, or a private ring no watcher could read.
+            return None
         kinds = self.memtrack.KIND_NAMES
         return {
             (device, kinds[kind] if kind < len(kinds) else f"KIND_{kind}"): peak
@@ -222,16 +270,104 @@ class MemtrackPlugin:
         }
 
     def pytest_terminal_summary(self, terminalreporter):
-        tr = terminalreporter
+        self.summary.counter_cells = self._counter_cells()
+        self.summary.write(terminalreporter)
+
+    def pytest_sessionfinish(self, session):
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            # An xdist worker: its summary goes to the controller.
+            self.summary.counter_cells = self._counter_cells()
+            workeroutput["memtrack"] = self.summary.to_dict()
+
+    def pytest_unconfigure(self, config):
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.private_ring is not None:
+            try:
+                os.unlink(self.private_ring)
+            except OSError:
+                pass
+
+
+class Summary:
+    """What the ``memtrack`` section at the end of the session says.
+
+    One per process that runs tests; under pytest-xdist each worker sends
+    its own to the controller (``to_dict``, plain lists and numbers, as
+    xdist's ``workeroutput`` carries them), which merges them (``merge``).
+    """
+
+    def __init__(self):
+        self.workers = 0  # xdist workers merged in; 0: the tests ran here
+        self.private_ring = True
+        self.rings: List[str] = []
+        self.libraries: List[str] = []
+        self.scopes_supported = True
+        self.untracked_supported = True
+        self.allow_untracked = False
+        self.ignored: List[str] = []
+        self.checked = 0
+        self.unchecked = 0  # tests run while the plugin could not track
+        self.not_tracking: List[str] = []  # why, per process
+        self.no_peaks: List[str] = []  # why max_peak could not be read
+        self.results: List[Tuple[str, str]] = []  # (node id, problems)
+        # (node id, events) of the tests during which events found the pool full.
+        self.untracked_tests: List[Tuple[str, int]] = []
+        self.peaks_unchecked: List[str] = []
+        self.max_peak_seen: Dict[Cell, int] = {}
+        self.counter_cells = "unknown"
+
+    def see_peak(self, cell: Cell, peak: int) -> None:
+        self.max_peak_seen[cell] = max(self.max_peak_seen.get(cell, 0), peak)
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in vars(self).items() if k != "max_peak_seen"}
+        data["max_peak_seen"] = [[device, kind, peak] for (device, kind), peak in self.max_peak_seen.items()]
+        return data
+
+    def merge(self, data: dict) -> None:
+        """Adds a worker's summary (``to_dict``) to this one."""
+        self.workers += 1
+        self.private_ring = self.private_ring and data["private_ring"]
+        for name in ("rings", "libraries", "not_tracking", "no_peaks"):
+            known = getattr(self, name)
+            known.extend(v for v in data[name] if v not in known)
+        for name in ("results", "untracked_tests", "peaks_unchecked"):
+            getattr(self, name).extend(tuple(v) if isinstance(v, list) else v for v in data[name])
+        self.checked += data["checked"]
+        self.unchecked += data["unchecked"]
+        self.scopes_supported = self.scopes_supported and data["scopes_supported"]
+        self.untracked_supported = self.untracked_supported and data["untracked_supported"]
+        self.allow_untracked, self.ignored = data["allow_untracked"], data["ignored"]
+        for device, kind, peak in data["max_peak_seen"]:
+            self.see_peak((device, kind), peak)
+        if data["counter_cells"] != "unknown":
+            self.counter_cells = data["counter_cells"]
+
+    def write(self, tr) -> None:
         tr.section("memtrack")
-        where = f"private ring {self.private_ring}" if self.private_ring else f"ring {os.environ.get('MEMTRACK_RING')}"
-        library = self.memtrack.library_path() if self.started else "(not loaded)"
-        tr.write_line(f"{self.checked} tests checked on {where}, through {library}")
+        if self.not_tracking:
+            # Nothing was checked: say so and why, and claim nothing more.
+            for reason in self.not_tracking:
+                tr.write_line(f"memtrack: not tracking, {_tests(self.unchecked)} ran unchecked: {reason}")
+            if not self.checked:
+                return
+        library = ", ".join(self.libraries) or "(not loaded)"
+        rings = ", ".join(self.rings)
+        if self.workers:
+            where = f"by {self.workers} xdist workers, " + (
+                f"each on a private ring ({rings})" if self.private_ring else f"on ring {rings}"
+            )
+        else:
+            where = f"on private ring {rings}" if self.private_ring else f"on ring {rings}"
+        tr.write_line(f"{self.checked} tests checked {where}, through {library}")
         if self.ignored:
-            tr.write_line(f"ignored kinds: {', '.join(sorted(self.ignored))}")
-        if not self.memtrack.scopes_supported() if self.started else False:
+            tr.write_line(f"ignored kinds: {', '.join(self.ignored)}")
+        if self.libraries and not self.scopes_supported:
             tr.write_line("scopes: this libmemtrack has no memtrack_scope_begin; each test's start is a mark instead")
-        if self.started and not self.memtrack.untracked_supported():
+        if self.libraries and not self.untracked_supported:
             tr.write_line(
                 "untracked: this libmemtrack has no memtrack_untracked_usage; "
                 "a full counter pool would hide leaks unnoticed"
@@ -246,7 +382,7 @@ class MemtrackPlugin:
             tr.write_line(
                 f"counter pool full: {events} events in {_tests(len(self.untracked_tests))} were counted as untracked, "
                 f"so leaks cannot be checked ({verdict}); "
-                f"set MEMTRACK_COUNTER_CELLS (now {self._counter_cells()}) higher"
+                f"set MEMTRACK_COUNTER_CELLS (now {self.counter_cells}) higher"
             )
             if self.allow_untracked:
                 for nodeid, n in self.untracked_tests:
@@ -259,21 +395,29 @@ class MemtrackPlugin:
             tr.write_line("no test left device memory allocated")
         for cell, peak in sorted(self.max_peak_seen.items()):
             tr.write_line(f"largest peak in a test: {human_bytes(peak)} on device {cell[0]} {cell[1]}")
+        for reason in self.no_peaks:
+            tr.write_line(f"max_peak not checked: {reason}")
         if self.peaks_unchecked:
             tr.write_line(
                 f"max_peak not checked for {len(self.peaks_unchecked)} tests: under `memtrack record` "
                 "the recorder is the ring's reader (see its report's marks and scopes)"
             )
 
-    def pytest_unconfigure(self, config):
-        if self.watcher is not None:
-            self.watcher.close()
-            self.watcher = None
-        if self.private_ring is not None:
-            try:
-                os.unlink(self.private_ring)
-            except OSError:
-                pass
+
+class XdistController:
+    """The plugin in pytest-xdist's controller: the workers' summaries, merged."""
+
+    def __init__(self, config):
+        self.summary = Summary()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        data = getattr(node, "workeroutput", {}).get("memtrack")
+        if data is not None:
+            self.summary.merge(data)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        self.summary.write(terminalreporter)
 
 
 def _limit(limits: dict, cell: Cell) -> Optional[int]:
