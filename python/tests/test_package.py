@@ -58,6 +58,7 @@ def test_load_matches_report_json(recording, memtrack_bin):
 
 def test_records_as_columns(recording):
     rec = memtrack.load(recording)
+    assert rec.process_keys == ["0.1"]  # before records() too
     cols = rec.records()
     n = rec.report["records"]
     assert all(len(c) == n for c in cols.values())
@@ -90,6 +91,20 @@ def test_load_errors_name_the_file(tmp_path):
         memtrack.load(bad)
     with pytest.raises(ValueError, match="missing.mtr"):
         memtrack.load(tmp_path / "missing.mtr")
+    empty = tmp_path / "empty.mtr"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.mtr: too short"):
+        memtrack.load(empty)
+
+
+def test_a_truncated_file_says_how_to_read_it_from_python(recording, tmp_path):
+    cut = tmp_path / "cut.mtr"
+    data = recording.read_bytes()
+    cut.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match=r"cut.mtr: truncated .*memtrack\.load\(path, partial=True\)") as error:
+        memtrack.load(cut)
+    assert "report --partial" not in str(error.value)
+    assert memtrack.load(cut, partial=True).report["records"] > 0
 
 
 def test_one_writer_with_the_runtimes_library(run_python, memtrack_bin, runtime_lib, tmp_path):

@@ -56,6 +56,8 @@ def test_alone_fails_exactly_the_leaking_and_the_peaking_test(runtime_lib):
         "test_peak_over_limit": "FAILED",
     }
     assert "memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM" in result.stdout
+    # As the ring's reader, the plugin names the buffers (the fake runtime's ids).
+    assert re.search(r"^memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM \(buffers \d+, \d+, \d+\)$", result.stdout, re.M)
     assert "memtrack: peak 2.0 MiB on device 0 DRAM over the limit of 1.0 MiB" in result.stdout
     assert "7 tests checked on private ring /dev/shm/memtrack-pytest-" in result.stdout
     # The private ring is gone afterwards.
