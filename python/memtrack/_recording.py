@@ -55,8 +55,16 @@ class Obj:
         return self._data
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v!r}" for k, v in self._data.items() if not isinstance(v, (list, dict)))
-        return f"{type(self).__name__}({inner})"
+        return f"{type(self).__name__}({', '.join(f'{k}={_brief(v)}' for k, v in self._data.items())})"
+
+
+def _brief(value: Any) -> str:
+    """A value in an ``Obj``'s repr: nested objects by their keys, lists by their length."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: ..." for k in value) + "}"
+    if isinstance(value, list):
+        return f"[{len(value)} items]" if value else "[]"
+    return repr(value)
 
 
 def _wrap(value: Any) -> Any:
@@ -149,8 +157,14 @@ class Recording:
             for row, label in label_rows:
                 column[row] = label
             out["label"] = column
-        self.process_keys: List[str] = list(keys)
+        self._process_keys: List[str] = list(keys)
         return out
+
+    @property
+    def process_keys(self) -> List[str]:
+        """The ``process`` column's values: the report's process keys ("<entry>.<generation>"), in its order."""
+        keys = self.__dict__.get("_process_keys")
+        return list(keys) if keys is not None else [p["process"] for p in self.report["processes"]]
 
     def to_pandas(self):
         """The records as a pandas DataFrame, with event, kind and process as categoricals.
@@ -163,7 +177,7 @@ class Recording:
         except ImportError as e:
             raise ImportError("memtrack: Recording.to_pandas needs pandas (pip install pandas)") from e
         columns = self.records()
-        keys = self.process_keys
+        keys = self._process_keys
         frame = pd.DataFrame({k: v for k, v in columns.items() if k not in ("event", "kind", "process")})
         frame.insert(2, "event", pd.Categorical.from_codes(_codes(columns["event"], EVENT_NAMES), _names(EVENT_NAMES)))
         frame.insert(3, "process", pd.Categorical.from_codes(columns["process"], keys))

@@ -28,6 +28,12 @@ def pytest_addoption(parser):
         help="fail tests that leave device memory allocated (memtrack)",
     )
     group.addoption(
+        "--no-memtrack",
+        action="store_false",
+        dest="memtrack",
+        help="turn --memtrack off again (e.g. over addopts = --memtrack)",
+    )
+    group.addoption(
         "--memtrack-ignore-kind",
         action="append",
         default=[],
@@ -76,12 +82,25 @@ def human_bytes(n: int) -> str:
     return f"{n} B" if unit == 0 else f"{value:.1f} {units[unit]}"
 
 
-def describe(leaks: Dict[Cell, Tuple[int, int]]) -> str:
-    """``leaked 3 buffers, 12.0 KiB on device 0 DRAM`` (cells joined with "; ")."""
+# Buffer ids named per (device, kind) in a leak message; the rest are counted.
+MAX_IDS = 10
+
+
+def describe(leaks: Dict[Cell, Tuple[int, int]], ids: Optional[Dict[Cell, List[int]]] = None) -> str:
+    """``leaked 3 buffers, 12.0 KiB on device 0 DRAM (buffers 4, 5, 6)`` (cells joined with "; ").
+
+    ``ids``: the buffers of each cell, when known (the plugin reads its private ring).
+    """
     parts = []
     for (device, kind), (nbytes, buffers) in sorted(leaks.items()):
         noun = "buffer" if buffers == 1 else "buffers"
-        parts.append(f"leaked {buffers} {noun}, {human_bytes(nbytes)} on device {device} {kind}")
+        part = f"leaked {buffers} {noun}, {human_bytes(nbytes)} on device {device} {kind}"
+        cell_ids = (ids or {}).get((device, kind))
+        if cell_ids:
+            named = ", ".join(str(i) for i in cell_ids[:MAX_IDS])
+            more = f" and {len(cell_ids) - MAX_IDS} more" if len(cell_ids) > MAX_IDS else ""
+            part += f" ({'buffer' if len(cell_ids) == 1 else 'buffers'} {named}{more})"
+        parts.append(part)
     return "; ".join(parts)
 
 
@@ -229,7 +248,12 @@ class MemtrackPlugin:
                     f"set MEMTRACK_COUNTER_CELLS (now {self._counter_cells()}) higher"
                 )
         if leaks and sum(b for b, _ in leaks.values()) > allow:
-            problems.append(describe(leaks))
+            ids = self._born()
+            leaked = describe(leaks, ids)
+            if ids is None and self.memtrack.scopes_supported():
+                # Under `memtrack record`: the recording knows the buffers, by this test's scope.
+                leaked += f" (the buffers: `memtrack report FILE --scope '{item.nodeid}'`)"
+            problems.append(leaked)
         peaks = self._peaks()
         for cell, peak in (peaks or {}).items():
             self.summary.see_peak(cell, peak)
@@ -248,6 +272,12 @@ class MemtrackPlugin:
                         )
         return "; ".join(problems)
 
+    def _born(self) -> Optional[Dict[Cell, List[int]]]:
+        """The buffer ids this process allocated during the call and did not free; None under `memtrack record`."""
+        if self.watcher is None:
+            return None
+        return {(device, _kind_name(self.memtrack, kind)): ids for (device, kind), ids in self.watcher.born().items()}
+
     def _counter_cells(self) -> str:
         """The ring's counter-pool size, as its creator's MEMTRACK_COUNTER_CELLS was."""
         try:
@@ -262,9 +292,8 @@ class MemtrackPlugin:
         if self.watcher is None:
             # Under `memtrack record`, or a private ring no watcher could read.
             return None
-        kinds = self.memtrack.KIND_NAMES
         return {
-            (device, kinds[kind] if kind < len(kinds) else f"KIND_{kind}"): peak
+            (device, _kind_name(self.memtrack, kind)): peak
             for (device, kind), (_, peak) in self.watcher.peaks().items()
             if peak > 0
         }
@@ -418,6 +447,11 @@ class XdistController:
 
     def pytest_terminal_summary(self, terminalreporter):
         self.summary.write(terminalreporter)
+
+
+def _kind_name(memtrack, code: int) -> str:
+    kinds = memtrack.KIND_NAMES
+    return kinds[code] if code < len(kinds) else f"KIND_{code}"
 
 
 def _limit(limits: dict, cell: Cell) -> Optional[int]:

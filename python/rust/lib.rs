@@ -183,26 +183,45 @@ fn event_names() -> Vec<(u8, &'static str)> {
 const FLAG_ALIAS: u8 = 1;
 
 /// This process's running usage and its peak per (device, kind), from the
-/// records it wrote, in order.
+/// records it wrote, in order; and the buffers it allocated since the last
+/// reset and has not freed (what a leaking test left, by buffer id).
 #[derive(Default)]
 struct Peaks {
     pid: u32,
     /// (device, kind) -> (live bytes, peak bytes since the last reset).
     cells: HashMap<(u32, u8), (i64, i64)>,
+    /// (device, kind, buffer id) -> size of the buffers allocated since the
+    /// last reset and still live. Bounded by what one test keeps live.
+    born: HashMap<(u32, u8, u64), u64>,
 }
 
 impl Peaks {
     fn apply(&mut self, records: &[Record]) {
         for r in records.iter().filter(|r| r.pid == self.pid && r.flags & FLAG_ALIAS == 0) {
+            let key = (r.device_id, r.kind, r.buffer_id);
             let delta = match r.event() {
-                Some(Event::Alloc) => r.size as i64,
-                Some(Event::Free) => -(r.size as i64),
+                Some(Event::Alloc) => {
+                    self.born.insert(key, r.size);
+                    r.size as i64
+                }
+                Some(Event::Free) => {
+                    self.born.remove(&key);
+                    -(r.size as i64)
+                }
                 _ => continue,
             };
             let cell = self.cells.entry((r.device_id, r.kind)).or_default();
             cell.0 = cell.0.wrapping_add(delta);
             cell.1 = cell.1.max(cell.0);
         }
+    }
+
+    /// Starts a new peak and a new set of buffers born.
+    fn reset(&mut self) {
+        for cell in self.cells.values_mut() {
+            cell.1 = cell.0;
+        }
+        self.born.clear();
     }
 }
 
@@ -284,9 +303,23 @@ impl PeakWatcher {
         py.allow_threads(|| {
             let mut watched = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
             watched.drain();
-            for cell in watched.peaks.cells.values_mut() {
-                cell.1 = cell.0;
+            watched.peaks.reset();
+        })
+    }
+
+    /// {(device, kind): [buffer ids, ascending]} of the buffers this process
+    /// allocated since the last reset and has not freed, after consuming
+    /// every record published so far.
+    fn born(&self, py: Python<'_>) -> HashMap<(u32, u8), Vec<u64>> {
+        py.allow_threads(|| {
+            let mut watched = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+            watched.drain();
+            let mut born: HashMap<(u32, u8), Vec<u64>> = HashMap::new();
+            for &(device, kind, buffer_id) in watched.peaks.born.keys() {
+                born.entry((device, kind)).or_default().push(buffer_id);
             }
+            born.values_mut().for_each(|ids| ids.sort_unstable());
+            born
         })
     }
 
@@ -320,8 +353,12 @@ impl Drop for PeakWatcher {
     }
 }
 
+/// The reader's error as a `ValueError`; its advice for the command line
+/// (`report --partial`) said in Python's terms.
 fn error(e: anyhow::Error) -> PyErr {
-    PyValueError::new_err(format!("{e:#}"))
+    let message =
+        format!("{e:#}").replace("`memtrack report --partial`", "`memtrack.load(path, partial=True)`");
+    PyValueError::new_err(message)
 }
 
 #[pymodule]

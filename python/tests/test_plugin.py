@@ -47,6 +47,15 @@ def test_off_until_asked(runtime_lib):
     assert "= memtrack =" not in result.stdout and "memtrack:" not in result.stdout
 
 
+def test_turned_off_again(runtime_lib):
+    """`--no-memtrack` overrides a `--memtrack` in addopts; `-p no:memtrack` unloads the plugin."""
+    result, outcomes = run_pytest(runtime_lib, "--memtrack", "--no-memtrack")
+    assert result.returncode == 0 and outcomes == ALL_PASS, result.stdout
+    assert "= memtrack =" not in result.stdout and "memtrack:" not in result.stdout
+    result, outcomes = run_pytest(runtime_lib, "-p", "no:memtrack")
+    assert result.returncode == 0 and outcomes == ALL_PASS, result.stdout
+
+
 def test_alone_fails_exactly_the_leaking_and_the_peaking_test(runtime_lib):
     result, outcomes = run_pytest(runtime_lib, "--memtrack")
     assert result.returncode == 1, result.stdout
@@ -76,6 +85,8 @@ def test_under_memtrack_record(runtime_lib, memtrack_bin, tmp_path):
     result, outcomes = run_pytest(runtime_lib, "--memtrack", record=path, memtrack_bin=memtrack_bin)
     assert outcomes == {**ALL_PASS, "test_leaks_three_dram_buffers": "FAILED"}, result.stdout
     assert "max_peak not checked for 2 tests" in result.stdout
+    # The recorder, not the plugin, reads the ring: the message says where the buffers are.
+    assert re.search(r"leaked 3 buffers, 12.0 KiB on device 0 DRAM \(the buffers: `memtrack report FILE --scope '\S+::test_leaks_three_dram_buffers'`\)", result.stdout)
     rec = memtrack.load(path)
     # pytest, the runtime and the plugin were one writer.
     assert len(rec.processes) == 1
@@ -180,7 +191,7 @@ def test_xdist_workers_each_check_their_own_tests(runtime_lib):
     # each failure under its own test, each worker's private ring gone.
     assert "7 tests checked by 2 xdist workers, each on a private ring" in result.stdout, result.stdout
     summary = result.stdout.split("= memtrack =")[1]
-    assert re.search(r"^\S*::test_leaks_three_dram_buffers: leaked 3 buffers, 12.0 KiB on device 0 DRAM$", summary, re.M)
+    assert re.search(r"^\S*::test_leaks_three_dram_buffers: leaked 3 buffers, 12.0 KiB on device 0 DRAM \(buffers \d+, \d+, \d+\)$", summary, re.M)
     assert re.search(r"^\S*::test_peak_over_limit: peak 2.0 MiB on device 0 DRAM", summary, re.M)
     assert "no test left device memory allocated" not in summary
     rings = re.findall(r"/dev/shm/memtrack-pytest-\d+", result.stdout)
