@@ -100,7 +100,10 @@ def library() -> ctypes.CDLL:
                 path, lib = loaded, _open(loaded, already_loaded=True)
             elif os.environ.get("MEMTRACK_LIB"):
                 path = os.environ["MEMTRACK_LIB"]
-                lib = _open(path, already_loaded=False)
+                try:
+                    lib = _open(path, already_loaded=False)
+                except OSError as e:
+                    raise OSError(f"memtrack: cannot load $MEMTRACK_LIB: {e}") from None
             else:
                 path = _shipped_library_path()
                 lib = _open(path, already_loaded=False)

@@ -66,7 +66,8 @@ def test_alone_fails_exactly_the_leaking_and_the_peaking_test(runtime_lib):
     }
     assert "memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM" in result.stdout
     # As the ring's reader, the plugin names the buffers (the fake runtime's ids).
-    assert re.search(r"^memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM \(buffers \d+, \d+, \d+\)$", result.stdout, re.M)
+    leak = r"^memtrack: leaked 3 buffers, 12.0 KiB on device 0 DRAM \(buffers \d+, \d+, \d+\)$"
+    assert re.search(leak, result.stdout, re.M)
     assert "memtrack: peak 2.0 MiB on device 0 DRAM over the limit of 1.0 MiB" in result.stdout
     assert "7 tests checked on private ring /dev/shm/memtrack-pytest-" in result.stdout
     # The private ring is gone afterwards.
@@ -86,7 +87,8 @@ def test_under_memtrack_record(runtime_lib, memtrack_bin, tmp_path):
     assert outcomes == {**ALL_PASS, "test_leaks_three_dram_buffers": "FAILED"}, result.stdout
     assert "max_peak not checked for 2 tests" in result.stdout
     # The recorder, not the plugin, reads the ring: the message says where the buffers are.
-    assert re.search(r"leaked 3 buffers, 12.0 KiB on device 0 DRAM \(the buffers: `memtrack report FILE --scope '\S+::test_leaks_three_dram_buffers'`\)", result.stdout)
+    hint = r"\(the buffers: `memtrack report FILE --scope '\S+::test_leaks_three_dram_buffers'`\)"
+    assert re.search(r"leaked 3 buffers, 12.0 KiB on device 0 DRAM " + hint, result.stdout), result.stdout
     rec = memtrack.load(path)
     # pytest, the runtime and the plugin were one writer.
     assert len(rec.processes) == 1
@@ -191,7 +193,8 @@ def test_xdist_workers_each_check_their_own_tests(runtime_lib):
     # each failure under its own test, each worker's private ring gone.
     assert "7 tests checked by 2 xdist workers, each on a private ring" in result.stdout, result.stdout
     summary = result.stdout.split("= memtrack =")[1]
-    assert re.search(r"^\S*::test_leaks_three_dram_buffers: leaked 3 buffers, 12.0 KiB on device 0 DRAM \(buffers \d+, \d+, \d+\)$", summary, re.M)
+    leak = r"leaked 3 buffers, 12.0 KiB on device 0 DRAM \(buffers \d+, \d+, \d+\)$"
+    assert re.search(r"^\S*::test_leaks_three_dram_buffers: " + leak, summary, re.M)
     assert re.search(r"^\S*::test_peak_over_limit: peak 2.0 MiB on device 0 DRAM", summary, re.M)
     assert "no test left device memory allocated" not in summary
     rings = re.findall(r"/dev/shm/memtrack-pytest-\d+", result.stdout)
