@@ -12,7 +12,7 @@ grew) cannot be checked, and fails saying so unless
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import pytest
 
@@ -105,10 +105,35 @@ def describe(leaks: Dict[Cell, Tuple[int, int]], ids: Optional[Dict[Cell, List[i
 
 
 def parse_cell(text: str) -> Cell:
-    device, _, kind = text.partition(":")
+    """``"0:DRAM"`` as ``(0, "DRAM")``; ValueError saying what is wrong."""
+    device, _, kind = str(text).partition(":")
     if not device.strip().isdigit() or not kind:
-        raise pytest.UsageError(f'memtrack marker: max_peak key {text!r} is not "device:KIND" (e.g. "0:DRAM")')
+        raise ValueError(f'max_peak key {text!r} is not "device:KIND" (e.g. "0:DRAM")')
     return int(device), kind.strip().upper()
+
+
+def _nbytes(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} is not a number of bytes") from None
+
+
+# A max_peak limit: one for every (device, kind), or one per cell.
+PeakLimits = Union[int, Dict[Cell, int]]
+
+
+def marker_limits(marker) -> Tuple[int, Optional[PeakLimits]]:
+    """The ``memtrack`` marker's (allow_leak_bytes, max_peak); ValueError saying what is wrong."""
+    if marker is None:
+        return 0, None
+    allow = _nbytes(marker.kwargs.get("allow_leak_bytes", 0), "allow_leak_bytes")
+    max_peak = marker.kwargs.get("max_peak")
+    if max_peak is None:
+        return allow, None
+    if isinstance(max_peak, dict):
+        return allow, {parse_cell(key): _nbytes(value, f"max_peak[{key!r}]") for key, value in max_peak.items()}
+    return allow, _nbytes(max_peak, "max_peak")
 
 
 class MemtrackPlugin:
@@ -226,9 +251,14 @@ class MemtrackPlugin:
     def _check(self, item) -> str:
         after = self._live()
         untracked = self.memtrack.untracked().events - self.untracked_before
-        marker = item.get_closest_marker("memtrack")
-        allow = int(marker.kwargs.get("allow_leak_bytes", 0)) if marker else 0
-        max_peak = marker.kwargs.get("max_peak") if marker else None
+        problems = []
+        try:
+            allow, max_peak = marker_limits(item.get_closest_marker("memtrack"))
+        except ValueError as e:
+            # This test's verdict says so; the run goes on. Its leaks are
+            # still checked, as if it had no marker.
+            problems.append(f"bad memtrack marker: {e}")
+            allow, max_peak = 0, None
         leaks = {}
         for cell in set(after) | set(self.before):
             if cell[1] in self.ignored:
@@ -237,7 +267,6 @@ class MemtrackPlugin:
             b1, n1 = after.get(cell, (0, 0))
             if b1 - b0 > 0 or n1 - n0 > 0:
                 leaks[cell] = (max(b1 - b0, 0), max(n1 - n0, 0))
-        problems = []
         if untracked > 0:
             # Their allocations and frees are in no (device, kind) cell: a
             # leak among them would not show in `after`.
@@ -261,11 +290,10 @@ class MemtrackPlugin:
             if peaks is None:
                 self.summary.peaks_unchecked.append(item.nodeid)
             else:
-                limits = max_peak if isinstance(max_peak, dict) else None
                 for cell, peak in sorted(peaks.items()):
                     if cell[1] in self.ignored:
                         continue
-                    limit = int(max_peak) if limits is None else _limit(limits, cell)
+                    limit = max_peak.get(cell) if isinstance(max_peak, dict) else max_peak
                     if limit is not None and peak > limit:
                         problems.append(
                             f"peak {human_bytes(peak)} on device {cell[0]} {cell[1]} over the limit of {human_bytes(limit)}"
@@ -452,13 +480,6 @@ class XdistController:
 def _kind_name(memtrack, code: int) -> str:
     kinds = memtrack.KIND_NAMES
     return kinds[code] if code < len(kinds) else f"KIND_{code}"
-
-
-def _limit(limits: dict, cell: Cell) -> Optional[int]:
-    for key, value in limits.items():
-        if parse_cell(key) == cell:
-            return int(value)
-    return None
 
 
 def _tests(n: int) -> str:

@@ -199,3 +199,39 @@ def test_xdist_workers_each_check_their_own_tests(runtime_lib):
     assert "no test left device memory allocated" not in summary
     rings = re.findall(r"/dev/shm/memtrack-pytest-\d+", result.stdout)
     assert not [ring for ring in rings if os.path.exists(ring)]
+
+
+BAD_MARKERS = """
+import pytest
+from fake_runtime import Buffer
+
+@pytest.mark.memtrack(max_peak={"DRAM": 1 << 20})
+def test_key_without_device():
+    Buffer(4096).free()
+
+@pytest.mark.memtrack(allow_leak_bytes="8k")
+def test_bytes_not_a_number():
+    Buffer(4096)
+
+def test_after_them():
+    Buffer(4096).free()
+"""
+
+
+def test_a_bad_marker_fails_its_test_and_the_run_goes_on(runtime_lib, tmp_path):
+    (tmp_path / "test_bad.py").write_text(BAD_MARKERS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTRACK_")}
+    env.update(FAKE_RUNTIME_LIB=str(runtime_lib), PYTHONPATH=str(HERE))
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--memtrack", str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    outcomes = dict((name, outcome) for outcome, name in re.findall(r"^(PASSED|FAILED) \S*::(\w+)", result.stdout, re.M))
+    assert outcomes == {
+        "test_key_without_device": "FAILED",
+        "test_bytes_not_a_number": "FAILED",
+        "test_after_them": "PASSED",
+    }, result.stdout + result.stderr
+    assert "memtrack: bad memtrack marker: max_peak key 'DRAM' is not \"device:KIND\" (e.g. \"0:DRAM\")" in result.stdout
+    assert "memtrack: bad memtrack marker: allow_leak_bytes '8k' is not a number of bytes" in result.stdout
+    # The marker's limit unread, the leak is checked as if it were 0.
+    assert "leaked 1 buffer, 4.0 KiB on device 0 DRAM" in result.stdout
+    assert "Warning" not in result.stdout and "3 tests checked" in result.stdout
