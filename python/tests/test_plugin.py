@@ -218,13 +218,19 @@ def test_after_them():
 """
 
 
-def test_a_bad_marker_fails_its_test_and_the_run_goes_on(runtime_lib, tmp_path):
-    (tmp_path / "test_bad.py").write_text(BAD_MARKERS)
+def run_project(runtime_lib, tmp_path, source, *args):
+    """pytest --memtrack on a one-file project, with the fake runtime importable (not imported)."""
+    (tmp_path / "test_project.py").write_text(source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTRACK_")}
     env.update(FAKE_RUNTIME_LIB=str(runtime_lib), PYTHONPATH=str(HERE))
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--memtrack", str(tmp_path)]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--memtrack", *args, str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     outcomes = dict((name, outcome) for outcome, name in re.findall(r"^(PASSED|FAILED) \S*::(\w+)", result.stdout, re.M))
+    return result, outcomes
+
+
+def test_a_bad_marker_fails_its_test_and_the_run_goes_on(runtime_lib, tmp_path):
+    result, outcomes = run_project(runtime_lib, tmp_path, BAD_MARKERS)
     assert outcomes == {
         "test_key_without_device": "FAILED",
         "test_bytes_not_a_number": "FAILED",
@@ -235,3 +241,47 @@ def test_a_bad_marker_fails_its_test_and_the_run_goes_on(runtime_lib, tmp_path):
     # The marker's limit unread, the leak is checked as if it were 0.
     assert "leaked 1 buffer, 4.0 KiB on device 0 DRAM" in result.stdout
     assert "Warning" not in result.stdout and "3 tests checked" in result.stdout
+
+
+LAZY_RUNTIME = """
+KEEP = []
+
+def test_before_the_runtime():
+    pass
+
+def test_imports_the_runtime_and_leaks():
+    from fake_runtime import Buffer
+    KEEP.append(Buffer(4096))
+
+def test_leaks_after():
+    from fake_runtime import Buffer
+    KEEP.append(Buffer(8192))
+
+def test_clean_after():
+    from fake_runtime import Buffer
+    Buffer(4096).free()
+"""
+
+
+def test_a_runtime_imported_by_a_test_is_followed(runtime_lib, tmp_path):
+    """The plugin bound to the package's own copy; a test then loads the runtime's libmemtrack.so.
+
+    The runtime's allocations are counted by its library: the plugin follows
+    it, or it would read counters nothing allocates through and pass leaks.
+    """
+    result, outcomes = run_project(runtime_lib, tmp_path, LAZY_RUNTIME)
+    assert outcomes == {
+        "test_before_the_runtime": "PASSED",
+        "test_imports_the_runtime_and_leaks": "FAILED",
+        "test_leaks_after": "FAILED",
+        "test_clean_after": "PASSED",
+    }, result.stdout
+    assert "memtrack: leaked 1 buffer, 4.0 KiB on device 0 DRAM" in result.stdout
+    assert "memtrack: leaked 1 buffer, 8.0 KiB on device 0 DRAM" in result.stdout
+    assert f"through {runtime_lib}" in result.stdout
+    assert re.search(
+        r"^libmemtrack\.so was loaded during \S+::test_imports_the_runtime_and_leaks, after the plugin had bound "
+        r"to the package's own copy; followed it from there \(import the runtime in conftest\.py\)$",
+        result.stdout,
+        re.M,
+    ), result.stdout
