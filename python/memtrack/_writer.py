@@ -111,6 +111,25 @@ def library() -> ctypes.CDLL:
         return _lib
 
 
+def follow_loaded_library() -> Optional[str]:
+    """Binds to a libmemtrack.so loaded since this module bound to the package's own copy.
+
+    The runtime's allocations are counted by the runtime's library; a runtime
+    loaded after the first use (imported inside a test) would otherwise leave
+    this module reading counters nothing allocates through. Returns the new
+    library's path, or None when nothing changed.
+    """
+    global _lib, _lib_path
+    with _lock:
+        if _lib is None or _lib_path != _shipped_library_path():
+            return None
+        loaded = loaded_library_path()
+        if loaded is None:
+            return None
+        _lib, _lib_path = _declare(_open(loaded, already_loaded=True)), loaded
+        return loaded
+
+
 def library_path() -> str:
     """The path of the library :func:`library` bound to."""
     library()
