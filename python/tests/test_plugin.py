@@ -218,11 +218,12 @@ def test_after_them():
 """
 
 
-def run_project(runtime_lib, tmp_path, source, *args):
+def run_project(runtime_lib, tmp_path, source, *args, env=None):
     """pytest --memtrack on a one-file project, with the fake runtime importable (not imported)."""
     (tmp_path / "test_project.py").write_text(source)
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMTRACK_")}
-    env.update(FAKE_RUNTIME_LIB=str(runtime_lib), PYTHONPATH=str(HERE))
+    env.update(FAKE_RUNTIME_LIB=str(runtime_lib), PYTHONPATH=str(HERE), **extra)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--memtrack", *args, str(tmp_path)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     outcomes = dict((name, outcome) for outcome, name in re.findall(r"^(PASSED|FAILED) \S*::(\w+)", result.stdout, re.M))
@@ -285,3 +286,14 @@ def test_a_runtime_imported_by_a_test_is_followed(runtime_lib, tmp_path):
         result.stdout,
         re.M,
     ), result.stdout
+
+
+def test_a_memtrack_lib_that_does_not_load(runtime_lib, tmp_path):
+    missing = tmp_path / "nowhere" / "libmemtrack.so"
+    result, outcomes = run_project(
+        runtime_lib, tmp_path, "def test_one():\n    pass\n", env={"MEMTRACK_LIB": str(missing)}
+    )
+    assert result.returncode == 0 and outcomes == {"test_one": "PASSED"}, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    line = f"memtrack: not tracking, 1 test ran unchecked: cannot load $MEMTRACK_LIB: {missing}: "
+    assert re.search("^" + re.escape(line) + ".*No such file", result.stdout, re.M), result.stdout
