@@ -180,7 +180,7 @@ class MemtrackPlugin:
             # cannot be loaded: the tests run on, untracked, and one line
             # says why (not a traceback from this plugin).
             self.not_tracking = str(e).removeprefix("memtrack: ")
-            self.summary.not_tracking = [self.not_tracking]
+            self.summary.not_tracking = [[self.not_tracking, 0]]
             return
         if self.private_ring is not None:
             from memtrack import _native
@@ -251,7 +251,7 @@ class MemtrackPlugin:
             return
         report = outcome.get_result()
         if self.not_tracking is not None:
-            self.summary.unchecked += 1
+            self.summary.not_tracking[0][1] += 1
             return
         problems = self._check(item)
         self.summary.checked += 1
@@ -389,8 +389,7 @@ class Summary:
         self.allow_untracked = False
         self.ignored: List[str] = []
         self.checked = 0
-        self.unchecked = 0  # tests run while the plugin could not track
-        self.not_tracking: List[str] = []  # why, per process
+        self.not_tracking: List[List] = []  # [why, tests run unchecked], per process
         self.no_peaks: List[str] = []  # why max_peak could not be read
         self.followed: List[str] = []  # a runtime's library loaded after the plugin bound to its own
         self.results: List[Tuple[str, str]] = []  # (node id, problems)
@@ -412,13 +411,13 @@ class Summary:
         """Adds a worker's summary (``to_dict``) to this one."""
         self.workers += 1
         self.private_ring = self.private_ring and data["private_ring"]
-        for name in ("rings", "libraries", "not_tracking", "no_peaks", "followed"):
+        self.not_tracking.extend(data["not_tracking"])
+        for name in ("rings", "libraries", "no_peaks", "followed"):
             known = getattr(self, name)
             known.extend(v for v in data[name] if v not in known)
         for name in ("results", "untracked_tests", "peaks_unchecked"):
             getattr(self, name).extend(tuple(v) if isinstance(v, list) else v for v in data[name])
         self.checked += data["checked"]
-        self.unchecked += data["unchecked"]
         self.scopes_supported = self.scopes_supported and data["scopes_supported"]
         self.untracked_supported = self.untracked_supported and data["untracked_supported"]
         self.allow_untracked, self.ignored = data["allow_untracked"], data["ignored"]
@@ -431,8 +430,8 @@ class Summary:
         tr.section("memtrack")
         if self.not_tracking:
             # Nothing was checked: say so and why, and claim nothing more.
-            for reason in self.not_tracking:
-                tr.write_line(f"memtrack: not tracking, {_tests(self.unchecked)} ran unchecked: {reason}")
+            for reason, unchecked in self.not_tracking:
+                tr.write_line(f"memtrack: not tracking, {_tests(unchecked)} ran unchecked: {reason}")
             if not self.checked:
                 return
         library = ", ".join(self.libraries) or "(not loaded)"
