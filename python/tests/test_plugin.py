@@ -297,3 +297,52 @@ def test_a_memtrack_lib_that_does_not_load(runtime_lib, tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
     line = f"memtrack: not tracking, 1 test ran unchecked: cannot load $MEMTRACK_LIB: {missing}: "
     assert re.search("^" + re.escape(line) + ".*No such file", result.stdout, re.M), result.stdout
+
+
+CACHING_RUNTIME = """
+from fake_runtime import Buffer
+
+# A runtime's cache: what the first test of an op leaves allocated for the
+# next ones (ttnn's program cache keeps circular buffers and kernel binaries).
+CACHE = {}
+
+def run_op(name):
+    if name not in CACHE:
+        CACHE[name] = Buffer(2048)
+
+def test_first_add():
+    run_op("add")
+
+def test_second_add():
+    run_op("add")
+
+def test_first_mul_and_a_real_leak():
+    run_op("mul")
+    CACHE["leak"] = Buffer(4096, device=1)
+"""
+
+SETTLE_HOOK = """
+import test_project
+
+def pytest_memtrack_settle(item):
+    for name in [n for n in test_project.CACHE if n != "leak"]:
+        test_project.CACHE.pop(name).free()
+"""
+
+
+def test_a_cache_is_settled_before_the_check(runtime_lib, tmp_path):
+    result, outcomes = run_project(runtime_lib, tmp_path, CACHING_RUNTIME)
+    # Without the hook, the cache is each first test's leak.
+    assert outcomes == {
+        "test_first_add": "FAILED",
+        "test_second_add": "PASSED",
+        "test_first_mul_and_a_real_leak": "FAILED",
+    }, result.stdout
+    (tmp_path / "conftest.py").write_text(SETTLE_HOOK)
+    result, outcomes = run_project(runtime_lib, tmp_path, CACHING_RUNTIME)
+    assert outcomes == {
+        "test_first_add": "PASSED",
+        "test_second_add": "PASSED",
+        "test_first_mul_and_a_real_leak": "FAILED",
+    }, result.stdout
+    assert re.search(r"^memtrack: leaked 1 buffer, 4.0 KiB on device 1 DRAM \(buffer \d+\)$", result.stdout, re.M)
