@@ -583,7 +583,7 @@ impl Reader {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
+        let thread = std::thread::Builder::new().name("bench-reader".into()).spawn(move || {
             // Measured from inside the thread: its own CPU clock, from
             // before its first look to after its last.
             let start = thread_cpu_time();
@@ -607,7 +607,7 @@ impl Reader {
             });
             records += rest.unwrap_or(0) as u64;
             ReaderUse { cpu: thread_cpu_time().saturating_sub(start), records }
-        });
+        })?;
         Ok(Reader { stop, thread, path: path.to_owned() })
     }
 
@@ -692,25 +692,36 @@ pub fn run_row(args: &BenchRowArgs) -> Result<()> {
             let workers: Vec<_> = (0..args.threads)
                 .map(|t| {
                     let (barrier, socket) = (&barrier, socket.as_ref());
-                    s.spawn(move || match (args.row, socket) {
-                        (_, Some(socket)) => {
-                            barrier.wait();
-                            with_cpu_time(|| send_messages(socket, t, args.events))
-                        }
-                        (Row::Floor, None) => {
-                            let slots: Vec<FloorSlot> =
-                                (0..args.capacity).map(|_| FloorSlot::default()).collect();
-                            write_floor(clock, &slots, t, warm_up);
-                            barrier.wait();
-                            with_cpu_time(|| write_floor(clock, &slots, t, args.events))
-                        }
-                        (_, None) => {
-                            let device = args.device.wrapping_add(t as u32);
-                            call_hooks(alloc, free, device, t, warm_up);
-                            barrier.wait();
-                            with_cpu_time(|| call_hooks(alloc, free, device, t, args.events))
-                        }
-                    })
+                    // Named by row, so a profile tells the rows' threads apart
+                    // (`perf report --comm bench-enabled`).
+                    let name = format!(
+                        "bench-{}",
+                        args.row
+                            .to_possible_value()
+                            .map_or_else(|| "row".to_owned(), |v| v.get_name().to_owned())
+                    );
+                    let thread = std::thread::Builder::new().name(name);
+                    thread
+                        .spawn_scoped(s, move || match (args.row, socket) {
+                            (_, Some(socket)) => {
+                                barrier.wait();
+                                with_cpu_time(|| send_messages(socket, t, args.events))
+                            }
+                            (Row::Floor, None) => {
+                                let slots: Vec<FloorSlot> =
+                                    (0..args.capacity).map(|_| FloorSlot::default()).collect();
+                                write_floor(clock, &slots, t, warm_up);
+                                barrier.wait();
+                                with_cpu_time(|| write_floor(clock, &slots, t, args.events))
+                            }
+                            (_, None) => {
+                                let device = args.device.wrapping_add(t as u32);
+                                call_hooks(alloc, free, device, t, warm_up);
+                                barrier.wait();
+                                with_cpu_time(|| call_hooks(alloc, free, device, t, args.events))
+                            }
+                        })
+                        .expect("cannot start a benchmark thread")
                 })
                 .collect();
             let gate = barrier.open_when_told(&mut out);
