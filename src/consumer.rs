@@ -253,11 +253,15 @@ impl Consumer {
     ///
     /// The first pause after activity is short enough that writers running
     /// flat out cannot fill the ring meanwhile (capacity × 1.5 ns, at least
-    /// 10 µs); each further idle pause doubles, up to the time writers at
-    /// full speed (≥ 16 ns a record) take to fill the ring from empty, and
-    /// at most 1 ms (64 Ki slots). Writers that fill the ring meanwhile
-    /// sleep until the next take wakes them (`RingView::wake_writers`), so
-    /// pacing alone never makes a writer drop.
+    /// 10 µs); each further idle pause doubles, up to 1 ms. A writer that
+    /// fills its ring during a pause rings the doorbell (below) before it
+    /// sleeps, which ends the pause, and then sleeps until the take wakes
+    /// it (`RingView::wake_writers`), so pacing alone never makes a writer
+    /// drop, and the longest pause need not be shorter than a writer takes
+    /// to fill its ring. (It was, before the doorbell: capacity × 16 ns,
+    /// 131 µs with 8192-slot sub-rings, so an idle `memtrack record` woke
+    /// 6000 times a second and used 13–16 % of a CPU doing nothing on the
+    /// 2-vCPU VMs of docs/PERFORMANCE.md; at 1 ms, 1000 times.)
     ///
     /// With sub-rings the smallest ring sets these figures: a writer whose
     /// sub-ring fills waits for the consumer.
@@ -283,8 +287,7 @@ impl Consumer {
             self.idle_pause = shortest;
             return;
         }
-        let longest = Duration::from_nanos(capacity * 16).clamp(shortest, LONGEST_IDLE_PAUSE);
-        let pause = self.fixed_pause.unwrap_or(self.idle_pause.clamp(shortest, longest));
+        let pause = self.fixed_pause.unwrap_or(self.idle_pause.clamp(shortest, LONGEST_IDLE_PAUSE));
         self.idle_sleep(pause);
         self.idle_pause = pause * 2;
     }
