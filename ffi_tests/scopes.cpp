@@ -1,7 +1,7 @@
 /*
  * scopes.cpp: scopes and long labels through the C ABI and the RAII guard
  * of memtrack.hpp, run by cli/tests/attribution.rs under `memtrack record`.
- * Usage: scopes leaky | clean
+ * Usage: scopes leaky | clean | fork | reuse | ops
  *
  *   leaky  leaves buffers in known scopes and one size mismatch:
  *            ""                       DRAM 100 (id 1)
@@ -18,6 +18,12 @@
  *   fork   opens "outer/inner", allocates DRAM 10 (id 10), forks; the
  *          child (a process of its own, with its own scope ids) allocates
  *          DRAM 20 (id 20) in the inherited scopes and exits.
+ *
+ *   reuse  buffer ids freed and allocated again, as tt_metal's allocator
+ *          reuses addresses and a test reuses ids: DRAM id 1 allocated and
+ *          freed 3 times, then allocated (4000 bytes) and left; DRAM id 2
+ *          (500) left; DRAM id 3 allocated and freed twice, then allocated
+ *          (200) and left. Three remaining buffers, seven earlier lifetimes.
  *
  *   ops    memtrack_tt_metal.hpp's op_begin/op_end (what the tt-metal patch
  *          calls from GraphTracker): "ttnn::add" then, inside it, a 300-byte
@@ -71,8 +77,28 @@ static int ops_mode() {
     return 0;
 }
 
+static int reuse_mode() {
+    const std::uint8_t dram = MEMTRACK_KIND_DRAM;
+    for (int i = 0; i < 3; i++) {
+        memtrack_alloc(0, dram, 1, 0x1000, 100);
+        memtrack_free(0, dram, 1, 0x1000, 100);
+    }
+    memtrack_alloc(0, dram, 1, 0x1000, 4000);
+    memtrack_alloc(0, dram, 2, 0x8000, 500);
+    for (int i = 0; i < 2; i++) {
+        memtrack_alloc(0, dram, 3, 0x9000, 50);
+        memtrack_free(0, dram, 3, 0x9000, 50);
+    }
+    memtrack_alloc(0, dram, 3, 0x9000, 200);
+    std::printf("scopes reuse ok\n");
+    return 0;
+}
+
 int main(int argc, char** argv) {
     CHECK(argc == 2);
+    if (std::strcmp(argv[1], "reuse") == 0) {
+        return reuse_mode();
+    }
     if (std::strcmp(argv[1], "fork") == 0) {
         return fork_mode();
     }

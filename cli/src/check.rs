@@ -263,6 +263,35 @@ pub fn violations(engine: &Engine, options: &CheckOptions) -> Vec<Violation> {
     out
 }
 
+/// One line (for stderr) per `--max-peak` that limits nothing: no device
+/// and kind of the recording is its. Not a violation, as `report
+/// --process` of a process that did not run is no error: the recording
+/// broke no rule; but a limit that a typo (or a device the run did not
+/// use) made vacuous should not pass unseen.
+fn unmatched_limits(engine: &Engine, options: &CheckOptions, file: &std::path::Path) -> Vec<String> {
+    let cells = engine.devices();
+    options
+        .max_peak
+        .iter()
+        .filter(|limit| !cells.keys().any(|&(d, k)| limit.device.is_none_or(|want| want == d) && k == limit.kind))
+        .map(|limit| {
+            let device = limit.device.map_or_else(|| "*".to_owned(), |d| d.to_string());
+            let mut listed: Vec<String> = cells.keys().map(|&(d, k)| format!("{d}:{}", kind_name(k))).collect();
+            if listed.len() > 5 {
+                let more = listed.len() - 5;
+                listed.truncate(5);
+                listed.push(format!("and {more} more"));
+            }
+            let listed = if listed.is_empty() { "none".to_owned() } else { listed.join(", ") };
+            format!(
+                "memtrack: --max-peak {device}:{} matches no device and kind in {} (recorded: {listed}); it limits nothing",
+                kind_name(limit.kind),
+                crate::units::printable_path(file)
+            )
+        })
+        .collect()
+}
+
 /// The `--json` document.
 fn to_json(file: &std::path::Path, violations: &[Violation]) -> Value {
     json!({
@@ -290,6 +319,9 @@ pub fn judge(file: &std::path::Path, options: &CheckOptions, out: &mut impl Writ
 /// Prints the verdict on a recording already analysed (of `file`);
 /// returns the exit status.
 pub fn verdict(engine: &Engine, options: &CheckOptions, file: &std::path::Path, out: &mut impl Write) -> u8 {
+    for line in unmatched_limits(engine, options, file) {
+        eprintln!("{line}");
+    }
     let found = violations(engine, options);
     let written = if options.json {
         writeln!(out, "{}", to_json(file, &found))

@@ -76,6 +76,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         let (_, engine, _) = crate::report::load_with(&args.file, args.partial)?;
         let filter = Filter::resolve(&args.filter, &engine)
             .map_err(|e| anyhow::anyhow!("memtrack: export {}: {e:#}", args.file.display()))?;
+        for line in crate::filter::unmatched(&args.filter, &engine, &args.file) {
+            eprintln!("{line}");
+        }
         let time = reader.header().time_base();
         reader.keep_only(filter.blocks(&engine, time));
     }

@@ -9,8 +9,11 @@ use std::collections::{HashMap, HashSet};
 
 use memtrack::Event;
 
-use crate::engine::{BufferKey, Engine, ProcessId, ScopeKey};
+use crate::engine::{BufferKey, Engine, ProcessId, ProcessStats, ScopeKey};
 use crate::recording::{Block, BlockFilter, TimeBase};
+
+mod unmatched;
+pub use unmatched::unmatched;
 
 /// `--device`, `--kind`, `--process`, `--scope`, `--since-mark`, `--top`.
 #[derive(Args, Clone, Debug, Default)]
@@ -31,9 +34,22 @@ pub struct FilterArgs {
     /// Only what happened at or after the first mark labelled LABEL.
     #[arg(long, value_name = "LABEL")]
     pub since_mark: Option<String>,
-    /// Only the N largest remaining buffers, scopes and peak scopes.
+    /// Only the N largest remaining buffers, scopes and peak scopes
+    /// (export: the N remaining buffers' lifetimes, not earlier lifetimes
+    /// of an id freed and allocated again).
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+}
+
+/// Whether `--process WANT` selects process `p`: its key or its pid.
+fn process_selects(want: &str, p: &ProcessStats) -> bool {
+    want == p.key() || want.parse::<u32>().is_ok_and(|pid| pid == p.pid)
+}
+
+/// Whether `--scope WANT` selects scope `path`: itself or a scope inside
+/// it ("" only allocations in no scope).
+fn scope_selects(want: &str, path: &str) -> bool {
+    path == want || (!want.is_empty() && path.strip_prefix(want).is_some_and(|r| r.starts_with('/')))
 }
 
 /// A kind name or code.
@@ -93,8 +109,10 @@ impl Filter {
     /// that this filter selects, for `export`: buffer records of the
     /// selected devices, kinds and processes; with `--scope`,
     /// `--since-mark` or `--top`, the ALLOCs of the buffers selected
-    /// (allocated in the scope, after the mark, among the N largest
-    /// remaining) and the FREEs of the buffers whose ALLOC was kept.
+    /// (allocated in the scope, after the mark; with `--top`, the remaining
+    /// lifetimes of the N largest remaining buffers, not the earlier
+    /// lifetimes of a buffer id freed and allocated again) and the FREEs of
+    /// the buffers whose ALLOC was kept.
     /// Marks, scopes and process records are kept; capacities of the
     /// selected devices and kinds.
     pub fn blocks(&self, engine: &Engine, time: TimeBase) -> BlockFilter {
@@ -113,11 +131,14 @@ impl Filter {
                 .collect()
         });
         type Buffer = (ProcessId, u32, u8, u64);
-        let top: Option<HashSet<Buffer>> = self.top.map(|n| {
+        // Each of the N largest remaining buffers, with the time its
+        // remaining lifetime began: an id freed and allocated again has
+        // earlier lifetimes, which are not among the N.
+        let top: Option<HashMap<Buffer, u64>> = self.top.map(|n| {
             crate::attribution::remaining(engine, self)
                 .iter()
                 .take(n)
-                .map(|(b, _)| (b.key.process, b.key.device_id, b.key.kind, b.key.buffer_id))
+                .map(|(b, _)| ((b.key.process, b.key.device_id, b.key.kind, b.key.buffer_id), b.time_ns))
                 .collect()
         });
         let by_buffer = scopes.is_some() || self.since_ns.is_some() || top.is_some();
@@ -161,9 +182,13 @@ impl Filter {
             }
             let buffer = (process, r.device_id, r.kind, r.buffer_id);
             if event == Some(Event::Alloc) {
-                let keep = filter.time(time.ns(r.timestamp))
+                let time_ns = time.ns(r.timestamp);
+                // A remaining lifetime's ALLOC is stamped at its start; its
+                // duplicate ALLOCs (an anomaly) after it. An earlier
+                // lifetime of the id, freed before it began, before it.
+                let keep = filter.time(time_ns)
                     && scopes.as_ref().is_none_or(|s| s.contains(&(process, r.scope())))
-                    && top.as_ref().is_none_or(|t| t.contains(&buffer));
+                    && top.as_ref().is_none_or(|t| t.get(&buffer).is_some_and(|&began| time_ns >= began));
                 if keep {
                     *kept.entry(buffer).or_default() += 1;
                 }
@@ -205,18 +230,12 @@ impl Filter {
 
     /// Whether process `id` is shown.
     pub fn process(&self, engine: &Engine, id: ProcessId) -> bool {
-        self.process.as_ref().is_none_or(|want| {
-            let p = engine.process(id);
-            *want == p.key() || want.parse::<u32>().is_ok_and(|pid| pid == p.pid)
-        })
+        self.process.as_ref().is_none_or(|want| process_selects(want, engine.process(id)))
     }
 
     /// Whether scope `path` is shown.
     pub fn scope(&self, path: &str) -> bool {
-        self.scope.as_ref().is_none_or(|want| {
-            path == want
-                || (!want.is_empty() && path.strip_prefix(want.as_str()).is_some_and(|r| r.starts_with('/')))
-        })
+        self.scope.as_ref().is_none_or(|want| scope_selects(want, path))
     }
 
     /// Whether something at `time_ns` is shown.

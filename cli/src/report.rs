@@ -36,8 +36,13 @@ pub struct ReportArgs {
     #[arg(long)]
     json: bool,
     /// Write a self-contained HTML page (charts per device, sortable leak,
-    /// anomaly and process tables) to FILE instead of printing.
-    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    /// anomaly and process tables) to FILE instead of printing. The page
+    /// shows the whole recording: the filters are refused with it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["json", "device", "kind", "process", "scope", "since_mark", "top"]
+    )]
     html: Option<PathBuf>,
     /// Also read a recording that did not finish (its reader was killed):
     /// the records it holds, without the final process table, loss totals
@@ -70,6 +75,9 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let source = Source::of_file(&args.file, &header, finished);
     let filter = Filter::resolve(&args.filter, &engine)
         .map_err(|e| anyhow::anyhow!("memtrack: report {}: {e:#}", args.file.display()))?;
+    for line in crate::filter::unmatched(&args.filter, &engine, &args.file) {
+        eprintln!("{line}");
+    }
     if args.json {
         // To the descriptor, not through `stdout()`: the document is one
         // line of up to gigabytes, and stdout's line buffering would scan

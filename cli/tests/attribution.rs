@@ -408,3 +408,111 @@ fn tt_metal_ops_open_scopes_with_names_cut_to_255_bytes() {
     let expected = format!("ttnn::add/{}", "o".repeat(255));
     assert_eq!(remaining(&report), vec![(expected, "DRAM".to_owned(), 30)]);
 }
+
+/// (event, buffer id, size) of the ALLOC and FREE rows `export --format
+/// csv FILTERS` writes.
+fn exported_sizes(file: &TempFile, filters: &[&str]) -> Vec<(String, u64, u64)> {
+    let mut args = vec!["export", file.str(), "--format", "csv"];
+    args.extend_from_slice(filters);
+    let out = memtrack(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[2] == "alloc" || f[2] == "free")
+        .map(|f| (f[2].to_owned(), f[7].parse().unwrap(), f[10].parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn export_top_n_is_n_lifetimes_when_buffer_ids_are_reused() {
+    // Ids 1 and 3 were freed and allocated again before their last,
+    // remaining, lifetime: `--top` exports that one, not the earlier ones.
+    let file = record("reuse");
+    let alloc = |id: u64, size: u64| ("alloc".to_owned(), id, size);
+    assert_eq!(exported_sizes(&file, &[]).len(), 3 * 2 + 1 + 1 + 2 * 2 + 1);
+    assert_eq!(exported_sizes(&file, &["--top", "1"]), vec![alloc(1, 4000)]);
+    assert_eq!(exported_sizes(&file, &["--top", "2"]), vec![alloc(1, 4000), alloc(2, 500)]);
+    assert_eq!(exported_sizes(&file, &["--top", "3"]), vec![alloc(1, 4000), alloc(2, 500), alloc(3, 200)]);
+    // The report's --top agrees.
+    let sizes = |r: &Value| remaining(r).into_iter().map(|(_, _, size)| size).collect::<Vec<_>>();
+    assert_eq!(sizes(&report(&file, &["--top", "2"])), [4000, 500]);
+}
+
+/// `memtrack ARGS`: (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = memtrack(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_filter_that_matches_nothing_says_so_in_one_line_and_succeeds() {
+    let file = record("leaky");
+    let f = file.str();
+    // (filter, what its line must name besides the flag, the value and the file)
+    let cases: [(&[&str], &str); 5] = [
+        (&["--process", "9.9"], "processes: 0.1"),
+        (&["--scope", "no_such_scope"], "test_a/matmul"),
+        (&["--device", "7"], "devices: 0"),
+        (&["--kind", "TRACE"], "DRAM"),
+        (&["--device", "0", "--kind", "CB"], "L1"),
+    ];
+    for (filter, listed) in cases {
+        for command in [&["report", f][..], &["report", f, "--json"], &["export", f, "--format", "csv"]] {
+            let args = [command, filter].concat();
+            let (code, _, stderr) = run(&args);
+            assert_eq!(code, Some(0), "{args:?}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+            let line = lines[0];
+            let value = filter[filter.len() - 1];
+            assert!(line.starts_with("memtrack: "), "{args:?}: {line}");
+            assert!(line.contains(filter[filter.len() - 2]) && line.contains(value), "{args:?}: {line}");
+            assert!(line.contains(f) && line.contains("matches no"), "{args:?}: {line}");
+            assert!(line.contains(listed), "{args:?}: {line}");
+        }
+    }
+    // A filter that matches something says nothing.
+    for filter in [&["--process", "0.1"][..], &["--scope", "test_a"], &["--device", "0"], &["--kind", "L1"]] {
+        let (code, _, stderr) = run(&[&["report", f, "--json"][..], filter].concat());
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "{filter:?}");
+    }
+    // The CI gate: a peak limit on a device and kind the recording has
+    // no record of limits nothing; it says so, and the verdict is the
+    // recording's.
+    let clean = record("clean");
+    let (code, stdout, stderr) = run(&["check", clean.str(), "--max-peak", "5:DRAM=1KiB"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), ""), "{stderr}");
+    assert!(
+        stderr.contains("--max-peak 5:DRAM ")
+            && stderr.contains("matches no")
+            && stderr.contains(clean.str())
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["check", clean.str(), "--max-peak", "*:DRAM=1MiB"]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
+fn report_html_refuses_the_filters_it_would_ignore() {
+    // The page shows the whole recording; a filter given with it was
+    // silently dropped before.
+    let file = record("leaky");
+    let page = TempFile::new("filtered-page");
+    for filter in [&["--kind", "L1"][..], &["--process", "0.1"], &["--scope", "test_a"], &["--top", "1"]] {
+        let args = [&["report", file.str(), "--html", page.str()][..], filter].concat();
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--html") && stderr.contains(filter[0]), "{stderr}");
+        assert!(!page.path().exists(), "{args:?} wrote the page");
+    }
+    let (code, _, stderr) = run(&["report", file.str(), "--html", page.str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(page.path().exists());
+}
