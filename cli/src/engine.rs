@@ -400,6 +400,11 @@ struct Opening {
     held_frees: Vec<(BufferKey, u64, u64)>,
     /// Frees that released one of `before`'s buffers.
     frees: u64,
+    /// Processes the table said had ended when the reader attached, and
+    /// how: they end once the backlog is read, after their own records in
+    /// it (which are from before their end, so the buffers they leave are
+    /// their leaks, never device memory in use).
+    ended_at_attach: Vec<(ProcessId, ProcState)>,
 }
 
 /// The state engine.
@@ -830,6 +835,12 @@ impl Engine {
             return;
         }
         self.opening.settled = true;
+        // First: the processes that had ended hold none of the usage
+        // before the stream (`set_unfreed` counts only running ones).
+        let time_ns = self.last_time_ns;
+        for (id, state) in std::mem::take(&mut self.opening.ended_at_attach) {
+            self.process_ended(id, state, time_ns);
+        }
         let at_attach = std::mem::take(&mut self.opening.at_attach);
         for (&cell, &(bytes, buffers)) in &at_attach {
             let backlog = self.writer_view.get(&cell).copied().unwrap_or_default();
@@ -949,10 +960,15 @@ impl Engine {
         if process.name.is_empty() {
             process.name = name;
         }
-        match entry.state {
-            1 => self.process_ended(id, ProcState::Exited, 0),
-            2 => self.process_ended(id, ProcState::Died, 0),
-            _ => {}
+        let state = match entry.state {
+            1 => ProcState::Exited,
+            2 => ProcState::Died,
+            _ => return,
+        };
+        if self.opening.settled {
+            self.process_ended(id, state, self.last_time_ns);
+        } else {
+            self.opening.ended_at_attach.push((id, state));
         }
     }
 

@@ -263,3 +263,29 @@ fn a_recording_of_a_ring_from_its_creation_has_no_opening() {
         report["remaining"].as_array().unwrap().iter().map(|b| b["buffer_id"].as_u64().unwrap()).collect();
     assert_eq!(remaining, [1, 2, 3], "what it left is its leak");
 }
+
+#[test]
+fn a_writer_that_exited_before_the_reader_attached_holds_no_device_memory() {
+    // `MEMTRACK_RING=x ./prog` first, `memtrack record --ring x` after: the
+    // ring still holds every record of a process that has exited. Its
+    // buffers are its leaks, not device memory in use (the table said it
+    // exited; its backlog records came after in the stream).
+    let ring = NamedRing::new("exited");
+    let file = TempFile::new("exited");
+    let mut helper = Helper::spawn("holder", &ring.0, 1024, 32);
+    helper.step("HELPER done");
+    helper.finish();
+    let out =
+        memtrack_env(&["record", "--quiet", "--ring", &ring.0, "-o", file.str(), "--duration", "0.2"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report_json(&file);
+    assert_eq!(report["start"]["backlog_records"], 7, "start, 4 allocs, 1 free, exit: {report}");
+    assert_eq!(report["processes"][0]["state"], "exited");
+    assert_eq!(dram0(&report)["live_bytes"], 0, "an exited process holds no device memory: {report}");
+    assert_eq!(dram0(&report)["live_buffers"], 0);
+    assert_eq!(dram0(&report)["peak_bytes"], 256 * MIB, "it held them while it ran");
+    let remaining: Vec<u64> =
+        report["remaining"].as_array().unwrap().iter().map(|b| b["buffer_id"].as_u64().unwrap()).collect();
+    assert_eq!(remaining, [1, 2, 3], "what it left is its leak");
+    assert_eq!(report["anomalies"]["unknown_frees"], 0);
+}
