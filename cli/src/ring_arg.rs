@@ -25,14 +25,25 @@ pub fn from_env() -> Result<Option<String>> {
 /// "default".
 ///
 /// # Errors
-/// The name given is empty.
+/// The name given is empty, or names a record file (by path, or by a file
+/// name that is no ring's but a recording's in this directory): every
+/// command that takes a ring then says so, rather than "bad magic", or
+/// `record` making a new ring beside the recording.
 pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
     let name = match arg {
         Some("") => bail!("memtrack: --ring needs a name (an empty one names no ring)"),
         Some(name) => name.to_owned(),
         None => from_env()?.unwrap_or_else(|| "default".to_owned()),
     };
-    Ok(ring_path(&name))
+    let path = ring_path(&name);
+    let given = Path::new(&name);
+    if let Some(file) =
+        [path.as_path(), given].into_iter().find(|p| is_record_file(p) && (*p == path || !path.exists()))
+    {
+        let file = crate::units::printable_path(file);
+        bail!("memtrack: {file} is a record file, not a ring (read it with `memtrack report {file}`)");
+    }
+    Ok(path)
 }
 
 /// Whether `path` starts with a record file's magic: a user who gives a

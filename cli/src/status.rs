@@ -98,19 +98,9 @@ pub fn run(args: &StatusArgs) -> Result<()> {
 }
 
 /// The ring called `name`, or why not; a record file given by mistake
-/// (by path, or by a file name that is not a ring's) is named as one.
+/// is named as one ([`ring_arg::resolve`]).
 fn open(name: &str) -> Result<Ring> {
-    let path = ring_arg::resolve(Some(name))?;
-    Ring::open(&path).map_err(|error| {
-        match [path.as_path(), std::path::Path::new(name)].into_iter().find(|p| ring_arg::is_record_file(p)) {
-            Some(file) => anyhow::anyhow!(
-                "memtrack: {} is a record file, not a ring (read it with `memtrack report {}`)",
-                file.display(),
-                file.display()
-            ),
-            None => error.into(),
-        }
-    })
+    Ok(Ring::open(&ring_arg::resolve(Some(name))?)?)
 }
 
 /// One line per ring, device and kind: of `ring`, or of every ring in

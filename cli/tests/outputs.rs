@@ -540,9 +540,35 @@ fn smaller_ring_name_and_setting_rules() {
         assert!(text.contains(key) && text.contains(value), "{text}");
     }
 
-    // A recording given to status is named as one.
-    let out = memtrack(&["status", "--ring", file.str()]);
-    assert!(stderr(&out).contains("is a record file, not a ring"), "{}", stderr(&out));
+    // A recording given where a ring belongs is named as one, by every
+    // command that takes a ring (record made a new ring beside it, serve
+    // said "bad magic"); and a ring given where a recording belongs.
+    let other = TempFile::new("not-written");
+    for args in [
+        &["status", "--ring", file.str()][..],
+        &["serve", "--ring", file.str(), "--listen", "127.0.0.1:0"],
+        &["record", "--ring", file.str(), "--duration", "0.1", "-o", other.str()],
+    ] {
+        let out = memtrack(args);
+        let text = stderr(&out);
+        assert_eq!((out.status.code(), text.lines().count()), (Some(1), 1), "{args:?}: {text}");
+        assert!(
+            text.contains("is a record file, not a ring") && text.contains(file.str()),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(!other.path().exists());
+    for (args, code) in [
+        (&["report", name][..], 1),
+        (&["export", name, "--format", "csv"], 1),
+        (&["diff", name, name], 1),
+        (&["check", name], 2),
+    ] {
+        let out = memtrack(args);
+        let text = stderr(&out);
+        assert_eq!((out.status.code(), text.lines().count()), (Some(code), 1), "{args:?}: {text}");
+        assert!(text.contains("a ring, not a record file") && text.contains(name), "{args:?}: {text}");
+    }
 
     // watch attaches only: a typo makes no ring.
     let typo = format!("cli-out-typo-{}", std::process::id());

@@ -166,7 +166,13 @@ impl FileHeader {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
-        let reason = if self.magic != FILE_MAGIC {
+        let reason = if self.magic == memtrack::format::MAGIC {
+            let ring = crate::units::printable_path(path);
+            format!(
+                "a ring, not a record file (record it with `memtrack record --ring {ring} -o FILE`; \
+                 `memtrack status --ring {ring}` shows it now)"
+            )
+        } else if self.magic != FILE_MAGIC {
             "not a memtrack record file (bad magic)".to_owned()
         } else if !(OLDEST_FILE_VERSION..=FILE_VERSION).contains(&self.version) {
             format!(
