@@ -39,6 +39,18 @@ enum Format {
     Parquet,
 }
 
+impl Format {
+    /// Whether the format is not text.
+    fn is_binary(self) -> bool {
+        match self {
+            Format::Perfetto | Format::Csv => false,
+            Format::PerfettoProto => true,
+            #[cfg(feature = "parquet")]
+            Format::Parquet => true,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct ExportArgs {
     /// A record file written by `memtrack record`.
@@ -51,9 +63,10 @@ pub struct ExportArgs {
     /// lost). Larger buckets make smaller traces.
     #[arg(long, value_name = "US", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     bucket_us: u64,
-    /// Output file (default: standard output): a new file renamed into
-    /// place once complete; an existing one is kept as OUT.old. Never the
-    /// input, never a ring, never through a symbolic link.
+    /// Output file (default: standard output, unless it is a terminal and
+    /// the format binary): a new file renamed into place once complete; an
+    /// existing one is kept as OUT.old. Never the input, never a ring,
+    /// never through a symbolic link.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
     /// Also read a recording that did not finish (its reader was killed):
@@ -65,6 +78,19 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
+    // As gzip and zstd: binary bytes on a terminal are garbage at best, and
+    // at worst escape sequences. Checked before the file is read.
+    if args.output.is_none()
+        && args.format.is_binary()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        anyhow::bail!(
+            "memtrack: export {}: --format {} is binary and standard output is a terminal; \
+             give -o OUT or redirect it",
+            crate::units::printable_path(&args.file),
+            args.format.to_possible_value().map_or_else(String::new, |v| v.get_name().to_owned())
+        );
+    }
     let mut reader = if args.partial {
         RecordReader::open_unfinished(&args.file)?
     } else {

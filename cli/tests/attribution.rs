@@ -516,3 +516,32 @@ fn report_html_refuses_the_filters_it_would_ignore() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(page.path().exists());
 }
+
+#[test]
+fn export_writes_no_binary_format_to_a_terminal() {
+    // `script` gives the command a terminal for its standard output.
+    let file = record("leaky");
+    let on_terminal = |format: &str| {
+        let command = format!("{} export {} --format {format}", env!("CARGO_BIN_EXE_memtrack"), file.str());
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for format in ["parquet", "perfetto-proto"] {
+        let (code, text) = on_terminal(format);
+        assert_eq!(code, Some(1), "{format}: {text}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{format}: {text}");
+        assert!(text.contains(format) && text.contains("terminal") && text.contains(file.str()), "{text}");
+        assert!(!text.contains("PAR1"), "{text}");
+    }
+    // Text formats still go to the terminal, and binary ones to a pipe.
+    let (code, text) = on_terminal("csv");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("ticket,"), "{text}");
+    let (code, stdout, _) = run(&["export", file.str(), "--format", "parquet"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("PAR1"));
+}
