@@ -43,7 +43,12 @@ pub enum ErrorKind {
         error: std::io::Error,
     },
     /// The file system (usually /dev/shm) is full.
-    #[error("cannot {action}: no space left on device (is /dev/shm full? set MEMTRACK_CAPACITY lower)")]
+    // The sub-rings are most of a default ring (16 of its 20.6 MiB): a
+    // lower MEMTRACK_CAPACITY alone rarely makes it fit.
+    #[error(
+        "cannot {action}: no space left on device (is /dev/shm full? MEMTRACK_SUBRINGS=0 and a lower \
+         MEMTRACK_CAPACITY make a smaller ring)"
+    )]
     NoSpace {
         /// What was being done.
         action: &'static str,

@@ -162,6 +162,8 @@ fn a_full_file_system_fails_creation_cleanly_and_the_workload_runs_untracked() {
     assert!(matches!(err.kind, ErrorKind::NoSpace { .. }), "{err}");
     let line = err.to_string();
     assert!(line.contains(&path.display().to_string()) && line.contains("no space left"), "{line}");
+    // What makes a ring smaller: the sub-rings, most of a default ring.
+    assert!(line.contains("MEMTRACK_SUBRINGS=0") && line.contains("MEMTRACK_CAPACITY"), "{line}");
     assert!(!line.contains('\n'));
     assert_eq!(std::fs::read_dir(&fs.0).unwrap().count(), 0, "no file left behind, temporary or not");
     // The default ring size does not fit either, through the C ABI.
