@@ -11,6 +11,7 @@ use memtrack::Event;
 
 use crate::engine::{BufferKey, Engine, ProcessId, ProcessStats, ScopeKey};
 use crate::recording::{Block, BlockFilter, TimeBase};
+use crate::units::printable;
 
 mod unmatched;
 pub use unmatched::unmatched;
@@ -82,7 +83,19 @@ impl Filter {
             None => None,
             Some(label) => match engine.marks().iter().find(|m| &m.label == label) {
                 Some(mark) => Some(mark.time_ns),
-                None => bail!("--since-mark {label:?}: the recording has no mark with that label"),
+                None => {
+                    // Each label once (a mark per test repeats them), in order.
+                    let mut seen = HashSet::new();
+                    let labels = engine
+                        .marks()
+                        .iter()
+                        .filter(|m| seen.insert(m.label.as_str()))
+                        .map(|m| format!("\"{}\"", printable(&unmatched::shorten(&m.label))));
+                    bail!(
+                        "--since-mark {label:?}: the recording has no mark with that label (marks: {})",
+                        unmatched::listing(labels)
+                    )
+                }
             },
         };
         Ok(Filter {

@@ -178,6 +178,9 @@ fn report_filters_select_by_device_kind_process_scope_mark_and_top() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(file.str()) && stderr.contains("no such mark"), "{stderr}");
+    // It lists the marks the recording has (labels cut to 40 characters).
+    assert!(stderr.contains(&format!("(marks: \"phase-{}…\")", "m".repeat(34))), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub fn unmatched(args: &FilterArgs, engine: &Engine, file: &Path) -> Vec<String>
 
 /// The first [`LISTED`] of `items`, comma-separated, and how many more;
 /// `none` for none.
-fn listing(items: impl Iterator<Item = String>) -> String {
+pub(super) fn listing(items: impl Iterator<Item = String>) -> String {
     let items: Vec<String> = items.collect();
     if items.is_empty() {
         return "none".to_owned();
@@ -90,8 +90,8 @@ fn listing(items: impl Iterator<Item = String>) -> String {
     text
 }
 
-/// `path`, cut to [`PATH_CHARS`] characters.
-fn shorten(path: &str) -> String {
+/// `path` (or a label), cut to [`PATH_CHARS`] characters.
+pub(super) fn shorten(path: &str) -> String {
     match path.char_indices().nth(PATH_CHARS) {
         Some((end, _)) => format!("{}…", &path[..end]),
         None => path.to_owned(),
