@@ -619,3 +619,27 @@ fn a_recording_of_alloc_free_churn_takes_at_most_24_bytes_a_record() {
     // Header, frames, reader blocks and all.
     assert!(bytes <= 24 * records, "{bytes} bytes for {records} records");
 }
+
+#[test]
+fn a_record_file_that_is_a_pipe_or_a_device_is_named_as_such() {
+    // It read as 0 bytes: "too short for a header", which sends a user
+    // looking for a damaged recording.
+    let out = memtrack(&["report", "/dev/null"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/dev/null: not a regular file"), "{}", stderr(&out));
+    // `cat run.mtr | memtrack report /dev/stdin`: a pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memtrack"))
+        .args(["report", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The reader may have refused and closed the pipe already.
+    let _ = std::io::Write::write_all(&mut stdin, b"MTRECORD and then some");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = stderr(&out);
+    assert_eq!((out.status.code(), text.lines().count()), (Some(1), 1), "{text}");
+    assert!(text.contains("/dev/stdin: not a regular file (a pipe"), "{text}");
+}

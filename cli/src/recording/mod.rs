@@ -510,7 +510,18 @@ impl RecordReader {
     fn open_with(path: &Path, unfinished_ok: bool) -> Result<RecordReader> {
         let context = || format!("memtrack: record file {}", path.display());
         let file = File::open(path).with_context(context)?;
-        let length = file.metadata().with_context(context)?.len();
+        let metadata = file.metadata().with_context(context)?;
+        // The reader needs the file's length (where the frames end, what a
+        // cut-short one lacks): a pipe (`report /dev/stdin`, `<(ssh ...)`)
+        // or a device has none, and read as 0 bytes would be "too short".
+        if !metadata.is_file() && !metadata.is_dir() {
+            bail!(
+                "memtrack: record file {}: not a regular file (a pipe or a device); save the recording to a file \
+                 and read that",
+                path.display()
+            );
+        }
+        let length = metadata.len();
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut header = FileHeader::zeroed();
         if length < FILE_HEADER_SIZE as u64 {
