@@ -347,10 +347,12 @@ fn write_text(out: &mut impl Write, ring: &Ring, s: &Snapshot) -> Result<()> {
     writeln!(
         out,
         "\n{:>8}  {:>8} {:>8}  {:<16} {:<8} {:>12} {:>8}",
-        "process", "pid", "host pid", "name", "state", "used", "dropped"
+        "process", "pid", "host pid", "name", "state", "used/left", "dropped"
     )?;
     for (p, (key, host_pid)) in s.processes.iter().zip(identify(s)) {
-        // A process that ended holds nothing; this is what it left (its leak).
+        // A process that ended holds nothing; this is what it left (its
+        // leak): hence the header "used/left", beside devices that show
+        // only running processes' usage.
         let used = s.process_usage(p.slot).0 as i64;
         let host_pid = host_pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
         writeln!(

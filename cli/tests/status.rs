@@ -225,6 +225,9 @@ fn status_usage_is_never_negative_and_leaves_out_ended_processes() {
     let text = String::from_utf8(memtrack(&["status", "--ring", path.to_str().unwrap()]).stdout).unwrap();
     assert!(text.contains("(no live buffers)"), "{text}");
     assert!(text.contains("exited"), "{text}");
+    // Its row shows what it left, under a header that says so (it read
+    // "used", beside devices with nothing in use).
+    assert!(text.contains("used/left"), "{text}");
     drop(writer);
     std::fs::remove_file(&path).unwrap();
 }

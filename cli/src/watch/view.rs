@@ -503,7 +503,8 @@ fn render_processes(frame: &mut Frame, area: Rect, model: &Model) {
         Line::from("pid").right_aligned(),
         Line::from("name"),
         Line::from("state"),
-        Line::from("used").right_aligned(),
+        // A running process's usage; what an ended one left (its leaks).
+        Line::from("used/left").right_aligned(),
         Line::from("buffers").right_aligned(),
     ];
     header.truncate(columns);
