@@ -62,7 +62,7 @@ pub fn run(args: &GcArgs) -> Result<()> {
     let paths: Vec<PathBuf> = if args.rings.is_empty() {
         crate::status::ring_names()?.iter().map(|name| ring_path(name)).collect()
     } else {
-        args.rings.iter().map(|name| crate::ring_arg::resolve(Some(name))).collect::<Result<_>>()?
+        args.rings.iter().map(|name| crate::ring_arg::path_of(name)).collect::<Result<_>>()?
     };
     let mut found: Vec<Found> = paths.into_iter().map(examine).collect();
     if args.force {
@@ -100,6 +100,9 @@ fn examine(path: PathBuf) -> Found {
                 Verdict::InUse { writers: a.writers, reader: a.reader }
             };
             (Some(ring.created_unix_ns()), verdict)
+        }
+        Err(_) if crate::ring_arg::is_record_file(&path) => {
+            (None, Verdict::Invalid("a record file, not a ring: gc never removes it".to_owned()))
         }
         Err(error) => (None, Verdict::Invalid(error.to_string())),
     };

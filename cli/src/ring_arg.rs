@@ -31,11 +31,10 @@ pub fn from_env() -> Result<Option<String>> {
 /// `record` making a new ring beside the recording.
 pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
     let name = match arg {
-        Some("") => bail!("memtrack: --ring needs a name (an empty one names no ring)"),
         Some(name) => name.to_owned(),
         None => from_env()?.unwrap_or_else(|| "default".to_owned()),
     };
-    let path = ring_path(&name);
+    let path = path_of(&name)?;
     let given = Path::new(&name);
     if let Some(file) =
         [path.as_path(), given].into_iter().find(|p| is_record_file(p) && (*p == path || !path.exists()))
@@ -44,6 +43,18 @@ pub fn resolve(arg: Option<&str>) -> Result<PathBuf> {
         bail!("memtrack: {file} is a record file, not a ring (read it with `memtrack report {file}`)");
     }
     Ok(path)
+}
+
+/// The ring file `name` names, without looking at it (`gc`, which lists
+/// what is wrong with each file among others).
+///
+/// # Errors
+/// `name` is empty.
+pub fn path_of(name: &str) -> Result<PathBuf> {
+    if name.is_empty() {
+        bail!("memtrack: --ring needs a name (an empty one names no ring)");
+    }
+    Ok(ring_path(name))
 }
 
 /// Whether `path` starts with a record file's magic: a user who gives a

@@ -145,3 +145,21 @@ fn gc_without_rings_named_lists_dev_shm_and_removes_nothing() {
     assert_eq!(ring_entry(&doc, ring.str())["removed"], false);
     assert!(ring.0.exists());
 }
+
+#[test]
+fn gc_names_a_record_file_among_the_rings_and_goes_on_with_the_others() {
+    // A recording named by mistake is one entry of the list, not the end
+    // of the command (the other commands refuse it: they take one ring).
+    let recording = ring_path(&format!("cli-gc-recording-{}", std::process::id()));
+    std::fs::write(&recording, [b"MTRECORD".as_slice(), &[0; 248]].concat()).unwrap();
+    let never_used = TempRing::new("beside-recording");
+    let doc = gc_json(&[recording.to_str().unwrap(), never_used.str()]);
+    let entry = ring_entry(&doc, recording.to_str().unwrap());
+    assert_eq!(entry["state"], "invalid");
+    assert!(entry["reason"].as_str().unwrap().contains("a record file, not a ring"), "{entry}");
+    assert_eq!(ring_entry(&doc, never_used.str())["state"], "unused");
+    let out = memtrack(&["gc", "--force", recording.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(recording.exists(), "gc never removes a recording");
+    std::fs::remove_file(&recording).unwrap();
+}
