@@ -18,7 +18,7 @@ use crate::report::{self, Source};
 use crate::ring_arg;
 use crate::session::Session;
 use crate::signals::{self, Received};
-use crate::units::use_colour;
+use crate::units::{printable_path, use_colour};
 
 /// How often to ask whether every writer has ended once CMD has.
 const WRITERS_POLL: Duration = Duration::from_millis(20);
@@ -115,6 +115,17 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
             return Err(error);
         }
         session.write_into(output);
+        if !args.quiet {
+            // Without a command nothing else shows that it runs: a new
+            // user would take the wait for a hang.
+            let until =
+                duration.map_or_else(|| "until Ctrl-C".to_owned(), |d| format!("for {} s", d.as_secs_f64()));
+            eprintln!(
+                "memtrack record: recording ring {} into {} {until}",
+                printable_path(&path),
+                printable_path(&args.output)
+            );
+        }
         consume_until_stopped(&mut session, duration)?;
         None
     } else {

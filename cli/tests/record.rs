@@ -219,7 +219,12 @@ fn record_without_a_command_consumes_a_named_ring_for_a_duration() {
     writer.alloc(&memtrack::MemtrackBuffer { buffer_id: 1, size: 64, ..Default::default() });
     let file = TempFile::new("named");
     let out = memtrack(&["record", "--ring", &name, "-o", file.0.to_str().unwrap(), "--duration", "0.3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Without a command nothing else shows it runs: it says what it does.
+    let says =
+        format!("memtrack record: recording ring {} into {} for 0.3 s", path.display(), file.0.display());
+    assert_eq!(stderr.lines().next(), Some(says.as_str()), "{stderr}");
     let report = report_json(&file.0);
     assert_eq!(report["records"], 2, "the start record and the alloc written before the reader came");
     assert_eq!(report["processes"][0]["name"], "early");
