@@ -75,43 +75,73 @@ impl Ring {
     /// ring counts it in `untracked_processes`); `Io` if locking fails.
     ///
     /// Never-used entries are taken first, so that the table keeps showing
-    /// exited and died processes for as long as it has room.
+    /// exited and died processes for as long as it has room: a first pass
+    /// takes only an entry still never used once its lock is held (one
+    /// seen free before may since have been taken, used and left by a
+    /// process that exited, whose record must stay), the second any entry
+    /// whose lock is free. One registration per `Ring` (its open file
+    /// description holds the locks).
     pub(crate) fn register_process(&self, name: &[u8], attach_ticks: u64) -> Result<Registration, Error> {
-        let is_free =
-            |index: &usize| self.process_entry(*index).state.load(Ordering::Relaxed) == PROCESS_FREE;
-        let (free, used): (Vec<usize>, Vec<usize>) = (0..MAX_PROCESSES).partition(is_free);
-        for index in free.into_iter().chain(used) {
-            if !self.try_lock(lock_offset(index))? {
-                continue; // Held by a live process (or by us already).
+        for never_used_only in [true, false] {
+            for index in 0..MAX_PROCESSES {
+                if let Some(registration) = self.take_entry(index, never_used_only, name, attach_ticks)? {
+                    return Ok(registration);
+                }
             }
-            let entry = self.process_entry(index);
-            // We own the entry: any previous owner is dead.
-            let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
-            entry.generation.store(generation, Ordering::Relaxed);
-            entry.pid.store(std::process::id(), Ordering::Relaxed);
-            entry.pid_ns.store(pid_namespace(), Ordering::Relaxed);
-            entry.start_time.store(own_start_time(), Ordering::Relaxed);
-            entry.attach_ticks.store(attach_ticks, Ordering::Relaxed);
-            entry.exit_ticks.store(0, Ordering::Relaxed);
-            entry.dropped.store(0, Ordering::Relaxed);
-            let mut padded = [0u8; PROCESS_NAME_LEN];
-            let n = name.len().min(PROCESS_NAME_LEN);
-            padded[..n].copy_from_slice(&name[..n]);
-            for (word, chunk) in entry.name.iter().zip(padded.chunks_exact(8)) {
-                word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
-            }
-            entry.untracked_bytes.store(0, Ordering::Relaxed);
-            entry.untracked_buffers.store(0, Ordering::Relaxed);
-            entry.untracked_events.store(0, Ordering::Relaxed);
-            crate::counters::reset_lanes(&entry.lanes, generation);
-            self.reclaim_counter_cells(index, generation);
-            // Release: the fields above are complete before the entry reads
-            // as active; pairs with the Acquire load in `processes`.
-            entry.state.store(PROCESS_ACTIVE, Ordering::Release);
-            return Ok(Registration { index, generation, owner: Owner::new(index as u16, generation) });
         }
         self.header().control.loss.untracked_processes.fetch_add(1, Ordering::Relaxed);
         Err(Error::new(self.path(), ErrorKind::ProcessTableFull(MAX_PROCESSES)))
+    }
+
+    /// Takes process-table entry `index` for this process if its lock is
+    /// free, and, with `never_used_only`, if no process ever finished
+    /// registering there.
+    fn take_entry(
+        &self,
+        index: usize,
+        never_used_only: bool,
+        name: &[u8],
+        attach_ticks: u64,
+    ) -> Result<Option<Registration>, Error> {
+        let entry = self.process_entry(index);
+        let never_used = || entry.state.load(Ordering::Relaxed) == PROCESS_FREE;
+        if never_used_only && !never_used() {
+            return Ok(None); // Spares the lock probe, a system call.
+        }
+        if !self.try_lock(lock_offset(index))? {
+            return Ok(None); // Held by a live process.
+        }
+        // Again with the lock held: the state is written only by the
+        // lock's holder, and a process that registered and exited here
+        // since the look above has given the lock back.
+        if never_used_only && !never_used() {
+            self.unlock(lock_offset(index));
+            return Ok(None);
+        }
+        // We own the entry: any previous owner is dead.
+        let generation = entry.generation.load(Ordering::Relaxed).wrapping_add(1);
+        entry.generation.store(generation, Ordering::Relaxed);
+        entry.pid.store(std::process::id(), Ordering::Relaxed);
+        entry.pid_ns.store(pid_namespace(), Ordering::Relaxed);
+        entry.start_time.store(own_start_time(), Ordering::Relaxed);
+        entry.attach_ticks.store(attach_ticks, Ordering::Relaxed);
+        entry.exit_ticks.store(0, Ordering::Relaxed);
+        entry.dropped.store(0, Ordering::Relaxed);
+        let mut padded = [0u8; PROCESS_NAME_LEN];
+        let n = name.len().min(PROCESS_NAME_LEN);
+        padded[..n].copy_from_slice(&name[..n]);
+        for (word, chunk) in entry.name.iter().zip(padded.chunks_exact(8)) {
+            word.store(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), Ordering::Relaxed);
+        }
+        entry.untracked_bytes.store(0, Ordering::Relaxed);
+        entry.untracked_buffers.store(0, Ordering::Relaxed);
+        entry.untracked_events.store(0, Ordering::Relaxed);
+        crate::counters::reset_lanes(&entry.lanes, generation);
+        self.reclaim_counter_cells(index, generation);
+        // Release: the fields above are complete before the entry reads
+        // as active; pairs with the Acquire load in `processes`.
+        entry.state.store(PROCESS_ACTIVE, Ordering::Release);
+        Ok(Some(Registration { index, generation, owner: Owner::new(index as u16, generation) }))
     }
 
     /// Frees the counter cells a new owner of entry `index` must not count
