@@ -730,9 +730,12 @@ impl FrameCursor {
             if unfinished_ok {
                 return Ok(false);
             }
+            // A recorder killed inside a `write` leaves this, as one killed
+            // between frames leaves no end block: say the same.
             bail!(
                 "memtrack: record file {path}: truncated (the frame at byte {offset} is cut short: {have} of its \
-                 {need} bytes; `memtrack report --partial` reads what it holds)"
+                 {need} bytes: the recording did not finish, or the file was cut; `memtrack report --partial` \
+                 reads what it holds)"
             )
         };
         if self.bytes_left < FRAME_HEADER_SIZE as u64 {
@@ -929,9 +932,13 @@ mod tests {
             (good[..100].to_vec(), "too short"),
             ([b"NOTMEMTR".as_slice(), &good[8..]].concat(), "bad magic"),
             ([&good[..8], &[9, 0, 0, 0], &good[12..]].concat(), "version 9"),
+            // A recorder killed inside a frame's `write`, or between frames:
+            // both say the recording did not finish (cli/tests/crash.rs).
             (good[..good.len() - 1].to_vec(), "cut short"),
+            (good[..good.len() - 1].to_vec(), "did not finish"),
             (good[..256 + 5].to_vec(), "cut short"),
             (good[..256].to_vec(), "no end block"),
+            (good[..256].to_vec(), "did not finish"),
             ([good.as_slice(), &good[256..]].concat(), "after the end block"),
             (
                 {
