@@ -521,6 +521,13 @@ impl Engine {
         }
     }
 
+    /// The live stream's reader has taken every record of the backlog,
+    /// lost ones included: the opening settles now even if the backlog's
+    /// last record never arrives (see `Session::note_backlog_read`).
+    pub fn backlog_read(&mut self) {
+        self.settle_opening();
+    }
+
     /// Follows a record as far as who wrote it: resolves its owner as
     /// [`Engine::apply`] would (a new owner of its table entry, the
     /// previous one ended, at the record's time, which is the stream's

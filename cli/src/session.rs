@@ -55,6 +55,9 @@ pub struct Session {
     /// the stream.
     announced: HashSet<(u16, u32)>,
     last_poll: Instant,
+    /// Where the backlog (the records the ring held on attaching) ends,
+    /// while the engine has not been told it is read.
+    backlog_end: Option<u64>,
 }
 
 impl Session {
@@ -191,6 +194,7 @@ impl Session {
             reported_deaths: HashSet::new(),
             announced: HashSet::new(),
             last_poll: Instant::now() - PROCESS_POLL,
+            backlog_end: start.has_backlog().then_some(backlog_end),
         };
         session.announce(&at_start.processes, true)?;
         session.write_start(&at_start, start)?;
@@ -295,6 +299,7 @@ impl Session {
                 break;
             }
         }
+        self.note_backlog_read();
         if self.last_poll.elapsed() >= PROCESS_POLL {
             self.last_poll = Instant::now();
             self.watch_table()?;
@@ -303,6 +308,25 @@ impl Session {
             self.place_deaths()?;
         }
         Ok(handled)
+    }
+
+    /// Tells the engine the backlog is read once the consumer has passed
+    /// its end. Its last record tells it too, but that record may never
+    /// come (a claim its writer never published, lost): the engine would
+    /// then wait for the next record after it, which an idle ring may not
+    /// write for hours, showing meanwhile the processes that had ended
+    /// before the attach as running, with their buffers in device usage.
+    /// A file replays the same order: the next record after the hole, or
+    /// the blocks after the stream, settle it at the same point.
+    fn note_backlog_read(&mut self) {
+        if let Some(end) = self.backlog_end
+            && self.consumer.progress().taken >= end
+        {
+            self.backlog_end = None;
+            if self.analyse {
+                self.engine.backlog_read();
+            }
+        }
     }
 
     /// Sleeps briefly if the last poll found little (see

@@ -317,3 +317,56 @@ fn watch_in_tmux_names_each_ring_stopped_at_a_corrupt_slot() {
     drop(writer);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A process that died before `watch` attached, its records still in the
+/// ring and its last claim never published (killed between claim and
+/// publish: the backlog's last record never arrives): `watch` shows it
+/// ended and its buffers out of device usage once it has read the
+/// backlog, not only when some other process writes again.
+#[test]
+fn watch_in_tmux_ends_a_process_that_died_before_it_attached_when_its_backlog_ends_in_a_hole() {
+    use memtrack::format::kind;
+    use memtrack::{MemtrackBuffer, Ring, RingOptions, Writer};
+
+    let path = ring_path(&format!("cli-watch-hole-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    drop(Ring::create(&path, RingOptions { capacity: 1024, subrings: 0, ..RingOptions::default() }).unwrap());
+    // SAFETY: the child only writes the ring and leaves with _exit, running
+    // no destructor and touching nothing the parent's threads hold.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let writer = Writer::attach_named(Ring::open(&path).unwrap(), b"model").unwrap();
+        writer.set_capacity(0, kind::DRAM, 12 << 30);
+        for id in 0..4 {
+            writer.alloc(&MemtrackBuffer {
+                buffer_id: id,
+                size: 64 << 20,
+                kind: kind::DRAM,
+                ..Default::default()
+            });
+        }
+        let claimed = writer.claim_without_publishing();
+        // SAFETY: ends the child at once, as a kill would: no exit record.
+        unsafe { libc::_exit(if claimed { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert_eq!(status, 0, "the child claimed its hole");
+
+    let tmux = Tmux::new("hole");
+    let command =
+        format!("{} watch --ring {} --interval 100", env!("CARGO_BIN_EXE_memtrack"), path.display());
+    let out = tmux.run(&["new-session", "-d", "-s", "s", "-x", "160", "-y", "48", &command]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Its records read (start, capacity, four allocs), the hole counted
+    // lost, it has died, and the device shows no usage: its buffers are
+    // what it left.
+    let screen = tmux.wait_for(" 6 records");
+    println!("{screen}");
+    assert!(screen.contains(" died "), "{screen}");
+    assert!(screen.contains("device 0 0 B / 12.0 GiB in 0 buffers"), "{screen}");
+    tmux.run(&["send-keys", "-t", "s", "q"]);
+    drop(tmux);
+    std::fs::remove_file(&path).unwrap();
+}
