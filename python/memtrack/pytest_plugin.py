@@ -404,6 +404,7 @@ class Summary:
 
     def __init__(self):
         self.workers = 0  # xdist workers merged in; 0: the tests ran here
+        self.workers_lost = 0  # xdist workers that went down without sending theirs (crashed)
         self.private_ring = True
         self.rings: List[str] = []
         self.libraries: List[str] = []
@@ -451,6 +452,15 @@ class Summary:
 
     def write(self, tr) -> None:
         tr.section("memtrack")
+        if self.workers_lost:
+            # Their checks ran (a leak failed its test), but what they found
+            # is not here: no verdict below may speak for their tests.
+            tr.write_line(
+                f"memtrack: {self.workers_lost} xdist worker{'s' if self.workers_lost > 1 else ''} ended without "
+                "its summary (crashed): the tests it checked are not counted below; their failures are above"
+            )
+            if not self.workers:
+                return
         if self.not_tracking:
             # Nothing was checked: say so and why, and claim nothing more.
             for reason, unchecked in self.not_tracking:
@@ -496,7 +506,7 @@ class Summary:
             tr.write_line(f"{nodeid}: {problems}")
         if not self.results and self.untracked_tests:
             tr.write_line("no leak in the live counters, but the tests above were not fully checked")
-        elif not self.results:
+        elif not self.results and not self.workers_lost:
             tr.write_line("no test left device memory allocated")
         for cell, peak in sorted(self.max_peak_seen.items()):
             tr.write_line(f"largest peak in a test: {human_bytes(peak)} on device {cell[0]} {cell[1]}")
@@ -520,6 +530,9 @@ class XdistController:
         data = getattr(node, "workeroutput", {}).get("memtrack")
         if data is not None:
             self.summary.merge(data)
+        else:
+            # A worker that crashed (xdist replaces it): it sent nothing.
+            self.summary.workers_lost += 1
 
     def pytest_terminal_summary(self, terminalreporter):
         self.summary.write(terminalreporter)

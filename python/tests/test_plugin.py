@@ -204,6 +204,32 @@ def test_xdist_workers_each_check_their_own_tests(runtime_lib):
     assert not [ring for ring in rings if os.path.exists(ring)]
 
 
+CRASHING_WORKER = """
+import os
+from fake_runtime import Buffer
+
+def test_a_leak():
+    Buffer(4096)
+
+def test_b_crashes_its_worker():
+    os._exit(3)
+
+def test_c_clean():
+    Buffer(4096).free()
+"""
+
+
+def test_an_xdist_worker_that_crashes(runtime_lib, tmp_path):
+    """A worker that dies takes its summary with it: the controller says so and claims no verdict for its tests."""
+    pytest.importorskip("xdist")
+    result, outcomes = run_project(runtime_lib, tmp_path, CRASHING_WORKER, "-n", "1")
+    assert outcomes.get("test_a_leak") == "FAILED", result.stdout
+    assert "memtrack: leaked 1 buffer" in result.stdout, result.stdout
+    summary = result.stdout.split("= memtrack =")[1]
+    assert "no test left device memory allocated" not in summary, summary
+    assert re.search(r"^memtrack: 1 xdist worker ended without its summary", summary, re.M), summary
+
+
 BAD_MARKERS = """
 import pytest
 from fake_runtime import Buffer
