@@ -366,17 +366,7 @@ fn lost_records_fail_the_check_unless_allowed() {
 
 /// (event, buffer id) of the buffer rows of `memtrack export --format csv`.
 fn exported(file: &TempFile, filters: &[&str]) -> Vec<(String, u64)> {
-    let mut args = vec!["export", file.str(), "--format", "csv"];
-    args.extend_from_slice(filters);
-    let out = memtrack(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f[2] == "alloc" || f[2] == "free")
-        .map(|f| (f[2].to_owned(), f[7].parse().unwrap()))
-        .collect()
+    exported_sizes(file, filters).into_iter().map(|(event, id, _)| (event, id)).collect()
 }
 
 #[test]
