@@ -120,6 +120,24 @@ fn helper() {
                 std::thread::sleep(Duration::from_secs(60));
             });
         }
+        // One thread claims a slot of its sub-ring and never fills it; the
+        // main thread writes once, shuts down and exits cleanly while that
+        // thread still holds the claim.
+        "exit-holding-claim" => {
+            // Leaked: the claiming thread outlives every scope of main's.
+            let shared: &'static Writer = Box::leak(Box::new(writer_from_env()));
+            let (claimed, claim_held) = mpsc::channel();
+            std::thread::spawn(move || {
+                shared.alloc(&buffer(1));
+                assert!(shared.claim_own_without_publishing(), "a sub-ring slot claimed");
+                claimed.send(()).unwrap();
+                std::thread::sleep(Duration::from_secs(60));
+            });
+            claim_held.recv().unwrap();
+            shared.alloc(&buffer(2));
+            shared.shutdown();
+            std::process::exit(0);
+        }
         other => panic!("unknown helper role {other}"),
     }
 }
@@ -300,4 +318,33 @@ fn an_idle_thread_holding_a_sub_ring_holds_back_no_other_record() {
     let ids: Vec<u64> = out.iter().filter(|r| r.event() == Some(Event::Alloc)).map(|r| r.buffer_id).collect();
     assert_eq!(ids, [1, 2], "{out:?}");
     kill(&mut child);
+}
+
+/// A process that exits cleanly while one of its threads holds a claim it
+/// never filled: once the process is gone the claim is a dead writer's
+/// (counted lost), and the records after it, its exit record included,
+/// are delivered.
+#[test]
+fn a_claim_left_unfilled_by_a_process_that_exits_cleanly_is_lost_and_passed() {
+    let tmp = TempRing::new("subrings-exit-claim");
+    Ring::create(tmp.path(), options()).unwrap();
+    let mut consumer = Consumer::attach(tmp.path()).unwrap();
+    let status = helper_command("exit-holding-claim").env("MEMTRACK_RING", tmp.path()).status().unwrap();
+    assert!(status.success());
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !records.iter().any(|r: &Record| r.event() == Some(Event::ProcessExit)) {
+        assert!(Instant::now() < deadline, "no exit record in 5 s: {records:?} {:?}", consumer.progress());
+        consumer
+            .drain(usize::MAX, &mut Vec::new(), |batch| {
+                records.extend_from_slice(batch);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ids: Vec<u64> =
+        records.iter().filter(|r| r.event() == Some(Event::Alloc)).map(|r| r.buffer_id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(consumer.progress().lost_writer_died, 1, "the unfilled claim");
 }
