@@ -3,10 +3,11 @@
 
 use proptest::prelude::*;
 
+use super::framing::FRAME_HEADER_SIZE;
 use super::tests::{header, temp};
 use super::*;
-use memtrack::Progress;
 use memtrack::format::{FLAG_MORE, LABEL_LEN};
+use memtrack::{Event, Progress, Record};
 
 struct Removed(PathBuf);
 
