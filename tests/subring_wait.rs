@@ -52,6 +52,16 @@ fn shared_ring_claims(path: &Path) -> u64 {
     u64::from_le_bytes(word)
 }
 
+/// Offset of the doorbell's `sleeping` word (docs/FORMAT.md, DoorbellLine).
+const DOORBELL_SLEEPING_OFFSET: u64 = 768;
+
+/// Whether the consumer says it sleeps (or is about to) on its doorbell.
+fn consumer_sleeping(path: &Path) -> bool {
+    let mut word = [0; 4];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut word, DOORBELL_SLEEPING_OFFSET).unwrap();
+    u32::from_le_bytes(word) != 0
+}
+
 /// Writes RECORDS allocations from a new thread (which takes a sub-ring).
 fn write_from_a_thread(writer: &Writer) {
     std::thread::scope(|s| {
@@ -126,6 +136,14 @@ fn a_reader_asleep_in_a_long_pause_is_rung_by_a_waiting_writer() {
     // without progress, after which it would spill.
     let out = std::thread::scope(|s| {
         let reader = s.spawn(|| read_until(&mut consumer, RECORDS as usize, Some(Duration::from_secs(2))));
+        // Only once the reader is in its first pause: a writer that fills
+        // its sub-ring before then finds it awake (it sees the waiter and
+        // takes at once), and nothing rings.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !consumer_sleeping(tmp.path()) {
+            assert!(std::time::Instant::now() < deadline, "the reader never paused");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         write_from_a_thread(&writer);
         reader.join().unwrap()
     });
