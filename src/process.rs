@@ -113,7 +113,9 @@ impl Ring {
         }
         // Again with the lock held: the state is written only by the
         // lock's holder, and a process that registered and exited here
-        // since the look above has given the lock back.
+        // since the look above has given the lock back. (Relaxed: the
+        // kernel's lock hand-over, its unlock or exit then our `fcntl`,
+        // orders its state store before this load.)
         if never_used_only && !never_used() {
             self.unlock(lock_offset(index));
             return Ok(None);

@@ -49,13 +49,13 @@ pub fn unmatched(args: &FilterArgs, engine: &Engine, file: &Path) -> Vec<String>
     let cells = engine.devices().keys();
     let devices: BTreeSet<u32> = cells.clone().map(|&(device, _)| device).collect();
     let kinds: BTreeSet<u8> = cells.clone().map(|&(_, kind)| kind).collect();
-    let device_unmatched = args.device.is_some_and(|d| !devices.contains(&d));
-    let kind_unmatched = args.kind.is_some_and(|k| !kinds.contains(&k));
-    if let (Some(device), true) = (args.device, device_unmatched) {
+    let missing_device = args.device.filter(|d| !devices.contains(d));
+    let missing_kind = args.kind.filter(|k| !kinds.contains(k));
+    if let Some(device) = missing_device {
         let listed = listing(devices.iter().map(u32::to_string));
         lines.push(format!("memtrack: --device {device} matches no device in {file} (devices: {listed})"));
     }
-    if let (Some(kind), true) = (args.kind, kind_unmatched) {
+    if let Some(kind) = missing_kind {
         let listed = listing(kinds.iter().map(|&k| kind_name(k)));
         lines.push(format!(
             "memtrack: --kind {} matches no record in {file} (kinds: {listed})",
@@ -63,8 +63,7 @@ pub fn unmatched(args: &FilterArgs, engine: &Engine, file: &Path) -> Vec<String>
         ));
     }
     // Each on its own is in the recording, but not together.
-    if let (Some(device), Some(kind), false, false) =
-        (args.device, args.kind, device_unmatched, kind_unmatched)
+    if let (Some(device), Some(kind), None, None) = (args.device, args.kind, missing_device, missing_kind)
         && !engine.devices().contains_key(&(device, kind))
     {
         let listed = listing(cells.filter(|&&(d, _)| d == device).map(|&(_, k)| kind_name(k)));
